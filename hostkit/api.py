@@ -1,0 +1,82 @@
+"""The synchronous Python API: ``hostkit.resolve(...)`` and friends.
+
+All calls in a process share one resolver running on one background event
+loop thread (the approach fsspec takes), so threads that ask for the same
+identifier at once share one download, and HTTP connections are pooled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import threading
+from pathlib import Path
+
+from .resolver import Progress, Resolved, Resolver
+
+_lock = threading.Lock()
+_loop: asyncio.AbstractEventLoop | None = None
+_resolvers: dict[Path, Resolver] = {}
+
+
+def _background_loop() -> asyncio.AbstractEventLoop:
+    global _loop
+    with _lock:
+        if _loop is None:
+            _loop = asyncio.new_event_loop()
+            threading.Thread(target=_loop.run_forever, name="hostkit-io", daemon=True).start()
+            atexit.register(_shutdown)
+        return _loop
+
+
+def _shutdown() -> None:
+    if _loop is None:
+        return
+    for resolver in list(_resolvers.values()):
+        asyncio.run_coroutine_threadsafe(resolver.aclose(), _loop).result(timeout=5)
+    _resolvers.clear()
+    _loop.call_soon_threadsafe(_loop.stop)
+
+
+def run(coro):
+    """Run a coroutine on hostkit's background loop and wait for its result."""
+    return asyncio.run_coroutine_threadsafe(coro, _background_loop()).result()
+
+
+def get_resolver(settings=None) -> Resolver:
+    """The shared resolver for ``settings`` (by cache dir), created on first use."""
+    from .config import load_settings
+
+    settings = settings or load_settings()
+    with _lock:
+        resolver = _resolvers.get(settings.cache_dir)
+        if resolver is None or resolver.settings != settings:
+            resolver = _resolvers[settings.cache_dir] = Resolver(settings)
+        return resolver
+
+
+def resolve(identifier: str, expected: str | None = None, *, offline: bool | None = None,
+            require_hash: bool | None = None, cache_dir: str | Path | None = None,
+            progress: Progress | None = None, settings=None) -> Path:
+    """Return the local path of the verified bytes ``identifier`` names.
+
+    ``expected`` is ``alg:hex`` or bare sha256 hex (MedPerf). Raises a
+    :class:`hostkit.errors.HostkitError` subclass on any failure; nothing
+    partial or unverified is ever left at the returned path.
+    """
+    return resolve_info(identifier, expected, offline=offline, require_hash=require_hash,
+                        cache_dir=cache_dir, progress=progress, settings=settings).path
+
+
+def resolve_info(identifier: str, expected: str | None = None, *, offline: bool | None = None,
+                 require_hash: bool | None = None, cache_dir: str | Path | None = None,
+                 progress: Progress | None = None, settings=None) -> Resolved:
+    """Like :func:`resolve`, but return the full :class:`~hostkit.resolver.Resolved` record."""
+    from .config import load_settings
+
+    settings = settings or load_settings()
+    if cache_dir is not None:
+        settings = settings.with_overrides(cache_dir=Path(cache_dir))
+    resolver = get_resolver(settings)
+    return run(resolver.resolve(identifier, expected, offline=offline,
+                                require_hash=require_hash, progress=progress))

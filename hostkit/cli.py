@@ -1,0 +1,237 @@
+"""The ``hostkit`` command line.
+
+Kept light at import time: a cache hit for a hash you already have opens
+SQLite, stats one file and prints, without loading plugins or asyncio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+
+from .errors import HostkitError, UsageError
+
+EPILOG = """\
+identifiers: https://host/file, direct:https://host/file, synapse:syn123, s3://bucket/key,
+minio://host:port/bucket/key, gs://bucket/key, az://container/blob  (`hostkit plugins`)
+hashes: sha256:<hex> (default), sha1:, md5:, sha512:, blake2b:, or bare sha256 hex (MedPerf)
+environment: HOSTKIT_CACHE_DIR, HOSTKIT_OFFLINE=1, HOSTKIT_REQUIRE_HASH=1, HOSTKIT_CONFIG
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="hostkit", description="Turn ML asset identifiers into verified, cached local files.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"hostkit {_version()}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--cache-dir", help="cache location (default: HOSTKIT_CACHE_DIR or the "
+                        "platform's user cache dir)")
+    common.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    common.add_argument("-q", "--quiet", action="store_true", help="no progress or notes")
+    common.add_argument("-v", "--verbose", action="store_true", help="log what happens")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    r = sub.add_parser("resolve", parents=[common], help="download (once) and print a local path",
+                       description="Print the local path of the verified bytes an identifier "
+                                   "names, downloading them only if they are not cached.",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    r.add_argument("identifier")
+    r.add_argument("hash", nargs="?", help="expected hash (same as --hash)")
+    r.add_argument("--hash", dest="hash_opt", metavar="HASH", help="expected hash, alg:hex")
+    r.add_argument("--offline", action="store_true", default=None,
+                   help="never use the network; answer from the cache or fail")
+    r.add_argument("--require-hash", action="store_true", default=None,
+                   help="refuse to resolve without an expected hash")
+
+    h = sub.add_parser("hash", parents=[common], help="hash a local file")
+    h.add_argument("file")
+    h.add_argument("--alg", action="append", help="algorithm (repeatable; default sha256)")
+
+    c = sub.add_parser("cache", help="inspect and manage the cache")
+    csub = c.add_subparsers(dest="cache_command", metavar="ACTION", required=True)
+    csub.add_parser("ls", parents=[common], help="list cached identifiers and blobs")
+    for name, text in (("info", "show one entry (identifier, key or sha256 prefix)"),
+                       ("rm", "remove an entry (and its blob if unused) or a blob by digest"),
+                       ("pin", "keep an entry through prune"), ("unpin", "allow pruning again")):
+        csub.add_parser(name, parents=[common], help=text).add_argument("id")
+    v = csub.add_parser("verify", parents=[common],
+                        help="re-hash blobs; remove corrupt ones (--report-only to keep them)")
+    v.add_argument("id", nargs="?")
+    v.add_argument("--report-only", action="store_true")
+    pr = csub.add_parser("prune", parents=[common], help="evict least recently used blobs")
+    pr.add_argument("--max-size", required=True, help="budget, e.g. 10G, 500M, 0")
+
+    sub.add_parser("plugins", parents=[common], help="list backends and identifier forms")
+    sub.add_parser("demo", parents=[common],
+                   help="serve sample files from a local origin and resolve them (offline)")
+    return p
+
+
+def main(argv=None) -> int:
+    """Entry point of the ``hostkit`` console script."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="hostkit: %(message)s", stream=sys.stderr)
+    try:
+        return _dispatch(args)
+    except HostkitError as exc:
+        _fail(exc, args)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted; a partial download will resume next time", file=sys.stderr)
+        return 130
+
+
+def _dispatch(args) -> int:
+    from .config import load_settings
+
+    settings = load_settings().with_overrides(
+        cache_dir=_path(args.cache_dir), quiet=args.quiet or None)
+    if args.command == "resolve":
+        return _resolve(args, settings)
+    if args.command == "hash":
+        from .hashes import hash_file
+
+        try:
+            digests = hash_file(args.file, args.alg or ["sha256"])
+        except OSError as exc:
+            raise UsageError(f"cannot read {args.file}: {exc.strerror}") from None
+        algs = args.alg or ["sha256"]
+        if args.json:
+            _print_json({"file": args.file, **{a: digests[a] for a in algs}})
+        else:
+            for alg in algs:
+                print(f"{alg}:{digests[alg]}  {args.file}")
+        return 0
+    if args.command == "cache":
+        from .cache_cli import run_cache_command
+
+        return run_cache_command(args, settings)
+    if args.command == "plugins":
+        return _plugins(args)
+    if args.command == "demo":
+        from .demo import run_demo
+
+        return run_demo(settings, as_json=args.json)
+    raise AssertionError(args.command)
+
+
+def _resolve(args, settings) -> int:
+    expected = args.hash_opt or args.hash
+    if args.hash_opt and args.hash and args.hash_opt != args.hash:
+        raise UsageError("two different hashes given", hint="pass one hash")
+    settings = settings.with_overrides(offline=args.offline, require_hash=args.require_hash)
+    resolved = _cached_by_hash(settings, args.identifier, expected) if expected else None
+    if resolved is None:
+        from . import api
+        from .progress import progress_for
+
+        resolved = api.resolve_info(args.identifier, expected, settings=settings,
+                                    progress=progress_for(settings))
+    if args.json:
+        _print_json(resolved.to_dict())
+    else:
+        print(resolved.path)
+        if not resolved.verified and not args.quiet:
+            print(f"note: no hash given; sha256:{resolved.sha256} recorded on first use. "
+                  "Pass it with --hash to pin these bytes.", file=sys.stderr)
+    return 0
+
+
+def _cached_by_hash(settings, identifier: str, expected: str):
+    """The fast path: a stored blob with the expected digest answers without plugins."""
+    from .cache import Cache
+    from .hashes import parse_hash
+    from .identifiers import parse_identifier
+    from .resolver import Resolved
+
+    ref = parse_identifier(identifier)
+    digest = parse_hash(expected)
+    if not (settings.cache_dir / "index.db").exists():
+        return None
+    cache = Cache(settings.cache_dir)
+    blob = cache.find_blob(digest.alg, digest.hex)
+    if blob is None:
+        return None
+    cache.touch(blob.sha256)
+    return Resolved(blob.path, blob.sha256, blob.size, True, ref.identifier, True, blob.digests)
+
+
+def _plugins(args) -> int:
+    from .plugins import load_plugins
+
+    loaded = load_plugins()
+    rows = [{"plugin": name, "source": loaded.sources.get(name, "?"), "backend": info.name,
+             "schemes": list(info.schemes), "summary": info.summary,
+             "examples": list(info.examples), "extra": info.extra}
+            for name, info in loaded.backends()]
+    if args.json:
+        _print_json({"backends": rows, "broken": loaded.failures})
+    else:
+        for row in rows:
+            extra = f"  (pip install 'hostkit[{row['extra']}]')" if row["extra"] else ""
+            print(f"{row['backend']:<10} {', '.join(row['examples'])}{extra}")
+            print(f"{'':<10} {row['summary']}  [from {row['source']}]")
+        for name, error in loaded.failures.items():
+            print(f"BROKEN     plugin {name!r}: {error}", file=sys.stderr)
+    return 1 if loaded.failures and not rows else 0
+
+
+def _fail(exc: HostkitError, args) -> None:
+    if getattr(args, "json", False):
+        _print_json(exc.to_dict())
+    print(f"error: {exc}", file=sys.stderr)
+
+
+def _print_json(data) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+def _path(value):
+    from pathlib import Path
+
+    return Path(os.path.expanduser(value)) if value else None
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def parse_size(text: str) -> int:
+    """``10G``, ``500M``, ``1.5GiB``, ``0`` -> bytes (powers of 1024)."""
+    units = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+    s = text.strip().lower().removesuffix("ib").removesuffix("b")
+    unit = s[-1] if s and s[-1] in units else ""
+    try:
+        return int(float(s[:len(s) - len(unit)]) * units[unit])
+    except ValueError:
+        raise UsageError(f"cannot read size {text!r}", hint="write e.g. 10G, 500M or 0") from None
+
+
+def format_size(n: int) -> str:
+    """Bytes as a short human string."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def format_age(ts: float) -> str:
+    """Seconds since ``ts`` as ``5s``, ``5m``, ``3h``, ``2d``."""
+    age = max(0.0, time.time() - ts)
+    for limit, div, unit in ((60, 1, "s"), (3600, 60, "m"), (86400, 3600, "h")):
+        if age < limit:
+            return f"{int(age // div)}{unit}"
+    return f"{int(age // 86400)}d"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

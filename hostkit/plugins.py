@@ -1,0 +1,96 @@
+"""Loading backends: entry points in the ``hostkit`` group, each isolated."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import pluggy
+
+from . import hookspecs
+from .remote import BackendInfo
+
+ENTRY_POINT_GROUP = "hostkit"
+log = logging.getLogger("hostkit.plugins")
+
+
+@dataclass
+class LoadedPlugins:
+    """The plugin manager plus what failed to load (name -> error text)."""
+
+    manager: pluggy.PluginManager
+    failures: dict[str, str] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)  # plugin name -> dist name
+
+    def backends(self) -> list[tuple[str, BackendInfo]]:
+        """``(plugin name, info)`` for every backend, in registration order."""
+        out = []
+        for plugin in self.manager.get_plugins():
+            name = self.manager.get_name(plugin)
+            impl = getattr(plugin, "hostkit_backends", None)
+            if impl is None:
+                continue
+            try:
+                infos = impl() or []
+            except Exception as exc:  # a broken plugin must not hide the others
+                self.failures[name] = f"hostkit_backends() raised {exc!r}"
+                continue
+            out.extend((name, info) for info in infos)
+        return out
+
+    def accepted_forms(self) -> str:
+        """Human list of accepted identifier forms, for error messages."""
+        forms = [ex for _, info in self.backends() for ex in info.examples]
+        return ", ".join(forms) or "no backends are installed"
+
+
+def new_manager() -> pluggy.PluginManager:
+    """A plugin manager with hostkit's hook specifications and nothing registered."""
+    pm = pluggy.PluginManager("hostkit")
+    pm.add_hookspecs(hookspecs)
+    return pm
+
+
+@lru_cache(maxsize=1)
+def load_plugins() -> LoadedPlugins:
+    """Register every ``hostkit`` entry point; a failing one is recorded, not fatal."""
+    from importlib.metadata import entry_points
+
+    loaded = LoadedPlugins(new_manager())
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if loaded.manager.has_plugin(ep.name):
+            continue
+        try:
+            module = ep.load()
+            loaded.manager.register(module, name=ep.name)
+        except Exception as exc:
+            loaded.failures[ep.name] = f"{type(exc).__name__}: {exc}"
+            log.warning("hostkit plugin %r (%s) failed to load: %s", ep.name, ep.value, exc)
+            continue
+        loaded.sources[ep.name] = ep.dist.name if ep.dist else "?"
+    return loaded
+
+
+def call_first(loaded: LoadedPlugins, hook_name: str, **kwargs):
+    """Call a firstresult hook, isolating plugins that crash.
+
+    A :class:`~hostkit.errors.HostkitError` is the plugin speaking (a
+    malformed identifier of its scheme) and propagates. Any other exception
+    marks that plugin broken, is logged by name, and the next plugin is asked.
+    """
+    from .errors import HostkitError
+
+    caller = getattr(loaded.manager.hook, hook_name)
+    for impl in reversed(caller.get_hookimpls()):
+        try:
+            result = impl.function(**{a: kwargs[a] for a in impl.argnames})
+        except HostkitError:
+            raise
+        except Exception as exc:
+            loaded.failures[impl.plugin_name] = f"{hook_name}() raised {exc!r}"
+            log.warning("hostkit plugin %r failed in %s: %r", impl.plugin_name, hook_name, exc)
+            continue
+        if result is not None:
+            return result
+    return None

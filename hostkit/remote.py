@@ -1,0 +1,148 @@
+"""What a backend gives the resolver: a :class:`Remote` to read and an :class:`Uploader`.
+
+A backend's ``hostkit_resolve`` hook turns a :class:`~hostkit.identifiers.Ref`
+into a :class:`Remote` without any I/O. The resolver then asks the Remote for
+metadata (``stat``) when it needs to revalidate, and for bytes (``open``) when
+it downloads. Everything that touches the network is async.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .config import Settings
+
+
+@dataclass
+class RemoteInfo:
+    """What a backend knows about an object before (or while) downloading it.
+
+    ``validator`` is an opaque change token (ETag, versionId, generation,
+    Last-Modified): equal validators mean equal bytes. ``digests`` holds
+    digests the server advertises (``{"md5": hex}``), checked as an extra guard.
+    ``immutable`` is true when the reference can never point at other bytes.
+    """
+
+    size: int | None = None
+    validator: str | None = None
+    digests: dict[str, str] = field(default_factory=dict)
+    immutable: bool = False
+    content_type: str | None = None
+    filename: str | None = None
+
+
+@dataclass
+class Body:
+    """An open download: metadata and an async stream of chunks.
+
+    ``offset`` is where the streamed bytes start in the object: the requested
+    offset when the backend resumed, or 0 when it had to start over (for
+    example because the object changed since the partial download).
+    """
+
+    info: RemoteInfo
+    offset: int
+    chunks: AsyncIterator[bytes]
+
+
+class Remote:
+    """One object at a backend. Subclass it in a backend plugin.
+
+    Contract:
+    - ``cache_key`` identifies the object across endpoints/accounts (the same
+      ``bucket/key`` on two endpoints has two keys). The index is keyed on it.
+    - ``display`` is the identifier to show people: no secrets in it.
+    - ``immutable`` is true when known before any I/O (commit pin, versionId).
+    - ``open`` resumes from ``offset`` only when the object still matches
+      ``validator``; otherwise it streams from 0 and says so in ``Body.offset``.
+    - Failures raise :mod:`hostkit.errors` types; :class:`~hostkit.errors.TransientError`
+      means the resolver may retry (and resume).
+    """
+
+    cache_key: str
+    display: str
+    immutable: bool = False
+
+    async def stat(self) -> RemoteInfo:
+        """Metadata without the body (HEAD or the backend's equivalent)."""
+        raise NotImplementedError
+
+    def open(self, offset: int = 0, validator: str | None = None
+             ) -> contextlib.AbstractAsyncContextManager[Body]:
+        """Async context manager yielding a :class:`Body` from ``offset``."""
+        raise NotImplementedError
+
+
+@dataclass
+class UploadResult:
+    """Where an upload landed: an identifier that resolves to exactly these bytes."""
+
+    identifier: str
+    sha256: str
+    size: int
+    created: bool = True  # False when identical bytes were already there
+
+
+class Uploader:
+    """Writes a local file to a destination. Returned by the ``hostkit_upload`` hook."""
+
+    async def upload(self, source: Path, *, overwrite: bool = False,
+                     content_addressed: bool = False, progress=None) -> UploadResult:
+        """Stream ``source`` up, hashing sha256 in the same pass; return the permanent id.
+
+        Must refuse to replace an existing different object unless ``overwrite``;
+        uploading identical bytes again returns the same identifier (created=False).
+        """
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    """How a backend describes itself in ``hostkit plugins`` and in errors."""
+
+    name: str
+    schemes: tuple[str, ...]
+    summary: str
+    examples: tuple[str, ...] = ()
+    #: pip extra that installs the backend's client library, if any.
+    extra: str | None = None
+
+
+@dataclass
+class Context:
+    """Shared state handed to backends: settings and a pooled HTTP session."""
+
+    settings: Settings
+    _http: Any = None
+
+    async def http_session(self):
+        """The shared :class:`aiohttp.ClientSession` (created on first use)."""
+        if self._http is None or self._http.closed:
+            import aiohttp
+
+            self._http = aiohttp.ClientSession(
+                auto_decompress=False,  # the bytes on the wire are the bytes we hash
+                read_bufsize=1 << 20,
+                timeout=aiohttp.ClientTimeout(total=None,
+                                              connect=self.settings.connect_timeout,
+                                              sock_read=self.settings.read_timeout),
+                headers={"User-Agent": f"hostkit/{_version()}"},
+                connector=aiohttp.TCPConnector(limit=64),
+            )
+        return self._http
+
+    async def aclose(self) -> None:
+        """Close pooled connections."""
+        if self._http is not None and not self._http.closed:
+            await self._http.close()
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__

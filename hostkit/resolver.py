@@ -1,0 +1,319 @@
+"""The one resolver: identifier -> verified local file. CLI, API and daemon all use it.
+
+Order of business for ``resolve(identifier, expected)``:
+
+1. A given hash whose blob is already stored answers at once: no plugin,
+   no network, no re-hash (content addressing).
+2. The backend plugin turns the identifier into a Remote (no I/O).
+3. An index entry for the Remote's cache key answers when it is still good:
+   the hash matches, or the reference is immutable, or a cheap ``stat``
+   shows the same validator (mutable references, when revalidation is on).
+4. Otherwise one download per cache key: in-process single flight, plus an
+   advisory file lock so other processes wait instead of downloading too.
+   Bytes are hashed while written; retries resume with ranges; the blob is
+   moved into place only once verified.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .cache import Blob, Cache, Entry, key_hash
+from .config import Settings, load_settings
+from .errors import (
+    HashMismatch,
+    HashRequired,
+    HostkitError,
+    OfflineMiss,
+    TransientError,
+    TruncatedBody,
+    UnknownScheme,
+)
+from .hashes import CONTENT_ALG, Digest, hash_file, parse_hash
+from .identifiers import Ref, parse_identifier
+from .plugins import LoadedPlugins, call_first, load_plugins
+from .remote import Context, Remote, RemoteInfo
+
+log = logging.getLogger("hostkit")
+
+
+@dataclass
+class Resolved:
+    """The answer: a local path to verified bytes, and how it was obtained."""
+
+    path: Path
+    sha256: str
+    size: int
+    cached: bool
+    identifier: str
+    #: True when the bytes matched a hash the caller gave; False for trust on first use.
+    verified: bool
+    digests: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """JSON form (``--json``, daemon answers)."""
+        d = asdict(self)
+        d["path"] = str(self.path)
+        return d
+
+
+class Progress:
+    """Download progress callbacks; the default does nothing."""
+
+    def start(self, identifier: str, total: int | None, done: int) -> None:
+        """A download of ``total`` bytes (None if unknown) starts, ``done`` already on disk."""
+
+    def advance(self, nbytes: int) -> None:
+        """``nbytes`` more arrived."""
+
+    def close(self) -> None:
+        """The download ended (well or not)."""
+
+
+class Resolver:
+    """Resolves identifiers into files in one cache. Create one per process (or daemon)."""
+
+    def __init__(self, settings: Settings | None = None, *, cache: Cache | None = None,
+                 plugins: LoadedPlugins | None = None):
+        self.settings = settings or load_settings()
+        self.cache = cache or Cache(self.settings.cache_dir)
+        self._plugins = plugins
+        self.context = Context(self.settings)
+        self._inflight: dict[str, asyncio.Task] = {}
+        #: Counters for status and metrics.
+        self.stats = {"hits": 0, "misses": 0, "bytes_from_origin": 0, "downloads": 0}
+
+    @property
+    def plugins(self) -> LoadedPlugins:
+        """Loaded backends (entry points are read on first use only)."""
+        if self._plugins is None:
+            self._plugins = load_plugins()
+        return self._plugins
+
+    def in_flight(self) -> list[str]:
+        """Cache keys being downloaded right now."""
+        return list(self._inflight)
+
+    async def aclose(self) -> None:
+        """Close network sessions and the index."""
+        await self.context.aclose()
+        self.cache.close()
+
+    # -- public -------------------------------------------------------------
+
+    async def resolve(self, identifier: str, expected: str | None = None, *,
+                      offline: bool | None = None, require_hash: bool | None = None,
+                      progress: Progress | None = None) -> Resolved:
+        """Return a local path holding exactly the bytes ``identifier`` names.
+
+        ``expected`` is ``alg:hex`` or bare sha256 hex; without it the computed
+        sha256 is recorded as trust on first use. Raises :mod:`hostkit.errors`.
+        """
+        offline = self.settings.offline if offline is None else offline
+        strict = self.settings.require_hash if require_hash is None else require_hash
+        ref = parse_identifier(identifier)
+        digest = parse_hash(expected) if expected else None
+        if strict and digest is None:
+            raise HashRequired(f"{ref.identifier}: a hash is required (strict mode)",
+                               hint="pass --hash sha256:<hex>, or unset HOSTKIT_REQUIRE_HASH",
+                               identifier=ref.identifier)
+        if digest and (blob := self._blob_for(digest)):
+            return self._hit(blob, ref.identifier, verified=True)
+        remote = self.remote_for(ref)
+        entry = self.cache.entry(remote.cache_key)
+        if entry and (hit := await self._cached(remote, entry, digest, offline)):
+            return hit
+        if offline:
+            raise OfflineMiss(f"{remote.display} is not in the cache and offline mode is on",
+                              hint="resolve it once while online, or unset HOSTKIT_OFFLINE",
+                              identifier=ref.identifier)
+        task = self._inflight.get(remote.cache_key)
+        if task is None:
+            task = asyncio.ensure_future(self._download(remote, digest, progress))
+            self._inflight[remote.cache_key] = task
+            task.add_done_callback(lambda _t: self._inflight.pop(remote.cache_key, None))
+        else:
+            log.debug("joining the download already running for %s", remote.display)
+        # shield: one caller giving up must not cancel the download others wait for
+        resolved = await asyncio.shield(task)
+        if digest and resolved.digests.get(digest.alg) != digest.hex:
+            # joined a download started with another (or no) expected hash
+            found = resolved.digests.get(digest.alg) or self._digest_of(resolved, digest.alg)
+            if found != digest.hex:
+                raise HashMismatch(remote.display, str(digest), f"{digest.alg}:{found}")
+            resolved.verified = True
+        return resolved
+
+    def remote_for(self, ref: Ref | str) -> Remote:
+        """The backend's Remote for an identifier; UnknownScheme if none accepts it."""
+        ref = parse_identifier(ref) if isinstance(ref, str) else ref
+        remote = call_first(self.plugins, "hostkit_resolve", ref=ref, context=self.context)
+        if remote is None:
+            raise UnknownScheme(
+                f"no backend accepts {ref.raw.strip()!r} (scheme {ref.scheme!r})",
+                hint=f"accepted forms: {self.plugins.accepted_forms()}; "
+                     "`hostkit plugins` lists installed backends and extras",
+                identifier=ref.raw)
+        return remote
+
+    # -- cache answers --------------------------------------------------------
+
+    def _blob_for(self, digest: Digest) -> Blob | None:
+        return self.cache.find_blob(digest.alg, digest.hex)
+
+    def _hit(self, blob: Blob, identifier: str, *, verified: bool, key: str | None = None,
+             checked: bool = False) -> Resolved:
+        self.cache.touch(blob.sha256, key, checked=checked)
+        self.stats["hits"] += 1
+        return Resolved(blob.path, blob.sha256, blob.size, True, identifier, verified,
+                        blob.digests)
+
+    def _digest_of(self, resolved: Resolved, alg: str) -> str:
+        found = hash_file(resolved.path, (alg,))
+        self.cache.add_digests(resolved.sha256, found)
+        resolved.digests.update(found)
+        return found[alg]
+
+    async def _cached(self, remote: Remote, entry: Entry, digest: Digest | None,
+                      offline: bool) -> Resolved | None:
+        blob = self.cache.blob(entry.sha256)
+        if blob is None:
+            return None  # index row without its file: download again
+        if digest:
+            known = blob.digests.get(digest.alg)
+            if known is None:
+                known = hash_file(blob.path, (digest.alg,))[digest.alg]
+                self.cache.add_digests(blob.sha256, {digest.alg: known})
+            # a different hash than cached means the publisher moved on: fetch again
+            return self._hit(blob, entry.identifier, verified=True, key=entry.key) \
+                if known == digest.hex else None
+        if offline or entry.immutable or remote.immutable or not self.settings.revalidate:
+            return self._hit(blob, entry.identifier, verified=entry.verified, key=entry.key)
+        try:
+            info = await remote.stat()
+        except TransientError as exc:
+            log.warning("could not revalidate %s (%s); serving the cached copy",
+                        remote.display, exc.message)
+            return self._hit(blob, entry.identifier, verified=entry.verified, key=entry.key)
+        if info.validator and info.validator == entry.validator:
+            return self._hit(blob, entry.identifier, verified=entry.verified, key=entry.key,
+                             checked=True)
+        log.info("%s changed at the origin (%s -> %s); downloading again", remote.display,
+                 entry.validator, info.validator)
+        return None
+
+    # -- downloading ----------------------------------------------------------
+
+    async def _download(self, remote: Remote, digest: Digest | None,
+                        progress: Progress | None) -> Resolved:
+        from filelock import FileLock, Timeout
+
+        started = time.time()
+        lock = FileLock(self.cache.lock_dir / f"{key_hash(remote.cache_key)}.lock",
+                        thread_local=False)
+        while True:
+            try:
+                lock.acquire(timeout=0)
+                break
+            except Timeout:
+                await asyncio.sleep(0.05)
+        try:
+            # another process may have finished it while we waited for the lock
+            entry = self.cache.entry(remote.cache_key)
+            if entry and entry.checked >= started and (blob := self.cache.blob(entry.sha256)):
+                if not digest or blob.digests.get(digest.alg) == digest.hex:
+                    return self._hit(blob, entry.identifier, verified=bool(digest)
+                                     or entry.verified, key=entry.key)
+            self.stats["misses"] += 1
+            self.stats["downloads"] += 1
+            return await self._fetch(remote, digest, progress or Progress())
+        finally:
+            lock.release()
+
+    async def _fetch(self, remote: Remote, digest: Digest | None, progress: Progress) -> Resolved:
+        from .sink import PartialDownload, claim_partial
+
+        claimed = claim_partial(self.cache, remote.cache_key)
+        part = PartialDownload(self.cache, remote.cache_key, claimed=claimed)
+        info = RemoteInfo()
+        attempt, started = 0, False
+        try:
+            while True:
+                offset = part.size if part.validator else 0
+                try:
+                    async with remote.open(offset, part.validator) as body:
+                        info = body.info
+                        if not started:
+                            algs = [a for a in (digest and digest.alg, *info.digests) if a]
+                            await part.start(algs, body.offset)
+                            started = True
+                        elif body.offset != part.size:
+                            await part.restart()
+                        if body.offset == 0 or info.validator != part.validator:
+                            part.record(validator=info.validator, total=info.size,
+                                        identifier=remote.display)
+                        progress.start(remote.display, info.size, part.size)
+                        async for chunk in body.chunks:
+                            await part.write(chunk)
+                            progress.advance(len(chunk))
+                            self.stats["bytes_from_origin"] += len(chunk)
+                    if info.size is not None and part.size != info.size:
+                        raise TruncatedBody(
+                            f"{remote.display}: got {part.size} of {info.size} bytes",
+                            hint="the connection dropped; run the command again to resume")
+                    break
+                except TransientError as exc:
+                    attempt += 1
+                    if attempt > self.settings.retries:
+                        raise
+                    delay = exc.retry_after or min(self.settings.max_backoff,
+                                                   self.settings.backoff * 2 ** (attempt - 1))
+                    log.warning("%s: %s; retry %d/%d in %.1fs", remote.display, exc.message,
+                                attempt, self.settings.retries, delay)
+                    await asyncio.sleep(delay * (0.5 + random.random() / 2))
+                finally:
+                    progress.close()
+            digests = await part.finish()
+        except (TransientError, asyncio.CancelledError, KeyboardInterrupt):
+            # resumable later when the origin gave us a validator to resume against
+            if part.validator and part.size:
+                await part.keep()
+            else:
+                part.discard()
+            raise
+        except BaseException:
+            part.discard()
+            raise
+        return self._store(remote, info, part, digests, digest)
+
+    def _store(self, remote: Remote, info: RemoteInfo, part, digests: dict[str, str],
+               digest: Digest | None) -> Resolved:
+        try:
+            for alg, advertised in info.digests.items():
+                if digests.get(alg) != advertised:
+                    raise HashMismatch(
+                        remote.display, f"{alg}:{advertised} (advertised by the server)",
+                        f"{alg}:{digests.get(alg)}",
+                        hint="the bytes were damaged in transit or the server's metadata is "
+                             "wrong; try again")
+            if digest and digests[digest.alg] != digest.hex:
+                raise HashMismatch(remote.display, str(digest), f"{digest.alg}:{digests[digest.alg]}")
+            blob = self.cache.add_blob(part.path, digests, part.size)
+        except HostkitError:
+            part.discard()
+            raise
+        part.discard()  # only the sidecar is left by now
+        entry = self.cache.put_entry(remote.cache_key, remote.display, blob,
+                                     validator=info.validator,
+                                     immutable=remote.immutable or info.immutable,
+                                     verified=digest is not None)
+        if digest is None:
+            log.info("%s: no hash given; recorded sha256:%s (trust on first use)",
+                     remote.display, blob.sha256)
+        return Resolved(blob.path, blob.sha256, blob.size, False, entry.identifier,
+                        digest is not None, {**blob.digests, CONTENT_ALG: blob.sha256})

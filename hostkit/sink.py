@@ -1,0 +1,219 @@
+"""Partial downloads: a temp file in the cache that hashes every byte as it is written.
+
+Hashing and writing run in one writer thread per download, fed in ~1 MiB
+batches through a short window, so the event loop keeps receiving while the
+other core hashes (hashlib releases the GIL): download and verification
+overlap and memory stays flat whatever the file size.
+
+Partials are named ``tmp/<keyhash>.<pid>-<random>.part`` with a ``.json``
+sidecar (cache key, validator, size) so a later process can resume them. A
+partial is claimed by renaming it, which is atomic: two processes can never
+append to the same file, with or without the advisory lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import errno
+import json
+import os
+import secrets
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from .cache import Cache, key_hash
+from .errors import CacheError
+from .hashes import CHUNK, MultiHasher
+
+_BATCH_BYTES = CHUNK
+_WINDOW = 4
+_ACTIVE: set[str] = set()  # partials this process is writing right now
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _new_name(cache: Cache, key: str) -> Path:
+    return cache.tmp_dir / f"{key_hash(key)}.{os.getpid()}-{secrets.token_hex(4)}.part"
+
+
+def claim_partial(cache: Cache, key: str) -> tuple[Path, dict] | None:
+    """Take over the largest abandoned partial download of ``key``, if any.
+
+    Abandoned means its owner process is gone (killed, crashed) or it is ours
+    and idle. Returns the renamed path and its sidecar, or None.
+    """
+    candidates = []
+    for part in cache.tmp_dir.glob(f"{key_hash(key)}.*.part"):
+        try:
+            owner = int(part.name.split(".")[1].split("-")[0])
+            candidates.append((part.stat().st_size, part, owner))
+        except (ValueError, IndexError, OSError):
+            continue
+    for _, part, owner in sorted(candidates, reverse=True):
+        if str(part) in _ACTIVE or (owner != os.getpid() and _pid_alive(owner)):
+            continue
+        try:
+            meta = json.loads(part.with_suffix(".json").read_text())
+        except (OSError, ValueError):
+            meta = None
+        mine = _new_name(cache, key)
+        try:
+            os.rename(part, mine)
+        except OSError:
+            continue  # somebody else claimed it first
+        part.with_suffix(".json").unlink(missing_ok=True)
+        if not meta or meta.get("key") != key or not meta.get("validator"):
+            mine.unlink(missing_ok=True)
+            continue
+        return mine, meta
+    return None
+
+
+class PartialDownload:
+    """A partial file being written, hashed in the same pass.
+
+    Use ``await start(algs, offset)``, then ``await write(chunk)`` repeatedly, then
+    ``await finish()`` for the digests, or ``discard()`` / ``keep()`` on failure.
+    """
+
+    def __init__(self, cache: Cache, key: str, *, claimed: tuple[Path, dict] | None = None):
+        self.cache = cache
+        self.key = key
+        self.algs: tuple[str, ...] = ()
+        self.path, self.meta = claimed if claimed else (_new_name(cache, key), {})
+        self.size = self.path.stat().st_size if claimed else 0
+        self._hasher = MultiHasher()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hostkit-writer")
+        self._pending: collections.deque = collections.deque()
+        self._batch: list[bytes] = []
+        self._batch_bytes = 0
+        self._fd = -1
+
+    @property
+    def validator(self) -> str | None:
+        """The validator the bytes on disk were fetched under (for resume)."""
+        return self.meta.get("validator")
+
+    async def start(self, algs, offset: int) -> None:
+        """Open the file, keeping its first ``offset`` bytes (hashed again), dropping the rest."""
+        self.algs = tuple(algs)
+        self._hasher = MultiHasher(self.algs)
+        _ACTIVE.add(str(self.path))
+        try:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise _cache_error(exc, self.cache) from None
+        self.size = min(offset, self.size)
+        await self._run(self._rehash_prefix)
+
+    def _rehash_prefix(self) -> None:
+        with open(self.path, "rb", buffering=0) as f:
+            buf = bytearray(4 * CHUNK)
+            view = memoryview(buf)
+            remaining = self.size
+            while remaining > 0:
+                n = f.readinto(view[:min(len(buf), remaining)])
+                if not n:
+                    break
+                self._hasher.update(view[:n])
+                remaining -= n
+            self.size -= remaining
+        os.ftruncate(self._fd, self.size)
+        os.lseek(self._fd, self.size, os.SEEK_SET)
+
+    def record(self, *, validator: str | None, total: int | None, identifier: str) -> None:
+        """Write the sidecar that lets a later process resume this partial."""
+        self.meta = {"key": self.key, "validator": validator, "size": total,
+                     "identifier": identifier}
+        with contextlib.suppress(OSError):
+            self.path.with_suffix(".json").write_text(json.dumps(self.meta))
+
+    async def restart(self) -> None:
+        """Drop the bytes so far (the object changed, or the server ignored Range)."""
+        await self._drain()
+        await self._run(os.ftruncate, self._fd, 0)
+        os.lseek(self._fd, 0, os.SEEK_SET)
+        self.size = 0
+        self._hasher = MultiHasher(self.algs)
+
+    async def write(self, chunk: bytes) -> None:
+        """Queue a chunk; applies back-pressure when the writer falls behind."""
+        self._batch.append(chunk)
+        self._batch_bytes += len(chunk)
+        self.size += len(chunk)
+        if self._batch_bytes >= _BATCH_BYTES:
+            await self._submit()
+
+    async def _submit(self) -> None:
+        if self._batch:
+            batch, self._batch, self._batch_bytes = self._batch, [], 0
+            loop = asyncio.get_running_loop()
+            self._pending.append(loop.run_in_executor(self._pool, self._write_batch, batch))
+        while len(self._pending) >= _WINDOW:
+            await self._pending.popleft()
+
+    async def _drain(self) -> None:
+        await self._submit()
+        while self._pending:
+            await self._pending.popleft()
+
+    def _write_batch(self, batch: list[bytes]) -> None:
+        for chunk in batch:
+            self._hasher.update(chunk)
+        try:
+            written = os.writev(self._fd, batch)
+            total = sum(map(len, batch))
+            if written < total:  # short write: finish it plainly
+                rest = b"".join(batch)[written:]
+                while rest:
+                    rest = rest[os.write(self._fd, rest):]
+        except OSError as exc:
+            raise _cache_error(exc, self.cache) from None
+
+    async def finish(self) -> dict[str, str]:
+        """Flush, fsync and close; return the digests of everything written."""
+        await self._drain()
+        await self._run(os.fsync, self._fd)
+        self._close()
+        return self._hasher.hexdigests()
+
+    async def _run(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    def _close(self) -> None:
+        self._pool.shutdown(wait=True)  # the writer thread must not outlive the fd
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        _ACTIVE.discard(str(self.path))
+
+    async def keep(self) -> None:
+        """Stop writing but leave the partial and sidecar for a later resume."""
+        with contextlib.suppress(Exception):
+            await self._drain()
+        self._close()
+
+    def discard(self) -> None:
+        """Delete the partial and its sidecar."""
+        self._close()
+        self.path.unlink(missing_ok=True)
+        self.path.with_suffix(".json").unlink(missing_ok=True)
+
+
+def _cache_error(exc: OSError, cache: Cache) -> CacheError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return CacheError(f"disk full while writing to the cache at {cache.root}",
+                          hint="free space, run `hostkit cache prune --max-size SIZE`, "
+                               "or set HOSTKIT_CACHE_DIR to a bigger disk; nothing was cached")
+    return CacheError(f"cannot write to the cache at {cache.root}: {exc.strerror or exc}",
+                      hint="check permissions or set HOSTKIT_CACHE_DIR")
