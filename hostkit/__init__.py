@@ -17,10 +17,14 @@ def __getattr__(name: str):
         from . import api
 
         return getattr(api, name)
-    if name in ("Resolver", "Resolved"):
-        from . import resolver
+    if name == "Resolver":
+        from .resolver import Resolver
 
-        return getattr(resolver, name)
+        return Resolver
+    if name == "Resolved":
+        from .results import Resolved
+
+        return Resolved
     if name == "HostkitError":
         from .errors import HostkitError
 

@@ -12,7 +12,8 @@ import atexit
 import threading
 from pathlib import Path
 
-from .resolver import Progress, Resolved, Resolver
+from .resolver import Resolver
+from .results import Progress, Resolved
 
 _lock = threading.Lock()
 _loop: asyncio.AbstractEventLoop | None = None

@@ -6,14 +6,8 @@ SQLite, stats one file and prints, without loading plugins or asyncio.
 
 from __future__ import annotations
 
-import argparse
-import json
-import logging
 import os
 import sys
-import time
-
-from .errors import HostkitError, UsageError
 
 EPILOG = """\
 identifiers: https://host/file, direct:https://host/file, synapse:syn123, s3://bucket/key,
@@ -23,7 +17,9 @@ environment: HOSTKIT_CACHE_DIR, HOSTKIT_OFFLINE=1, HOSTKIT_REQUIRE_HASH=1, HOSTK
 """
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser():
+    import argparse
+
     p = argparse.ArgumentParser(
         prog="hostkit", description="Turn ML asset identifiers into verified, cached local files.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -74,6 +70,16 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     """Entry point of the ``hostkit`` console script."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    from .fastpath import try_resolve
+
+    fast = try_resolve(argv)
+    if fast is not None:
+        return fast
+    import logging
+
+    from .errors import HostkitError
+
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="hostkit: %(message)s", stream=sys.stderr)
@@ -89,6 +95,7 @@ def main(argv=None) -> int:
 
 def _dispatch(args) -> int:
     from .config import load_settings
+    from .errors import UsageError
 
     settings = load_settings().with_overrides(
         cache_dir=_path(args.cache_dir), quiet=args.quiet or None)
@@ -122,6 +129,8 @@ def _dispatch(args) -> int:
 
 
 def _resolve(args, settings) -> int:
+    from .errors import UsageError
+
     expected = args.hash_opt or args.hash
     if args.hash_opt and args.hash and args.hash_opt != args.hash:
         raise UsageError("two different hashes given", hint="pass one hash")
@@ -148,7 +157,7 @@ def _cached_by_hash(settings, identifier: str, expected: str):
     from .cache import Cache
     from .hashes import parse_hash
     from .identifiers import parse_identifier
-    from .resolver import Resolved
+    from .results import Resolved
 
     ref = parse_identifier(identifier)
     digest = parse_hash(expected)
@@ -182,13 +191,15 @@ def _plugins(args) -> int:
     return 1 if loaded.failures and not rows else 0
 
 
-def _fail(exc: HostkitError, args) -> None:
+def _fail(exc, args) -> None:
     if getattr(args, "json", False):
         _print_json(exc.to_dict())
     print(f"error: {exc}", file=sys.stderr)
 
 
 def _print_json(data) -> None:
+    import json
+
     print(json.dumps(data, indent=2, default=str))
 
 
@@ -206,6 +217,8 @@ def _version() -> str:
 
 def parse_size(text: str) -> int:
     """``10G``, ``500M``, ``1.5GiB``, ``0`` -> bytes (powers of 1024)."""
+    from .errors import UsageError
+
     units = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
     s = text.strip().lower().removesuffix("ib").removesuffix("b")
     unit = s[-1] if s and s[-1] in units else ""
@@ -226,6 +239,8 @@ def format_size(n: int) -> str:
 
 def format_age(ts: float) -> str:
     """Seconds since ``ts`` as ``5s``, ``5m``, ``3h``, ``2d``."""
+    import time
+
     age = max(0.0, time.time() - ts)
     for limit, div, unit in ((60, 1, "s"), (3600, 60, "m"), (86400, 3600, "h")):
         if age < limit:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from .resolver import Progress
+from .results import Progress
 
 
 class BarProgress(Progress):

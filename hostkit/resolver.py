@@ -20,8 +20,7 @@ import asyncio
 import logging
 import random
 import time
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .cache import Blob, Cache, Entry, key_hash
 from .config import Settings, load_settings
@@ -36,43 +35,13 @@ from .errors import (
 )
 from .hashes import CONTENT_ALG, Digest, hash_file, parse_hash
 from .identifiers import Ref, parse_identifier
-from .plugins import LoadedPlugins, call_first, load_plugins
 from .remote import Context, Remote, RemoteInfo
+from .results import Progress, Resolved
+
+if TYPE_CHECKING:
+    from .plugins import LoadedPlugins
 
 log = logging.getLogger("hostkit")
-
-
-@dataclass
-class Resolved:
-    """The answer: a local path to verified bytes, and how it was obtained."""
-
-    path: Path
-    sha256: str
-    size: int
-    cached: bool
-    identifier: str
-    #: True when the bytes matched a hash the caller gave; False for trust on first use.
-    verified: bool
-    digests: dict[str, str] = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        """JSON form (``--json``, daemon answers)."""
-        d = asdict(self)
-        d["path"] = str(self.path)
-        return d
-
-
-class Progress:
-    """Download progress callbacks; the default does nothing."""
-
-    def start(self, identifier: str, total: int | None, done: int) -> None:
-        """A download of ``total`` bytes (None if unknown) starts, ``done`` already on disk."""
-
-    def advance(self, nbytes: int) -> None:
-        """``nbytes`` more arrived."""
-
-    def close(self) -> None:
-        """The download ended (well or not)."""
 
 
 class Resolver:
@@ -92,6 +61,8 @@ class Resolver:
     def plugins(self) -> LoadedPlugins:
         """Loaded backends (entry points are read on first use only)."""
         if self._plugins is None:
+            from .plugins import load_plugins
+
             self._plugins = load_plugins()
         return self._plugins
 
@@ -152,6 +123,8 @@ class Resolver:
     def remote_for(self, ref: Ref | str) -> Remote:
         """The backend's Remote for an identifier; UnknownScheme if none accepts it."""
         ref = parse_identifier(ref) if isinstance(ref, str) else ref
+        from .plugins import call_first
+
         remote = call_first(self.plugins, "hostkit_resolve", ref=ref, context=self.context)
         if remote is None:
             raise UnknownScheme(
@@ -225,10 +198,10 @@ class Resolver:
         try:
             # another process may have finished it while we waited for the lock
             entry = self.cache.entry(remote.cache_key)
-            if entry and entry.checked >= started and (blob := self.cache.blob(entry.sha256)):
-                if not digest or blob.digests.get(digest.alg) == digest.hex:
-                    return self._hit(blob, entry.identifier, verified=bool(digest)
-                                     or entry.verified, key=entry.key)
+            blob = self.cache.blob(entry.sha256) if entry and entry.checked >= started else None
+            if blob and (not digest or blob.digests.get(digest.alg) == digest.hex):
+                return self._hit(blob, entry.identifier, verified=bool(digest) or entry.verified,
+                                 key=entry.key)
             self.stats["misses"] += 1
             self.stats["downloads"] += 1
             return await self._fetch(remote, digest, progress or Progress())
@@ -302,7 +275,8 @@ class Resolver:
                         hint="the bytes were damaged in transit or the server's metadata is "
                              "wrong; try again")
             if digest and digests[digest.alg] != digest.hex:
-                raise HashMismatch(remote.display, str(digest), f"{digest.alg}:{digests[digest.alg]}")
+                raise HashMismatch(remote.display, str(digest),
+                                   f"{digest.alg}:{digests[digest.alg]}")
             blob = self.cache.add_blob(part.path, digests, part.size)
         except HostkitError:
             part.discard()
