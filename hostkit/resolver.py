@@ -93,6 +93,7 @@ class Resolver:
             raise HashRequired(f"{ref.identifier}: a hash is required (strict mode)",
                                hint="pass --hash sha256:<hex>, or unset HOSTKIT_REQUIRE_HASH",
                                identifier=ref.identifier)
+        looked = time.time()
         if digest and (blob := self._blob_for(digest)):
             return self._hit(blob, ref.identifier, verified=True)
         remote = self.remote_for(ref)
@@ -105,7 +106,7 @@ class Resolver:
                               identifier=ref.identifier)
         task = self._inflight.get(remote.cache_key)
         if task is None:
-            task = asyncio.ensure_future(self._download(remote, digest, progress))
+            task = asyncio.ensure_future(self._download(remote, digest, progress, looked))
             self._inflight[remote.cache_key] = task
             task.add_done_callback(lambda _t: self._inflight.pop(remote.cache_key, None))
         else:
@@ -183,10 +184,10 @@ class Resolver:
     # -- downloading ----------------------------------------------------------
 
     async def _download(self, remote: Remote, digest: Digest | None,
-                        progress: Progress | None) -> Resolved:
+                        progress: Progress | None, looked: float) -> Resolved:
+        """Download under the key's advisory lock, unless another process just did."""
         from filelock import FileLock, Timeout
 
-        started = time.time()
         lock = FileLock(self.cache.lock_dir / f"{key_hash(remote.cache_key)}.lock",
                         thread_local=False)
         while True:
@@ -198,7 +199,7 @@ class Resolver:
         try:
             # another process may have finished it while we waited for the lock
             entry = self.cache.entry(remote.cache_key)
-            blob = self.cache.blob(entry.sha256) if entry and entry.checked >= started else None
+            blob = self.cache.blob(entry.sha256) if entry and entry.checked >= looked else None
             if blob and (not digest or blob.digests.get(digest.alg) == digest.hex):
                 return self._hit(blob, entry.identifier, verified=bool(digest) or entry.verified,
                                  key=entry.key)

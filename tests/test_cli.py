@@ -1,0 +1,162 @@
+"""The command line: output forms, exit codes, cache management, plugins."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+import sys
+import textwrap
+import time
+
+from tests.conftest import run_cli
+from tests.test_resolve import data
+
+
+def test_resolve_prints_path_then_json(origin, settings):
+    sha = origin.add("w.bin", data(10_000, 30))
+    url = f"{origin.url}/f/w.bin"
+    plain = run_cli("resolve", url, "--hash", f"sha256:{sha}", check=True)
+    assert plain.stdout.strip() == str(settings.cache_dir / "blobs" / "sha256" / sha)
+    out = json.loads(run_cli("resolve", url, sha, "--json", check=True).stdout)
+    assert {k: out[k] for k in ("sha256", "size", "cached", "identifier")} == {
+        "sha256": sha, "size": 10_000, "cached": True, "identifier": url}
+
+
+def test_fast_path_and_full_path_print_the_same(origin):
+    sha = origin.add("same.bin", data(1000, 31))
+    url = f"{origin.url}/f/same.bin"
+    run_cli("resolve", url, sha, check=True)
+    fast = json.loads(run_cli("resolve", f"direct:{url}", sha, "--json", check=True).stdout)
+    full = json.loads(run_cli("resolve", f"direct:{url}", sha, "--json", "--offline",
+                              check=True).stdout)  # --offline is not on the fast path
+    assert fast == full
+
+
+def test_trust_on_first_use_prints_the_hash_to_pin(origin):
+    sha = origin.add("tofu.bin", data(500, 32))
+    proc = run_cli("resolve", f"{origin.url}/f/tofu.bin", check=True)
+    assert f"sha256:{sha}" in proc.stderr and "--hash" in proc.stderr
+
+
+def test_exit_codes_and_messages(origin):
+    origin.add("e.bin", data(100, 33))
+    cases = [
+        (["resolve", "nope"], 2, "not an identifier"),
+        (["resolve", "ftp://x/y"], 2, "accepted forms"),
+        (["resolve", f"{origin.url}/f/e.bin", "sha256:12"], 2, "64 hex digits"),
+        (["resolve", f"{origin.url}/f/e.bin", "0" * 64], 3, "hash mismatch"),
+        (["resolve", f"{origin.url}/f/missing"], 4, "not found"),
+        (["resolve", f"{origin.url}/page"], 4, "web page"),
+        (["resolve", f"{origin.url}/f/other.bin", "--offline"], 5, "offline"),
+        (["resolve", f"{origin.url}/f/e.bin", "--require-hash"], 2, "hash is required"),
+        (["cache", "info", "nothing-like-this"], 2, "nothing in the cache"),
+        (["cache", "prune", "--max-size", "lots"], 2, "cannot read size"),
+        (["hash", "/nonexistent/file"], 2, "cannot read"),
+    ]
+    for args, code, text in cases:
+        proc = run_cli(*args)
+        assert proc.returncode == code, (args, proc.returncode, proc.stderr)
+        assert text in proc.stderr, (args, proc.stderr)
+        assert "Traceback" not in proc.stderr
+
+
+def test_json_errors_are_machine_readable(origin):
+    proc = run_cli("resolve", f"{origin.url}/f/missing", "--json")
+    assert proc.returncode == 4
+    assert json.loads(proc.stdout)["error"] == "not_found"
+
+
+def test_env_switches_offline_and_strict(origin):
+    origin.add("env.bin", data(100, 34))
+    url = f"{origin.url}/f/env.bin"
+    assert run_cli("resolve", url, env={"HOSTKIT_REQUIRE_HASH": "1"}).returncode == 2
+    assert run_cli("resolve", url, env={"HOSTKIT_OFFLINE": "1"}).returncode == 5
+    assert origin.hits == []
+
+
+def test_secrets_never_printed(origin):
+    secret = "s3cr3t-PASSWORD-value"
+    proc = run_cli("resolve", f"http://alice:{secret}@127.0.0.1:1/x?token={secret}", "--json")
+    assert proc.returncode != 0
+    assert secret not in proc.stdout + proc.stderr
+
+
+def test_hash_command(tmp_path):
+    f = tmp_path / "f.bin"
+    f.write_bytes(b"hello")
+    out = run_cli("hash", f, "--alg", "sha256", "--alg", "md5", check=True).stdout
+    assert f"sha256:{hashlib.sha256(b'hello').hexdigest()}" in out
+    assert f"md5:{hashlib.md5(b'hello').hexdigest()}" in out
+
+
+def test_cache_ls_info_pin_prune_rm(origin, settings):
+    shas = {}
+    for i, name in enumerate(("one", "two", "three")):
+        shas[name] = origin.add(name, data(100_000, 40 + i))
+        run_cli("resolve", f"{origin.url}/f/{name}", shas[name], check=True)
+        time.sleep(0.05)  # distinct access times
+    listing = json.loads(run_cli("cache", "ls", "--json", check=True).stdout)
+    assert listing["total_bytes"] == 300_000 and len(listing["entries"]) == 3
+    info = json.loads(run_cli("cache", "info", shas["two"][:10], "--json", check=True).stdout)
+    assert info["entries"][0]["identifier"].endswith("/f/two")
+    run_cli("cache", "pin", f"{origin.url}/f/one", check=True)  # oldest, but pinned
+    pruned = json.loads(run_cli("cache", "prune", "--max-size", "250K", "--json",
+                                check=True).stdout)
+    assert pruned["evicted"] == [shas["two"]] and pruned["total_bytes"] == 200_000
+    pruned = json.loads(run_cli("cache", "prune", "--max-size", "0", "--json", check=True).stdout)
+    assert pruned["evicted"] == [shas["three"]]  # the pinned one survives
+    assert (settings.cache_dir / "blobs" / "sha256" / shas["one"]).exists()
+    run_cli("cache", "unpin", shas["one"], check=True)
+    removed = json.loads(run_cli("cache", "rm", shas["one"], "--json", check=True).stdout)
+    assert removed["removed_blobs"] == [shas["one"]]
+    assert os.listdir(settings.cache_dir / "blobs" / "sha256") == []
+
+
+def test_cache_verify_finds_and_removes_corruption(origin, settings):
+    sha = origin.add("v.bin", data(5000, 50))
+    run_cli("resolve", f"{origin.url}/f/v.bin", sha, check=True)
+    assert run_cli("cache", "verify").returncode == 0
+    blob = settings.cache_dir / "blobs" / "sha256" / sha
+    blob.chmod(stat.S_IWUSR | stat.S_IRUSR)
+    blob.write_bytes(b"tampered" + blob.read_bytes()[8:])
+    report = run_cli("cache", "verify", "--json")
+    assert report.returncode == 8
+    assert json.loads(report.stdout)["problems"][0]["sha256"] == sha
+    assert not blob.exists()
+    again = run_cli("resolve", f"{origin.url}/f/v.bin", sha, "--json", check=True)
+    assert json.loads(again.stdout)["cached"] is False  # fetched afresh, verified
+
+
+def test_help_explains_commands():
+    out = run_cli("--help", check=True).stdout
+    for word in ("resolve", "hash", "cache", "plugins", "demo"):
+        assert word in out
+    assert "synapse:syn123" in run_cli("resolve", "--help", check=True).stdout
+
+
+def test_broken_third_party_plugin_is_named_and_isolated(tmp_path, origin):
+    site = tmp_path / "site"
+    dist = site / "broken_backend-1.0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-backend\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[hostkit]\nbroken = broken_backend\n"
+                                           "crashy = crashy_backend\n")
+    (site / "broken_backend.py").write_text("raise ImportError('needs libfoo')\n")
+    (site / "crashy_backend.py").write_text(textwrap.dedent("""
+        from hostkit.hookspecs import hookimpl
+
+        @hookimpl(tryfirst=True)
+        def hostkit_resolve(ref, context):
+            raise RuntimeError("bug in crashy")
+    """))
+    env = {"PYTHONPATH": os.pathsep.join([str(site), *sys.path])}
+    proc = run_cli("plugins", "--json", env=env)
+    report = json.loads(proc.stdout)
+    assert "broken" in report["broken"] and "needs libfoo" in report["broken"]["broken"]
+    assert any(b["backend"] == "http" for b in report["backends"])
+    sha = origin.add("ok.bin", data(100, 51))
+    resolved = run_cli("resolve", f"{origin.url}/f/ok.bin", sha, env=env)
+    assert resolved.returncode == 0, resolved.stderr
+    assert "crashy" in resolved.stderr and "broken" in resolved.stderr
