@@ -65,6 +65,9 @@ def _parser():
     sub.add_parser("plugins", parents=[common], help="list backends and identifier forms")
     sub.add_parser("demo", parents=[common],
                    help="serve sample files from a local origin and resolve them (offline)")
+    from hostkit_daemon.commands import add_parsers
+
+    add_parsers(sub, common)  # `hostkit daemon`, `hostkit status`
     return p
 
 
@@ -121,6 +124,10 @@ def _dispatch(args) -> int:
         return run_cache_command(args, settings)
     if args.command == "plugins":
         return _plugins(args)
+    if args.command in ("daemon", "status"):
+        from hostkit_daemon import commands
+
+        return getattr(commands, f"{args.command}_command")(args, settings)
     if args.command == "demo":
         from .demo import run_demo
 
@@ -140,7 +147,9 @@ def _resolve(args, settings) -> int:
         from . import api
         from .progress import progress_for
 
+        # through the daemon when HOSTKIT_DAEMON_URL is set, unless --cache-dir names another cache
         resolved = api.resolve_info(args.identifier, expected, settings=settings,
+                                    cache_dir=_path(args.cache_dir),
                                     progress=progress_for(settings))
     if args.json:
         _print_json(resolved.to_dict())

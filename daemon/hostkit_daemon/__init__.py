@@ -1,0 +1,20 @@
+"""hostkit's daemon: one aiohttp service, a thin HTTP face on the same Resolver.
+
+Modules, one idea each:
+
+- :mod:`.app`        routes and thin handlers; state on the app; startup/cleanup hooks
+- :mod:`.jobs`       background resolves (``"wait": false``) and prefetch jobs
+- :mod:`.downloads`  what is downloading right now (progress, one log line per download)
+- :mod:`.metrics`    counters and the Prometheus text at ``/metrics``
+- :mod:`.openapi`    the OpenAPI document at ``/v1/openapi.json``
+- :mod:`.logs`       one JSON line per request and per download, secrets redacted
+- :mod:`.server`     binding (TCP or unix socket), token rules, graceful shutdown
+- :mod:`.client`     the small synchronous client the CLI and ``hostkit.resolve`` use
+
+The daemon never downloads by itself: every byte comes through
+:meth:`hostkit.resolver.Resolver.resolve`, whose single flight (in-process
+task + ``asyncio.shield`` + a cross-process file lock) it relies on.
+"""
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8765

@@ -1,0 +1,557 @@
+"""Routes and thin handlers. State lives on the app; the Resolver does the work.
+
+Every route answers JSON (``/metrics`` and blob bytes aside). A client
+mistake is a 4xx ``{"error": kind, "message", "hint"}``; only a bug in the
+daemon is a 500, and the daemon keeps serving after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import os
+import re
+import time
+from dataclasses import asdict, dataclass, field
+
+from aiohttp import hdrs, web
+
+from hostkit.errors import HostkitError
+from hostkit.hashes import parse_hash
+from hostkit.identifiers import parse_identifier
+from hostkit.resolver import Resolver
+
+from . import logs
+from .downloads import DownloadTracker
+from .jobs import Item, Jobs
+from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from .metrics import Metrics
+
+#: Largest request body accepted (bytes).
+MAX_BODY = 1 << 20
+#: Most items in one prefetch.
+MAX_ITEMS = 1000
+#: Longest identifier accepted (characters).
+MAX_IDENTIFIER = 8192
+#: Routes open without a token (load balancers and systemd probes).
+PUBLIC_ROUTES = frozenset({"/healthz"})
+
+_DIGEST = re.compile(r"^[0-9a-fA-F]{64}$")
+_JOB_ID = re.compile(r"^[0-9a-f]{16}$")
+_RESOLVE_FIELDS = {"identifier", "hash", "wait", "offline", "require_hash"}
+_IMMUTABLE = "public, max-age=31536000, immutable"
+
+
+class ApiError(HostkitError):
+    """A refused request: HTTP status, stable ``kind``, what went wrong, what to do."""
+
+    def __init__(self, status: int, kind: str, message: str, hint: str | None = None):
+        super().__init__(message, hint=hint)
+        self.http_status = status
+        self.kind = kind
+
+
+@dataclass
+class DaemonState:
+    """Everything the handlers share, kept on the app under :data:`STATE`."""
+
+    resolver: Resolver
+    token: str | None = None
+    listen: str | None = None
+    owns_resolver: bool = True
+    metrics: Metrics = field(default_factory=Metrics)
+    downloads: DownloadTracker = field(default_factory=DownloadTracker)
+    jobs: Jobs | None = None
+    draining: bool = False
+    started: float = field(default_factory=time.time)
+
+    def observe(self, seconds: float, outcome: str, error: str | None) -> None:
+        """Count one resolve answer (and its error kind) for /metrics."""
+        self.metrics.observe_resolve(seconds, outcome)
+        if error:
+            self.metrics.errors[error] += 1
+
+
+STATE = web.AppKey("hostkit_state", DaemonState)
+
+
+def create_app(settings=None, *, token: str | None = None, resolver: Resolver | None = None,
+               listen: str | None = None) -> web.Application:
+    """The daemon's aiohttp application on ``resolver`` (or a new one for ``settings``).
+
+    With ``token``, every route but ``/healthz`` requires ``Authorization: Bearer <token>``.
+    """
+    owns = resolver is None
+    state = DaemonState(resolver or Resolver(settings), token=token or None, listen=listen,
+                        owns_resolver=owns)
+    state.jobs = Jobs(state.resolver, state.downloads, state.observe)
+    app = web.Application(middlewares=[frontdoor], client_max_size=MAX_BODY)
+    app[STATE] = state
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/v1/openapi.json", openapi)
+    app.router.add_get("/v1/status", status)
+    app.router.add_post("/v1/resolve", resolve)
+    app.router.add_get("/v1/blobs/{sha256}", blob)
+    app.router.add_post("/v1/prefetch", prefetch)
+    app.router.add_get("/v1/jobs/{job_id}", job)
+    app.router.add_get("/v1/cache", cache_list)
+    app.router.add_get("/v1/cache/{ident}", cache_info)
+    app.router.add_delete("/v1/cache/{ident}", cache_remove)
+    app.router.add_post("/v1/cache/{ident}/pin", pin)
+    app.router.add_delete("/v1/cache/{ident}/pin", unpin)
+    app.on_cleanup.append(_cleanup)
+    return app
+
+
+async def _cleanup(app: web.Application) -> None:
+    state = app[STATE]
+    state.jobs.accepting = False
+    for task in state.jobs.tasks():
+        task.cancel()
+    if state.owns_resolver:
+        await state.resolver.aclose()
+
+
+# -- the one middleware: draining, auth, errors, metrics, request log ---------------
+
+
+@web.middleware
+async def frontdoor(request: web.Request, handler):
+    """Refuse while draining, check the token, turn errors into JSON, log one line."""
+    state = request.app[STATE]
+    started = time.monotonic()
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "unmatched"
+    info: dict = {}
+    request["log"] = info
+    try:
+        if state.draining and route not in PUBLIC_ROUTES:
+            raise ApiError(503, "shutting_down", "the daemon is shutting down",
+                           hint="retry in a moment, or resolve in-process")
+        if state.token is not None and route not in PUBLIC_ROUTES:
+            _check_token(request, state.token)
+        response = await handler(request)
+    except HostkitError as exc:
+        info["error_kind"] = exc.kind
+        response = _error_response(exc.http_status, exc.to_dict())
+    except web.HTTPException as exc:
+        response = _http_exception(exc, request)
+    except asyncio.CancelledError:
+        # the client went away; a download it waited for goes on (the resolver shields it)
+        _log_request(state, request, route, 499, started, info)
+        raise
+    except Exception as exc:
+        logs.event("internal_error", route=route, message=repr(exc))
+        import traceback
+
+        logs.event("traceback", message=traceback.format_exc(limit=20))
+        response = _error_response(500, {"error": "internal", "message": "internal error",
+                                         "hint": "this is a bug in hostkit; see the daemon log"})
+    if response.status >= 400 and "error_kind" not in info:
+        info["error_kind"] = _kind_of(response)
+    _log_request(state, request, route, response.status, started, info)
+    return response
+
+
+def _check_token(request: web.Request, token: str) -> None:
+    given = request.headers.get(hdrs.AUTHORIZATION, "")
+    scheme, _, value = given.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(),
+                                                             token.encode()):
+        raise ApiError(401, "unauthorized",
+                       "this daemon requires a token" if not given else "wrong token",
+                       hint="send 'Authorization: Bearer <token>' (the CLI reads "
+                            "HOSTKIT_DAEMON_TOKEN)")
+
+
+def _error_response(status: int, body: dict) -> web.Response:
+    return web.json_response(body, status=status)
+
+
+_HTTP_KINDS = {404: ("no_route", "no such route; see GET /v1/openapi.json"),
+               405: ("method_not_allowed", "see GET /v1/openapi.json for each route's method"),
+               413: ("too_large", f"send at most {MAX_BODY} bytes; split a prefetch into "
+                                  f"batches of at most {MAX_ITEMS} items")}
+
+
+def _http_exception(exc: web.HTTPException, request: web.Request) -> web.Response:
+    if exc.status < 400:
+        return exc  # type: ignore[return-value]
+    kind, hint = _HTTP_KINDS.get(exc.status, ("http_error", None))
+    message = f"{request.method} {logs.redact_identifier(request.path)[:200]}: {exc.reason}"
+    response = _error_response(exc.status, {"error": kind, "message": message, "hint": hint})
+    if exc.status == 405 and (allow := exc.headers.get(hdrs.ALLOW)):
+        response.headers[hdrs.ALLOW] = allow
+    return response
+
+
+def _kind_of(response: web.StreamResponse) -> str | None:
+    body = getattr(response, "body", None)
+    if isinstance(body, bytes | bytearray) and body[:1] == b"{":
+        try:
+            return json.loads(body).get("error")
+        except ValueError:
+            return None
+    return None
+
+
+def _log_request(state: DaemonState, request: web.Request, route: str, status: int,
+                 started: float, info: dict) -> None:
+    seconds = time.monotonic() - started
+    state.metrics.requests[(route, request.method, status)] += 1
+    if status >= 400 and (kind := info.get("error_kind")):
+        state.metrics.errors[kind] += 1
+    logs.event("request", method=request.method, route=route, status=status,
+               duration_ms=round(seconds * 1000, 2), **info)
+
+
+# -- request bodies ------------------------------------------------------------------
+
+
+async def _json_object(request: web.Request) -> dict:
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise ApiError(413, "too_large", f"request body of {request.content_length} bytes is "
+                       f"over the {MAX_BODY} byte limit", hint=_HTTP_KINDS[413][1])
+    raw = await request.read()
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, "bad_json", f"the body is not valid JSON ({exc})",
+                       hint='send a JSON object, e.g. {"identifier": "https://host/file"}'
+                       ) from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "bad_request", "the body must be a JSON object",
+                       hint='send e.g. {"identifier": "https://host/file"}')
+    return data
+
+
+def _field(data: dict, name: str, kinds, *, where: str = "", required: bool = False):
+    value = data.get(name)
+    if value is None:
+        if required:
+            raise ApiError(400, "bad_request", f"{where}{name!r} is required",
+                           hint='send e.g. {"identifier": "https://host/file", '
+                                '"hash": "sha256:<64 hex>"}')
+        return None
+    if not isinstance(value, kinds) or (kinds is int and isinstance(value, bool)):
+        want = " or ".join(k.__name__ for k in (kinds if isinstance(kinds, tuple) else (kinds,)))
+        raise ApiError(400, "bad_request", f"{where}{name!r} must be {want}, "
+                       f"not {type(value).__name__}", hint="fix the field's type")
+    return value
+
+
+def _identifier(data: dict, where: str = "") -> str:
+    identifier = _field(data, "identifier", str, where=where, required=True)
+    if not identifier.strip() or len(identifier) > MAX_IDENTIFIER:
+        raise ApiError(400, "bad_request",
+                       f"{where}'identifier' must be 1 to {MAX_IDENTIFIER} characters",
+                       hint="send the identifier as written, e.g. synapse:syn123")
+    return identifier
+
+
+def _item(resolver: Resolver, identifier: str, expected: str | None) -> Item:
+    """Validate an identifier and hash without I/O (UsageError subclasses -> 400)."""
+    if expected is not None:
+        parse_hash(expected)
+    remote = resolver.remote_for(parse_identifier(identifier))
+    return Item(identifier, expected, remote.display)
+
+
+# -- handlers ------------------------------------------------------------------------
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """``GET /healthz``: 200 ``{"status": "ok"}`` while serving, 503 while draining."""
+    if request.app[STATE].draining:
+        return web.json_response({"status": "draining"}, status=503)
+    return web.json_response({"status": "ok"})
+
+
+async def resolve(request: web.Request) -> web.Response:
+    """``POST /v1/resolve``: identifier (+ hash) -> verified path, or a job with wait=false."""
+    state = request.app[STATE]
+    data = await _json_object(request)
+    unknown = set(data) - _RESOLVE_FIELDS
+    if unknown:
+        raise ApiError(400, "bad_request", f"unknown fields: {', '.join(sorted(unknown))}",
+                       hint=f"known fields: {', '.join(sorted(_RESOLVE_FIELDS))}")
+    identifier = _identifier(data)
+    request["log"]["identifier"] = identifier
+    expected = _field(data, "hash", str)
+    wait = _field(data, "wait", bool)
+    offline = _field(data, "offline", bool)
+    require_hash = _field(data, "require_hash", bool)
+    resolver = state.resolver
+    if wait is False:
+        job = state.jobs.submit("resolve", [_item(resolver, identifier, expected)])
+        request["log"]["job"] = job.id
+        return web.json_response({"job": job.id, "state": job.state, "href": f"/v1/jobs/{job.id}"},
+                                 status=202)
+    started = time.monotonic()
+    try:
+        resolved = await resolver.resolve(identifier, expected, offline=offline,
+                                          require_hash=require_hash,
+                                          progress=state.downloads.progress())
+    except HostkitError:
+        state.metrics.observe_resolve(time.monotonic() - started, "error")
+        request["log"]["outcome"] = "error"
+        raise
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if state.draining and task is not None and not task.cancelling():
+            # the download itself was cancelled at the end of the shutdown grace period
+            raise ApiError(503, "shutting_down", "the daemon stopped before the download "
+                           "finished", hint="run again: the download resumes where it stopped"
+                           ) from None
+        raise
+    outcome = "hit" if resolved.cached else "miss"
+    state.metrics.observe_resolve(time.monotonic() - started, outcome)
+    request["log"].update(outcome=outcome, bytes=resolved.size)
+    body = resolved.to_dict()
+    body["blob"] = f"/v1/blobs/{resolved.sha256}"
+    return web.json_response(body)
+
+
+async def blob(request: web.Request) -> web.StreamResponse:
+    """``GET /v1/blobs/{sha256}``: the bytes, with Range, ETag = digest, If-None-Match."""
+    state = request.app[STATE]
+    digest = request.match_info["sha256"]
+    if not _DIGEST.match(digest):
+        raise ApiError(400, "bad_digest", "a blob is named by its sha256: 64 hex digits",
+                       hint="GET /v1/blobs/<sha256 hex> as returned by /v1/resolve")
+    digest = digest.lower()
+    found = state.resolver.cache.blob(digest)
+    if found is None:
+        raise ApiError(404, "blob_not_found", f"no blob sha256:{digest} in the cache",
+                       hint="POST /v1/resolve the identifier first")
+    request["log"]["sha256"] = digest
+    etag = f'"{digest}"'
+    headers = {hdrs.ETAG: etag, hdrs.CACHE_CONTROL: _IMMUTABLE}
+    if (inm := request.headers.get(hdrs.IF_NONE_MATCH)) and _etag_listed(inm, digest):
+        return web.Response(status=304, headers=headers)
+    if (im := request.headers.get(hdrs.IF_MATCH)) and not _etag_listed(im, digest):
+        raise ApiError(412, "precondition_failed", "If-Match does not name this blob",
+                       hint=f"the blob's ETag is {etag}")
+    state.resolver.cache.touch(digest)
+    return BlobResponse(found.path, digest, state.metrics)
+
+
+def _etag_listed(header: str, digest: str) -> bool:
+    for tag in header.split(","):
+        tag = tag.strip()
+        if tag == "*" or tag.removeprefix("W/").strip('"') == digest:
+            return True
+    return False
+
+
+class _EtagsAnswered:
+    """The request as FileResponse's own (mtime-based) checks should see it.
+
+    The handler already answered If-None-Match / If-Match against the digest;
+    hiding them keeps FileResponse from comparing them with its mtime ETag.
+    """
+
+    __slots__ = ("_request",)
+    if_match = None
+    if_none_match = None
+
+    def __init__(self, request):
+        self._request = request
+
+    @property
+    def if_modified_since(self):
+        r = self._request
+        return None if hdrs.IF_NONE_MATCH in r.headers else r.if_modified_since
+
+    @property
+    def if_unmodified_since(self):
+        r = self._request
+        return None if hdrs.IF_MATCH in r.headers else r.if_unmodified_since
+
+    def __getattr__(self, name):
+        return getattr(self._request, name)
+
+
+class BlobResponse(web.FileResponse):
+    """FileResponse (sendfile, Range) whose ETag is the blob's sha256; counts bytes served."""
+
+    def __init__(self, path, digest: str, metrics: Metrics):
+        super().__init__(path, headers={hdrs.CONTENT_TYPE: "application/octet-stream",
+                                        hdrs.CACHE_CONTROL: _IMMUTABLE})
+        self._digest = digest
+        self._metrics = metrics
+        self._headers[hdrs.ETAG] = f'"{digest}"'
+
+    @property
+    def etag(self):
+        return super().etag
+
+    @etag.setter
+    def etag(self, value) -> None:  # FileResponse sets an mtime ETag; the digest wins
+        self._headers[hdrs.ETAG] = f'"{self._digest}"'
+
+    def _make_response(self, request, accept_encoding):
+        return super()._make_response(_EtagsAnswered(request), accept_encoding)
+
+    async def prepare(self, request):
+        writer = await super().prepare(request)
+        if self.status in (200, 206) and request.method != hdrs.METH_HEAD:
+            self._metrics.bytes_served += self.content_length or 0
+        return writer
+
+
+async def prefetch(request: web.Request) -> web.Response:
+    """``POST /v1/prefetch`` ``{"items": [{"identifier", "hash"?} | "identifier", ...]}``."""
+    state = request.app[STATE]
+    data = await _json_object(request)
+    unknown = set(data) - {"items"}
+    items = data.get("items")
+    if unknown or not isinstance(items, list) or not 1 <= len(items) <= MAX_ITEMS:
+        raise ApiError(400, "bad_request",
+                       f"send {{\"items\": [...]}} with 1 to {MAX_ITEMS} items",
+                       hint='items are identifiers or {"identifier": ..., "hash": ...} objects')
+    parsed = []
+    for n, raw in enumerate(items):
+        where = f"items[{n}]: "
+        entry = {"identifier": raw} if isinstance(raw, str) else raw
+        if not isinstance(entry, dict) or set(entry) - {"identifier", "hash"}:
+            raise ApiError(400, "bad_request", f"{where}must be a string or an object with "
+                           "'identifier' and optional 'hash'", hint="fix that item")
+        identifier = _identifier(entry, where)
+        expected = _field(entry, "hash", str, where=where)
+        try:
+            parsed.append(_item(state.resolver, identifier, expected))
+        except HostkitError as exc:
+            exc.message = f"{where}{exc.message}"
+            raise
+    job = state.jobs.submit("prefetch", parsed)
+    request["log"].update(job=job.id, items=len(parsed))
+    return web.json_response({**job.to_dict(state.downloads), "href": f"/v1/jobs/{job.id}"},
+                             status=202)
+
+
+async def job(request: web.Request) -> web.Response:
+    """``GET /v1/jobs/{id}``: state, bytes done / total, result or error per item."""
+    state = request.app[STATE]
+    job_id = request.match_info["job_id"]
+    found = state.jobs.get(job_id) if _JOB_ID.match(job_id) else None
+    if found is None:
+        raise ApiError(404, "unknown_job", f"no job {job_id[:40]!r}",
+                       hint="job ids come from POST /v1/prefetch or /v1/resolve with "
+                            '"wait": false; finished jobs are kept for an hour')
+    return web.json_response(found.to_dict(state.downloads))
+
+
+def _entry_dict(entry) -> dict:
+    d = asdict(entry)
+    del d["key"]  # a backend's cache key may embed a presigned URL
+    return d
+
+
+def _blob_dict(b) -> dict:
+    d = asdict(b)
+    d["path"] = str(b.path)
+    return d
+
+
+async def cache_list(request: web.Request) -> web.Response:
+    """``GET /v1/cache``: every entry and blob, most recently used first."""
+    cache = request.app[STATE].resolver.cache
+    return web.json_response({"root": str(cache.root), "total_bytes": cache.total_size(),
+                              "entries": [_entry_dict(e) for e in cache.entries()],
+                              "blobs": [_blob_dict(b) for b in cache.blobs()]})
+
+
+def _ident(request: web.Request) -> str:
+    ident = request.match_info["ident"]
+    request["log"]["identifier"] = ident
+    if not ident.strip() or len(ident) > MAX_IDENTIFIER:
+        raise ApiError(400, "bad_request", "empty or overlong identifier",
+                       hint="percent-encode the identifier or digest into the path")
+    return ident
+
+
+def _not_in_cache(ident: str) -> ApiError:
+    return ApiError(404, "not_in_cache", f"nothing in the cache matches {ident[:200]!r}",
+                    hint="GET /v1/cache lists identifiers and digests; percent-encode "
+                         "'/', '?' and '#' of an identifier in the path")
+
+
+async def cache_info(request: web.Request) -> web.Response:
+    """``GET /v1/cache/{identifier or digest}``: matching entries and blobs."""
+    ident = _ident(request)
+    entries, blobs = request.app[STATE].resolver.cache.lookup(ident)
+    if not entries and not blobs:
+        raise _not_in_cache(ident)
+    return web.json_response({"entries": [_entry_dict(e) for e in entries],
+                              "blobs": [_blob_dict(b) for b in blobs]})
+
+
+async def cache_remove(request: web.Request) -> web.Response:
+    """``DELETE /v1/cache/{identifier or digest}``: drop entries and unused blobs."""
+    ident = _ident(request)
+    entries, blobs = request.app[STATE].resolver.cache.remove(ident)
+    if not entries and not blobs:
+        raise _not_in_cache(ident)
+    return web.json_response({"removed_entries": [e.identifier for e in entries],
+                              "removed_blobs": [b.sha256 for b in blobs],
+                              "freed_bytes": sum(b.size for b in blobs)})
+
+
+async def pin(request: web.Request) -> web.Response:
+    """``POST /v1/cache/{identifier or digest}/pin``: keep it through prune."""
+    return _set_pinned(request, True)
+
+
+async def unpin(request: web.Request) -> web.Response:
+    """``DELETE /v1/cache/{identifier or digest}/pin``: allow pruning again."""
+    return _set_pinned(request, False)
+
+
+def _set_pinned(request: web.Request, pinned: bool) -> web.Response:
+    ident = _ident(request)
+    entries = request.app[STATE].resolver.cache.set_pinned(ident, pinned)
+    if not entries:
+        raise _not_in_cache(ident)
+    return web.json_response({"pinned" if pinned else "unpinned":
+                              [e.identifier for e in entries]})
+
+
+async def status(request: web.Request) -> web.Response:
+    """``GET /v1/status``: version, listen address, cache summary, what is in flight."""
+    from hostkit import __version__
+
+    state = request.app[STATE]
+    resolver = state.resolver
+    cache = resolver.cache
+    return web.json_response({
+        "version": __version__, "pid": os.getpid(), "listen": state.listen,
+        "started": state.started, "uptime": round(time.time() - state.started, 3),
+        "auth": state.token is not None, "draining": state.draining,
+        "cache": {"root": str(cache.root), "total_bytes": cache.total_size(),
+                  "entries": len(cache.entries()), "blobs": len(cache.blobs())},
+        "in_flight": [p.to_dict() for p in state.downloads.active.values()],
+        "in_flight_count": len(resolver.in_flight()),
+        "jobs": {"active": state.jobs.active(), "known": len(state.jobs)},
+        "stats": dict(resolver.stats),
+    })
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """``GET /metrics``: Prometheus text format."""
+    state = request.app[STATE]
+    cache = state.resolver.cache
+    text = state.metrics.render(
+        stats=state.resolver.stats, in_flight=len(state.resolver.in_flight()),
+        cache_bytes=cache.total_size(), cache_entries=len(cache.entries()),
+        jobs_active=state.jobs.active(), downloads=state.downloads.finished)
+    return web.Response(body=text.encode(), headers={hdrs.CONTENT_TYPE: METRICS_CONTENT_TYPE})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    """``GET /v1/openapi.json``: this API, described."""
+    from .openapi import document
+
+    return web.json_response(document())
