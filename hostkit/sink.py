@@ -1,9 +1,9 @@
 """Partial downloads: a temp file in the cache that hashes every byte as it is written.
 
-Hashing and writing run in one writer thread per download, fed in ~1 MiB
-batches through a short window, so the event loop keeps receiving while the
-other core hashes (hashlib releases the GIL): download and verification
-overlap and memory stays flat whatever the file size.
+Hashing and writing run in two threads per download (hashlib and writev
+release the GIL), fed the same ~1 MiB batches through a short window, so the
+event loop keeps receiving while the bytes are hashed and written: download
+and verification overlap and memory stays flat whatever the file size.
 
 Partials are named ``tmp/<keyhash>.<pid>-<random>.part`` with a ``.json``
 sidecar (cache key, validator, size) so a later process can resume them. A
@@ -93,7 +93,9 @@ class PartialDownload:
         self.path, self.meta = claimed if claimed else (_new_name(cache, key), {})
         self.size = self.path.stat().st_size if claimed else 0
         self._hasher = MultiHasher()
+        # one thread hashes while another writes: both overlap the download
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hostkit-writer")
+        self._hash_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hostkit-hash")
         self._pending: collections.deque = collections.deque()
         self._batch: list[bytes] = []
         self._batch_bytes = 0
@@ -158,7 +160,9 @@ class PartialDownload:
         if self._batch:
             batch, self._batch, self._batch_bytes = self._batch, [], 0
             loop = asyncio.get_running_loop()
-            self._pending.append(loop.run_in_executor(self._pool, self._write_batch, batch))
+            self._pending.append(asyncio.gather(
+                loop.run_in_executor(self._hash_pool, self._hash_batch, batch),
+                loop.run_in_executor(self._pool, self._write_batch, batch)))
         while len(self._pending) >= _WINDOW:
             await self._pending.popleft()
 
@@ -167,9 +171,11 @@ class PartialDownload:
         while self._pending:
             await self._pending.popleft()
 
-    def _write_batch(self, batch: list[bytes]) -> None:
+    def _hash_batch(self, batch: list[bytes]) -> None:
         for chunk in batch:
             self._hasher.update(chunk)
+
+    def _write_batch(self, batch: list[bytes]) -> None:
         try:
             written = os.writev(self._fd, batch)
             total = sum(map(len, batch))
@@ -191,7 +197,8 @@ class PartialDownload:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
     def _close(self) -> None:
-        self._pool.shutdown(wait=True)  # the writer thread must not outlive the fd
+        for pool in (self._pool, self._hash_pool):
+            pool.shutdown(wait=True)  # no thread may outlive the fd
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1

@@ -1,0 +1,155 @@
+"""Cold and warm resolve against nginx on loopback, as ratios to baselines from the same run.
+
+    uv run python benchmarks/bench_resolve.py [--size-mib 1024] [--rounds 3]
+
+- cold: ``hostkit resolve URL --hash sha256:..`` (download + verify + store) vs
+  ``curl -o`` of the same file (no verification). Target <= 1.2x.
+  Also pooch.retrieve with the known hash and fsspec simplecache + sha256, if installed.
+- warm: CLI cache hit vs ``python -c pass``. Target <= 3x.
+- peak memory (max RSS) of the cold CLI resolve. Target < 100 MiB.
+
+Times are best-of-N wall times; only the ratios mean anything across machines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from tests.servers import NginxServer  # noqa: E402
+
+BIN = Path(sys.executable).parent
+
+
+def run(cmd, env=None) -> tuple[float, int]:
+    """Wall seconds and peak RSS (KiB) of one command."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    if status != 0:
+        raise SystemExit(f"{cmd[0]} failed: {proc.stderr.read().decode()[-2000:]}")
+    return wall, usage.ru_maxrss
+
+
+def make_file(path: Path, size: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "wb") as f:
+        left = size
+        while left:
+            block = os.urandom(min(left, 16 << 20))
+            f.write(block)
+            h.update(block)
+            left -= len(block)
+    return h.hexdigest()
+
+
+def best(fn, rounds: int):
+    results = [fn() for _ in range(rounds)]
+    return min(results, key=lambda r: r[0])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--size-mib", type=int, default=1024)
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="hostkit-bench-", dir=ROOT / ".bench"
+                                 if (ROOT / ".bench").mkdir(exist_ok=True) is None else None))
+    try:
+        root = work / "www"
+        root.mkdir()
+        size = args.size_mib << 20
+        sha = make_file(root / "big.bin", size)
+        with NginxServer(root) as nginx:
+            url = f"{nginx.url}/big.bin"
+            out = work / "out.bin"
+
+            def curl():
+                out.unlink(missing_ok=True)
+                return run(["curl", "-sS", "-o", str(out), url])
+
+            def hostkit_cold():
+                cache = work / "cache"
+                shutil.rmtree(cache, ignore_errors=True)
+                return run([str(BIN / "hostkit"), "resolve", url, "--hash", f"sha256:{sha}",
+                            "--quiet"], env={"HOSTKIT_CACHE_DIR": str(cache)})
+
+            rows = []
+            c_wall, _ = best(curl, args.rounds)
+            h_wall, h_rss = best(hostkit_cold, args.rounds)
+            rows.append(("curl -o (no verification)", c_wall, None))
+            rows.append(("hostkit resolve --hash (cold)", h_wall, h_rss))
+            for name, code in _optional_baselines(url, sha, work):
+                try:
+                    wall, rss = run([sys.executable, "-c", code])
+                    rows.append((name, wall, rss))
+                except SystemExit as exc:
+                    rows.append((f"{name} (failed: {str(exc)[:60]})", float("nan"), None))
+
+            def warm():
+                return run([str(BIN / "hostkit"), "resolve", url, sha],
+                           env={"HOSTKIT_CACHE_DIR": str(work / "cache")})
+
+            def bare():
+                return run([sys.executable, "-c", "pass"])
+
+            w_wall, _ = best(warm, 15)
+            p_wall, _ = best(bare, 15)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    mib = size / (1 << 20)
+    print(f"\ncold resolve of {mib:.0f} MiB from nginx on loopback (best of {args.rounds})")
+    print(f"{'what':<42}{'wall s':>8}{'x curl':>9}{'peak MiB':>10}")
+    for name, wall, rss in rows:
+        peak = f"{rss / 1024:.0f}" if rss else "-"
+        print(f"{name:<42}{wall:>8.2f}{wall / c_wall:>9.2f}{peak:>10}")
+    print(f"\ntarget: hostkit <= 1.2x curl -> {h_wall / c_wall:.2f}x "
+          f"({'met' if h_wall / c_wall <= 1.2 else 'NOT met'})")
+    print(f"target: peak memory < 100 MiB -> {h_rss / 1024:.0f} MiB "
+          f"({'met' if h_rss / 1024 < 100 else 'NOT met'})")
+    print(f"\nwarm CLI resolve (cache hit) {w_wall * 1000:.1f} ms vs python -c pass "
+          f"{p_wall * 1000:.1f} ms (best of 15)")
+    print(f"target: <= 3x -> {w_wall / p_wall:.2f}x ({'met' if w_wall / p_wall <= 3 else 'NOT met'})")
+    _ = resource  # ru_maxrss comes from os.wait4
+
+
+def _optional_baselines(url: str, sha: str, work: Path):
+    try:
+        import pooch  # noqa: F401
+
+        yield ("pooch.retrieve(known_hash=sha256)",
+               f"import pooch; pooch.retrieve({url!r}, known_hash='sha256:{sha}', "
+               f"path={str(work / 'pooch')!r}, progressbar=False)")
+    except ImportError:
+        pass
+    try:
+        import fsspec  # noqa: F401
+
+        yield ("fsspec simplecache::http + sha256",
+               "import fsspec, hashlib\n"
+               f"with fsspec.open('simplecache::{url}', 'rb', simplecache="
+               f"{{'cache_storage': {str(work / 'fsspec')!r}}}) as f:\n"
+               "    name = f.name\n"
+               "h = hashlib.sha256()\n"
+               "with open(name, 'rb') as g:\n"
+               "    for b in iter(lambda: g.read(1 << 20), b''): h.update(b)\n"
+               f"assert h.hexdigest() == {sha!r}")
+    except ImportError:
+        pass
+
+
+if __name__ == "__main__":
+    main()
