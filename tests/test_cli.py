@@ -160,3 +160,13 @@ def test_broken_third_party_plugin_is_named_and_isolated(tmp_path, origin):
     resolved = run_cli("resolve", f"{origin.url}/f/ok.bin", sha, env=env)
     assert resolved.returncode == 0, resolved.stderr
     assert "crashy" in resolved.stderr and "broken" in resolved.stderr
+
+
+def test_demo_runs_offline_and_shows_hits(tmp_path):
+    proc = run_cli("demo", "--json", check=True)
+    steps = {e["step"].split()[0] + " " + e["step"].split()[-1]: e
+             for e in json.loads(proc.stdout) if "path" in e}
+    assert "downloaded" in steps["first weights.bin"]["message"]
+    assert "cache hit" in steps["again weights.bin"]["message"]
+    assert "trust on first use" in steps["first parameters.yaml"]["message"]
+    assert any(e["step"] == "refused" for e in json.loads(proc.stdout))
