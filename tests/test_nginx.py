@@ -1,0 +1,59 @@
+"""The http backend against nginx, which serves Range/ETag/If-Range as real CDNs do."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from tests.servers import NginxServer
+from tests.test_resolve import data, resolve
+
+
+@pytest.fixture(scope="module")
+def nginx(tmp_path_factory):
+    root = tmp_path_factory.mktemp("www")
+    payload = data(3_000_000, 60)
+    (root / "model.bin").write_bytes(payload)
+    with NginxServer(root) as server:
+        server.payload = payload
+        yield server
+
+
+def test_cold_and_warm_through_nginx(nginx, resolver):
+    import hashlib
+
+    sha = hashlib.sha256(nginx.payload).hexdigest()
+    before = nginx.count_requests("/model.bin")
+    assert resolve(resolver, f"{nginx.url}/model.bin", sha).sha256 == sha
+    assert resolve(resolver, f"{nginx.url}/model.bin", sha).cached
+    assert nginx.count_requests("/model.bin") - before == 1
+
+
+def test_resume_with_if_range_against_nginx(nginx, resolver):
+    """A partial left by a dead process is resumed with a 206 from nginx."""
+    from hostkit.cache import key_hash
+
+    url = f"{nginx.url}/model.bin"
+    remote = resolver.remote_for(url)
+
+    async def etag():
+        try:
+            return (await remote.stat()).validator
+        finally:
+            await resolver.context.aclose()
+
+    validator = asyncio.run(etag())
+    assert validator and not validator.startswith("W/")
+    tmp = resolver.cache.root / "tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    dead_pid = 2 ** 22 + 7  # beyond pid_max defaults: no such process
+    part = tmp / f"{key_hash(url)}.{dead_pid}-abcd.part"
+    part.write_bytes(nginx.payload[:1_000_000])
+    part.with_suffix(".json").write_text(json.dumps({"key": url, "validator": validator,
+                                                    "size": len(nginx.payload)}))
+    got = resolve(resolver, url)
+    assert got.path.read_bytes() == nginx.payload
+    last = nginx.access_log()[-1]
+    assert (last.status, last.range) == (206, "bytes=1000000-")

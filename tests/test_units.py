@@ -1,0 +1,75 @@
+"""Small pure pieces: hash strings, identifiers, redaction, settings, sizes."""
+
+from __future__ import annotations
+
+import pytest
+
+from hostkit import errors
+from hostkit.cli import parse_size
+from hostkit.config import load_settings
+from hostkit.hashes import parse_hash
+from hostkit.identifiers import parse_identifier
+from hostkit.redact import redact_text, redact_url
+
+
+def test_parse_hash_forms():
+    assert str(parse_hash("A" * 64)) == "sha256:" + "a" * 64
+    assert parse_hash("b" * 40).alg == "sha1"
+    assert parse_hash("MD5:" + "c" * 32).alg == "md5"
+    assert parse_hash("sha-512:" + "d" * 128).alg == "sha512"
+    for bad in ("", "abc", "sha256:" + "z" * 64, "crc32:1234abcd", "sha1:" + "a" * 64):
+        with pytest.raises(errors.BadHash):
+            parse_hash(bad)
+
+
+def test_parse_identifier():
+    ref = parse_identifier("  direct:https://h/x.bin ")
+    assert (ref.scheme, ref.identifier) == ("https", "https://h/x.bin")
+    assert parse_identifier("synapse:syn123").rest == "syn123"
+    assert parse_identifier("S3://b/k").identifier == "s3://b/k"
+    for bad in ("", "no-scheme", "direct:ftp://x", "https://h/a b"):
+        with pytest.raises(errors.UsageError):
+            parse_identifier(bad)
+
+
+def test_redaction():
+    url = "https://u:pw@h/p?X-Amz-Signature=abc&X-Amz-Credential=AKIA&versionId=3"
+    out = redact_url(url)
+    assert "pw" not in out and "abc" not in out and "AKIA" not in out and "versionId=3" in out
+    assert "hunter2" not in redact_text("failed: password=hunter2 at https://a:hunter2@h/")
+    assert "KEYVALUE" not in redact_text("AccountKey=KEYVALUE;BlobEndpoint=x")
+
+
+def test_settings_layering(tmp_path, monkeypatch):
+    cfg = tmp_path / "config.toml"
+    cfg.write_text('retries = 2\noffline = true\ncache_dir = "~/somewhere"\n')
+    monkeypatch.setenv("HOSTKIT_CONFIG", str(cfg))
+    monkeypatch.delenv("HOSTKIT_CACHE_DIR")
+    monkeypatch.setenv("HOSTKIT_RETRIES", "7")
+    s = load_settings()
+    assert s.retries == 7 and s.offline is True and s.cache_dir.name == "somewhere"
+    cfg.write_text("retires = 2\n")
+    with pytest.raises(errors.UsageError, match="retires"):
+        load_settings()
+    cfg.write_text("retries = [")
+    with pytest.raises(errors.UsageError, match="cannot read config"):
+        load_settings()
+
+
+def test_fast_path_cache_dir_matches_platformdirs(monkeypatch):
+    from platformdirs import user_cache_path, user_config_path
+
+    from hostkit.fastpath import _user_dir
+
+    monkeypatch.delenv("XDG_CONFIG_HOME")
+    assert _user_dir("XDG_CACHE_HOME", "~/.cache") == str(user_cache_path("hostkit",
+                                                                          appauthor=False))
+    assert _user_dir("XDG_CONFIG_HOME", "~/.config") == str(user_config_path("hostkit",
+                                                                            appauthor=False))
+
+
+def test_parse_size():
+    assert parse_size("10G") == 10 << 30 and parse_size("1.5GiB") == 3 << 29
+    assert parse_size("500m") == 500 << 20 and parse_size("0") == 0
+    with pytest.raises(errors.UsageError):
+        parse_size("lots")
