@@ -74,6 +74,8 @@ class DaemonState:
 
 
 STATE = web.AppKey("hostkit_state", DaemonState)
+#: Per-request fields for the request's log line (identifier, outcome, bytes...).
+LOG = web.RequestKey("hostkit_log", dict) if hasattr(web, "RequestKey") else "hostkit_log"
 
 
 def create_app(settings=None, *, token: str | None = None, resolver: Resolver | None = None,
@@ -125,34 +127,44 @@ async def frontdoor(request: web.Request, handler):
     resource = request.match_info.route.resource
     route = resource.canonical if resource is not None else "unmatched"
     info: dict = {}
-    request["log"] = info
+    request[LOG] = info
+    state.metrics.in_progress += 1
+    try:
+        response = await _answer(request, handler, state, route, info)
+    except asyncio.CancelledError:
+        # the client went away; a download it waited for goes on (the resolver shields it)
+        _log_request(state, request, route, 499, started, info)
+        raise
+    finally:
+        state.metrics.in_progress -= 1
+    _log_request(state, request, route, response.status, started, info)
+    return response
+
+
+async def _answer(request: web.Request, handler, state: DaemonState, route: str,
+                  info: dict) -> web.StreamResponse:
     try:
         if state.draining and route not in PUBLIC_ROUTES:
             raise ApiError(503, "shutting_down", "the daemon is shutting down",
                            hint="retry in a moment, or resolve in-process")
         if state.token is not None and route not in PUBLIC_ROUTES:
             _check_token(request, state.token)
-        response = await handler(request)
+        return await handler(request)
     except HostkitError as exc:
         info["error_kind"] = exc.kind
-        response = _error_response(exc.http_status, exc.to_dict())
+        return _error_response(exc.http_status, exc.to_dict())
     except web.HTTPException as exc:
         response = _http_exception(exc, request)
-    except asyncio.CancelledError:
-        # the client went away; a download it waited for goes on (the resolver shields it)
-        _log_request(state, request, route, 499, started, info)
-        raise
+        info["error_kind"] = _kind_of(response)
+        return response
     except Exception as exc:
-        logs.event("internal_error", route=route, message=repr(exc))
         import traceback
 
-        logs.event("traceback", message=traceback.format_exc(limit=20))
-        response = _error_response(500, {"error": "internal", "message": "internal error",
-                                         "hint": "this is a bug in hostkit; see the daemon log"})
-    if response.status >= 400 and "error_kind" not in info:
-        info["error_kind"] = _kind_of(response)
-    _log_request(state, request, route, response.status, started, info)
-    return response
+        logs.event("internal_error", route=route, message=repr(exc),
+                   traceback=traceback.format_exc(limit=20))
+        info["error_kind"] = "internal"
+        return _error_response(500, {"error": "internal", "message": "internal error",
+                                     "hint": "this is a bug in hostkit; see the daemon log"})
 
 
 def _check_token(request: web.Request, token: str) -> None:
@@ -278,7 +290,7 @@ async def resolve(request: web.Request) -> web.Response:
         raise ApiError(400, "bad_request", f"unknown fields: {', '.join(sorted(unknown))}",
                        hint=f"known fields: {', '.join(sorted(_RESOLVE_FIELDS))}")
     identifier = _identifier(data)
-    request["log"]["identifier"] = identifier
+    request[LOG]["identifier"] = identifier
     expected = _field(data, "hash", str)
     wait = _field(data, "wait", bool)
     offline = _field(data, "offline", bool)
@@ -286,7 +298,7 @@ async def resolve(request: web.Request) -> web.Response:
     resolver = state.resolver
     if wait is False:
         job = state.jobs.submit("resolve", [_item(resolver, identifier, expected)])
-        request["log"]["job"] = job.id
+        request[LOG]["job"] = job.id
         return web.json_response({"job": job.id, "state": job.state, "href": f"/v1/jobs/{job.id}"},
                                  status=202)
     started = time.monotonic()
@@ -296,7 +308,7 @@ async def resolve(request: web.Request) -> web.Response:
                                           progress=state.downloads.progress())
     except HostkitError:
         state.metrics.observe_resolve(time.monotonic() - started, "error")
-        request["log"]["outcome"] = "error"
+        request[LOG]["outcome"] = "error"
         raise
     except asyncio.CancelledError:
         task = asyncio.current_task()
@@ -308,7 +320,7 @@ async def resolve(request: web.Request) -> web.Response:
         raise
     outcome = "hit" if resolved.cached else "miss"
     state.metrics.observe_resolve(time.monotonic() - started, outcome)
-    request["log"].update(outcome=outcome, bytes=resolved.size)
+    request[LOG].update(outcome=outcome, bytes=resolved.size)
     body = resolved.to_dict()
     body["blob"] = f"/v1/blobs/{resolved.sha256}"
     return web.json_response(body)
@@ -326,7 +338,7 @@ async def blob(request: web.Request) -> web.StreamResponse:
     if found is None:
         raise ApiError(404, "blob_not_found", f"no blob sha256:{digest} in the cache",
                        hint="POST /v1/resolve the identifier first")
-    request["log"]["sha256"] = digest
+    request[LOG]["sha256"] = digest
     etag = f'"{digest}"'
     headers = {hdrs.ETAG: etag, hdrs.CACHE_CONTROL: _IMMUTABLE}
     if (inm := request.headers.get(hdrs.IF_NONE_MATCH)) and _etag_listed(inm, digest):
@@ -427,7 +439,7 @@ async def prefetch(request: web.Request) -> web.Response:
             exc.message = f"{where}{exc.message}"
             raise
     job = state.jobs.submit("prefetch", parsed)
-    request["log"].update(job=job.id, items=len(parsed))
+    request[LOG].update(job=job.id, items=len(parsed))
     return web.json_response({**job.to_dict(state.downloads), "href": f"/v1/jobs/{job.id}"},
                              status=202)
 
@@ -466,7 +478,7 @@ async def cache_list(request: web.Request) -> web.Response:
 
 def _ident(request: web.Request) -> str:
     ident = request.match_info["ident"]
-    request["log"]["identifier"] = ident
+    request[LOG]["identifier"] = ident
     if not ident.strip() or len(ident) > MAX_IDENTIFIER:
         raise ApiError(400, "bad_request", "empty or overlong identifier",
                        hint="percent-encode the identifier or digest into the path")

@@ -37,7 +37,7 @@ def event(kind: str, **fields) -> None:
             continue
         if key == "identifier":
             value = redact_identifier(value)
-        elif isinstance(value, str) and key in ("message", "hint", "path"):
+        elif isinstance(value, str) and key in ("message", "hint", "path", "traceback"):
             value = redact_text(value)
         record[key] = value
     line = json.dumps(record, default=str, separators=(",", ":")) + "\n"

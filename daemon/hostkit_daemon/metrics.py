@@ -25,6 +25,7 @@ class Metrics:
         self.errors: Counter = Counter()       # error kind -> n
         self.resolves: Counter = Counter()     # outcome (hit | miss | error) -> n
         self.bytes_served = 0
+        self.in_progress = 0                   # requests being handled right now
         self._buckets = [0] * len(BUCKETS)
         self._sum = 0.0
         self._count = 0
@@ -64,6 +65,8 @@ class Metrics:
                "Blob bytes sent to clients by /v1/blobs.", [((), self.bytes_served)])
         metric("hostkit_inflight_downloads", "gauge", "Origin downloads running now.",
                [((), in_flight)])
+        metric("hostkit_http_requests_in_progress", "gauge", "Requests being handled now.",
+               [((), self.in_progress)])
         metric("hostkit_jobs_active", "gauge", "Prefetch and background jobs not finished.",
                [((), jobs_active)])
         metric("hostkit_cache_bytes", "gauge", "Bytes stored in cache blobs.",

@@ -101,7 +101,7 @@ async def _serve(settings, address: Address, token: str | None, grace: float) ->
                            handler_cancellation=True, shutdown_timeout=HANDLER_TIMEOUT)
     await runner.setup()
     try:
-        site, url = await _start_site(runner, address)
+        site, url, inode = await _start_site(runner, address)
     except BaseException:
         await runner.cleanup()
         raise
@@ -124,7 +124,7 @@ async def _serve(settings, address: Address, token: str | None, grace: float) ->
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         if address.path is not None:
-            _remove_socket(address.path, getattr(site, "_hostkit_inode", None))
+            _remove_socket(address.path, inode)
     return 0
 
 
@@ -140,14 +140,13 @@ async def _start_site(runner: web.AppRunner, address: Address):
         finally:
             os.umask(old)
         os.chmod(path, 0o600)
-        site._hostkit_inode = os.stat(path).st_ino  # type: ignore[attr-defined]
-        return site, address.url
+        return site, address.url, os.stat(path).st_ino
     site = web.TCPSite(runner, address.host, address.port, backlog=1024)
     await _start(site, address)
     port = address.port
     with contextlib.suppress(Exception):
         port = runner.addresses[0][1]  # the real port when asked for port 0
-    return site, Address(host=address.host, port=port).url
+    return site, Address(host=address.host, port=port).url, None
 
 
 async def _start(site, address: Address) -> None:

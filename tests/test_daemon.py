@@ -1,0 +1,624 @@
+"""The daemon: HTTP contract per route, single flight, disconnects, signals, tokens, CLI.
+
+Everything binds 127.0.0.1 (or a unix socket). The origin is the gated origin of
+tests/daemon_fixtures.py: it counts requests and can hold a download mid-body
+until the test releases it, so "in flight" is a state, not a race.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import http.client
+import json
+import os
+import signal
+import socket
+import stat
+import threading
+from pathlib import Path
+from urllib.parse import quote
+
+import aiohttp
+import pytest
+
+from tests.conftest import run_cli
+from tests.daemon_fixtures import (
+    DaemonProcess,
+    DaemonThread,
+    GatedOrigin,
+    call,
+    call_json,
+    free_port,
+    payload,
+    wait_until,
+)
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture(scope="module")
+def gated():
+    origin = GatedOrigin().start()
+    yield origin
+    origin.stop()
+
+
+@pytest.fixture
+def daemon(tmp_path):
+    d = DaemonThread(tmp_path / "dcache").start()
+    yield d
+    d.stop()
+
+
+def _blob_path(cache: Path, sha: str) -> Path:
+    return cache / "blobs" / "sha256" / sha
+
+
+def _post_many(url: str, n: int, body: dict) -> list[tuple[int, dict]]:
+    async def go():
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=n)) as s:
+            async def one():
+                async with s.post(f"{url}/v1/resolve", json=body) as r:
+                    return r.status, await r.json()
+            return await asyncio.gather(*(one() for _ in range(n)))
+
+    return asyncio.run(go())
+
+
+def _in_background(fn, *args) -> tuple[threading.Thread, list]:
+    out: list = []
+
+    def run():
+        try:
+            out.append(fn(*args))
+        except BaseException as exc:  # reported by the test through `out`
+            out.append(exc)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t, out
+
+
+def _raw_post(url: str, body: dict) -> socket.socket:
+    """Send a resolve request on a raw socket and return it (to hang up on purpose)."""
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)))
+    data = json.dumps(body).encode()
+    sock.sendall(b"POST /v1/resolve HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 + f"Content-Length: {len(data)}\r\n\r\n".encode() + data)
+    return sock
+
+
+# -- contract, route by route ------------------------------------------------------------
+
+
+def test_openapi_describes_every_route(daemon):
+    status, doc = call_json(daemon.url, "GET", "/v1/openapi.json")
+    assert status == 200 and doc["openapi"].startswith("3.")
+    for route in daemon.app.router.routes():
+        if route.method == "HEAD":
+            continue
+        path = route.resource.canonical
+        assert route.method.lower() in doc["paths"].get(path, {}), (route.method, path)
+
+
+def test_resolve_cold_then_warm_then_with_hash(daemon, gated):
+    sha = gated.add("contract.bin", payload(300_000, 1))
+    url = gated.file_url("contract.bin")
+    status, cold = call_json(daemon.url, "POST", "/v1/resolve", {"identifier": url})
+    assert status == 200
+    assert cold["cached"] is False and cold["verified"] is False
+    assert cold["sha256"] == sha and cold["size"] == 300_000 and cold["identifier"] == url
+    assert cold["path"] == str(_blob_path(daemon.settings.cache_dir, sha))
+    assert cold["blob"] == f"/v1/blobs/{sha}"
+    assert hashlib.sha256(Path(cold["path"]).read_bytes()).hexdigest() == sha
+    status, warm = call_json(daemon.url, "POST", "/v1/resolve",
+                             {"identifier": f"direct:{url}", "hash": f"sha256:{sha}"})
+    assert status == 200 and warm["cached"] is True and warm["verified"] is True
+    assert warm["path"] == cold["path"]
+    assert len(gated.gets("contract.bin")) == 1
+    # offline answers from the cache; an uncached identifier offline is a 404 offline error
+    status, off = call_json(daemon.url, "POST", "/v1/resolve",
+                            {"identifier": gated.file_url("never.bin"), "offline": True})
+    assert status == 404 and off["error"] == "offline" and off["hint"]
+    status, err = call_json(daemon.url, "POST", "/v1/resolve",
+                            {"identifier": gated.file_url("missing.bin")})
+    assert status == 404 and err["error"] == "not_found"
+
+
+def test_resolve_without_waiting_returns_a_job(daemon, gated):
+    sha = gated.add("later.bin", payload(200_000, 2))
+    status, started = call_json(daemon.url, "POST", "/v1/resolve",
+                                {"identifier": gated.file_url("later.bin"), "wait": False})
+    assert status == 202 and started["href"] == f"/v1/jobs/{started['job']}"
+
+    def finished():
+        return call_json(daemon.url, "GET", started["href"])[1]["state"] == "done"
+
+    wait_until(finished, what="the job to finish")
+    job = call_json(daemon.url, "GET", started["href"])[1]
+    assert job["kind"] == "resolve" and job["errors"] == 0
+    assert job["items"][0]["result"]["sha256"] == sha
+    assert job["bytes_done"] == job["bytes_total"] == 200_000
+
+
+def test_prefetch_reports_progress_and_errors_per_item(daemon, gated):
+    big = payload(2_000_000, 3)
+    sha_big = gated.add("pf-big.bin", big)
+    sha_small = gated.add("pf-small.bin", payload(1000, 4))
+    gated.hold("pf-big.bin", after=500_000)
+    status, job = call_json(daemon.url, "POST", "/v1/prefetch", {"items": [
+        {"identifier": gated.file_url("pf-big.bin"), "hash": sha_big},
+        gated.file_url("pf-small.bin"),
+        {"identifier": gated.file_url("pf-missing.bin")},
+    ]})
+    assert status == 202 and len(job["items"]) == 3
+    gated.wait_started("pf-big.bin")
+
+    def big_in_progress():
+        item = call_json(daemon.url, "GET", job["href"])[1]["items"][0]
+        return item["state"] == "running" and item["bytes_done"] >= 500_000
+
+    wait_until(big_in_progress, what="progress of the held download")
+    running = call_json(daemon.url, "GET", job["href"])[1]
+    assert running["state"] == "running" and running["items"][0]["bytes_total"] == len(big)
+    gated.release("pf-big.bin")
+    wait_until(lambda: call_json(daemon.url, "GET", job["href"])[1]["state"] != "running",
+               what="the prefetch to finish")
+    done = call_json(daemon.url, "GET", job["href"])[1]
+    assert done["state"] == "failed" and done["errors"] == 1
+    big_item, small_item, missing = done["items"]
+    assert big_item["state"] == "done" and big_item["result"]["verified"] is True
+    assert small_item["result"]["sha256"] == sha_small
+    assert missing["state"] == "failed" and missing["error"]["error"] == "not_found"
+    assert _blob_path(daemon.settings.cache_dir, sha_big).exists()
+
+
+def test_blobs_range_etag_conditionals(daemon, gated):
+    data = payload(100_000, 5)
+    sha = gated.add("blob.bin", data)
+    call_json(daemon.url, "POST", "/v1/resolve", {"identifier": gated.file_url("blob.bin")})
+    path = f"/v1/blobs/{sha}"
+    status, headers, body = call(daemon.url, "GET", path)
+    assert status == 200 and body == data
+    assert headers["etag"] == f'"{sha}"' and headers["content-length"] == str(len(data))
+    assert headers["accept-ranges"] == "bytes"
+    status, headers, body = call(daemon.url, "GET", path, headers={"Range": "bytes=10-19"})
+    assert status == 206 and body == data[10:20]
+    assert headers["content-range"] == f"bytes 10-19/{len(data)}"
+    assert headers["content-length"] == "10"
+    status, _, body = call(daemon.url, "GET", path, headers={"Range": "bytes=-5"})
+    assert status == 206 and body == data[-5:]
+    status, headers, body = call(daemon.url, "GET", path, headers={"If-None-Match": f'"{sha}"'})
+    assert status == 304 and body == b"" and headers["etag"] == f'"{sha}"'
+    status, _, body = call(daemon.url, "GET", path, headers={"If-None-Match": '"other"'})
+    assert status == 200 and body == data
+    status, _, body = call(daemon.url, "GET", path,
+                           headers={"If-Match": f'"{sha}"', "Range": "bytes=0-3"})
+    assert status == 206 and body == data[:4]
+    status, _, body = call(daemon.url, "GET", path, headers={"If-Match": '"other"'})
+    assert status == 412 and json.loads(body)["error"] == "precondition_failed"
+    status, _, _ = call(daemon.url, "GET", path, headers={"Range": f"bytes={len(data)}-"})
+    assert status == 416
+    status, headers, body = call(daemon.url, "HEAD", path)
+    assert status == 200 and body == b"" and headers["content-length"] == str(len(data))
+    status, _, body = call(daemon.url, "GET", f"/v1/blobs/{sha.upper()}")
+    assert status == 200 and body == data
+    metrics = call(daemon.url, "GET", "/metrics")[2].decode()
+    served = next(line for line in metrics.splitlines()
+                  if line.startswith("hostkit_served_bytes_total"))
+    assert int(served.split()[1]) == 3 * len(data) + 10 + 5 + 4
+
+
+def test_cache_list_info_pin_unpin_delete(daemon, gated):
+    sha_a = gated.add("ca.bin", payload(5000, 6))
+    sha_b = gated.add("cb.bin", payload(6000, 7))
+    url_a, url_b = gated.file_url("ca.bin"), gated.file_url("cb.bin")
+    for url in (url_a, url_b):
+        assert call_json(daemon.url, "POST", "/v1/resolve", {"identifier": url})[0] == 200
+    status, listing = call_json(daemon.url, "GET", "/v1/cache")
+    assert status == 200 and listing["total_bytes"] == 11000
+    assert {e["identifier"] for e in listing["entries"]} == {url_a, url_b}
+    assert all("key" not in e for e in listing["entries"])
+    enc_a = quote(url_a, safe="")
+    status, info = call_json(daemon.url, "GET", f"/v1/cache/{enc_a}")
+    assert status == 200 and info["entries"][0]["sha256"] == sha_a
+    status, pinned = call_json(daemon.url, "POST", f"/v1/cache/{enc_a}/pin")
+    assert status == 200 and pinned == {"pinned": [url_a]}
+    assert call_json(daemon.url, "GET", f"/v1/cache/{enc_a}")[1]["entries"][0]["pinned"]
+    status, unpinned = call_json(daemon.url, "DELETE", f"/v1/cache/{sha_a[:12]}/pin")
+    assert status == 200 and unpinned == {"unpinned": [url_a]}
+    status, removed = call_json(daemon.url, "DELETE", f"/v1/cache/{enc_a}")
+    assert status == 200 and removed["removed_blobs"] == [sha_a]
+    assert not _blob_path(daemon.settings.cache_dir, sha_a).exists()
+    status, removed = call_json(daemon.url, "DELETE", f"/v1/cache/{sha_b}")
+    assert status == 200 and removed["removed_entries"] == [url_b]
+    assert removed["freed_bytes"] == 6000
+    assert call_json(daemon.url, "GET", "/v1/cache")[1]["entries"] == []
+    assert call_json(daemon.url, "DELETE", f"/v1/cache/{sha_b}")[0] == 404
+
+
+def test_healthz_status_and_metrics(daemon, gated):
+    gated.add("m.bin", payload(4096, 8))
+    call_json(daemon.url, "POST", "/v1/resolve", {"identifier": gated.file_url("m.bin")})
+    call_json(daemon.url, "POST", "/v1/resolve", {"identifier": gated.file_url("m.bin")})
+    call_json(daemon.url, "POST", "/v1/resolve", {"identifier": "gopher://x/y"})
+    assert call_json(daemon.url, "GET", "/healthz") == (200, {"status": "ok"})
+    status, st = call_json(daemon.url, "GET", "/v1/status")
+    assert status == 200 and st["cache"]["entries"] == 1 and st["in_flight_count"] == 0
+    assert st["stats"]["downloads"] == 1 and st["pid"] == os.getpid()
+    status, headers, body = call(daemon.url, "GET", "/metrics")
+    assert status == 200 and headers["content-type"].startswith("text/plain; version=0.0.4")
+    text = body.decode()
+    values = {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines()
+              if line and not line.startswith("#")}
+    assert values["hostkit_cache_hits_total"] == 1
+    assert values["hostkit_cache_misses_total"] == 1
+    assert values["hostkit_origin_bytes_total"] == 4096
+    assert values['hostkit_downloads_total{outcome="ok"}'] == 1
+    assert values["hostkit_inflight_downloads"] == 0
+    assert values['hostkit_errors_total{kind="unknown_scheme"}'] == 1
+    assert values['hostkit_resolve_duration_seconds_bucket{le="+Inf"}'] == 3
+    assert values["hostkit_resolve_duration_seconds_count"] == 3
+    assert "m.bin" not in text  # labels never carry identifiers
+
+
+def test_credentials_never_reach_logs_metrics_or_listings(daemon, gated):
+    gated.add("secret.bin", payload(2048, 9))
+    host = gated.url.removeprefix("http://")
+    url = (f"http://user:PASSWORD123@{host}/f/secret.bin"
+           "?X-Amz-Signature=SIGVALUE123&token=TOKENVALUE123&part=1")
+    status, out = call_json(daemon.url, "POST", "/v1/resolve", {"identifier": url})
+    assert status == 200
+    call_json(daemon.url, "POST", "/v1/resolve", {"identifier": url + "&x=1", "hash": "bad"})
+    bodies = [call(daemon.url, "GET", p)[2].decode()
+              for p in ("/metrics", "/v1/cache", "/v1/status")]
+    logged = daemon.logs.text
+    assert "download" in {e["event"] for e in daemon.logs.events()}
+    for secret in ("PASSWORD123", "SIGVALUE123", "TOKENVALUE123"):
+        assert secret not in logged
+        for body in bodies:
+            assert secret not in body
+    assert "part=1" in logged  # redaction masks values of secret parameters only
+
+
+HOSTILE = [
+    ("POST", "/v1/resolve", b"{bad", 400, "bad_json"),
+    ("POST", "/v1/resolve", b"", 400, "bad_json"),
+    ("POST", "/v1/resolve", b"\xff\xfe\x00", 400, "bad_json"),
+    ("POST", "/v1/resolve", b"[1, 2]", 400, "bad_request"),
+    ("POST", "/v1/resolve", b"{}", 400, "bad_request"),
+    ("POST", "/v1/resolve", b'{"identifier": 5}', 400, "bad_request"),
+    ("POST", "/v1/resolve", b'{"identifier": "https://h/x", "extra": 1}', 400, "bad_request"),
+    ("POST", "/v1/resolve", b'{"identifier": "https://h/x", "wait": "no"}', 400, "bad_request"),
+    ("POST", "/v1/resolve", b'{"identifier": "gopher://h/x"}', 400, "unknown_scheme"),
+    ("POST", "/v1/resolve", b'{"identifier": "not an identifier"}', 400, "usage"),
+    ("POST", "/v1/resolve", b'{"identifier": "https://h/x", "hash": "sha256:abc"}', 400,
+     "bad_hash"),
+    ("POST", "/v1/resolve", b'{"identifier": "https://h/x", "hash": "crc32:ab"}', 400,
+     "bad_hash"),
+    ("POST", "/v1/resolve", b'{"identifier": "https://h/x", "hash": "zz", "wait": false}', 400,
+     "bad_hash"),
+    ("POST", "/v1/resolve", json.dumps({"identifier": "https://h/" + "a" * 9000}).encode(),
+     400, "bad_request"),
+    ("POST", "/v1/resolve", b"{" + b" " * (2 << 20) + b"}", 413, "too_large"),
+    ("POST", "/v1/prefetch", b"{bad", 400, "bad_json"),
+    ("POST", "/v1/prefetch", b'{"items": []}', 400, "bad_request"),
+    ("POST", "/v1/prefetch", b'{"items": "https://h/x"}', 400, "bad_request"),
+    ("POST", "/v1/prefetch", b'{"items": [5]}', 400, "bad_request"),
+    ("POST", "/v1/prefetch", b'{"items": [{"identifier": "gopher://h/x"}]}', 400,
+     "unknown_scheme"),
+    ("POST", "/v1/prefetch", b'{"items": [{"identifier": "https://h/x", "hash": "q"}]}', 400,
+     "bad_hash"),
+    ("POST", "/v1/prefetch", json.dumps({"items": ["https://h/x"] * 1001}).encode(), 400,
+     "bad_request"),
+    ("GET", "/v1/jobs/nope", None, 404, "unknown_job"),
+    ("GET", "/v1/jobs/0123456789abcdef", None, 404, "unknown_job"),
+    ("GET", "/v1/jobs/..%2F..%2Fetc%2Fpasswd", None, 404, "unknown_job"),
+    ("GET", "/v1/blobs/xyz", None, 400, "bad_digest"),
+    ("GET", "/v1/blobs/" + "g" * 64, None, 400, "bad_digest"),
+    ("GET", "/v1/blobs/..%2F..%2F..%2Fetc%2Fpasswd", None, 400, "bad_digest"),
+    ("GET", "/v1/blobs/%2e%2e", None, 400, "bad_digest"),
+    ("GET", "/v1/blobs/" + "0" * 63 + "%2F", None, 400, "bad_digest"),
+    ("GET", "/v1/blobs/" + "0" * 64, None, 404, "blob_not_found"),
+    ("GET", "/v1/blobs/../../../etc/passwd", None, 404, "no_route"),
+    ("GET", "/v1/cache/nothing-here", None, 404, "not_in_cache"),
+    ("DELETE", "/v1/cache/..%2F..%2Findex.db", None, 404, "not_in_cache"),
+    ("POST", "/v1/cache/nothing-here/pin", None, 404, "not_in_cache"),
+    ("DELETE", "/v1/cache/nothing-here/pin", None, 404, "not_in_cache"),
+    ("GET", "/v1/resolve", None, 405, "method_not_allowed"),
+    ("PUT", "/v1/cache", None, 405, "method_not_allowed"),
+    ("GET", "/v2/resolve", None, 404, "no_route"),
+]
+
+
+def test_hostile_inputs_get_json_4xx_and_the_daemon_keeps_serving(daemon):
+    for method, path, raw, want, kind in HOSTILE:
+        status, headers, body = call(daemon.url, method, path, raw=raw,
+                                     headers={"Content-Type": "application/json"})
+        assert status == want, (method, path, raw and raw[:60], status, body[:300])
+        assert headers["content-type"].startswith("application/json"), (path, headers)
+        err = json.loads(body)
+        assert err["error"] == kind and err["message"] and err["hint"], (path, err)
+    # a chunked body over the limit (no Content-Length to check up front)
+    conn = http.client.HTTPConnection(daemon.url.removeprefix("http://"), timeout=30)
+    conn.request("POST", "/v1/resolve", body=iter([b"{" + b" " * (1 << 20)] * 3),
+                 encode_chunked=True, headers={"Content-Type": "application/json"})
+    resp = conn.getresponse()
+    assert resp.status == 413 and json.loads(resp.read())["error"] == "too_large"
+    conn.close()
+    assert call_json(daemon.url, "GET", "/healthz") == (200, {"status": "ok"})
+    metrics = call(daemon.url, "GET", "/metrics")[2].decode()
+    assert 'status="500"' not in metrics
+
+
+# -- single flight and disconnects --------------------------------------------------------
+
+
+def test_64_concurrent_cold_requests_make_one_origin_get(daemon, gated):
+    sha = gated.add("sf.bin", payload(3_000_000, 10))
+    gated.hold("sf.bin", after=1 << 20)
+    body = {"identifier": gated.file_url("sf.bin")}
+    thread, out = _in_background(_post_many, daemon.url, 64, body)
+    gated.wait_started("sf.bin")
+    wait_until(lambda: daemon.state.metrics.in_progress >= 64, what="64 requests waiting")
+    gated.release("sf.bin")
+    thread.join(30)
+    answers = out[0]
+    assert not isinstance(answers, BaseException), answers
+    assert len(gated.gets("sf.bin")) == 1
+    assert {status for status, _ in answers} == {200}
+    assert all(a == answers[0][1] for _, a in answers)  # 64 identical answers
+    assert answers[0][1]["sha256"] == sha and answers[0][1]["cached"] is False
+
+
+def test_64_concurrent_requests_share_one_error(daemon, gated):
+    gated.add("sf-bad.bin", payload(500_000, 11))
+    gated.hold("sf-bad.bin", after=100_000)
+    body = {"identifier": gated.file_url("sf-bad.bin"), "hash": "0" * 64}
+    thread, out = _in_background(_post_many, daemon.url, 64, body)
+    gated.wait_started("sf-bad.bin")
+    wait_until(lambda: daemon.state.metrics.in_progress >= 64, what="64 requests waiting")
+    gated.release("sf-bad.bin")
+    thread.join(30)
+    answers = out[0]
+    assert not isinstance(answers, BaseException), answers
+    assert len(gated.gets("sf-bad.bin")) == 1
+    assert {status for status, _ in answers} == {502}
+    assert all(a == answers[0][1] for _, a in answers)
+    assert answers[0][1]["error"] == "hash_mismatch"
+    assert call_json(daemon.url, "GET", "/v1/cache")[1]["blobs"] == []
+
+
+def test_a_client_hanging_up_does_not_cancel_the_download_others_wait_for(daemon, gated):
+    sha = gated.add("dc.bin", payload(1_500_000, 12))
+    gated.hold("dc.bin")
+    body = {"identifier": gated.file_url("dc.bin")}
+    leaver = _raw_post(daemon.url, body)  # starts the download, then hangs up
+    gated.wait_started("dc.bin")
+    thread, out = _in_background(call_json, daemon.url, "POST", "/v1/resolve", body)
+    wait_until(lambda: daemon.state.metrics.in_progress >= 2, what="both requests waiting")
+    leaver.close()
+    wait_until(lambda: any(e.get("status") == 499 for e in daemon.logs.events("request")),
+               what="the daemon to notice the hang-up")
+    assert len(daemon.state.resolver.in_flight()) == 1  # the download goes on
+    gated.release("dc.bin")
+    thread.join(30)
+    status, answer = out[0]
+    assert status == 200 and answer["sha256"] == sha and answer["cached"] is False
+    assert len(gated.gets("dc.bin")) == 1
+
+
+def test_a_download_nobody_waits_for_still_completes_into_the_cache(daemon, gated):
+    sha = gated.add("orphan.bin", payload(800_000, 13))
+    gated.hold("orphan.bin")
+    leaver = _raw_post(daemon.url, {"identifier": gated.file_url("orphan.bin")})
+    gated.wait_started("orphan.bin")
+    leaver.close()
+    wait_until(lambda: any(e.get("status") == 499 for e in daemon.logs.events("request")),
+               what="the daemon to notice the hang-up")
+    gated.release("orphan.bin")
+    wait_until(lambda: daemon.state.resolver.in_flight() == [], what="the download to end")
+    assert [e["outcome"] for e in daemon.logs.events("download")] == ["ok"]
+    status, again = call_json(daemon.url, "POST", "/v1/resolve",
+                              {"identifier": gated.file_url("orphan.bin")})
+    assert status == 200 and again["cached"] is True and again["sha256"] == sha
+    assert len(gated.gets("orphan.bin")) == 1
+
+
+# -- the daemon as a process: signals, kill -9, tokens ----------------------------------
+
+
+def _cache_env(tmp_path: Path, name: str) -> dict:
+    return {"HOSTKIT_CACHE_DIR": str(tmp_path / name)}
+
+
+def test_sigterm_lets_the_download_in_flight_finish(tmp_path, gated):
+    sha = gated.add("term.bin", payload(2_000_000, 14))
+    gated.hold("term.bin")
+    d = DaemonProcess(tmp_path, "--grace", "20", env=_cache_env(tmp_path, "tcache"))
+    try:
+        thread, out = _in_background(call_json, d.url, "POST", "/v1/resolve",
+                                     {"identifier": gated.file_url("term.bin")})
+        gated.wait_started("term.bin")
+        d.signal(signal.SIGTERM)
+        wait_until(lambda: d.events("draining"), what="the daemon to start draining")
+        with pytest.raises(OSError):  # no longer accepting connections
+            call(d.url, "GET", "/healthz", timeout=2)
+        assert d.proc.poll() is None  # still finishing the download
+        gated.release("term.bin")
+        thread.join(30)
+        status, answer = out[0]
+        assert status == 200 and answer["sha256"] == sha
+        assert d.wait(20) == 0
+    finally:
+        d.stop()
+    cache = tmp_path / "tcache"
+    assert _blob_path(cache, sha).exists()
+    assert list((cache / "tmp").iterdir()) == []
+    assert d.events("stopped")[0]["finished"] == 1
+
+
+def test_sigterm_after_the_grace_period_leaves_no_entry_and_resumes_later(tmp_path, gated):
+    data = payload(3_000_000, 15)
+    sha = gated.add("grace.bin", data)
+    gated.hold("grace.bin", after=2_000_000)
+    d = DaemonProcess(tmp_path, "--grace", "0.5", env=_cache_env(tmp_path, "gcache"))
+    try:
+        thread, out = _in_background(call_json, d.url, "POST", "/v1/resolve",
+                                     {"identifier": gated.file_url("grace.bin"), "hash": sha})
+        gated.wait_started("grace.bin")
+        d.signal(signal.SIGTERM)
+        thread.join(30)
+        status, answer = out[0]
+        assert status == 503 and answer["error"] == "shutting_down" and answer["hint"]
+        assert d.wait(20) == 0
+    finally:
+        d.stop()
+        gated.release("grace.bin")
+    cache = tmp_path / "gcache"
+    assert list((cache / "blobs" / "sha256").iterdir()) == []
+    parts = list((cache / "tmp").glob("*.part"))
+    kept = parts[0].stat().st_size if len(parts) == 1 else 0
+    assert kept > 0  # one resumable partial, and no cache entry
+    # the next resolve (here in-process, as the CLI would fall back to) resumes it
+    proc = run_cli("resolve", gated.file_url("grace.bin"), sha, "--cache-dir", cache, check=True)
+    assert proc.stdout.strip() == str(_blob_path(cache, sha))
+    assert gated.gets("grace.bin")[-1].range == f"bytes={kept}-"
+
+
+def test_kill_9_then_restart_on_the_same_socket_recovers(tmp_path, gated):
+    data = payload(4_000_000, 16)
+    sha = gated.add("k9.bin", data)
+    gated.hold("k9.bin", after=3_000_000)
+    sock = str(tmp_path / "run" / "hostkit.sock")
+    env = _cache_env(tmp_path, "kcache")
+    d = DaemonProcess(tmp_path, socket_path=sock, env=env)
+    assert stat.S_IMODE(os.stat(sock).st_mode) == 0o600
+    tmp_dir = tmp_path / "kcache" / "tmp"
+    try:
+        _in_background(call_json, d.url, "POST", "/v1/resolve",
+                       {"identifier": gated.file_url("k9.bin")})
+        gated.wait_started("k9.bin")
+        wait_until(lambda: any(p.stat().st_size >= 1 << 20 for p in tmp_dir.glob("*.part")),
+                   what="a partial on disk")
+        d.signal(signal.SIGKILL)
+        d.wait(10)
+    finally:
+        d.stop()
+        gated.release("k9.bin")
+    assert os.path.exists(sock)  # left behind by the killed daemon
+    d2 = DaemonProcess(tmp_path, socket_path=sock, env=env)
+    try:
+        assert stat.S_IMODE(os.stat(sock).st_mode) == 0o600
+        proc = run_cli("resolve", gated.file_url("k9.bin"), "--json",
+                       env={"HOSTKIT_DAEMON_URL": f"unix:{sock}"}, check=True)
+        answer = json.loads(proc.stdout)
+        assert answer["sha256"] == sha and answer["cached"] is False
+        assert answer["path"] == str(_blob_path(tmp_path / "kcache", sha))
+        resumed = gated.gets("k9.bin")[-1].range
+        assert resumed and int(resumed.removeprefix("bytes=").rstrip("-")) >= 1 << 20
+        assert d2.events("request")[-1]["status"] == 200  # it went through the daemon
+    finally:
+        d2.signal(signal.SIGTERM)
+        assert d2.wait(20) == 0
+    assert not os.path.exists(sock)  # a clean stop removes the socket
+
+
+def test_binding_off_loopback_without_a_token_is_refused(tmp_path):
+    proc = run_cli("daemon", "--host", "0.0.0.0", "--port", free_port(), timeout=30)
+    assert proc.returncode == 2
+    assert "refusing to listen on 0.0.0.0" in proc.stderr and "--token" in proc.stderr
+
+
+def test_a_token_is_enforced_on_every_route_but_healthz(tmp_path, gated):
+    gated.add("tok.bin", payload(1000, 17))
+    d = DaemonProcess(tmp_path, "--token", "s3cret-token-value",
+                      env=_cache_env(tmp_path, "tokcache"))
+    try:
+        good = {"Authorization": "Bearer s3cret-token-value"}
+        assert call(d.url, "GET", "/healthz")[0] == 200
+        for method, path in (("GET", "/v1/status"), ("GET", "/metrics"), ("GET", "/v1/cache"),
+                             ("POST", "/v1/resolve"), ("GET", "/v1/blobs/" + "0" * 64)):
+            for headers in ({}, {"Authorization": "Bearer wrong"},
+                            {"Authorization": "Basic czNjcmV0"}):
+                status, _, body = call(d.url, method, path, headers=headers)
+                assert status == 401 and json.loads(body)["error"] == "unauthorized", path
+            assert call(d.url, method, path, headers=good, raw=b"{}")[0] != 401
+        url = gated.file_url("tok.bin")
+        env = {"HOSTKIT_DAEMON_URL": d.url}
+        refused = run_cli("resolve", url, "--json", env=env)
+        assert refused.returncode == 2
+        assert json.loads(refused.stdout)["error"] == "unauthorized"
+        ok = run_cli("resolve", url, "--json", check=True,
+                     env={**env, "HOSTKIT_DAEMON_TOKEN": "s3cret-token-value"})
+        assert json.loads(ok.stdout)["path"].startswith(str(tmp_path / "tokcache"))
+        assert "s3cret-token-value" not in d.log()
+    finally:
+        d.stop()
+
+
+# -- the CLI and the Python API through the daemon, and without it -----------------------
+
+
+def test_cli_goes_through_the_daemon_and_falls_back_when_it_is_down(daemon, gated, settings):
+    sha = gated.add("cli.bin", payload(70_000, 18))
+    url = gated.file_url("cli.bin")
+    via = run_cli("resolve", url, "--json", env={"HOSTKIT_DAEMON_URL": daemon.url}, check=True)
+    through = json.loads(via.stdout)
+    assert through["path"] == str(_blob_path(daemon.settings.cache_dir, sha))
+    assert not (settings.cache_dir / "blobs" / "sha256" / sha).exists()
+    down = f"http://127.0.0.1:{free_port()}"
+    local = json.loads(run_cli("resolve", url, "--json", env={"HOSTKIT_DAEMON_URL": down},
+                               check=True).stdout)
+    assert local["path"] == str(settings.cache_dir / "blobs" / "sha256" / sha)
+    same = ("sha256", "size", "identifier", "verified", "digests")
+    assert {k: local[k] for k in same} == {k: through[k] for k in same}
+    # the same errors, with the same exit codes, either way
+    for identifier, expected, code in ((gated.file_url("nope.bin"), None, 4),
+                                       (url, "sha256:" + "1" * 64, 3),
+                                       (url.replace("http", "gopher", 1), None, 2)):
+        args = ["resolve", identifier, "--json"] + (["--hash", expected] if expected else [])
+        remote = run_cli(*args, env={"HOSTKIT_DAEMON_URL": daemon.url})
+        inproc = run_cli(*args, env={"HOSTKIT_DAEMON_URL": down})
+        assert remote.returncode == inproc.returncode == code, (remote.stderr, inproc.stderr)
+        assert json.loads(remote.stdout) == json.loads(inproc.stdout)
+    requests = [e for e in daemon.logs.events("request") if e["route"] == "/v1/resolve"]
+    assert len(requests) == 4
+
+
+def test_status_command(daemon):
+    up = run_cli("status", "--json", env={"HOSTKIT_DAEMON_URL": daemon.url})
+    assert up.returncode == 0
+    info = json.loads(up.stdout)
+    assert info["running"] is True and info["cache"]["root"] == str(daemon.settings.cache_dir)
+    text = run_cli("status", env={"HOSTKIT_DAEMON_URL": daemon.url})
+    assert text.returncode == 0 and "running at" in text.stdout
+    down = run_cli("status", "--json",
+                   env={"HOSTKIT_DAEMON_URL": f"http://127.0.0.1:{free_port()}"})
+    assert down.returncode == 3 and json.loads(down.stdout)["running"] is False
+
+
+def test_python_api_uses_the_daemon_and_rebuilds_its_errors(daemon, gated, settings):
+    from hostkit import api
+    from hostkit.errors import HashMismatch, NotFound
+
+    sha = gated.add("api.bin", payload(9000, 19))
+    url = gated.file_url("api.bin")
+    with_daemon = settings.with_overrides(daemon_url=daemon.url)
+    down = settings.with_overrides(daemon_url=f"http://127.0.0.1:{free_port()}")
+    through = api.resolve_info(url, settings=with_daemon)
+    assert through.path == _blob_path(daemon.settings.cache_dir, sha)
+    local = api.resolve_info(url, sha, settings=down)
+    assert local.path == _blob_path(settings.cache_dir, sha) and local.sha256 == sha
+    for s in (with_daemon, down):
+        with pytest.raises(NotFound) as missing:
+            api.resolve(gated.file_url("absent.bin"), settings=s)
+        assert missing.value.exit_code == 4 and missing.value.hint
+    errors = []
+    for s in (with_daemon, down):
+        with pytest.raises(HashMismatch) as bad:
+            api.resolve(url + "?v=2", "sha256:" + "2" * 64, settings=s)
+        errors.append(bad.value)
+    assert errors[0].to_dict() == errors[1].to_dict() and errors[0].found == f"sha256:{sha}"
