@@ -247,8 +247,8 @@ class Resolver:
                         raise
                     delay = exc.retry_after or min(self.settings.max_backoff,
                                                    self.settings.backoff * 2 ** (attempt - 1))
-                    log.warning("%s: %s; retry %d/%d in %.1fs", remote.display, exc.message,
-                                attempt, self.settings.retries, delay)
+                    log.warning("%s; retry %d/%d in %.1fs", exc.message, attempt,
+                                self.settings.retries, delay)
                     await asyncio.sleep(delay * (0.5 + random.random() / 2))
                 finally:
                     progress.close()

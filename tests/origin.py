@@ -90,6 +90,8 @@ async def _send(request: web.Request, data: bytes, *, ranges=True, etag=True,
     step = 65536
     for i in range(0, len(send), step):
         if reset_at is not None and i >= reset_at:
+            # let the client consume what was sent: aiohttp drops buffered bytes on a reset
+            await asyncio.sleep(0.2)
             request.transport.close()
             return resp
         await resp.write(send[i:i + step])
