@@ -15,7 +15,9 @@ fi
 if [ ! -x /usr/sbin/nginx ]; then
     echo "install-test-servers: installing nginx-light" >&2
     $SUDO apt-get update
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends nginx-light
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nginx-light
+    # Tests start their own nginx on loopback; don't leave the distro's one serving :80.
+    $SUDO service nginx stop >/dev/null 2>&1 || true
 fi
 
 # Azurite (Azure Blob emulator): npm package into .tools/ (gitignored).
@@ -23,11 +25,13 @@ if [ ! -x .tools/node_modules/.bin/azurite-blob ]; then
     if ! command -v npm >/dev/null 2>&1; then
         echo "install-test-servers: installing nodejs and npm" >&2
         $SUDO apt-get update
-        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends nodejs npm
+        $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nodejs npm
     fi
     echo "install-test-servers: installing azurite into .tools/" >&2
     mkdir -p .tools
-    npm install --prefix .tools --no-audit --no-fund --loglevel=error azurite
+    npm install --prefix .tools --no-audit --no-fund --loglevel=error "azurite@3"
 fi
 
-echo "install-test-servers: nginx $(/usr/sbin/nginx -v 2>&1 | sed 's/.*\///'), azurite $(.tools/node_modules/.bin/azurite-blob --version 2>/dev/null || echo '?')" >&2
+nginx_version=$(/usr/sbin/nginx -v 2>&1 | sed 's/.*\///')
+azurite_version=$(.tools/node_modules/.bin/azurite-blob --version 2>/dev/null || echo '?')
+echo "install-test-servers: nginx $nginx_version, azurite $azurite_version" >&2

@@ -9,7 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.origin import OriginServer
+# gcsfs reads this once, at import: without it every open() against the emulator
+# waits about a minute on a gRPC storage-layout call (see ../shared/notes/test-servers.md)
+os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+
+from tests.origin import OriginServer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 

