@@ -27,6 +27,7 @@ from .downloads import DownloadTracker
 from .jobs import Item, Jobs
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Metrics
+from .warm import WarmHits
 
 #: Largest request body accepted (bytes).
 MAX_BODY = 1 << 20
@@ -63,6 +64,7 @@ class DaemonState:
     metrics: Metrics = field(default_factory=Metrics)
     downloads: DownloadTracker = field(default_factory=DownloadTracker)
     jobs: Jobs | None = None
+    warm: WarmHits | None = None
     draining: bool = False
     started: float = field(default_factory=time.time)
 
@@ -88,6 +90,7 @@ def create_app(settings=None, *, token: str | None = None, resolver: Resolver | 
     state = DaemonState(resolver or Resolver(settings), token=token or None, listen=listen,
                         owns_resolver=owns)
     state.jobs = Jobs(state.resolver, state.downloads, state.observe)
+    state.warm = WarmHits(state.resolver)
     app = web.Application(middlewares=[frontdoor], client_max_size=MAX_BODY)
     app[STATE] = state
     app.router.add_get("/healthz", healthz)
@@ -112,6 +115,7 @@ async def _cleanup(app: web.Application) -> None:
     state.jobs.accepting = False
     for task in state.jobs.tasks():
         task.cancel()
+    state.warm.close()
     if state.owns_resolver:
         await state.resolver.aclose()
 
@@ -302,6 +306,10 @@ async def resolve(request: web.Request) -> web.Response:
         return web.json_response({"job": job.id, "state": job.state, "href": f"/v1/jobs/{job.id}"},
                                  status=202)
     started = time.monotonic()
+    if expected is not None and (warm := state.warm.get(identifier, expected)) is not None:
+        state.metrics.observe_resolve(time.monotonic() - started, "hit")
+        request[LOG].update(outcome="hit", bytes=warm[1])
+        return web.Response(body=warm[0], content_type="application/json")
     try:
         resolved = await resolver.resolve(identifier, expected, offline=offline,
                                           require_hash=require_hash,
@@ -321,6 +329,8 @@ async def resolve(request: web.Request) -> web.Response:
     outcome = "hit" if resolved.cached else "miss"
     state.metrics.observe_resolve(time.monotonic() - started, outcome)
     request[LOG].update(outcome=outcome, bytes=resolved.size)
+    if expected is not None and resolved.verified:
+        state.warm.remember(identifier, expected)
     body = resolved.to_dict()
     body["blob"] = f"/v1/blobs/{resolved.sha256}"
     return web.json_response(body)
@@ -504,7 +514,9 @@ async def cache_info(request: web.Request) -> web.Response:
 async def cache_remove(request: web.Request) -> web.Response:
     """``DELETE /v1/cache/{identifier or digest}``: drop entries and unused blobs."""
     ident = _ident(request)
-    entries, blobs = request.app[STATE].resolver.cache.remove(ident)
+    state = request.app[STATE]
+    entries, blobs = state.resolver.cache.remove(ident)
+    state.warm.forget()
     if not entries and not blobs:
         raise _not_in_cache(ident)
     return web.json_response({"removed_entries": [e.identifier for e in entries],

@@ -1,0 +1,315 @@
+"""The daemon against baselines measured side by side in the same run.
+
+    uv run python benchmarks/bench_daemon.py [--rounds 3] [--seconds 5] [--big-mib 1024]
+
+1. Warm resolve throughput: ``POST /v1/resolve`` (identifier + sha256, blob cached)
+   with ``wrk -t1 -c32`` (a Lua script makes the POST) vs a bare aiohttp handler
+   returning a small JSON body, also under ``wrk -t1 -c32``. Both servers are one
+   process with one event loop and no access log. Target: >= 0.6x the bare
+   handler's requests/s, and p99 < 10 ms.
+2. Blob serving: ``GET /v1/blobs/{sha256}`` of a 1 GiB blob vs nginx serving the
+   same file (sendfile on), each fetched with ``curl -o /dev/null``. Target >= 0.8x.
+3. Single flight: 64 concurrent cold ``POST /v1/resolve`` of a 256 MiB file from
+   nginx vs one cold resolve of it; nginx's access log must show one GET per round.
+   Target: total wall <= 1.3x one cold download.
+
+Rounds alternate the two sides of each comparison; medians are reported, and
+only the ratios mean anything across machines. Needs ``wrk`` (Debian: apt-get
+install wrk), ``curl`` and nginx (scripts/install-test-servers.sh).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from tests.servers import NginxServer, free_port  # noqa: E402
+
+WORK = ROOT / ".bench" / "daemon"
+
+BARE_SERVER = """
+import sys
+from aiohttp import web
+
+async def handler(request):
+    return web.json_response({"path": "/cache/blobs/sha256/x", "sha256": "0" * 64,
+                              "size": 1024, "cached": True})
+
+app = web.Application()
+app.router.add_route("*", "/", handler)
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
+"""
+
+WRK_POST = """
+wrk.method = "POST"
+wrk.body = {body}
+wrk.headers["Content-Type"] = "application/json"
+"""
+
+
+# -- set-up ------------------------------------------------------------------------------
+
+
+def make_file(path: Path, size: int) -> str:
+    """A random file of ``size`` bytes (kept between runs); its sha256."""
+    sidecar = path.with_suffix(path.suffix + ".sha256")
+    if path.exists() and path.stat().st_size == size and sidecar.exists():
+        return sidecar.read_text().strip()
+    h = hashlib.sha256()
+    with open(path, "wb") as f:
+        left = size
+        while left:
+            block = os.urandom(min(left, 16 << 20))
+            f.write(block)
+            h.update(block)
+            left -= len(block)
+    sidecar.write_text(h.hexdigest())
+    return h.hexdigest()
+
+
+def wait_http(url: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"{url} did not answer within {timeout:.0f} s")
+
+
+class Proc:
+    """A server subprocess stopped by its own pid."""
+
+    def __init__(self, argv, *, env=None, log: Path | None = None):
+        self.log = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115
+        self.proc = subprocess.Popen(argv, env={**os.environ, **(env or {})},
+                                     stdout=self.log, stderr=self.log)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        if self.log is not subprocess.DEVNULL:
+            self.log.close()
+
+
+def post(url: str, body: dict, method: str = "POST") -> tuple[int, dict]:
+    req = urllib.request.Request(url, data=json.dumps(body).encode() if body else None,
+                                 method=method, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=600) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+# -- 1. warm resolve throughput -------------------------------------------------------------
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
+
+
+def wrk(url: str, seconds: float, script: Path | None = None) -> tuple[float, float]:
+    """(requests/s, p99 ms) from ``wrk -t1 -c32 --latency``."""
+    argv = ["wrk", "-t1", "-c32", f"-d{seconds:g}s", "--latency"]
+    if script:
+        argv += ["-s", str(script)]
+    out = subprocess.run([*argv, url], capture_output=True, text=True, check=True).stdout
+    if "Non-2xx" in out or "Socket errors" in out:
+        raise SystemExit(f"wrk saw errors against {url}:\n{out}")
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    value, unit = re.search(r"\s99%\s+([\d.]+)(us|ms|s)", out).groups()
+    return rps, float(value) * _UNITS[unit]
+
+
+def bench_warm(daemon_url: str, bare_url: str, body: dict, rounds: int, seconds: float,
+               tmp: Path) -> dict:
+    script = tmp / "post.lua"
+    script.write_text(WRK_POST.format(body=json.dumps(json.dumps(body))))
+    wrk(f"{daemon_url}/v1/resolve", 1, script)  # warm-up both
+    wrk(f"{bare_url}/", 1, script)
+    bare, ours = [], []
+    for _ in range(rounds):
+        bare.append(wrk(f"{bare_url}/", seconds, script))
+        ours.append(wrk(f"{daemon_url}/v1/resolve", seconds, script))
+    return {"bare_rps": [r for r, _ in bare], "bare_p99_ms": [p for _, p in bare],
+            "daemon_rps": [r for r, _ in ours], "daemon_p99_ms": [p for _, p in ours]}
+
+
+# -- 2. blob serving ---------------------------------------------------------------------------
+
+
+def curl_seconds(url: str, size: int) -> float:
+    out = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{time_total} %{size_download}",
+                          url], capture_output=True, text=True, check=True).stdout.split()
+    if int(out[1]) != size:
+        raise SystemExit(f"curl got {out[1]} bytes of {size} from {url}")
+    return float(out[0])
+
+
+def bench_blob(daemon_url: str, nginx_url: str, sha: str, size: int, rounds: int) -> dict:
+    nginx_s, daemon_s = [], []
+    curl_seconds(f"{daemon_url}/v1/blobs/{sha}", size)  # warm the page cache
+    for _ in range(rounds):
+        nginx_s.append(curl_seconds(nginx_url, size))
+        daemon_s.append(curl_seconds(f"{daemon_url}/v1/blobs/{sha}", size))
+    return {"nginx_s": nginx_s, "daemon_s": daemon_s}
+
+
+# -- 3. single flight ----------------------------------------------------------------------------
+
+
+async def _resolve_many(daemon_url: str, body: dict, n: int) -> tuple[float, list]:
+    import aiohttp
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=n),
+                                     timeout=aiohttp.ClientTimeout(total=600)) as s:
+        async def one():
+            async with s.post(f"{daemon_url}/v1/resolve", json=body) as r:
+                return r.status, await r.json()
+
+        t0 = time.perf_counter()
+        answers = await asyncio.gather(*(one() for _ in range(n)))
+        return time.perf_counter() - t0, answers
+
+
+def bench_single_flight(daemon_url: str, nginx: NginxServer, name: str, sha: str,
+                        rounds: int, n: int = 64) -> dict:
+    body = {"identifier": f"{nginx.url}/{name}", "hash": f"sha256:{sha}"}
+    one_s, many_s = [], []
+    for _ in range(rounds):
+        for count, out in ((1, one_s), (n, many_s)):
+            post(f"{daemon_url}/v1/cache/{sha}", {}, method="DELETE")
+            gets = nginx.count_requests(path=f"/{name}", method="GET")
+            wall, answers = asyncio.run(_resolve_many(daemon_url, body, count))
+            if {s for s, _ in answers} != {200} or any(a != answers[0][1] for _, a in answers):
+                raise SystemExit(f"unexpected answers: {answers[:2]}")
+            if answers[0][1]["cached"] or answers[0][1]["sha256"] != sha:
+                raise SystemExit(f"not a cold, correct download: {answers[0][1]}")
+            time.sleep(0.2)  # let nginx write its access log line
+            origin_gets = nginx.count_requests(path=f"/{name}", method="GET") - gets
+            if origin_gets != 1:
+                raise SystemExit(f"{count} requests caused {origin_gets} origin GETs")
+            out.append(wall)
+    return {"one_s": one_s, "many_s": many_s, "n": n}
+
+
+# -- report --------------------------------------------------------------------------------------
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seconds", type=float, default=5.0, help="wrk duration per run")
+    ap.add_argument("--big-mib", type=int, default=1024, help="blob for GET /v1/blobs")
+    ap.add_argument("--mid-mib", type=int, default=256, help="file for the 64-way cold test")
+    args = ap.parse_args()
+    for tool in ("wrk", "curl"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"{tool} is needed (Debian: apt-get install {tool})")
+    www = WORK / "www"
+    www.mkdir(parents=True, exist_ok=True)
+    print(f"preparing files in {www} ...", flush=True)
+    sha_small = make_file(www / "small.bin", 1024)
+    sha_big = make_file(www / "big.bin", args.big_mib << 20)
+    sha_mid = make_file(www / "mid.bin", args.mid_mib << 20)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-daemon-", dir=WORK))
+    cache = tmp / "cache"
+    bin_dir = Path(sys.executable).parent
+    env = {"HOSTKIT_CACHE_DIR": str(cache), "HOSTKIT_CONFIG": str(tmp / "none.toml")}
+    daemon_port, bare_port = free_port(), free_port()
+    daemon_url, bare_url = f"http://127.0.0.1:{daemon_port}", f"http://127.0.0.1:{bare_port}"
+    procs: list[Proc] = []
+    results: dict = {}
+    try:
+        with NginxServer(www) as nginx:
+            procs.append(Proc([str(bin_dir / "hostkit"), "daemon", "--port", str(daemon_port)],
+                              env=env, log=tmp / "daemon.log"))
+            procs.append(Proc([sys.executable, "-c", BARE_SERVER, str(bare_port)]))
+            wait_http(f"{daemon_url}/healthz")
+            wait_http(f"{bare_url}/")
+
+            print("3/3 first, on a quiet daemon: 64 concurrent cold resolves ...", flush=True)
+            results["single_flight"] = bench_single_flight(daemon_url, nginx, "mid.bin",
+                                                           sha_mid, args.rounds)
+            print("1/3 warm resolve throughput (wrk) ...", flush=True)
+            body = {"identifier": f"{nginx.url}/small.bin", "hash": f"sha256:{sha_small}"}
+            status, answer = post(f"{daemon_url}/v1/resolve", body)
+            assert status == 200 and answer["sha256"] == sha_small, answer
+            results["warm"] = bench_warm(daemon_url, bare_url, body, args.rounds, args.seconds,
+                                         tmp)
+            print("2/3 GET /v1/blobs vs nginx ...", flush=True)
+            t0 = time.perf_counter()
+            status, answer = post(f"{daemon_url}/v1/resolve",
+                                  {"identifier": f"{nginx.url}/big.bin", "hash": sha_big})
+            results["cold_big_s"] = time.perf_counter() - t0
+            assert status == 200 and not answer["cached"], answer
+            results["blob"] = bench_blob(daemon_url, f"{nginx.url}/big.bin", sha_big,
+                                         args.big_mib << 20, args.rounds)
+    finally:
+        for p in procs:
+            p.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    report(results, args)
+    return 0
+
+
+def report(r: dict, args) -> None:
+    med = statistics.median
+    w, b, s = r["warm"], r["blob"], r["single_flight"]
+    rps_ratio = med(w["daemon_rps"]) / med(w["bare_rps"])
+    p99 = med(w["daemon_p99_ms"])
+    blob_ratio = med(b["nginx_s"]) / med(b["daemon_s"])
+    sf_ratio = med(s["many_s"]) / med(s["one_s"])
+    size = args.big_mib << 20
+
+    def ok(good: bool) -> str:
+        return "ok" if good else "MISSED"
+
+    print(f"\nload generator: wrk -t1 -c32 ({args.seconds:g} s per run), "
+          f"{args.rounds} alternating rounds, medians; machine load {os.getloadavg()[0]:.2f}")
+    print("\n1. warm POST /v1/resolve (32 connections)")
+    print(f"   bare aiohttp handler : {med(w['bare_rps']):8.0f} req/s   p99 "
+          f"{med(w['bare_p99_ms']):6.2f} ms   runs {[round(x) for x in w['bare_rps']]}")
+    print(f"   hostkit daemon       : {med(w['daemon_rps']):8.0f} req/s   p99 {p99:6.2f} ms"
+          f"   runs {[round(x) for x in w['daemon_rps']]}")
+    print(f"   ratio {rps_ratio:.2f}x (target >= 0.6x: {ok(rps_ratio >= 0.6)});"
+          f" p99 {p99:.2f} ms (target < 10 ms: {ok(p99 < 10)})")
+    print(f"\n2. GET of a {args.big_mib} MiB blob (curl -o /dev/null)")
+    print(f"   nginx                : {size / med(b['nginx_s']) / 2**20:8.0f} MiB/s   "
+          f"runs {[round(x, 3) for x in b['nginx_s']]} s")
+    print(f"   GET /v1/blobs        : {size / med(b['daemon_s']) / 2**20:8.0f} MiB/s   "
+          f"runs {[round(x, 3) for x in b['daemon_s']]} s")
+    print(f"   ratio {blob_ratio:.2f}x nginx's throughput (target >= 0.8x: "
+          f"{ok(blob_ratio >= 0.8)})")
+    print(f"   (its cold resolve from nginx took {r['cold_big_s']:.2f} s)")
+    print(f"\n3. cold {args.mid_mib} MiB resolve, one origin GET each round")
+    print(f"   1 request            : {med(s['one_s']):6.2f} s   "
+          f"runs {[round(x, 2) for x in s['one_s']]}")
+    print(f"   {s['n']} concurrent        : {med(s['many_s']):6.2f} s   "
+          f"runs {[round(x, 2) for x in s['many_s']]}")
+    print(f"   ratio {sf_ratio:.2f}x (target <= 1.3x: {ok(sf_ratio <= 1.3)})")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

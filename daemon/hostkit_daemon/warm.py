@@ -1,0 +1,94 @@
+"""Repeat answers for warm resolves, from memory, exactly as the resolver would give them.
+
+The resolver answers a resolve *with a hash* whose blob is stored without any
+network or re-hash (step 1 of :meth:`hostkit.resolver.Resolver.resolve`): the
+answer depends only on the identifier, the hash and the blob being present.
+The daemon remembers those answers (already encoded as JSON) so the next
+identical request costs one ``stat`` of the blob instead of two SQLite queries
+and a write transaction. This is a memo of the resolver's own answers, not a
+second resolution path: a miss, a blob that went away, or any request without a
+hash goes to the resolver.
+
+Uses are still recorded for least-recently-used eviction: access times are
+collected here and written to the index once a second (and on shutdown).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+
+#: Answers remembered (oldest forgotten first).
+MAX_ENTRIES = 4096
+#: Seconds between writes of collected access times to the index.
+TOUCH_EVERY = 1.0
+
+
+class WarmHits:
+    """``(identifier, hash) -> (blob path, size, sha256, JSON body)`` of hash-verified hits."""
+
+    def __init__(self, resolver):
+        self.resolver = resolver
+        self._answers: dict[tuple[str, str], tuple[str, int, str, bytes]] = {}
+        self._touched: set[str] = set()
+        self._flusher: asyncio.Task | None = None
+
+    def get(self, identifier: str, expected: str) -> tuple[bytes, int] | None:
+        """(JSON answer, size) for a repeat of a verified hit whose blob is still there."""
+        hit = self._answers.get((identifier, expected))
+        if hit is None:
+            return None
+        path, size, sha, body = hit
+        try:
+            if os.stat(path).st_size != size:
+                raise FileNotFoundError(path)
+        except OSError:  # removed or pruned behind our back: ask the resolver
+            del self._answers[(identifier, expected)]
+            return None
+        self._touched.add(sha)
+        self.resolver.stats["hits"] += 1
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.ensure_future(self._flush_later())
+        return body, size
+
+    def remember(self, identifier: str, expected: str) -> None:
+        """After a successful resolve with a hash: remember step 1's answer for the pair."""
+        from hostkit.hashes import parse_hash
+        from hostkit.identifiers import parse_identifier
+        from hostkit.results import Resolved
+
+        digest = parse_hash(expected)
+        blob = self.resolver.cache.find_blob(digest.alg, digest.hex)
+        if blob is None:
+            return
+        # exactly what Resolver.resolve returns for a stored blob matching the given hash
+        answer = Resolved(blob.path, blob.sha256, blob.size, True,
+                          parse_identifier(identifier).identifier, True, blob.digests).to_dict()
+        answer["blob"] = f"/v1/blobs/{blob.sha256}"
+        if len(self._answers) >= MAX_ENTRIES:
+            self._answers.pop(next(iter(self._answers)))
+        self._answers[(identifier, expected)] = (str(blob.path), blob.size, blob.sha256,
+                                                 json.dumps(answer).encode())
+
+    def forget(self) -> None:
+        """Drop every remembered answer (after cache removals)."""
+        self._answers.clear()
+
+    async def _flush_later(self) -> None:
+        await asyncio.sleep(TOUCH_EVERY)
+        self.flush()
+
+    def flush(self) -> None:
+        """Write collected access times to the index."""
+        touched, self._touched = self._touched, set()
+        for sha in touched:
+            with contextlib.suppress(Exception):  # a busy index only delays LRU bookkeeping
+                self.resolver.cache.touch(sha)
+
+    def close(self) -> None:
+        """Flush and stop the timer."""
+        if self._flusher is not None:
+            self._flusher.cancel()
+        self.flush()
