@@ -129,31 +129,42 @@ def post(url: str, body: dict, method: str = "POST") -> tuple[int, dict]:
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
 
 
-def wrk(url: str, seconds: float, script: Path | None = None) -> tuple[float, float]:
-    """(requests/s, p99 ms) from ``wrk -t1 -c32 --latency``."""
-    argv = ["wrk", "-t1", "-c32", f"-d{seconds:g}s", "--latency"]
-    if script:
-        argv += ["-s", str(script)]
-    out = subprocess.run([*argv, url], capture_output=True, text=True, check=True).stdout
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wrk(url: str, seconds: float, script: Path, pid: int) -> tuple[float, float, float]:
+    """(requests/s, p99 ms, server CPU µs per request) from ``wrk -t1 -c32 --latency``."""
+    argv = ["wrk", "-t1", "-c32", f"-d{seconds:g}s", "--latency", "-s", str(script), url]
+    cpu0 = cpu_seconds(pid)
+    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    cpu = cpu_seconds(pid) - cpu0
     if "Non-2xx" in out or "Socket errors" in out:
         raise SystemExit(f"wrk saw errors against {url}:\n{out}")
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    total = int(re.search(r"(\d+) requests in", out).group(1))
     value, unit = re.search(r"\s99%\s+([\d.]+)(us|ms|s)", out).groups()
-    return rps, float(value) * _UNITS[unit]
+    return rps, float(value) * _UNITS[unit], cpu / total * 1e6
 
 
-def bench_warm(daemon_url: str, bare_url: str, body: dict, rounds: int, seconds: float,
-               tmp: Path) -> dict:
+def bench_warm(daemon: tuple[str, int], bare: tuple[str, int], body: dict, rounds: int,
+               seconds: float, tmp: Path) -> dict:
+    """Alternate wrk runs against the bare handler and the daemon; keep every figure."""
     script = tmp / "post.lua"
     script.write_text(WRK_POST.format(body=json.dumps(json.dumps(body))))
-    wrk(f"{daemon_url}/v1/resolve", 1, script)  # warm-up both
-    wrk(f"{bare_url}/", 1, script)
-    bare, ours = [], []
+    targets = {"bare": (f"{bare[0]}/", bare[1]), "daemon": (f"{daemon[0]}/v1/resolve", daemon[1])}
+    for url, pid in targets.values():
+        wrk(url, 1, script, pid)  # warm-up
+    out: dict = {f"{side}_{k}": [] for side in targets for k in ("rps", "p99_ms", "cpu_us")}
     for _ in range(rounds):
-        bare.append(wrk(f"{bare_url}/", seconds, script))
-        ours.append(wrk(f"{daemon_url}/v1/resolve", seconds, script))
-    return {"bare_rps": [r for r, _ in bare], "bare_p99_ms": [p for _, p in bare],
-            "daemon_rps": [r for r, _ in ours], "daemon_p99_ms": [p for _, p in ours]}
+        for side, (url, pid) in targets.items():
+            rps, p99, cpu = wrk(url, seconds, script, pid)
+            out[f"{side}_rps"].append(rps)
+            out[f"{side}_p99_ms"].append(p99)
+            out[f"{side}_cpu_us"].append(cpu)
+    return out
 
 
 # -- 2. blob serving ---------------------------------------------------------------------------
@@ -256,8 +267,9 @@ def main() -> int:
             body = {"identifier": f"{nginx.url}/small.bin", "hash": f"sha256:{sha_small}"}
             status, answer = post(f"{daemon_url}/v1/resolve", body)
             assert status == 200 and answer["sha256"] == sha_small, answer
-            results["warm"] = bench_warm(daemon_url, bare_url, body, args.rounds, args.seconds,
-                                         tmp)
+            results["warm"] = bench_warm((daemon_url, procs[0].proc.pid),
+                                         (bare_url, procs[1].proc.pid), body, args.rounds,
+                                         args.seconds, tmp)
             print("2/3 GET /v1/blobs vs nginx ...", flush=True)
             t0 = time.perf_counter()
             status, answer = post(f"{daemon_url}/v1/resolve",
@@ -295,6 +307,10 @@ def report(r: dict, args) -> None:
           f"   runs {[round(x) for x in w['daemon_rps']]}")
     print(f"   ratio {rps_ratio:.2f}x (target >= 0.6x: {ok(rps_ratio >= 0.6)});"
           f" p99 {p99:.2f} ms (target < 10 ms: {ok(p99 < 10)})")
+    cpu_ratio = med(w["bare_cpu_us"]) / med(w["daemon_cpu_us"])
+    print(f"   server CPU per request: bare {med(w['bare_cpu_us']):.0f} µs, daemon "
+          f"{med(w['daemon_cpu_us']):.0f} µs -> {cpu_ratio:.2f}x (the same comparison, "
+          "insensitive to other load on the machine)")
     print(f"\n2. GET of a {args.big_mib} MiB blob (curl -o /dev/null)")
     print(f"   nginx                : {size / med(b['nginx_s']) / 2**20:8.0f} MiB/s   "
           f"runs {[round(x, 3) for x in b['nginx_s']]} s")

@@ -134,41 +134,34 @@ async def frontdoor(request: web.Request, handler):
     request[LOG] = info
     state.metrics.in_progress += 1
     try:
-        response = await _answer(request, handler, state, route, info)
-    except asyncio.CancelledError:
-        # the client went away; a download it waited for goes on (the resolver shields it)
-        _log_request(state, request, route, 499, started, info)
-        raise
-    finally:
-        state.metrics.in_progress -= 1
-    _log_request(state, request, route, response.status, started, info)
-    return response
-
-
-async def _answer(request: web.Request, handler, state: DaemonState, route: str,
-                  info: dict) -> web.StreamResponse:
-    try:
         if state.draining and route not in PUBLIC_ROUTES:
             raise ApiError(503, "shutting_down", "the daemon is shutting down",
                            hint="retry in a moment, or resolve in-process")
         if state.token is not None and route not in PUBLIC_ROUTES:
             _check_token(request, state.token)
-        return await handler(request)
+        response = await handler(request)
     except HostkitError as exc:
         info["error_kind"] = exc.kind
-        return _error_response(exc.http_status, exc.to_dict())
+        response = _error_response(exc.http_status, exc.to_dict())
     except web.HTTPException as exc:
         response = _http_exception(exc, request)
         info["error_kind"] = _kind_of(response)
-        return response
+    except asyncio.CancelledError:
+        # the client went away; a download it waited for goes on (the resolver shields it)
+        _log_request(state, request, route, 499, started, info)
+        raise
     except Exception as exc:
         import traceback
 
         logs.event("internal_error", route=route, message=repr(exc),
                    traceback=traceback.format_exc(limit=20))
         info["error_kind"] = "internal"
-        return _error_response(500, {"error": "internal", "message": "internal error",
-                                     "hint": "this is a bug in hostkit; see the daemon log"})
+        response = _error_response(500, {"error": "internal", "message": "internal error",
+                                         "hint": "this is a bug in hostkit; see the daemon log"})
+    finally:
+        state.metrics.in_progress -= 1
+    _log_request(state, request, route, response.status, started, info)
+    return response
 
 
 def _check_token(request: web.Request, token: str) -> None:
@@ -219,20 +212,24 @@ def _log_request(state: DaemonState, request: web.Request, route: str, status: i
     state.metrics.requests[(route, request.method, status)] += 1
     if status >= 400 and (kind := info.get("error_kind")):
         state.metrics.errors[kind] += 1
-    logs.event("request", method=request.method, route=route, status=status,
-               duration_ms=round(seconds * 1000, 2), **info)
+    logs.request(request.method, route, status, seconds, info)
 
 
 # -- request bodies ------------------------------------------------------------------
 
 
 async def _json_object(request: web.Request) -> dict:
-    if request.content_length is not None and request.content_length > MAX_BODY:
-        raise ApiError(413, "too_large", f"request body of {request.content_length} bytes is "
-                       f"over the {MAX_BODY} byte limit", hint=_HTTP_KINDS[413][1])
-    raw = await request.read()
+    length = request.content_length
+    if length is not None and length > MAX_BODY:
+        raise ApiError(413, "too_large", f"request body of {length} bytes is over the "
+                       f"{MAX_BODY} byte limit", hint=_HTTP_KINDS[413][1])
+    payload = request.content
+    if length is not None and payload.is_eof():
+        raw = payload.read_nowait()  # the usual small body, already buffered: no await
+    else:
+        raw = await request.read()  # enforces client_max_size while reading
     try:
-        data = json.loads(raw)
+        data = json.loads(raw.decode())  # str: skips json's encoding detection
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, "bad_json", f"the body is not valid JSON ({exc})",
                        hint='send a JSON object, e.g. {"identifier": "https://host/file"}'

@@ -21,7 +21,7 @@ from hostkit.redact import redact_text, redact_url
 _stream = sys.stderr
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=1024)
 def redact_identifier(identifier: str | None) -> str | None:
     """An identifier safe to log: URLs lose userinfo and secret query values."""
     if identifier is None:
@@ -61,6 +61,30 @@ def event(kind: str, **fields) -> None:
     parts.append("}\n")
     with contextlib.suppress(OSError, ValueError):  # a broken stderr must not stop the daemon
         _stream.write("".join(parts))
+
+
+@functools.lru_cache(maxsize=1024)
+def _quoted(text: str, key: str) -> str:
+    if key == "identifier":
+        text = redact_identifier(text)
+    elif key in _FREE_TEXT:
+        text = redact_text(text)
+    return _quote(text)
+
+
+def request(method: str, route: str, status: int, seconds: float, info: dict) -> None:
+    """The per-request line: :func:`event` specialised for speed (it runs on every request).
+
+    ``info`` holds the handler's extra fields (identifier, outcome, bytes, ...).
+    """
+    extra = "".join(
+        f",{_quote(k)}:{_quoted(v, k) if isinstance(v, str) else _value(k, v)}"
+        for k, v in info.items() if v is not None)
+    line = (f'{{"ts":{time.time():.3f},"event":"request","method":{_quoted(method, "m")},'
+            f'"route":{_quoted(route, "r")},"status":{status},'
+            f'"duration_ms":{seconds * 1000:.2f}{extra}}}\n')
+    with contextlib.suppress(OSError, ValueError):
+        _stream.write(line)
 
 
 class JsonFormatter(logging.Formatter):
