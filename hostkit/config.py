@@ -29,6 +29,15 @@ class Settings:
     revalidate: bool = True
     #: Bytes a download must reach before a progress bar is shown.
     progress_min_bytes: int = 8 << 20
+    #: Object stores (s3, minio, gs, az): bytes per ranged part, and parts in flight.
+    part_size: int = 8 << 20
+    concurrency: int = 8
+    #: ``minio://`` hosts (``host`` or ``host:port``, comma-separated) spoken to over plain http.
+    minio_insecure_hosts: str | None = None
+    #: Send unsigned requests (public buckets) instead of looking for credentials.
+    s3_anonymous: bool = False
+    gcs_anonymous: bool = False
+    azure_anonymous: bool = False
 
     def with_overrides(self, **values) -> Settings:
         """A copy with the non-None ``values`` applied."""

@@ -119,6 +119,10 @@ class Context:
 
     settings: Settings
     _http: Any = None
+    #: Long-lived clients a backend keeps for this resolver's lifetime (an object-store
+    #: client per endpoint and credentials), under keys the backend chooses. Each value
+    #: has an async ``aclose()``; :meth:`aclose` closes them all.
+    clients: dict[str, Any] = field(default_factory=dict)
 
     async def http_session(self):
         """The shared :class:`aiohttp.ClientSession` (created on first use)."""
@@ -137,7 +141,11 @@ class Context:
         return self._http
 
     async def aclose(self) -> None:
-        """Close pooled connections."""
+        """Close pooled connections and the backends' clients."""
+        clients, self.clients = list(self.clients.values()), {}
+        for client in clients:
+            with contextlib.suppress(Exception):
+                await client.aclose()
         if self._http is not None and not self._http.closed:
             await self._http.close()
 

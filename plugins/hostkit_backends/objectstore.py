@@ -1,0 +1,578 @@
+"""What the object-store backends (s3/minio, gs, az) share.
+
+A backend parses its identifiers into a :class:`Location` (no I/O, no heavy
+imports) and supplies a :class:`Store`: the requests for one endpoint with one
+set of credentials, built on first use from its client library (s3fs's
+aiobotocore client, gcsfs's credentials and session, the Azure SDK that adlfs
+wraps). This module turns a Store into what the resolver and the CLI use:
+
+- :class:`ObjectRemote`: ``stat`` is one HEAD. ``open`` reads exactly the
+  object that HEAD saw (pinned by versionId / generation, or If-Match on the
+  ETag) as ranged parts, ``concurrency`` of them in flight, handed over in
+  order so the resolver still hashes and writes one stream. Memory stays under
+  about ``concurrency x part_size``. A resumed download starts at the
+  resolver's offset, so an interrupted transfer keeps every byte before the
+  first part that failed.
+- :class:`ObjectUploader`: streams a file up (in parts when it is larger than
+  one part), hashing sha256 in the same pass; refuses to replace a different
+  object unless asked; identical bytes already there are a no-op.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import hashlib
+import importlib
+import logging
+import os
+import re
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from hostkit.errors import HostkitError, TruncatedBody, UsageError
+from hostkit.remote import Body, Remote, RemoteInfo, Uploader, UploadResult
+
+log = logging.getLogger("hostkit.objectstore")
+
+#: Largest chunk handed to the resolver at once.
+CHUNK = 1 << 20
+#: Smallest upload part most stores accept (S3: 5 MiB for all but the last part).
+MIN_UPLOAD_PART = 5 << 20
+#: GCS resumable uploads want parts in multiples of 256 KiB.
+PART_ALIGN = 256 << 10
+
+
+class MissingExtra(UsageError):
+    """The backend's client library is not installed."""
+
+    kind = "missing_extra"
+
+
+class AlreadyExists(UsageError):
+    """An upload would replace a different object; pass --overwrite to allow it."""
+
+    kind = "exists"
+    http_status = 409
+
+
+def require(module: str, extra: str, scheme: str):
+    """Import ``module`` for a backend, or say which extra installs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise MissingExtra(
+            f"{scheme} identifiers need {module.split('.')[0]}, which is not installed: "
+            f"pip install 'hostkit[{extra}]'",
+            hint=f"pip install 'hostkit[{extra}]' (or 'hostkit[all]')") from None
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where an object lives: an endpoint, a bucket (container) and a key.
+
+    ``base`` is how identifiers of this form start (``s3://``,
+    ``minio://host:9000/``, ``gs://``, ``az://``) and ``version_form`` how a
+    version pin is written after the key (``?versionId={}``, ``#{}``).
+    ``endpoint`` is part of every cache key, so the same bucket/key on two
+    endpoints never shares an index entry.
+    """
+
+    backend: str
+    base: str
+    endpoint: str
+    bucket: str
+    key: str
+    version: str | None = None
+    version_form: str = "?versionId={}"
+
+    def identifier(self, key: str | None = None, version: str | None = None) -> str:
+        """The identifier people write for ``key`` (default: this one), pinned to ``version``."""
+        key = self.key if key is None else key
+        version = self.version if key == self.key and version is None else version
+        pin = self.version_form.format(version) if version else ""
+        return f"{self.base}{self.bucket}/{key}{pin}"
+
+    @property
+    def cache_key(self) -> str:
+        """``<backend>+<endpoint>/<bucket>/<key>[?version=<v>]``: unique across endpoints."""
+        pin = f"?version={self.version}" if self.version else ""
+        return f"{self.backend}+{self.endpoint}/{self.bucket}/{self.key}{pin}"
+
+    def at(self, key: str) -> Location:
+        """The same bucket at another key, unpinned."""
+        return replace(self, key=key, version=None)
+
+
+@dataclass
+class ObjectMeta:
+    """What one HEAD says about an object."""
+
+    size: int
+    etag: str | None = None
+    #: versionId / generation of these bytes; reads ask for exactly this version.
+    version: str | None = None
+    #: md5 hex the server vouches for (S3 single-part ETag, GCS md5Hash, Azure Content-MD5).
+    md5: str | None = None
+    #: sha256 hex hostkit recorded at upload (object metadata); used only to spot identical
+    #: bytes when uploading, never trusted for a download.
+    sha256: str | None = None
+    content_type: str | None = None
+
+    @property
+    def validator(self) -> str | None:
+        """Changes whenever the bytes may have changed: the version if any, else the ETag."""
+        return self.version or self.etag
+
+
+class Store:
+    """Requests against one endpoint with one set of credentials. One subclass per backend.
+
+    Every method raises :mod:`hostkit.errors` types (map the client library's
+    exceptions with the message and next step a user needs). Clients are made
+    lazily on first use, inside the event loop, and closed by :meth:`aclose`.
+    """
+
+    #: GCS resumable uploads take their parts strictly in order, one at a time.
+    parallel_upload_parts = True
+
+    async def head(self, loc: Location) -> ObjectMeta:
+        """Metadata of ``loc`` (its pinned version when it has one)."""
+        raise NotImplementedError
+
+    def read(self, loc: Location, meta: ObjectMeta, start: int, end: int) -> AsyncIterator[bytes]:
+        """Bytes ``[start, end)`` of exactly the object ``meta`` describes.
+
+        Pin the read to ``meta.version`` or make it conditional on ``meta.etag``
+        and raise :class:`~hostkit.errors.TransientError` when the object changed.
+        """
+        raise NotImplementedError
+
+    async def exists(self, loc: Location) -> ObjectMeta | None:
+        """Metadata of ``loc``, or None when there is no such object (the bucket must exist)."""
+        raise NotImplementedError
+
+    async def recorded_sha256(self, loc: Location, meta: ObjectMeta) -> str | None:
+        """The sha256 hostkit recorded when it uploaded this object, if any."""
+        return meta.sha256
+
+    async def put(self, loc: Location, data: bytes, *, sha256: str,
+                  if_absent: bool) -> str | None:
+        """Write a small object in one request; return its new version (None if unversioned).
+
+        With ``if_absent``, raise :class:`AlreadyExists` when the key exists by then.
+        """
+        raise NotImplementedError
+
+    async def begin_upload(self, loc: Location, size: int, *, sha256: str | None,
+                           if_absent: bool) -> Any:
+        """Start a multipart (block, resumable) upload; return a handle for the parts.
+
+        ``sha256`` is known here only when the file was hashed beforehand;
+        ``if_absent`` asks the finished upload to fail if the key exists by then.
+        """
+        raise NotImplementedError
+
+    async def upload_part(self, upload: Any, number: int, offset: int, data: bytes,
+                          last: bool) -> Any:
+        """Send part ``number`` (from 1) at ``offset``; return what completing needs."""
+        raise NotImplementedError
+
+    async def complete_upload(self, upload: Any, parts: list, *, sha256: str,
+                              if_absent: bool) -> str | None:
+        """Finish the upload, record ``sha256`` with it; return the new version (or None)."""
+        raise NotImplementedError
+
+    async def abort_upload(self, upload: Any) -> None:
+        """Drop the parts of an unfinished upload (best effort)."""
+
+    async def aclose(self) -> None:
+        """Close the client."""
+
+
+def store_for(context, key: str, make: Callable[[], Store]) -> Store:
+    """The Store for ``key`` (endpoint + credentials) kept on the resolver's context."""
+    store = context.clients.get(key)
+    if store is None:
+        store = context.clients[key] = make()
+    return store
+
+
+# -- reading ------------------------------------------------------------------
+
+
+class ObjectRemote(Remote):
+    """An object in a bucket. ``stat`` is one HEAD; ``open`` reads ranged parts in parallel."""
+
+    def __init__(self, loc: Location, store: Callable[[], Store], settings):
+        self.loc = loc
+        self.cache_key = loc.cache_key
+        self.display = loc.identifier()
+        self.immutable = loc.version is not None
+        self._store = store
+        self.part_size = max(int(settings.part_size), 64 << 10)
+        self.concurrency = max(int(settings.concurrency), 1)
+
+    async def stat(self) -> RemoteInfo:
+        """One HEAD: size, validator (version or ETag), advertised md5."""
+        return self._info(await self._store().head(self.loc))
+
+    def _info(self, meta: ObjectMeta) -> RemoteInfo:
+        return RemoteInfo(size=meta.size, validator=meta.validator,
+                          digests={"md5": meta.md5} if meta.md5 else {},
+                          immutable=self.immutable, content_type=meta.content_type,
+                          filename=self.loc.key.rsplit("/", 1)[-1] or None)
+
+    @contextlib.asynccontextmanager
+    async def open(self, offset: int = 0, validator: str | None = None):
+        """Bytes from ``offset`` when the object still matches ``validator``, else from 0."""
+        store = self._store()
+        meta = await store.head(self.loc)
+        info = self._info(meta)
+        resume = bool(offset and validator and validator == info.validator
+                      and offset <= meta.size)
+        start = offset if resume else 0
+        chunks = ordered_parts(lambda a, b: store.read(self.loc, meta, a, b), start, meta.size,
+                               self.part_size, self.concurrency)
+        try:
+            yield Body(info, start, chunks)
+        finally:
+            await chunks.aclose()  # stops the parts still in flight
+
+
+async def ordered_parts(fetch: Callable[[int, int], AsyncIterator[bytes]], start: int, end: int,
+                        part_size: int, concurrency: int) -> AsyncIterator[bytes]:
+    """Yield bytes ``[start, end)`` in order, fetching up to ``concurrency`` ranges at once.
+
+    ``fetch(a, b)`` iterates over bytes ``[a, b)``. The oldest part streams
+    straight through; the others buffer (at most ``concurrency - 1`` parts)
+    until their turn. A failed part raises only once every byte before it was
+    yielded, so the caller keeps the longest prefix and resumes from there.
+    """
+    if start >= end:
+        return
+    if end - start <= part_size or concurrency <= 1:
+        async with contextlib.aclosing(_exact(fetch, start, end)) as chunks:
+            async for chunk in chunks:
+                yield chunk
+        return
+    bounds = iter([(a, min(a + part_size, end)) for a in range(start, end, part_size)])
+    window: collections.deque[_Part] = collections.deque()
+
+    def launch() -> None:
+        nxt = next(bounds, None)
+        if nxt is not None:
+            window.append(_Part(fetch, *nxt))
+
+    for _ in range(concurrency):
+        launch()
+    try:
+        while window:
+            async for chunk in window[0].drain():
+                yield chunk
+            window.popleft()
+            launch()
+    finally:
+        for part in window:
+            part.task.cancel()
+        await asyncio.gather(*(part.task for part in window), return_exceptions=True)
+
+
+async def _exact(fetch, a: int, b: int) -> AsyncIterator[bytes]:
+    """``fetch(a, b)``, raising TruncatedBody unless it gave exactly ``b - a`` bytes."""
+    got = 0
+    async with contextlib.aclosing(fetch(a, b)) as chunks:
+        async for chunk in chunks:
+            got += len(chunk)
+            if got > b - a:
+                raise TruncatedBody(f"asked for {b - a} bytes at {a}, got more",
+                                    hint="the server ignored the range; try again")
+            yield chunk
+    if got != b - a:
+        raise TruncatedBody(f"the body ended after {got} of {b - a} bytes at offset {a}",
+                            hint="the connection dropped; run again to resume")
+
+
+class _Part:
+    """One range being fetched in the background, its chunks queued until drained."""
+
+    def __init__(self, fetch, a: int, b: int):
+        self.chunks: collections.deque[bytes] = collections.deque()
+        self.done = False
+        self.error: BaseException | None = None
+        self._wake = asyncio.Event()
+        self.task = asyncio.ensure_future(self._run(fetch, a, b))
+
+    async def _run(self, fetch, a: int, b: int) -> None:
+        try:
+            async with contextlib.aclosing(_exact(fetch, a, b)) as chunks:
+                async for chunk in chunks:
+                    self.chunks.append(chunk)
+                    self._wake.set()
+        except Exception as exc:
+            self.error = exc
+        finally:
+            self.done = True
+            self._wake.set()
+
+    async def drain(self) -> AsyncIterator[bytes]:
+        while True:
+            while self.chunks:
+                yield self.chunks.popleft()
+            if self.done:
+                if self.chunks:
+                    continue
+                if self.error is not None:
+                    raise self.error
+                return
+            self._wake.clear()
+            await self._wake.wait()
+
+
+# -- uploading ----------------------------------------------------------------
+
+
+class ObjectUploader(Uploader):
+    """Uploads a local file to a key (or under a prefix ending in ``/``)."""
+
+    def __init__(self, loc: Location, store: Callable[[], Store], settings):
+        self.loc = loc
+        self._store = store
+        self.part_size = max(int(settings.part_size), MIN_UPLOAD_PART)
+        self.concurrency = max(int(settings.concurrency), 1)
+
+    async def upload(self, source: Path, *, overwrite: bool = False,
+                     content_addressed: bool = False, progress=None) -> UploadResult:
+        """Stream ``source`` up with sha256 in the same pass; return the identifier and sha256.
+
+        With ``content_addressed`` the key is ``<prefix>/<sha256>``. An existing
+        object with the same bytes is left alone (``created=False``); a different
+        one is replaced only with ``overwrite``.
+        """
+        source = Path(source)
+        try:
+            size = source.stat().st_size
+            if not source.is_file():
+                raise IsADirectoryError(source)
+        except OSError as exc:
+            raise UsageError(f"cannot upload {source}: {exc.strerror or 'not a file'}",
+                             hint="name a readable file") from None
+        if self.loc.version:
+            raise UsageError(f"cannot upload to a pinned version ({self.loc.identifier()})",
+                             hint="name the key without a version; the upload prints the new one")
+        store = self._store()
+        known: dict[str, str] = {}
+        key = self.loc.key
+        if content_addressed:
+            known = await _hash_file(source, ("sha256",))
+            key = (key if key.endswith("/") or not key else key + "/") + known["sha256"]
+        elif not key or key.endswith("/"):
+            key = key + source.name
+        loc = self.loc.at(key)
+        existing = await store.exists(loc)
+        if existing is not None:
+            same, known = await self._same(store, loc, existing, source, size, known)
+            if same:
+                log.info("%s already holds these bytes; nothing uploaded", loc.identifier())
+                return UploadResult(loc.identifier(version=existing.version), known["sha256"],
+                                    size, created=False)
+            if not overwrite:
+                raise AlreadyExists(
+                    f"{loc.identifier()} already exists and holds different bytes "
+                    f"({existing.size} bytes)",
+                    hint="pass --overwrite to replace it, upload under another key, or use "
+                         "--content-addressed", identifier=loc.identifier())
+        if progress is not None:
+            progress.start(loc.identifier(), size, 0)
+        try:
+            version, sha256 = await self._send(store, loc, source, size, known.get("sha256"),
+                                               if_absent=existing is None, progress=progress)
+        finally:
+            if progress is not None:
+                progress.close()
+        if known.get("sha256") and known["sha256"] != sha256:
+            raise HostkitError(f"{source} changed while it was being uploaded",
+                               hint="upload it again once nothing writes to it")
+        return UploadResult(loc.identifier(version=version), sha256, size, created=True)
+
+    async def _same(self, store: Store, loc: Location, existing: ObjectMeta, source: Path,
+                    size: int, known: dict[str, str]) -> tuple[bool, dict[str, str]]:
+        recorded = await store.recorded_sha256(loc, existing)
+        algs = ("sha256", "md5") if existing.md5 else ("sha256",)
+        if not all(a in known for a in algs):
+            known = {**known, **await _hash_file(source, algs)}
+        if existing.size != size:
+            return False, known
+        if recorded:
+            return recorded == known["sha256"], known
+        return bool(existing.md5) and existing.md5 == known.get("md5"), known
+
+    async def _send(self, store: Store, loc: Location, source: Path, size: int,
+                    sha256: str | None, *, if_absent: bool, progress) -> tuple[str | None, str]:
+        hasher = hashlib.sha256()
+        with open(source, "rb") as f:
+            if size <= self.part_size:
+                data = await asyncio.to_thread(_read_hashed, f, size + 1, hasher)
+                if len(data) != size:
+                    raise HostkitError(f"{source} changed size while it was being uploaded",
+                                       hint="upload it again once nothing writes to it")
+                version = await store.put(loc, data, sha256=hasher.hexdigest(),
+                                          if_absent=if_absent)
+                if progress is not None:
+                    progress.advance(size)
+                return version, hasher.hexdigest()
+            part_size = _upload_part_size(size, self.part_size)
+            upload = await store.begin_upload(loc, size, sha256=sha256, if_absent=if_absent)
+            try:
+                parts = await self._send_parts(store, upload, f, size, part_size, hasher,
+                                               progress)
+                digest = hasher.hexdigest()
+                version = await store.complete_upload(upload, parts, sha256=digest,
+                                                      if_absent=if_absent)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(store.abort_upload(upload))
+                raise
+        return version, digest
+
+    async def _send_parts(self, store: Store, upload, f, size: int, part_size: int, hasher,
+                          progress) -> list:
+        limit = self.concurrency if store.parallel_upload_parts else 1
+        running: set[asyncio.Task] = set()
+        tasks: list[asyncio.Task] = []
+
+        async def send(number: int, offset: int, data: bytes):
+            result = await store.upload_part(upload, number, offset, data,
+                                             offset + len(data) >= size)
+            if progress is not None:
+                progress.advance(len(data))
+            return result
+
+        try:
+            offset, number = 0, 0
+            while offset < size:
+                data = await asyncio.to_thread(_read_hashed, f, min(part_size, size - offset),
+                                               hasher)
+                if not data:
+                    raise HostkitError("the file got shorter while it was being uploaded",
+                                       hint="upload it again once nothing writes to it")
+                number += 1
+                task = asyncio.ensure_future(send(number, offset, data))
+                tasks.append(task)
+                running.add(task)
+                task.add_done_callback(running.discard)
+                offset += len(data)
+                while len(running) >= limit:
+                    await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                    for t in tasks:
+                        if t.done() and t.exception() is not None:
+                            raise t.exception()
+            if f.read(1):
+                raise HostkitError("the file grew while it was being uploaded",
+                                   hint="upload it again once nothing writes to it")
+            return list(await asyncio.gather(*tasks))
+        except BaseException:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+
+
+def _upload_part_size(size: int, wanted: int) -> int:
+    # at most 10,000 parts (S3), each a multiple of 256 KiB (GCS)
+    part = max(wanted, MIN_UPLOAD_PART, -(-size // 10_000))
+    return -(-part // PART_ALIGN) * PART_ALIGN
+
+
+def _read_hashed(f, n: int, hasher) -> bytes:
+    data = f.read(n)
+    hasher.update(data)
+    return data
+
+
+async def _hash_file(path: Path, algs) -> dict[str, str]:
+    from hostkit.hashes import hash_file
+
+    return await asyncio.to_thread(hash_file, path, algs)
+
+
+# -- helpers for backends -----------------------------------------------------
+
+
+class HttpStatus(Exception):
+    """A ranged GET answered something other than the part: status and the start of the body."""
+
+    def __init__(self, status: int, body: str):
+        super().__init__(f"HTTP {status}")
+        self.status = status
+        self.body = body
+
+
+async def ranged_get(context, url: str, start: int, end: int, *, headers=None,
+                     ssl=True) -> AsyncIterator[bytes]:
+    """Stream bytes ``[start, end)`` of ``url`` through the resolver's pooled aiohttp session.
+
+    The object stores sign the URL (S3 presigning) or pass auth ``headers``
+    (GCS); the bytes then arrive through the same tuned session as any direct
+    link. Raises :class:`HttpStatus` for an answer that is not the asked part.
+    The URL may carry a signature: it never goes into a message.
+    """
+    from aiohttp.helpers import get_env_proxy_for_url
+    from yarl import URL
+
+    session = await context.http_session()
+    request_headers = {"Range": f"bytes={start}-{end - 1}", "Accept-Encoding": "identity",
+                       **(headers or {})}
+    target = URL(url, encoded=True)
+    proxy = proxy_auth = None
+    with contextlib.suppress(LookupError):
+        proxy, proxy_auth = get_env_proxy_for_url(target)
+    async with session.get(target, headers=request_headers, ssl=ssl, proxy=proxy,
+                           proxy_auth=proxy_auth, allow_redirects=False) as resp:
+        whole = resp.status == 200 and start == 0 and resp.content_length == end
+        if resp.status != 206 and not whole:
+            body = await resp.content.read(4096)
+            raise HttpStatus(resp.status, body.decode("utf-8", "replace"))
+        if resp.status == 206:
+            first = resp.headers.get("Content-Range", "").partition(" ")[2].partition("-")[0]
+            if first != str(start):
+                raise TruncatedBody(f"asked for bytes from {start}, got {first or '?'}",
+                                    hint="the server ignored the range; try again")
+        async for chunk in resp.content.iter_any():
+            yield chunk
+
+
+
+def env_true(name: str) -> bool:
+    """An environment flag set to 1/true/yes/on."""
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def network_error(exc: BaseException, display: str, endpoint: str) -> HostkitError | None:
+    """Map a connection-level failure (aiohttp, OSError, timeouts) to Unreachable/Transient."""
+    import socket
+
+    import aiohttp
+
+    from hostkit.errors import TransientError, Unreachable
+    from hostkit.redact import redact_text
+
+    # signed URLs carry credentials in their query: cut every query out of the text
+    detail = re.sub(r"\?\S*", "?...", redact_text(str(exc) or type(exc).__name__))[:200]
+    if isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError
+                  | ConnectionRefusedError | socket.gaierror):
+        return Unreachable(f"{display}: cannot connect to {endpoint} ({detail})",
+                           identifier=display,
+                           hint="check the endpoint and your network; the server may be down "
+                                "or the endpoint misconfigured")
+    if isinstance(exc, TimeoutError):
+        return TransientError(f"{display}: {endpoint} timed out", identifier=display,
+                              hint="the server is slow or unreachable; raise "
+                                   "HOSTKIT_READ_TIMEOUT or try again later")
+    if isinstance(exc, aiohttp.ClientError | OSError):
+        return TransientError(f"{display}: the connection failed ({detail})",
+                              identifier=display, hint="try again; a rerun resumes")
+    return None

@@ -1,0 +1,608 @@
+"""s3 and minio backends: Amazon S3 and S3-compatible stores (MinIO, SeaweedFS, Ceph).
+
+Identifiers::
+
+    s3://bucket/key                   endpoint, region and keys from the AWS chain
+    s3://bucket/key?versionId=ID      one object version: immutable, cached for good
+    minio://host[:port]/bucket/key    the endpoint travels with the identifier
+
+Endpoint of ``s3://`` (first found): ``AWS_ENDPOINT_URL_S3``, the profile's
+``services`` s3 ``endpoint_url``, ``AWS_ENDPOINT_URL``, the profile's
+``endpoint_url`` (``AWS_CONFIG_FILE``), MLflow's ``MLFLOW_S3_ENDPOINT_URL``;
+otherwise AWS. ``minio://`` speaks https unless the host is listed in
+``HOSTKIT_MINIO_INSECURE_HOSTS``; path-style addressing, region ``us-east-1``
+unless configured. Credentials follow botocore's chain (environment keys,
+``AWS_PROFILE``, shared files, SSO, instance roles); a ``minio://`` host with
+no keys in the environment and no ``AWS_PROFILE`` uses the profile whose
+``endpoint_url`` names that host. ``HOSTKIT_S3_ANONYMOUS=1`` sends unsigned
+requests (public buckets).
+
+The client is s3fs's aiobotocore client, imported on first use (``hostkit[s3]``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import configparser
+import contextlib
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from hostkit.errors import (
+    BackendError,
+    CredentialsNeeded,
+    CredentialsRefused,
+    HostkitError,
+    NotAFile,
+    NotFound,
+    TransientError,
+    Unreachable,
+    UsageError,
+)
+from hostkit.hookspecs import hookimpl
+from hostkit.remote import BackendInfo
+
+from .objectstore import (
+    AlreadyExists,
+    HttpStatus,
+    Location,
+    ObjectMeta,
+    ObjectRemote,
+    ObjectUploader,
+    Store,
+    env_true,
+    network_error,
+    ranged_get,
+    require,
+    store_for,
+)
+
+log = logging.getLogger("hostkit.s3")
+AWS_ENDPOINT = "https://s3.amazonaws.com"
+_MD5_ETAG = re.compile(r'^"?([0-9a-fA-F]{32})"?$')
+_NOT_FOUND = {"NoSuchKey", "NoSuchBucket", "NoSuchVersion", "NotFound", "404"}
+_REFUSED = {"AccessDenied", "403", "401", "InvalidAccessKeyId", "SignatureDoesNotMatch",
+            "ExpiredToken", "InvalidToken", "TokenRefreshRequired", "AllAccessDisabled",
+            "AuthorizationHeaderMalformed", "InvalidSecurity", "AccountProblem"}
+_KEYS_HINT = ("set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE naming a profile "
+              "in the AWS credentials file; for a public bucket set HOSTKIT_S3_ANONYMOUS=1")
+_TRANSIENT = {"SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout",
+              "RequestTimeTooSkewed", "Throttling", "ThrottlingException", "503", "500"}
+
+
+@hookimpl
+def hostkit_backends():
+    """The s3 backend: AWS S3 and S3-compatible stores such as MinIO."""
+    return [BackendInfo(
+        name="s3", schemes=("s3", "minio"),
+        summary="S3 and MinIO: AWS credential chain and endpoints, versionId pins, parallel "
+                "ranged reads, upload",
+        examples=("s3://bucket/key", "s3://bucket/key?versionId=ID",
+                  "minio://host:port/bucket/key"),
+        extra="s3")]
+
+
+@hookimpl
+def hostkit_resolve(ref, context):
+    """Claim ``s3://`` and ``minio://`` identifiers (no I/O: config files at most)."""
+    if ref.scheme not in ("s3", "minio"):
+        return None
+    loc, conf = parse(ref, context.settings)
+    if not loc.key or loc.key.endswith("/"):
+        raise NotAFile(f"{loc.identifier()} names a bucket or a folder, not one object",
+                       hint="name one object: s3://bucket/path/to/file",
+                       identifier=ref.identifier)
+    return ObjectRemote(loc, _store(context, conf), context.settings)
+
+
+@hookimpl
+def hostkit_upload(destination, context):
+    """Upload to ``s3://bucket/key`` or under ``s3://bucket/prefix/`` (and ``minio://``)."""
+    if destination.scheme not in ("s3", "minio"):
+        return None
+    loc, conf = parse(destination, context.settings)
+    return ObjectUploader(loc, _store(context, conf), context.settings)
+
+
+def _store(context, conf: S3Config):
+    return lambda: store_for(context, conf.client_key, lambda: S3Store(conf, context))
+
+
+# -- identifiers and configuration ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class S3Config:
+    """How to reach one endpoint: what the client needs, decided without I/O."""
+
+    endpoint: str | None  # None: AWS itself (region found per bucket)
+    region: str | None = None
+    profile: str | None = None
+    anonymous: bool = False
+    verify: bool = True
+    path_style: bool = False
+    #: where the endpoint came from, for messages
+    source: str = "AWS"
+
+    @property
+    def client_key(self) -> str:
+        return "s3|" + "|".join(str(v) for v in (self.endpoint, self.region, self.profile,
+                                                   self.anonymous, self.verify, self.path_style))
+
+    @property
+    def where(self) -> str:
+        return f"{self.endpoint} ({self.source})" if self.endpoint else "AWS S3"
+
+
+def parse(ref, settings) -> tuple[Location, S3Config]:
+    """Split an ``s3://`` / ``minio://`` identifier and decide the endpoint and credentials."""
+    rest = ref.rest
+    form = "minio://host:port/bucket/key" if ref.scheme == "minio" else "s3://bucket/key"
+    if not rest.startswith("//"):
+        raise UsageError(f"{ref.raw.strip()!r} is not a {ref.scheme} identifier",
+                         hint=f"write {form}")
+    body, version = _split_version(rest[2:])
+    if ref.scheme == "minio":
+        host, _, body = body.partition("/")
+        if not host or "@" in host:
+            raise UsageError(f"{ref.raw.strip()!r}: no host", hint=f"write {form} (credentials "
+                             "come from the environment or a profile, never the identifier)")
+        conf = _minio_config(host.lower(), settings)
+        base = f"minio://{host.lower()}/"
+    else:
+        conf = _aws_config(settings)
+        base = "s3://"
+    bucket, _, key = body.partition("/")
+    if not 3 <= len(bucket) <= 63 or not re.fullmatch(r"[A-Za-z0-9._-]+", bucket):
+        raise UsageError(f"{ref.raw.strip()!r}: {bucket!r} is not a bucket name",
+                         hint=f"write {form}; bucket names are 3 to 63 characters")
+    loc = Location(backend="s3", base=base, endpoint=conf.endpoint or AWS_ENDPOINT,
+                   bucket=bucket, key=key, version=version, version_form="?versionId={}")
+    return loc, conf
+
+
+def _split_version(body: str) -> tuple[str, str | None]:
+    key, sep, query = body.partition("?")
+    if not sep:
+        return body, None
+    match = re.fullmatch(r"versionId=([^&]+)", query)
+    if not match:
+        raise UsageError(f"unexpected query {query!r}",
+                         hint="the only query an s3 identifier takes is ?versionId=ID")
+    return key, match.group(1)
+
+
+def _normalize(url: str) -> str:
+    parts = urlsplit(url.strip())
+    scheme = (parts.scheme or "https").lower()
+    host = (parts.hostname or "").lower()
+    port = parts.port
+    if port and (scheme, port) not in (("http", 80), ("https", 443)):
+        host = f"{host}:{port}"
+    return f"{scheme}://{host}{parts.path.rstrip('/')}"
+
+
+def _aws_file(env: str, default: str) -> configparser.ConfigParser:
+    cfg = configparser.ConfigParser(interpolation=None)
+    path = Path(os.path.expanduser(os.environ.get(env) or default))
+    # a broken file: botocore says so with a better message when the client starts
+    with contextlib.suppress(configparser.Error, OSError, UnicodeDecodeError):
+        cfg.read(path)
+    return cfg
+
+
+def _section(cfg: configparser.ConfigParser, profile: str) -> dict[str, str]:
+    name = "default" if profile == "default" else f"profile {profile}"
+    return dict(cfg[name]) if cfg.has_section(name) else {}
+
+
+def _nested(value: str) -> dict[str, str]:
+    out = {}
+    for line in value.splitlines():
+        key, sep, val = line.partition("=")
+        if sep:
+            out[key.strip()] = val.strip()
+    return out
+
+
+def _profile_endpoint(cfg, section: dict[str, str]) -> tuple[str | None, str | None]:
+    """(services s3 endpoint_url, endpoint_url) of a profile section."""
+    service = None
+    if (name := section.get("services")) and cfg.has_section(f"services {name}"):
+        service = _nested(cfg[f"services {name}"].get("s3", "")).get("endpoint_url")
+    return service, section.get("endpoint_url")
+
+
+def _region(cfg, section) -> str | None:
+    return (os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+            or section.get("region"))
+
+
+def _aws_config(settings) -> S3Config:
+    """The endpoint botocore would use for S3, then MLflow's fallback; else AWS."""
+    cfg = _aws_file("AWS_CONFIG_FILE", "~/.aws/config")
+    profile = os.environ.get("AWS_PROFILE") or os.environ.get("AWS_DEFAULT_PROFILE") or "default"
+    section = _section(cfg, profile)
+    endpoint, source = None, "AWS"
+    if not env_true("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS"):
+        service_url, profile_url = _profile_endpoint(cfg, section)
+        for value, where in ((os.environ.get("AWS_ENDPOINT_URL_S3"), "AWS_ENDPOINT_URL_S3"),
+                             (service_url, f"services for profile {profile}"),
+                             (os.environ.get("AWS_ENDPOINT_URL"), "AWS_ENDPOINT_URL"),
+                             (profile_url, f"endpoint_url of profile {profile}")):
+            if value:
+                endpoint, source = value, where
+                break
+    if endpoint is None and os.environ.get("MLFLOW_S3_ENDPOINT_URL"):
+        endpoint, source = os.environ["MLFLOW_S3_ENDPOINT_URL"], "MLFLOW_S3_ENDPOINT_URL"
+    if endpoint is None:
+        return S3Config(None, anonymous=settings.s3_anonymous)
+    return S3Config(_normalize(endpoint), region=_region(cfg, section) or "us-east-1",
+                    anonymous=settings.s3_anonymous, verify=not env_true("MLFLOW_S3_IGNORE_TLS"),
+                    path_style=True, source=source)
+
+
+def _minio_config(host: str, settings) -> S3Config:
+    insecure = {h.strip().lower() for h in (settings.minio_insecure_hosts or "").split(",")
+                if h.strip()}
+    plain = host in insecure or host.rsplit(":", 1)[0] in insecure
+    endpoint = _normalize(f"{'http' if plain else 'https'}://{host}")
+    cfg = _aws_file("AWS_CONFIG_FILE", "~/.aws/config")
+    profile = os.environ.get("AWS_PROFILE") or os.environ.get("AWS_DEFAULT_PROFILE")
+    explicit = None
+    if not profile and not os.environ.get("AWS_ACCESS_KEY_ID"):
+        explicit = _profile_for_host(cfg, host)
+    section = _section(cfg, explicit or profile or "default")
+    source = f"the identifier, profile {explicit}" if explicit else "the identifier"
+    return S3Config(endpoint, region=_region(cfg, section) or "us-east-1", profile=explicit,
+                    anonymous=settings.s3_anonymous, verify=not env_true("MLFLOW_S3_IGNORE_TLS"),
+                    path_style=True, source=source)
+
+
+def _profile_for_host(cfg, host: str) -> str | None:
+    """The AWS profile whose endpoint_url names ``host`` (``host:port``), if exactly one does."""
+    found = []
+    for name in cfg.sections():
+        if name != "default" and not name.startswith("profile "):
+            continue
+        for url in _profile_endpoint(cfg, dict(cfg[name])):
+            if url and urlsplit(_normalize(url)).netloc == host:
+                found.append(name.removeprefix("profile ").strip())
+                break
+    return found[0] if len(found) == 1 else None
+
+
+# -- the store ------------------------------------------------------------------
+
+
+class S3Store(Store):
+    """Requests to one S3 endpoint through s3fs's aiobotocore client."""
+
+    def __init__(self, conf: S3Config, context):
+        self.conf = conf
+        self.context = context
+        self.settings = context.settings
+        self._fs = None
+        self._lock = asyncio.Lock()
+        self._ssl_context = None
+
+    async def client(self, bucket: str, loc: Location | None = None):
+        """The aiobotocore client for ``bucket`` (its region's, on AWS)."""
+        if self._fs is None:
+            async with self._lock:
+                if self._fs is None:
+                    self._fs = await self._connect(loc)
+        try:
+            return await self._fs.get_s3(bucket)
+        except Exception as exc:
+            raise self._error(exc, loc) from None
+
+    async def _connect(self, loc):
+        s3fs = require("s3fs", "s3", "s3://")
+        conf, settings = self.conf, self.settings
+        config = {"connect_timeout": settings.connect_timeout,
+                  "read_timeout": settings.read_timeout,
+                  "retries": {"max_attempts": 3, "mode": "standard"},
+                  "max_pool_connections": max(10, 2 * int(settings.concurrency))}
+        if conf.path_style:
+            config["s3"] = {"addressing_style": "path"}
+        client_kwargs = {}
+        if conf.region:
+            client_kwargs["region_name"] = conf.region
+        if not conf.verify:
+            client_kwargs["verify"] = False
+        fs = s3fs.S3FileSystem(anon=conf.anonymous, profile=conf.profile,
+                               endpoint_url=conf.endpoint, client_kwargs=client_kwargs,
+                               config_kwargs=config, asynchronous=True, skip_instance_cache=True)
+        try:
+            await fs.set_session()
+        except Exception as exc:
+            raise self._error(exc, loc) from None
+        return fs
+
+    async def aclose(self) -> None:
+        fs, self._fs = self._fs, None
+        creator = getattr(fs, "_s3creator", None)
+        if creator is not None:
+            await creator.__aexit__(None, None, None)
+
+    # reading
+
+    async def head(self, loc: Location) -> ObjectMeta:
+        client = await self.client(loc.bucket, loc)
+        pin = {"VersionId": loc.version} if loc.version else {}
+        try:
+            resp = await client.head_object(Bucket=loc.bucket, Key=loc.key, **pin)
+        except Exception as exc:
+            raise await self._explain(exc, loc, client) from None
+        return _meta(resp)
+
+    async def exists(self, loc: Location) -> ObjectMeta | None:
+        try:
+            return await self.head(loc)
+        except NotFound as exc:
+            if getattr(exc, "bucket_missing", False):
+                raise
+            return None
+
+    async def read(self, loc: Location, meta: ObjectMeta, start: int, end: int):
+        """A ranged GET of a presigned URL through the resolver's pooled aiohttp session.
+
+        Signing is local; the bytes skip botocore's response pipeline, which
+        reads in 64 KiB steps. The read is pinned to the version the HEAD saw,
+        or conditional on its ETag.
+        """
+        client = await self.client(loc.bucket, loc)
+        params = {"Bucket": loc.bucket, "Key": loc.key}
+        headers = {}
+        if meta.version:
+            params["VersionId"] = meta.version
+        elif meta.etag:
+            headers["If-Match"] = meta.etag
+        try:
+            url = await client.generate_presigned_url("get_object", Params=params,
+                                                      ExpiresIn=3600)
+            async for chunk in ranged_get(self.context, url, start, end, headers=headers,
+                                          ssl=self._ssl()):
+                yield chunk
+        except HttpStatus as exc:
+            match = re.search(r"<Code>([^<]+)</Code>", exc.body)
+            raise self._status_error(match.group(1) if match else str(exc.status), exc.status,
+                                     loc, reading=True) from None
+        except Exception as exc:
+            raise self._error(exc, loc, reading=True) from None
+
+    def _ssl(self):
+        """What aiohttp's ``ssl=`` gets: verification as botocore would do it (made once)."""
+        if self._ssl_context is None:
+            if not self.conf.verify:
+                self._ssl_context = False
+            elif (bundle := os.environ.get("AWS_CA_BUNDLE")) and \
+                    (self.conf.endpoint or "https:").startswith("https:"):
+                import ssl
+
+                self._ssl_context = ssl.create_default_context(cafile=bundle)
+            else:
+                self._ssl_context = True
+        return self._ssl_context
+
+    async def recorded_sha256(self, loc: Location, meta: ObjectMeta) -> str | None:
+        if meta.sha256:
+            return meta.sha256
+        client = await self.client(loc.bucket, loc)
+        pin = {"VersionId": meta.version} if meta.version else {}
+        try:
+            resp = await client.get_object_tagging(Bucket=loc.bucket, Key=loc.key, **pin)
+        except Exception:
+            return None  # no tagging permission or support: compare by md5 instead
+        return next((t["Value"] for t in resp.get("TagSet", []) if t.get("Key") == "sha256"),
+                    None)
+
+    # writing
+
+    async def put(self, loc: Location, data: bytes, *, sha256: str, if_absent: bool):
+        client = await self.client(loc.bucket, loc)
+        resp = await self._write(client.put_object, loc, if_absent, Bucket=loc.bucket,
+                                 Key=loc.key, Body=data, Metadata={"sha256": sha256})
+        return _version(resp)
+
+    async def begin_upload(self, loc: Location, size: int, *, sha256: str | None,
+                           if_absent: bool):
+        client = await self.client(loc.bucket, loc)
+        meta = {"Metadata": {"sha256": sha256}} if sha256 else {}
+        try:
+            resp = await client.create_multipart_upload(Bucket=loc.bucket, Key=loc.key, **meta)
+        except Exception as exc:
+            raise self._error(exc, loc) from None
+        return {"loc": loc, "id": resp["UploadId"], "client": client, "tagged": bool(sha256)}
+
+    async def upload_part(self, upload, number: int, offset: int, data: bytes, last: bool):
+        loc = upload["loc"]
+        try:
+            resp = await upload["client"].upload_part(Bucket=loc.bucket, Key=loc.key,
+                                                      UploadId=upload["id"],
+                                                      PartNumber=number, Body=data)
+        except Exception as exc:
+            raise self._error(exc, loc) from None
+        return {"ETag": resp["ETag"], "PartNumber": number}
+
+    async def complete_upload(self, upload, parts: list, *, sha256: str, if_absent: bool):
+        loc, client = upload["loc"], upload["client"]
+        resp = await self._write(client.complete_multipart_upload, loc, if_absent,
+                                 Bucket=loc.bucket, Key=loc.key, UploadId=upload["id"],
+                                 MultipartUpload={"Parts": parts})
+        version = _version(resp)
+        if not upload["tagged"]:  # metadata is fixed at the start; a tag can come last
+            pin = {"VersionId": version} if version else {}
+            try:
+                await client.put_object_tagging(
+                    Bucket=loc.bucket, Key=loc.key, **pin,
+                    Tagging={"TagSet": [{"Key": "sha256", "Value": sha256}]})
+            except Exception as exc:
+                from hostkit.redact import redact_text
+
+                log.info(
+                    "%s: could not tag the sha256 (%s); identical re-uploads will be "
+                    "compared by size only", loc.identifier(), redact_text(str(exc))[:120])
+        return version
+
+    async def abort_upload(self, upload) -> None:
+        loc = upload["loc"]
+        await upload["client"].abort_multipart_upload(Bucket=loc.bucket, Key=loc.key,
+                                                      UploadId=upload["id"])
+
+    async def _write(self, method, loc: Location, if_absent: bool, **kwargs):
+        """A write that refuses to replace an existing key when ``if_absent``."""
+        from botocore.exceptions import ClientError
+
+        try:
+            return await method(**kwargs, **({"IfNoneMatch": "*"} if if_absent else {}))
+        except ClientError as exc:
+            code = _code(exc)
+            if if_absent and code in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+                raise AlreadyExists(f"{loc.identifier()} was created by someone else meanwhile",
+                                    hint="check what is there now; pass --overwrite to "
+                                         "replace it", identifier=loc.identifier()) from None
+            if if_absent and code in ("NotImplemented", "501"):  # no conditional writes here
+                try:
+                    return await method(**kwargs)
+                except Exception as again:
+                    raise self._error(again, loc) from None
+            raise self._error(exc, loc) from None
+        except Exception as exc:
+            raise self._error(exc, loc) from None
+
+    # errors
+
+    async def _explain(self, exc: BaseException, loc: Location, client) -> HostkitError:
+        """Like :meth:`_error`, telling a missing bucket from a missing key on a 404."""
+        error = self._error(exc, loc)
+        if isinstance(error, NotFound) and _code(exc) not in ("NoSuchBucket", "NoSuchVersion"):
+            try:
+                await client.head_bucket(Bucket=loc.bucket)
+            except Exception as bucket_exc:
+                if isinstance(self._error(bucket_exc, loc), NotFound):
+                    return self._bucket_missing(loc)
+        return error
+
+    def _bucket_missing(self, loc: Location) -> NotFound:
+        error = NotFound(f"{loc.identifier()}: there is no bucket {loc.bucket!r} at "
+                         f"{self.conf.where}",
+                         hint="check the bucket name and the endpoint (AWS_ENDPOINT_URL, the "
+                              "profile's endpoint_url, or the host in a minio:// identifier)",
+                         identifier=loc.identifier())
+        error.bucket_missing = True
+        return error
+
+    def _error(self, exc: BaseException, loc: Location | None, *,
+               reading: bool = False) -> HostkitError:
+        """A hostkit error for a botocore/aiohttp failure; never includes a secret."""
+        if isinstance(exc, HostkitError):
+            return exc
+        from botocore import exceptions as bx
+
+        display = loc.identifier() if loc else self.conf.where
+        conf = self.conf
+        if isinstance(exc, bx.ProfileNotFound):
+            return CredentialsNeeded(f"{display}: AWS profile {exc.kwargs.get('profile')!r} "
+                                     "is not in the AWS config or credentials file",
+                                     hint="fix AWS_PROFILE, or add the profile", identifier=display)
+        if isinstance(exc, bx.NoCredentialsError | bx.PartialCredentialsError
+                      | bx.CredentialRetrievalError):
+            return CredentialsNeeded(f"{display}: no usable AWS credentials were found for "
+                                     f"{conf.where}", hint=_KEYS_HINT, identifier=display)
+        if isinstance(exc, bx.ClientError):
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            return self._status_error(_code(exc), status, loc, reading=reading)
+        if isinstance(exc, bx.SSLError):
+            return Unreachable(f"{display}: TLS with {conf.where} failed",
+                               hint="for a server on plain http list its host in "
+                                    "HOSTKIT_MINIO_INSECURE_HOSTS (minio://) or use an http:// "
+                                    "endpoint URL; for a private CA set AWS_CA_BUNDLE",
+                               identifier=display)
+        if isinstance(exc, bx.EndpointConnectionError | bx.ConnectTimeoutError
+                      | bx.ProxyConnectionError):
+            return Unreachable(f"{display}: cannot connect to {conf.where}",
+                               hint="check the endpoint and your network; the server may be "
+                                    "down", identifier=display)
+        if isinstance(exc, bx.ReadTimeoutError | bx.ResponseStreamingError
+                      | bx.IncompleteReadError | bx.HTTPClientError):
+            return TransientError(f"{display}: the connection to {conf.where} failed",
+                                  hint="try again; a rerun resumes", identifier=display)
+        if (net := network_error(exc, display, conf.where)) is not None:
+            return net
+        from hostkit.redact import redact_text
+
+        return BackendError(f"{display}: {type(exc).__name__}: "
+                            f"{redact_text(str(exc))[:200]}",
+                            hint="run with -v for details", identifier=display)
+
+    def _status_error(self, code: str, status: int | None, loc: Location | None, *,
+                      reading: bool = False) -> HostkitError:
+        """A hostkit error for an S3 error code and HTTP status."""
+        display = loc.identifier() if loc else self.conf.where
+        conf = self.conf
+        if code == "NoSuchBucket" and loc is not None:
+            return self._bucket_missing(loc)
+        if code in _NOT_FOUND or status == 404:
+            if reading:  # the HEAD just saw it: it changed or vanished meanwhile
+                return TransientError(f"{display}: the object disappeared during the "
+                                      "download", hint="try again", identifier=display)
+            what = "that version of the object" if loc and loc.version else "that key"
+            return NotFound(f"{display}: no such object ({what} is not in bucket "
+                            f"{loc.bucket if loc else '?'!r} at {conf.where})",
+                            hint="check the key and version; `aws s3 ls s3://BUCKET/PREFIX/` "
+                                 "lists what is there", identifier=display)
+        if code in _REFUSED or status in (401, 403):
+            if conf.anonymous:
+                return CredentialsNeeded(
+                    f"{display}: anonymous access was refused ({code})",
+                    hint="the bucket is not public: unset HOSTKIT_S3_ANONYMOUS and "
+                         + _KEYS_HINT.split("; for")[0], identifier=display)
+            return CredentialsRefused(
+                f"{display}: {conf.where} refused the credentials ({code})",
+                hint="check that the access key and secret are right and allowed to use "
+                     f"bucket {loc.bucket if loc else '?'!r} (AWS_ACCESS_KEY_ID / "
+                     "AWS_PROFILE); for a public bucket set HOSTKIT_S3_ANONYMOUS=1",
+                identifier=display)
+        if code == "PreconditionFailed" or status == 412:
+            return TransientError(f"{display}: the object changed during the download",
+                                  hint="run again to fetch the new version",
+                                  identifier=display)
+        if code in _TRANSIENT or (status or 0) >= 500 or status == 429:
+            return TransientError(f"{display}: the server answered {code or status}",
+                                  hint="the server is busy or failing; try again later",
+                                  identifier=display)
+        if code == "InvalidRange":
+            return TransientError(f"{display}: the object shrank during the download",
+                                  hint="run again", identifier=display)
+        return BackendError(f"{display}: the server answered {code or status}",
+                            hint="run with -v for details", identifier=display)
+
+
+def _code(exc: BaseException) -> str:
+    response = getattr(exc, "response", None) or {}
+    return str(response.get("Error", {}).get("Code", ""))
+
+
+def _version(resp: dict) -> str | None:
+    version = resp.get("VersionId")
+    return None if version in (None, "", "null") else version
+
+
+def _meta(resp: dict) -> ObjectMeta:
+    etag = resp.get("ETag")
+    md5 = None
+    match = _MD5_ETAG.match(etag or "")
+    # an ETag is the MD5 only for a single-part upload without SSE-KMS/SSE-C
+    if match and resp.get("ServerSideEncryption") in (None, "AES256") \
+            and not resp.get("SSECustomerAlgorithm"):
+        md5 = match.group(1).lower()
+    return ObjectMeta(size=int(resp.get("ContentLength", 0)), etag=etag,
+                      version=_version(resp), md5=md5,
+                      sha256=(resp.get("Metadata") or {}).get("sha256"),
+                      content_type=resp.get("ContentType"))
