@@ -601,10 +601,12 @@ def test_cli_goes_through_the_daemon_and_falls_back_when_it_is_down(daemon, gate
     same = ("sha256", "size", "identifier", "verified", "digests")
     assert {k: local[k] for k in same} == {k: through[k] for k in same}
     # the same errors, with the same exit codes, either way
-    for identifier, expected, code in ((gated.file_url("nope.bin"), None, 4),
-                                       (url, "sha256:" + "1" * 64, 3),
-                                       (url.replace("http", "gopher", 1), None, 2)):
-        args = ["resolve", identifier, "--json"] + (["--hash", expected] if expected else [])
+    for identifier, extra, code in ((gated.file_url("nope.bin"), [], 4),
+                                    (url, ["--hash", "sha256:" + "1" * 64], 3),
+                                    (url.replace("http", "gopher", 1), [], 2),
+                                    (gated.file_url("never.bin"), ["--offline"], 5),
+                                    (gated.file_url("never.bin"), ["--require-hash"], 2)):
+        args = ["resolve", identifier, "--json", *extra]
         remote = run_cli(*args, env={"HOSTKIT_DAEMON_URL": daemon.url})
         inproc = run_cli(*args, env={"HOSTKIT_DAEMON_URL": down})
         assert remote.returncode == inproc.returncode == code, (remote.stderr, inproc.stderr)
@@ -613,7 +615,7 @@ def test_cli_goes_through_the_daemon_and_falls_back_when_it_is_down(daemon, gate
             remote_err.pop("hint"), inproc_err.pop("hint")
         assert remote_err == inproc_err
     requests = [e for e in daemon.logs.events("request") if e["route"] == "/v1/resolve"]
-    assert len(requests) == 4
+    assert len(requests) == 6
 
 
 def test_status_command(daemon):

@@ -221,6 +221,11 @@ def resolve_through_daemon(settings, identifier: str, expected: str | None = Non
     in-process, which gives the same bytes.
     """
     client = DaemonClient(settings.daemon_url, connect_timeout=min(settings.connect_timeout, 2.0))
+    # the caller's own strictness travels with the request (the daemon may be stricter still)
+    if offline is None and settings.offline:
+        offline = True
+    if require_hash is None and settings.require_hash:
+        require_hash = True
     try:
         resolved = client.resolve(identifier, expected, offline=offline,
                                   require_hash=require_hash)
