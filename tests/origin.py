@@ -160,8 +160,8 @@ def _app(origin: Origin) -> web.Application:
 
     for prefix, handler in (("/f", normal), ("/noetag", noetag), ("/trunc", trunc),
                             ("/reset-once", reset_once), ("/slow", slow)):
-        app.router.add_route("GET", prefix + "/{name}", handler)
-        app.router.add_route("HEAD", prefix + "/{name}", handler)
+        app.router.add_route("GET", prefix + "/{name:.+}", handler)
+        app.router.add_route("HEAD", prefix + "/{name:.+}", handler)
     app.router.add_get("/flaky/{n}/{name}", flaky)
     app.router.add_get("/redirect/{n}/{name}", redirect)
     app.router.add_get("/page", page)
