@@ -300,8 +300,29 @@ class Cache:
             self.blob_path(sha).unlink(missing_ok=True)
         return entries, [b for b in blobs if b.sha256 in removed_blobs]
 
+    def abandoned_partials(self, older_than: float = 0.0) -> list[Path]:
+        """Partial downloads whose process is gone, untouched for ``older_than`` seconds."""
+        from .sink import partial_owner_alive
+
+        cutoff = time.time() - older_than
+        out = []
+        for part in self.tmp_dir.glob("*.part") if self.tmp_dir.exists() else ():
+            try:
+                if part.stat().st_mtime < cutoff and not partial_owner_alive(part):
+                    out.append(part)
+            except OSError:
+                continue
+        return out
+
     def prune(self, max_size: int) -> list[Blob]:
-        """Evict least recently used unpinned blobs until the total is <= ``max_size``."""
+        """Evict least recently used unpinned blobs until the total is <= ``max_size``.
+
+        Partial downloads abandoned for over a day go too (younger ones are
+        kept so that the next resolve can resume them).
+        """
+        for part in self.abandoned_partials(older_than=86400):
+            part.unlink(missing_ok=True)
+            part.with_suffix(".json").unlink(missing_ok=True)
         total = self.total_size()
         rows = self._query(
             "SELECT * FROM blobs WHERE sha256 NOT IN (SELECT sha256 FROM entries WHERE pinned=1) "

@@ -44,6 +44,17 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def partial_owner_alive(part: Path) -> bool:
+    """Whether the process that named this partial is running (or it is ours and active)."""
+    try:
+        owner = int(part.name.split(".")[1].split("-")[0])
+    except (ValueError, IndexError):
+        return False
+    if owner == os.getpid():
+        return str(part) in _ACTIVE
+    return _pid_alive(owner)
+
+
 def _new_name(cache: Cache, key: str) -> Path:
     return cache.tmp_dir / f"{key_hash(key)}.{os.getpid()}-{secrets.token_hex(4)}.part"
 
@@ -57,12 +68,11 @@ def claim_partial(cache: Cache, key: str) -> tuple[Path, dict] | None:
     candidates = []
     for part in cache.tmp_dir.glob(f"{key_hash(key)}.*.part"):
         try:
-            owner = int(part.name.split(".")[1].split("-")[0])
-            candidates.append((part.stat().st_size, part, owner))
-        except (ValueError, IndexError, OSError):
+            candidates.append((part.stat().st_size, part))
+        except OSError:
             continue
-    for _, part, owner in sorted(candidates, reverse=True):
-        if str(part) in _ACTIVE or (owner != os.getpid() and _pid_alive(owner)):
+    for _, part in sorted(candidates, reverse=True):
+        if partial_owner_alive(part):
             continue
         try:
             meta = json.loads(part.with_suffix(".json").read_text())

@@ -170,3 +170,21 @@ def test_demo_runs_offline_and_shows_hits(tmp_path):
     assert "cache hit" in steps["again weights.bin"]["message"]
     assert "trust on first use" in steps["first parameters.yaml"]["message"]
     assert any(e["step"] == "refused" for e in json.loads(proc.stdout))
+
+
+def test_prune_drops_only_old_abandoned_partials(settings):
+    from hostkit.cache import Cache
+
+    cache = Cache(settings.cache_dir)
+    cache.total_size()  # creates the layout
+    dead = 2 ** 22 + 11
+    old = settings.cache_dir / "tmp" / f"{'a' * 32}.{dead}-0001.part"
+    young = settings.cache_dir / "tmp" / f"{'b' * 32}.{dead}-0002.part"
+    mine = settings.cache_dir / "tmp" / f"{'c' * 32}.{os.getppid()}-0003.part"  # alive owner
+    for p in (old, young, mine):
+        p.write_bytes(b"partial")
+    week_ago = time.time() - 7 * 86400
+    os.utime(old, (week_ago, week_ago))
+    os.utime(mine, (week_ago, week_ago))
+    run_cli("cache", "prune", "--max-size", "0", check=True)
+    assert not old.exists() and young.exists() and mine.exists()
