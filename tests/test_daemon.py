@@ -15,7 +15,10 @@ import os
 import signal
 import socket
 import stat
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 from urllib.parse import quote
 
@@ -176,8 +179,6 @@ def test_prefetch_reports_progress_and_errors_per_item(daemon, gated):
 
 
 def test_warm_answers_equal_the_resolvers_and_notice_removals(daemon, gated):
-    import time
-
     from hostkit.cache import Cache
 
     sha = gated.add("warm.bin", payload(50_000, 20))
@@ -450,6 +451,27 @@ def test_a_download_nobody_waits_for_still_completes_into_the_cache(daemon, gate
                               {"identifier": gated.file_url("orphan.bin")})
     assert status == 200 and again["cached"] is True and again["sha256"] == sha
     assert len(gated.gets("orphan.bin")) == 1
+
+
+def test_a_cli_process_on_the_same_cache_waits_for_the_daemons_download(daemon, gated):
+    sha = gated.add("xproc.bin", payload(1_000_000, 21))
+    gated.hold("xproc.bin")
+    url = gated.file_url("xproc.bin")
+    thread, out = _in_background(call_json, daemon.url, "POST", "/v1/resolve",
+                                 {"identifier": url})
+    gated.wait_started("xproc.bin")
+    cli = subprocess.Popen([sys.executable, "-m", "hostkit.cli", "resolve", url, "--json",
+                            "--cache-dir", str(daemon.settings.cache_dir)],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(2)  # the CLI is now waiting on the download's lock
+    assert cli.poll() is None
+    gated.release("xproc.bin")
+    thread.join(30)
+    stdout, stderr = cli.communicate(timeout=30)
+    assert cli.returncode == 0, stderr
+    assert out[0][0] == 200 and json.loads(stdout)["path"] == out[0][1]["path"]
+    assert json.loads(stdout)["sha256"] == sha
+    assert len(gated.gets("xproc.bin")) == 1
 
 
 # -- the daemon as a process: signals, kill -9, tokens ----------------------------------
