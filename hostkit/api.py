@@ -89,3 +89,17 @@ def resolve_info(identifier: str, expected: str | None = None, *, offline: bool 
     resolver = get_resolver(settings)
     return run(resolver.resolve(identifier, expected, offline=offline,
                                 require_hash=require_hash, progress=progress))
+
+
+def upload(source: str | Path, destination: str, *, overwrite: bool = False,
+           content_addressed: bool = False, progress: Progress | None = None, settings=None):
+    """Upload ``source`` to ``destination`` (``s3://bucket/key``, a ``.../prefix/``, ...).
+
+    Returns a :class:`hostkit.remote.UploadResult` whose ``identifier`` resolves
+    to exactly these bytes (pinned to the new version when the store keeps
+    versions) and whose ``sha256`` is theirs. Refuses to replace a different
+    object unless ``overwrite``; identical bytes already there are left alone.
+    """
+    resolver = get_resolver(settings)
+    return run(resolver.upload(source, destination, overwrite=overwrite,
+                               content_addressed=content_addressed, progress=progress))

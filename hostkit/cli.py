@@ -62,6 +62,18 @@ def _parser():
     pr = csub.add_parser("prune", parents=[common], help="evict least recently used blobs")
     pr.add_argument("--max-size", required=True, help="budget, e.g. 10G, 500M, 0")
 
+    u = sub.add_parser("upload", parents=[common],
+                       help="upload a file to a bucket; print its permanent identifier and sha256",
+                       description="Upload FILE to DEST (s3://bucket/key, minio://host:port/"
+                                   "bucket/prefix/, gs://..., az://...; a DEST ending in / is a "
+                                   "prefix). Prints `IDENTIFIER sha256:HEX`, ready for "
+                                   "`hostkit resolve IDENTIFIER sha256:HEX`.")
+    u.add_argument("file")
+    u.add_argument("dest")
+    u.add_argument("--overwrite", action="store_true",
+                   help="replace an existing object that holds different bytes")
+    u.add_argument("--content-addressed", action="store_true",
+                   help="name the object by its sha256 under DEST (a prefix)")
     sub.add_parser("plugins", parents=[common], help="list backends and identifier forms")
     sub.add_parser("demo", parents=[common],
                    help="serve sample files from a local origin and resolve them (offline)")
@@ -122,6 +134,8 @@ def _dispatch(args) -> int:
         from .cache_cli import run_cache_command
 
         return run_cache_command(args, settings)
+    if args.command == "upload":
+        return _upload(args, settings)
     if args.command == "plugins":
         return _plugins(args)
     if args.command in ("daemon", "status"):
@@ -178,6 +192,25 @@ def _cached_by_hash(settings, identifier: str, expected: str):
         return None
     cache.touch(blob.sha256)
     return Resolved(blob.path, blob.sha256, blob.size, True, ref.identifier, True, blob.digests)
+
+
+def _upload(args, settings) -> int:
+    """``hostkit upload FILE DEST``: print ``IDENTIFIER sha256:HEX`` (or JSON)."""
+    from . import api
+    from .progress import progress_for
+
+    result = api.upload(args.file, args.dest, overwrite=args.overwrite,
+                        content_addressed=args.content_addressed, settings=settings,
+                        progress=progress_for(settings))
+    if args.json:
+        _print_json({"identifier": result.identifier, "sha256": result.sha256,
+                     "size": result.size, "created": result.created})
+    else:
+        print(f"{result.identifier} sha256:{result.sha256}")
+        if not result.created and not args.quiet:
+            print("note: identical bytes were already there; nothing was uploaded",
+                  file=sys.stderr)
+    return 0
 
 
 def _plugins(args) -> int:

@@ -20,6 +20,7 @@ import asyncio
 import logging
 import random
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .cache import Blob, Cache, Entry, key_hash
@@ -134,6 +135,26 @@ class Resolver:
                      "`hostkit plugins` lists installed backends and extras",
                 identifier=ref.raw)
         return remote
+
+    async def upload(self, source, destination: str, *, overwrite: bool = False,
+                     content_addressed: bool = False, progress: Progress | None = None):
+        """Upload a local file through the destination's backend (its ``hostkit_upload`` hook).
+
+        Returns the backend's :class:`~hostkit.remote.UploadResult`: an identifier
+        that resolves to exactly these bytes, and their sha256.
+        """
+        from .plugins import call_first
+
+        ref = parse_identifier(destination)
+        uploader = call_first(self.plugins, "hostkit_upload", destination=ref,
+                              context=self.context)
+        if uploader is None:
+            raise UnknownScheme(
+                f"no backend uploads to {ref.raw.strip()!r} (scheme {ref.scheme!r})",
+                hint="upload to s3://, minio://, gs:// or az:// (with the matching extra); "
+                     "`hostkit plugins` lists installed backends", identifier=ref.raw)
+        return await uploader.upload(Path(source), overwrite=overwrite,
+                                     content_addressed=content_addressed, progress=progress)
 
     # -- cache answers --------------------------------------------------------
 

@@ -181,17 +181,18 @@ class AzureStore(Store):
 
     def _connect(self, loc: Location):
         aio = require("azure.storage.blob.aio", "azure", "az://")
-        from azure.storage.blob import ExponentialRetry
 
         # the SDK logs requests at INFO (secrets redacted); keep -v about hostkit
         logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(
             logging.WARNING)
         options = {"connection_timeout": self.settings.connect_timeout,
                    "read_timeout": self.settings.read_timeout,
-                   "retry_policy": ExponentialRetry(initial_backoff=1, increment_base=2,
+                   "retry_policy": aio.ExponentialRetry(initial_backoff=1, increment_base=2,
                                                     retry_total=2, random_jitter_range=1),
                    "max_single_get_size": 64 << 20, "max_chunk_get_size": 8 << 20}
         conf, display = self.conf, loc.identifier()
+        if conf.anonymous and conf.endpoint:
+            return aio.BlobServiceClient(conf.endpoint, credential=None, **options)
         if conf.connection_string:
             try:
                 return aio.BlobServiceClient.from_connection_string(conf.connection_string,
@@ -207,11 +208,8 @@ class AzureStore(Store):
                 hint="set AZURE_STORAGE_CONNECTION_STRING, or AZURE_STORAGE_ACCOUNT_NAME with "
                      "AZURE_STORAGE_ACCOUNT_KEY or AZURE_STORAGE_SAS_TOKEN (or an Azure login "
                      "for azure-identity)", identifier=display)
-        url = conf.endpoint
-        credential = None
-        if conf.anonymous:
-            credential = None
-        elif key := os.environ.get("AZURE_STORAGE_ACCOUNT_KEY"):
+        url, credential = conf.endpoint, None
+        if key := os.environ.get("AZURE_STORAGE_ACCOUNT_KEY"):
             credential = {"account_name": conf.account, "account_key": key}
         elif sas := os.environ.get("AZURE_STORAGE_SAS_TOKEN"):
             url = f"{url}?{sas.lstrip('?')}"
@@ -292,8 +290,7 @@ class AzureStore(Store):
         from azure.core import MatchConditions
         from azure.storage.blob import BlobBlock
 
-        condition = {"etag": "*", "match_condition": MatchConditions.IfMissing} \
-            if if_absent else {}
+        condition = {"match_condition": MatchConditions.IfMissing} if if_absent else {}
         try:
             resp = await upload["blob"].commit_block_list(
                 [BlobBlock(block_id=b) for b in parts], metadata={"sha256": sha256},
@@ -321,7 +318,8 @@ class AzureStore(Store):
         from azure.core import exceptions as ax
 
         display, where = loc.identifier(), self.conf.endpoint
-        code = str(getattr(exc, "error_code", None) or "")
+        code = getattr(exc, "error_code", None) or ""
+        code = str(getattr(code, "value", code))  # the SDK gives a StorageErrorCode enum
         status = getattr(exc, "status_code", None)
         if isinstance(exc, ax.ClientAuthenticationError) and status is None:
             return CredentialsNeeded(  # azure-identity found no login
