@@ -5,8 +5,11 @@
 1. Warm resolve throughput: ``POST /v1/resolve`` (identifier + sha256, blob cached)
    with ``wrk -t1 -c32`` (a Lua script makes the POST) vs a bare aiohttp handler
    returning a small JSON body, also under ``wrk -t1 -c32``. Both servers are one
-   process with one event loop and no access log. Target: >= 0.6x the bare
-   handler's requests/s, and p99 < 10 ms.
+   process with one event loop and no access log (the daemon writes its JSON
+   request log to a file). With taskset, servers run on the last CPU and wrk on
+   the first. Target: >= 0.6x the bare handler's requests/s, and p99 < 10 ms.
+   Server CPU time per request is reported too: the same comparison, less
+   sensitive to whatever else the machine is doing.
 2. Blob serving: ``GET /v1/blobs/{sha256}`` of a 1 GiB blob vs nginx serving the
    same file (sendfile on), each fetched with ``curl -o /dev/null``. Target >= 0.8x.
 3. Single flight: 64 concurrent cold ``POST /v1/resolve`` of a 256 MiB file from
@@ -93,12 +96,24 @@ def wait_http(url: str, timeout: float = 20.0) -> None:
     raise SystemExit(f"{url} did not answer within {timeout:.0f} s")
 
 
+def pinned(argv: list[str], cpu: int | None) -> list[str]:
+    """``argv`` pinned to one CPU with taskset (servers on the last, wrk on the first)."""
+    if cpu is None or shutil.which("taskset") is None or (os.cpu_count() or 1) < 2:
+        return argv
+    return ["taskset", "-c", str(cpu), *argv]
+
+
+SERVER_CPU = (os.cpu_count() or 1) - 1
+LOAD_CPU = 0
+
+
 class Proc:
     """A server subprocess stopped by its own pid."""
 
     def __init__(self, argv, *, env=None, log: Path | None = None):
         self.log = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115
-        self.proc = subprocess.Popen(argv, env={**os.environ, **(env or {})},
+        # taskset execs the server, so the pid is the server's own
+        self.proc = subprocess.Popen(pinned(argv, SERVER_CPU), env={**os.environ, **(env or {})},
                                      stdout=self.log, stderr=self.log)
 
     def stop(self) -> None:
@@ -137,7 +152,8 @@ def cpu_seconds(pid: int) -> float:
 
 def wrk(url: str, seconds: float, script: Path, pid: int) -> tuple[float, float, float]:
     """(requests/s, p99 ms, server CPU µs per request) from ``wrk -t1 -c32 --latency``."""
-    argv = ["wrk", "-t1", "-c32", f"-d{seconds:g}s", "--latency", "-s", str(script), url]
+    argv = pinned(["wrk", "-t1", "-c32", f"-d{seconds:g}s", "--latency", "-s", str(script), url],
+                  LOAD_CPU)
     cpu0 = cpu_seconds(pid)
     out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
     cpu = cpu_seconds(pid) - cpu0
@@ -298,8 +314,11 @@ def report(r: dict, args) -> None:
     def ok(good: bool) -> str:
         return "ok" if good else "MISSED"
 
+    pin = (f"; servers pinned to CPU {SERVER_CPU}, wrk to CPU {LOAD_CPU}"
+           if pinned(["x"], 0) != ["x"] else "")
     print(f"\nload generator: wrk -t1 -c32 ({args.seconds:g} s per run), "
-          f"{args.rounds} alternating rounds, medians; machine load {os.getloadavg()[0]:.2f}")
+          f"{args.rounds} alternating rounds, medians{pin}; "
+          f"machine load {os.getloadavg()[0]:.2f}")
     print("\n1. warm POST /v1/resolve (32 connections)")
     print(f"   bare aiohttp handler : {med(w['bare_rps']):8.0f} req/s   p99 "
           f"{med(w['bare_p99_ms']):6.2f} ms   runs {[round(x) for x in w['bare_rps']]}")
@@ -310,7 +329,7 @@ def report(r: dict, args) -> None:
     cpu_ratio = med(w["bare_cpu_us"]) / med(w["daemon_cpu_us"])
     print(f"   server CPU per request: bare {med(w['bare_cpu_us']):.0f} µs, daemon "
           f"{med(w['daemon_cpu_us']):.0f} µs -> {cpu_ratio:.2f}x (the same comparison, "
-          "insensitive to other load on the machine)")
+          "less sensitive to other load on the machine)")
     print(f"\n2. GET of a {args.big_mib} MiB blob (curl -o /dev/null)")
     print(f"   nginx                : {size / med(b['nginx_s']) / 2**20:8.0f} MiB/s   "
           f"runs {[round(x, 3) for x in b['nginx_s']]} s")

@@ -115,6 +115,7 @@ async def _serve(settings, address: Address, token: str | None, grace: float) ->
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig.name)
     state = app[STATE]
+    logs.attach(loop)
     logs.event("listening", url=url, pid=os.getpid(), cache=str(state.resolver.cache.root),
                auth=token is not None)
     try:
@@ -125,6 +126,7 @@ async def _serve(settings, address: Address, token: str | None, grace: float) ->
             loop.remove_signal_handler(sig)
         if address.path is not None:
             _remove_socket(address.path, inode)
+        logs.attach(None)  # writes what is queued
     return 0
 
 
