@@ -264,12 +264,12 @@ def _identifier(data: dict, where: str = "") -> str:
     return identifier
 
 
-def _item(resolver: Resolver, identifier: str, expected: str | None) -> Item:
+def _item(resolver: Resolver, identifier: str, expected: str | None, **options) -> Item:
     """Validate an identifier and hash without I/O (UsageError subclasses -> 400)."""
     if expected is not None:
         parse_hash(expected)
     remote = resolver.remote_for(parse_identifier(identifier))
-    return Item(identifier, expected, remote.display)
+    return Item(identifier, expected, remote.display, options=options)
 
 
 # -- handlers ------------------------------------------------------------------------
@@ -298,7 +298,9 @@ async def resolve(request: web.Request) -> web.Response:
     require_hash = _field(data, "require_hash", bool)
     resolver = state.resolver
     if wait is False:
-        job = state.jobs.submit("resolve", [_item(resolver, identifier, expected)])
+        item = _item(resolver, identifier, expected, offline=offline,
+                     require_hash=require_hash)
+        job = state.jobs.submit("resolve", [item])
         request[LOG]["job"] = job.id
         return web.json_response({"job": job.id, "state": job.state, "href": f"/v1/jobs/{job.id}"},
                                  status=202)

@@ -35,6 +35,7 @@ class Item:
     error: dict | None = None
     bytes_total: int | None = None
     bytes_done: int = 0
+    options: dict = field(default_factory=dict)  # offline / require_hash for the resolver
 
     def to_dict(self, downloads) -> dict:
         """JSON form; running items read live progress from the download tracker."""
@@ -138,7 +139,8 @@ class Jobs:
             started = time.monotonic()
             try:
                 resolved = await self.resolver.resolve(item.identifier, item.hash,
-                                                       progress=self.downloads.progress())
+                                                       progress=self.downloads.progress(),
+                                                       **item.options)
             except HostkitError as exc:
                 item.state, item.error = "failed", exc.to_dict()
                 self.observe(time.monotonic() - started, "error", exc.kind)
