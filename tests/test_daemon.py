@@ -535,6 +535,26 @@ def test_sigterm_after_the_grace_period_leaves_no_entry_and_resumes_later(tmp_pa
     assert gated.gets("grace.bin")[-1].range == f"bytes={kept}-"
 
 
+def test_a_second_signal_skips_the_grace_period(tmp_path, gated):
+    sha = gated.add("twice.bin", payload(1_000_000, 22))
+    gated.hold("twice.bin")
+    d = DaemonProcess(tmp_path, "--grace", "120", env=_cache_env(tmp_path, "twcache"))
+    try:
+        thread, out = _in_background(call_json, d.url, "POST", "/v1/resolve",
+                                     {"identifier": gated.file_url("twice.bin"), "hash": sha})
+        gated.wait_started("twice.bin")
+        d.signal(signal.SIGTERM)
+        wait_until(lambda: d.events("draining"), what="the daemon to start draining")
+        d.signal(signal.SIGINT)
+        assert d.wait(15) == 0  # well before the 120 s grace period
+        thread.join(15)
+        assert out[0][0] == 503 and out[0][1]["error"] == "shutting_down"
+    finally:
+        d.stop()
+        gated.release("twice.bin")
+    assert d.events("stopped")[0]["cancelled"] == 1
+
+
 def test_kill_9_then_restart_on_the_same_socket_recovers(tmp_path, gated):
     data = payload(4_000_000, 16)
     sha = gated.add("k9.bin", data)
