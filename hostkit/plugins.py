@@ -26,8 +26,7 @@ class LoadedPlugins:
     def backends(self) -> list[tuple[str, BackendInfo]]:
         """``(plugin name, info)`` for every backend, in registration order."""
         out = []
-        for plugin in self.manager.get_plugins():
-            name = self.manager.get_name(plugin)
+        for name, plugin in self.manager.list_name_plugin():  # registration order: stable
             impl = getattr(plugin, "hostkit_backends", None)
             if impl is None:
                 continue

@@ -20,6 +20,7 @@ import asyncio
 import logging
 import random
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,6 +37,7 @@ from .errors import (
 )
 from .hashes import CONTENT_ALG, Digest, hash_file, parse_hash
 from .identifiers import Ref, parse_identifier
+from .redact import redact_url
 from .remote import Context, Remote, RemoteInfo
 from .results import Progress, Resolved
 
@@ -96,7 +98,7 @@ class Resolver:
                                identifier=ref.identifier)
         looked = time.time()
         if digest and (blob := self._blob_for(digest)):
-            return self._hit(blob, ref.identifier, verified=True)
+            return self._hit(blob, redact_url(ref.identifier), verified=True)
         remote = self.remote_for(ref)
         entry = self.cache.entry(remote.cache_key)
         if entry and (hit := await self._cached(remote, entry, digest, offline)):
@@ -105,22 +107,36 @@ class Resolver:
             raise OfflineMiss(f"{remote.display} is not in the cache and offline mode is on",
                               hint="resolve it once while online, or unset HOSTKIT_OFFLINE",
                               identifier=ref.identifier)
-        task = self._inflight.get(remote.cache_key)
-        if task is None:
-            task = asyncio.ensure_future(self._download(remote, digest, progress, looked))
-            self._inflight[remote.cache_key] = task
-            task.add_done_callback(lambda _t: self._inflight.pop(remote.cache_key, None))
-        else:
-            log.debug("joining the download already running for %s", remote.display)
-        # shield: one caller giving up must not cancel the download others wait for
-        resolved = await asyncio.shield(task)
-        if digest and resolved.digests.get(digest.alg) != digest.hex:
-            # joined a download started with another (or no) expected hash
+        while True:
+            task = self._inflight.get(remote.cache_key)
+            joined = task is not None
+            if task is None:
+                task = asyncio.ensure_future(self._download(remote, digest, progress, looked))
+                task.expected = digest  # type: ignore[attr-defined]
+                self._inflight[remote.cache_key] = task
+                task.add_done_callback(lambda t, key=remote.cache_key: self._forget(key, t))
+            else:
+                log.debug("joining the download already running for %s", remote.display)
+            try:
+                # shield: one caller giving up must not cancel the download others wait for
+                resolved = replace(await asyncio.shield(task))
+            except HashMismatch:
+                if joined and task.expected != digest:  # type: ignore[attr-defined]
+                    continue  # the other caller's hash was wrong, not ours: fetch for us
+                raise
+            break
+        if digest:  # the download may have been started with another (or no) expected hash
             found = resolved.digests.get(digest.alg) or self._digest_of(resolved, digest.alg)
             if found != digest.hex:
                 raise HashMismatch(remote.display, str(digest), f"{digest.alg}:{found}")
             resolved.verified = True
         return resolved
+
+    def _forget(self, key: str, task: asyncio.Task) -> None:
+        if self._inflight.get(key) is task:
+            del self._inflight[key]
+        if not task.cancelled():
+            task.exception()  # retrieved: a failure nobody waits for is not "never retrieved"
 
     def remote_for(self, ref: Ref | str) -> Remote:
         """The backend's Remote for an identifier; UnknownScheme if none accepts it."""

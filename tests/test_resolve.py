@@ -243,3 +243,29 @@ def test_cancelled_waiter_does_not_cancel_shared_download(resolver, origin):
 
     assert asyncio.run(go()).sha256 == sha
     assert len(origin.gets("/slow/c.bin")) == 1
+
+
+def test_a_wrong_hash_does_not_fail_callers_who_joined_without_it(resolver, origin):
+    sha = origin.add("j.bin", data(400_000, 16))
+    url = f"{origin.url}/slow/j.bin"
+
+    async def go():
+        try:
+            wrong = asyncio.ensure_future(resolver.resolve(url, "0" * 64))
+            await asyncio.sleep(0.05)
+            plain = asyncio.ensure_future(resolver.resolve(url))
+            right = asyncio.ensure_future(resolver.resolve(url, sha))
+            return await asyncio.gather(wrong, plain, right, return_exceptions=True)
+        finally:
+            await resolver.context.aclose()
+
+    wrong, plain, right = asyncio.run(go())
+    assert isinstance(wrong, errors.HashMismatch)
+    assert plain.sha256 == sha and right.sha256 == sha and right.verified
+
+
+def test_hash_hit_never_echoes_credentials_in_the_identifier(resolver, origin):
+    sha = origin.add("cred.bin", data(100, 17))
+    resolve(resolver, f"{origin.url}/f/cred.bin", sha)
+    got = resolve(resolver, f"{origin.url}/f/cred.bin?X-Amz-Signature=SECRETSIG", sha)
+    assert got.cached and "SECRETSIG" not in got.identifier
