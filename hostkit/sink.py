@@ -216,6 +216,9 @@ class PartialDownload:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
     def _close(self) -> None:
+        while self._pending:  # after a failed write the rest are not awaited: retrieve them
+            self._pending.popleft().add_done_callback(
+                lambda f: f.cancelled() or f.exception())
         for pool in (self._pool, self._hash_pool):
             pool.shutdown(wait=True)  # no thread may outlive the fd
         if self._fd >= 0:
