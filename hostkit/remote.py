@@ -131,6 +131,7 @@ class Context:
 
             self._http = aiohttp.ClientSession(
                 auto_decompress=False,  # the bytes on the wire are the bytes we hash
+                trust_env=True,  # HTTP(S)_PROXY / NO_PROXY, as curl and requests honour them
                 read_bufsize=1 << 20,
                 timeout=aiohttp.ClientTimeout(total=None,
                                               connect=self.settings.connect_timeout,
