@@ -127,6 +127,9 @@ class Synapse:
         self.signatures: dict[str, str] = {}  # X-Amz-Signature -> file handle id
         self.uploads: dict[str, Upload] = {}
         self.cut_once: set[str] = set()  # file handle ids whose next GET hangs up early
+        #: statuses the storage route answers next, per file handle id (it is not Synapse:
+        #: hostkit, not synapseclient, fetches from it, so 5xx here is safe)
+        self.storage_fail: dict[str, list[int]] = {}
         self._next = Counter({"entity": 2000, "handle": 90000, "upload": 1})
         self._lock = threading.Lock()
         self.project = self._entity("hostkit-project", PROJECT, None).id
@@ -291,6 +294,9 @@ def _app(syn: Synapse) -> web.Application:  # noqa: C901 (one route table)
         if syn.signatures.get(request.query.get("X-Amz-Signature", "")) != fh_id:
             return web.Response(status=403, text="<Error><Code>SignatureDoesNotMatch</Code>"
                                 "</Error>", content_type="application/xml")
+        if syn.storage_fail.get(fh_id):
+            return web.Response(status=syn.storage_fail[fh_id].pop(0), text="<Error/>",
+                                content_type="application/xml")
         data = syn.handles[fh_id].data
         start, status = 0, 200
         headers = {"Content-Type": "application/octet-stream", "Accept-Ranges": "bytes",

@@ -223,8 +223,9 @@ class SynapseClient:
         self.logged_in = False
         self.username: str | None = None
 
-    def client(self):
-        """The logged-in (or anonymous) ``synapseclient.Synapse``."""
+    def client(self, what: str = "Synapse"):
+        """The logged-in (or anonymous) ``synapseclient.Synapse``; ``what`` names the caller's
+        identifier in a login error."""
         with self._lock:
             if self._syn is not None:
                 return self._syn
@@ -242,7 +243,9 @@ class SynapseClient:
             # the resolver retries and resumes itself: keep the client's own retries short
             syn.hostkit_retry = {"retries": 2, "wait": self.settings.backoff,
                                  "max_wait": self.settings.max_backoff, "back_off": 2}
-            syn.multi_threaded = False
+            syn.hostkit_retry_async = {"retry_base_wait": self.settings.backoff,
+                                       "retry_max_back_off": self.settings.max_backoff,
+                                       "retry_max_wait_before_failure": 60.0}
             try:
                 syn.login(silent=True)
                 self.logged_in = True
@@ -252,29 +255,29 @@ class SynapseClient:
             except SynapseAuthenticationError as exc:
                 if _status_of(exc) in (401, 403):
                     raise CredentialsRefused(
-                        f"{self.conf.where()} refused the access token from "
+                        f"{what}: {self.conf.where()} refused the access token from "
                         f"{_token_source(self.conf)} ({_status_of(exc)})",
-                        hint="the token is wrong, expired or revoked; " + _token_hint(self.conf)
-                    ) from None
+                        hint="the token is wrong, expired or revoked; " + _token_hint(self.conf),
+                        identifier=what) from None
                 raise CredentialsNeeded(
-                    f"Synapse login failed: {_message(exc)}",
-                    hint=_token_hint(self.conf)) from None
+                    f"{what}: Synapse login failed: {_message(exc)}",
+                    hint=_token_hint(self.conf), identifier=what) from None
             self._syn = syn
             return syn
 
-    def bundle(self, entity_id: str, version: int | None) -> dict:
+    def bundle(self, entity_id: str, version: int | None, what: str) -> dict:
         """The entity bundle (entity, file handles, restrictions), as ``syn.get`` asks for it."""
-        syn = self.client()
+        syn = self.client(what)
         uri = f"/entity/{entity_id}/version/{version}/bundle2" if version \
             else f"/entity/{entity_id}/bundle2"
         return syn.restPOST(uri, body=json.dumps(_BUNDLE_REQUEST))
 
-    def presigned(self, file_handle_id: str, entity_id: str) -> dict:
+    def presigned(self, file_handle_id: str, entity_id: str, what: str) -> dict:
         """``fileHandle/batch`` with a presigned URL for the entity's file handle."""
         from synapseclient.api import get_file_handle_for_download
 
         return get_file_handle_for_download(file_handle_id, entity_id, "FileEntity",
-                                            synapse_client=self.client())
+                                            synapse_client=self.client(what))
 
     def close(self) -> None:
         syn, self._syn = self._syn, None
@@ -296,6 +299,7 @@ def _client_class():
 
     Left alone the client retries 429/5xx and connection errors for about 30
     minutes (60 tries), login included; hostkit retries (and resumes) itself.
+    Its async calls (the upload) give up after 60 s of retries instead of 20 minutes.
     """
     global _CLIENT_CLASS
     if _CLIENT_CLASS is None:
@@ -303,11 +307,14 @@ def _client_class():
 
         class HostkitSynapse(Synapse):
             hostkit_retry: dict = {}
+            hostkit_retry_async: dict = {}
 
             def _build_retry_policy(self, retryPolicy=None):  # noqa: N803 (the client's name)
-                policy = super()._build_retry_policy(retryPolicy or {})
-                policy.update(self.hostkit_retry)
-                return policy
+                return {**super()._build_retry_policy(retryPolicy or {}), **self.hostkit_retry}
+
+            def _build_retry_policy_async(self, retry_policy=None):
+                return {**super()._build_retry_policy_async(retry_policy or {}),
+                        **self.hostkit_retry_async}
 
         _CLIENT_CLASS = HostkitSynapse
     return _CLIENT_CLASS
@@ -447,7 +454,8 @@ class SynapseRemote(Remote):
         if (not fresh and self._meta is not None
                 and time.monotonic() - self._meta.fetched < _META_TTL):
             return self._meta
-        bundle = await self._call(self.client.bundle, self.entity_id, self.version)
+        bundle = await self._call(self.client.bundle, self.entity_id, self.version,
+                                  self.display)
         self._meta = self._parse_bundle(bundle)
         return self._meta
 
@@ -492,7 +500,8 @@ class SynapseRemote(Remote):
         info = RemoteInfo(**vars(meta.info))
         if not offset or validator != info.validator:
             offset = 0
-        answer = await self._call(self.client.presigned, meta.file_handle_id, self.entity_id)
+        answer = await self._call(self.client.presigned, meta.file_handle_id, self.entity_id,
+                                  self.display)
         url = answer.get("preSignedURL")
         if not url:
             raise no_access(self.display, self.client) if answer.get("failureCode") \
@@ -649,7 +658,7 @@ class SynapseUploader(Uploader):
         """Blocking: find an existing entity of that name, compare, store (a new version)."""
         from synapseclient.models import File
 
-        syn = client.client()
+        syn = client.client(self.display)
         if not client.logged_in:
             raise CredentialsNeeded(f"uploading to {self.display} needs a Synapse token",
                                     hint=_token_hint(self.conf), identifier=self.display)
