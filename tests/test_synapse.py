@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -284,12 +285,16 @@ def test_upload_round_trip(resolver, synapse, monkeypatch, tmp_path):
 
     same = upload(fresh(resolver), source, f"synapse:{folder}")
     assert (same.identifier, same.created) == (first.identifier, False)
+    stamp = source.stat()
     source.write_bytes(data(210_000, 28))
+    # same mtime as the uploaded bytes: synapseclient's own cache would call it unchanged
+    os.utime(source, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
     with pytest.raises(errors.UsageError) as info:
         upload(fresh(resolver), source, f"synapse:{folder}")
     assert "--overwrite" in info.value.hint
     second = upload(fresh(resolver), source, f"synapse:{folder}", overwrite=True)
     assert (second.identifier, second.created) == (f"synapse:{sid}.2", True)
+    assert synapse.handle_of(sid).data == data(210_000, 28)
     assert resolve(fresh(resolver), f"synapse:{sid}.1").path.read_bytes() == data(200_000, 27)
     named = upload(fresh(resolver), source, f"synapse:{folder}", content_addressed=True)
     assert synapse.child(folder, named.sha256) is not None

@@ -246,6 +246,7 @@ class SynapseClient:
             syn.hostkit_retry_async = {"retry_base_wait": self.settings.backoff,
                                        "retry_max_back_off": self.settings.max_backoff,
                                        "retry_max_wait_before_failure": 60.0}
+            syn.cache = _no_cache_class()(self.conf.cache_root)
             try:
                 syn.login(silent=True)
                 self.logged_in = True
@@ -318,6 +319,32 @@ def _client_class():
 
         _CLIENT_CLASS = HostkitSynapse
     return _CLIENT_CLASS
+
+
+_NO_CACHE_CLASS = None
+
+
+def _no_cache_class():
+    """synapseclient's file cache, made to remember nothing.
+
+    hostkit keeps its own cache, and the client's judges a local file unchanged
+    when its mtime matches to the second (``Cache.contains`` never looks at the
+    bytes): a file rewritten within a second of its last upload would be
+    "stored" again as the old file handle.
+    """
+    global _NO_CACHE_CLASS
+    if _NO_CACHE_CLASS is None:
+        from synapseclient.core.cache import Cache
+
+        class NoCache(Cache):
+            def contains(self, file_handle_id, path) -> bool:
+                return False
+
+            def add(self, file_handle_id, path, md5=None) -> dict:
+                return {}
+
+        _NO_CACHE_CLASS = NoCache
+    return _NO_CACHE_CLASS
 
 
 def client_for(context, conf: SynapseConfig) -> SynapseClient:
