@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -174,6 +175,7 @@ def test_no_download_permission_with_a_token_is_refused(resolver, synapse, monke
     with pytest.raises(errors.CredentialsRefused) as info:
         resolve(resolver, f"synapse:{sid}")
     assert "hostkit-tester" in info.value.message and "request access" in info.value.hint
+    assert "access requirements" in info.value.message
 
 
 def test_missing_entity_and_version_are_not_found(resolver, synapse):
@@ -241,6 +243,14 @@ def test_missing_extra_names_it(resolver, synapse, monkeypatch):
     with pytest.raises(errors.UsageError) as info:
         resolve(resolver, "synapse:syn123")
     assert "pip install 'hostkit[synapse]'" in str(info.value)
+
+
+def test_backend_imports_no_synapseclient():
+    code = ("import sys, hostkit_backends.synapse\n"
+            "print('synapseclient' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    assert out.strip() == "False"
 
 
 # -- the CLI: secrets never printed -----------------------------------------------------

@@ -500,7 +500,9 @@ class SynapseRemote(Remote):
                        if str(h.get("id")) == fh_id), None)
         if not fh_id or handle is None:
             # no matching file handle: the caller may see the entity but not download it
-            raise no_access(self.display, self.client)
+            unmet = (bundle.get("restrictionInformation") or {}).get("hasUnmetAccessRequirement")
+            raise no_access(self.display, self.client, reason="it has access requirements "
+                            "you have not met" if unmet else None)
         digests = {}
         md5 = str(handle.get("contentMd5") or "").lower()
         if re.fullmatch(r"[0-9a-f]{32}", md5):
@@ -547,13 +549,22 @@ class SynapseRemote(Remote):
 
         session = await self.context.http_session()
         host = _host(url)
-        headers = {"Accept-Encoding": "identity"}  # no Authorization: the URL is signed
-        if offset:
-            headers["Range"] = f"bytes={offset}-"
-        try:
-            resp = await session.get(URL(url, encoded=True), headers=headers, max_redirects=5)
-        except Exception as exc:
-            raise self._network_error(exc, host) from None
+
+        async def get(offset: int):
+            headers = {"Accept-Encoding": "identity"}  # no Authorization: the URL is signed
+            if offset:
+                headers["Range"] = f"bytes={offset}-"
+            try:
+                return await session.get(URL(url, encoded=True), headers=headers,
+                                         max_redirects=5)
+            except Exception as exc:
+                raise self._network_error(exc, host) from None
+
+        resp = await get(offset)
+        if resp.status == 416 and offset:  # nothing past offset (stale partial): start over
+            resp.release()
+            offset = 0
+            resp = await get(0)
         try:
             start = 0
             if resp.status == 206:
@@ -565,12 +576,12 @@ class SynapseRemote(Remote):
                         f"{start if start >= 0 else '?'}", identifier=self.display,
                         hint="the storage host ignored the range; try again")
             elif resp.status != 200:
-                await self._refuse(resp, host, offset)
+                await self._refuse(resp, host)
             yield resp, start
         finally:
             resp.release()
 
-    async def _refuse(self, resp, host: str, offset: int):
+    async def _refuse(self, resp, host: str):
         status = resp.status
         where = f"{self.display}: the storage host {host} answered {status}"
         if status in (400, 401, 403):
@@ -582,9 +593,6 @@ class SynapseRemote(Remote):
             raise NotFound(f"{where}: the file is missing from its storage",
                            identifier=self.display,
                            hint="the file's storage lost it; tell the entity's owner")
-        if status == 416 and offset:
-            raise TransientError(f"{where} (range past the end)", identifier=self.display,
-                                 hint="try again; the download starts over")
         if status == 429 or status >= 500:
             raise TransientError(where, identifier=self.display,
                                  hint="the storage host is busy or failing; try again later")
