@@ -244,6 +244,64 @@ def test_same_bucket_and_key_on_two_endpoints_never_collide(s3env, seaweed):
         other.stop()
 
 
+def test_aws_bucket_in_another_region_is_asked_there(monkeypatch, tmp_path):
+    """On AWS a HEAD answered with another x-amz-bucket-region is signed again for that region."""
+    import asyncio
+    import threading
+
+    from aiohttp import web
+    from hostkit_backends import s3
+
+    data = os.urandom(3 * MiB)
+    etag = '"' + hashlib.md5(data).hexdigest() + '"'
+    seen: list[tuple[str, str, str]] = []
+
+    async def handler(request):
+        region = request.match_info["region"]
+        seen.append((request.method, region, request.headers.get("Authorization", "")))
+        if region != "eu-west-1":
+            return web.Response(status=301, headers={"x-amz-bucket-region": "eu-west-1"})
+        if request.method == "HEAD":
+            return web.Response(headers={"ETag": etag, "Content-Length": str(len(data))})
+        assert request.headers["If-Match"] == etag
+        first, last = map(int, request.headers["Range"].removeprefix("bytes=").split("-"))
+        return web.Response(status=206, body=data[first:last + 1], headers={
+            "Content-Range": f"bytes {first}-{last}/{len(data)}", "ETag": etag})
+
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+    app = web.Application()
+    app.router.add_route("*", "/{region}/{bucket}/{key:.*}", handler)
+    runner = web.AppRunner(app)
+    port = free_port()
+
+    async def start():
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+
+    asyncio.run_coroutine_threadsafe(start(), loop).result(10)
+    try:
+        fx._clear_cloud_env(monkeypatch, tmp_path)
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", KEY)
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+        monkeypatch.setenv("HOSTKIT_PART_SIZE", str(1 * MiB))
+        monkeypatch.setattr(s3, "_aws_base",
+                            lambda bucket, region: f"http://127.0.0.1:{port}/{region}/{bucket}/")
+        resolved, _ = resolve("s3://some-bucket/dir/file.bin", sha(data))
+        assert resolved.sha256 == sha(data) and resolved.digests["md5"] == etag.strip('"')
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+    # asked once in the default region, then only where the bucket is, signed for it
+    assert [(m, r) for m, r, _ in seen[:2]] == [("HEAD", "us-east-1"), ("HEAD", "eu-west-1")]
+    assert {(m, r) for m, r, _ in seen[2:]} == {("GET", "eu-west-1")} and len(seen) == 5
+    assert all("/eu-west-1/s3/aws4_request" in auth for _, r, auth in seen if r == "eu-west-1")
+    monkeypatch.undo()  # the real URLs: virtual-hosted unless the bucket name has dots
+    assert s3._aws_base("my-bucket", "eu-west-1") == "https://my-bucket.s3.eu-west-1.amazonaws.com/"
+    assert s3._aws_base("my.dotted.bucket", "us-east-1") == \
+        "https://s3.amazonaws.com/my.dotted.bucket/"
+
+
 # -- s3: errors ---------------------------------------------------------------------------
 
 
@@ -314,7 +372,8 @@ def test_minio_speaks_https_unless_the_host_is_listed(s3env, seaweed, monkeypatc
 
 
 def test_missing_extra_names_the_pip_install():
-    code = ("import sys; sys.modules['s3fs'] = None\n"
+    # hostkit[s3] not installed: neither s3fs (uploads) nor botocore (downloads) imports
+    code = ("import sys; sys.modules['s3fs'] = sys.modules['botocore'] = None\n"
             "from hostkit.cli import main\n"
             "sys.exit(main(['resolve', 's3://some-bucket/key.bin']))\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

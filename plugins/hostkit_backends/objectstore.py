@@ -511,27 +511,43 @@ class HttpStatus(Exception):
         self.body = body
 
 
-async def ranged_get(context, url: str, start: int, end: int, *, headers=None,
-                     ssl=True) -> AsyncIterator[bytes]:
-    """Stream bytes ``[start, end)`` of ``url`` through the resolver's pooled aiohttp session.
+@contextlib.asynccontextmanager
+async def http_request(context, method: str, url: str, *, headers=None, ssl=True):
+    """One request through the resolver's pooled aiohttp session, URL sent as given.
 
-    The object stores sign the URL (S3 presigning) or pass auth ``headers``
-    (GCS); the bytes then arrive through the same tuned session as any direct
-    link. Raises :class:`HttpStatus` for an answer that is not the asked part.
-    The URL may carry a signature: it never goes into a message.
+    The URL is already percent-encoded (it may be signed: it must go out byte
+    for byte), proxies come from the environment, redirects are not followed.
     """
     from aiohttp.helpers import get_env_proxy_for_url
     from yarl import URL
 
     session = await context.http_session()
-    request_headers = {"Range": f"bytes={start}-{end - 1}", "Accept-Encoding": "identity",
-                       **(headers or {})}
     target = URL(url, encoded=True)
     proxy = proxy_auth = None
     with contextlib.suppress(LookupError):
         proxy, proxy_auth = get_env_proxy_for_url(target)
-    async with session.get(target, headers=request_headers, ssl=ssl, proxy=proxy,
-                           proxy_auth=proxy_auth, allow_redirects=False) as resp:
+    async with session.request(method, target, headers=headers, ssl=ssl, proxy=proxy,
+                               proxy_auth=proxy_auth, allow_redirects=False) as resp:
+        yield resp
+
+
+def range_headers(start: int, end: int) -> dict[str, str]:
+    """The headers of a ranged read of bytes ``[start, end)`` (no content coding)."""
+    return {"Range": f"bytes={start}-{end - 1}", "Accept-Encoding": "identity"}
+
+
+async def ranged_get(context, url: str, start: int, end: int, *, headers=None,
+                     ssl=True) -> AsyncIterator[bytes]:
+    """Stream bytes ``[start, end)`` of ``url`` through the resolver's pooled aiohttp session.
+
+    The object stores sign the request (S3: SigV4 headers over the same Range)
+    or pass auth ``headers`` (GCS); the bytes then arrive through the same tuned
+    session as any direct link. Raises :class:`HttpStatus` for an answer that
+    is not the asked part. The URL may carry a signature: it never goes into a
+    message.
+    """
+    request_headers = {**range_headers(start, end), **(headers or {})}
+    async with http_request(context, "GET", url, headers=request_headers, ssl=ssl) as resp:
         whole = resp.status == 200 and start == 0 and resp.content_length == end
         if resp.status != 206 and not whole:
             body = await resp.content.read(4096)
@@ -543,7 +559,6 @@ async def ranged_get(context, url: str, start: int, end: int, *, headers=None,
                                     hint="the server ignored the range; try again")
         async for chunk in resp.content.iter_any():
             yield chunk
-
 
 
 def env_true(name: str) -> bool:

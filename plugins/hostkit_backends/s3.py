@@ -17,7 +17,9 @@ no keys in the environment and no ``AWS_PROFILE`` uses the profile whose
 ``endpoint_url`` names that host. ``HOSTKIT_S3_ANONYMOUS=1`` sends unsigned
 requests (public buckets).
 
-The client is s3fs's aiobotocore client, imported on first use (``hostkit[s3]``).
+Downloads need only botocore (``hostkit[s3]``): its credential chain and
+SigV4 signer sign a HEAD and ranged GETs sent through the resolver's pooled
+aiohttp session. Uploads use s3fs's aiobotocore client, imported on first use.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from hostkit.errors import (
     BackendError,
@@ -55,7 +57,9 @@ from .objectstore import (
     ObjectUploader,
     Store,
     env_true,
+    http_request,
     network_error,
+    range_headers,
     ranged_get,
     require,
     store_for,
@@ -280,7 +284,14 @@ def _profile_for_host(cfg, host: str) -> str | None:
 
 
 class S3Store(Store):
-    """Requests to one S3 endpoint through s3fs's aiobotocore client."""
+    """Requests to one S3 endpoint.
+
+    Reads (HEAD, ranged GETs) are signed with botocore's SigV4 signer and
+    credential chain and go through the resolver's pooled aiohttp session: no
+    client, no service model, nothing of s3fs or aiobotocore is loaded to
+    download. Writes (uploads, tags) use s3fs's aiobotocore client, made on
+    first use.
+    """
 
     def __init__(self, conf: S3Config, context):
         self.conf = conf
@@ -288,10 +299,14 @@ class S3Store(Store):
         self.settings = context.settings
         self._fs = None
         self._lock = asyncio.Lock()
+        self._signer: _Signer | None = None
+        self._signer_lock = asyncio.Lock()
+        #: AWS: the region of each bucket, once a redirect named it
+        self._regions: dict[str, str] = {}
         self._ssl_context = None
 
     async def client(self, bucket: str, loc: Location | None = None):
-        """The aiobotocore client for ``bucket`` (its region's, on AWS)."""
+        """The aiobotocore client for ``bucket`` (its region's, on AWS); only writes need it."""
         if self._fs is None:
             async with self._lock:
                 if self._fs is None:
@@ -330,16 +345,71 @@ class S3Store(Store):
         if creator is not None:
             await creator.__aexit__(None, None, None)
 
+    # signed requests
+
+    async def _signed(self, loc: Location) -> _Signer:
+        """The signer (credentials found once, in a thread: the chain may do I/O)."""
+        if self._signer is None:
+            async with self._signer_lock:
+                if self._signer is None:
+                    try:
+                        self._signer = await asyncio.to_thread(_Signer.make, self.conf)
+                    except Exception as exc:
+                        raise self._error(exc, loc) from None
+        return self._signer
+
+    def _url(self, loc: Location, region: str, *, version: str | None = None,
+             bucket_only: bool = False) -> str:
+        """The percent-encoded URL of the object (or its bucket), as botocore would send it."""
+        if self.conf.endpoint:
+            base = f"{self.conf.endpoint}/{loc.bucket}/"
+        else:
+            base = _aws_base(loc.bucket, region)
+        if bucket_only:
+            return base
+        query = f"?versionId={quote(version, safe='')}" if version else ""
+        return f"{base}{quote(loc.key, safe='/~')}{query}"
+
+    async def _head(self, loc: Location, *, version: str | None = None,
+                    bucket_only: bool = False):
+        """A signed HEAD of the object (or its bucket): (status, headers).
+
+        On AWS a bucket in another region answers with its region: asked again there.
+        """
+        from hostkit.redact import redact_text
+
+        signer = await self._signed(loc)
+        region = self._regions.get(loc.bucket, signer.region)
+        for _ in range(2):
+            url = self._url(loc, region, version=version, bucket_only=bucket_only)
+            try:
+                async with http_request(self.context, "HEAD", url,
+                                        headers=signer.sign("HEAD", url, {}, region),
+                                        ssl=self._ssl()) as resp:
+                    status, headers = resp.status, resp.headers
+            except HostkitError:
+                raise
+            except Exception as exc:
+                raise self._error(exc, loc) from None
+            moved = headers.get("x-amz-bucket-region")
+            if self.conf.endpoint or not moved or moved == region or status < 300:
+                break
+            log.debug("%s: bucket %s is in %s", redact_text(loc.identifier()), loc.bucket, moved)
+            region = self._regions[loc.bucket] = moved
+        return status, headers
+
     # reading
 
     async def head(self, loc: Location) -> ObjectMeta:
-        client = await self.client(loc.bucket, loc)
-        pin = {"VersionId": loc.version} if loc.version else {}
-        try:
-            resp = await client.head_object(Bucket=loc.bucket, Key=loc.key, **pin)
-        except Exception as exc:
-            raise await self._explain(exc, loc, client) from None
-        return _meta(resp)
+        status, headers = await self._head(loc, version=loc.version)
+        if status != 200:
+            error = self._status_error(str(status), status, loc)
+            if isinstance(error, NotFound) and not getattr(error, "bucket_missing", False):
+                bucket_status, _ = await self._head(loc, bucket_only=True)
+                if bucket_status == 404:
+                    raise self._bucket_missing(loc)
+            raise error
+        return _meta(_head_response(headers))
 
     async def exists(self, loc: Location) -> ObjectMeta | None:
         try:
@@ -350,24 +420,19 @@ class S3Store(Store):
             return None
 
     async def read(self, loc: Location, meta: ObjectMeta, start: int, end: int):
-        """A ranged GET of a presigned URL through the resolver's pooled aiohttp session.
+        """A signed ranged GET through the resolver's pooled aiohttp session.
 
-        Signing is local; the bytes skip botocore's response pipeline, which
-        reads in 64 KiB steps. The read is pinned to the version the HEAD saw,
-        or conditional on its ETag.
+        The read is pinned to the version the HEAD saw, or conditional on its ETag.
         """
-        client = await self.client(loc.bucket, loc)
-        params = {"Bucket": loc.bucket, "Key": loc.key}
-        headers = {}
-        if meta.version:
-            params["VersionId"] = meta.version
-        elif meta.etag:
+        signer = await self._signed(loc)
+        region = self._regions.get(loc.bucket, signer.region)
+        url = self._url(loc, region, version=meta.version)
+        headers = range_headers(start, end)
+        if not meta.version and meta.etag:
             headers["If-Match"] = meta.etag
         try:
-            url = await client.generate_presigned_url("get_object", Params=params,
-                                                      ExpiresIn=3600)
-            async for chunk in ranged_get(self.context, url, start, end, headers=headers,
-                                          ssl=self._ssl()):
+            async for chunk in ranged_get(self.context, url, start, end, ssl=self._ssl(),
+                                          headers=signer.sign("GET", url, headers, region)):
                 yield chunk
         except HttpStatus as exc:
             match = re.search(r"<Code>([^<]+)</Code>", exc.body)
@@ -478,17 +543,6 @@ class S3Store(Store):
 
     # errors
 
-    async def _explain(self, exc: BaseException, loc: Location, client) -> HostkitError:
-        """Like :meth:`_error`, telling a missing bucket from a missing key on a 404."""
-        error = self._error(exc, loc)
-        if isinstance(error, NotFound) and _code(exc) not in ("NoSuchBucket", "NoSuchVersion"):
-            try:
-                await client.head_bucket(Bucket=loc.bucket)
-            except Exception as bucket_exc:
-                if isinstance(self._error(bucket_exc, loc), NotFound):
-                    return self._bucket_missing(loc)
-        return error
-
     def _bucket_missing(self, loc: Location) -> NotFound:
         error = NotFound(f"{loc.identifier()}: there is no bucket {loc.bucket!r} at "
                          f"{self.conf.where}",
@@ -518,7 +572,7 @@ class S3Store(Store):
         if isinstance(exc, bx.ClientError):
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
             return self._status_error(_code(exc), status, loc, reading=reading)
-        if isinstance(exc, bx.SSLError):
+        if isinstance(exc, bx.SSLError) or _tls_failure(exc):
             return Unreachable(f"{display}: TLS with {conf.where} failed",
                                hint="for a server on plain http list its host in "
                                     "HOSTKIT_MINIO_INSECURE_HOSTS (minio://) or use an http:// "
@@ -582,6 +636,88 @@ class S3Store(Store):
                                   hint="run again", identifier=display)
         return BackendError(f"{display}: the server answered {code or status}",
                             hint="run with -v for details", identifier=display)
+
+
+def _tls_failure(exc: BaseException) -> bool:
+    """Whether an aiohttp/ssl failure is the TLS handshake (or certificate) failing."""
+    import ssl
+
+    import aiohttp
+
+    return isinstance(exc, aiohttp.ClientSSLError | ssl.SSLError)
+
+
+class _Signer:
+    """SigV4 headers for S3 requests, from botocore's credential chain (or none: anonymous)."""
+
+    def __init__(self, credentials, region: str):
+        self.credentials = credentials
+        self.region = region
+
+    @classmethod
+    def make(cls, conf: S3Config) -> _Signer:
+        """Find credentials as botocore does (env, profile, SSO, roles); blocking, may do I/O."""
+        if conf.anonymous:
+            return cls(None, conf.region or _default_region())
+        botocore = require("botocore.credentials", "s3", "s3://")
+        if conf.profile is None:
+            # botocore's chain asks the environment first unless a profile is passed:
+            # with keys there, the rest of the chain (and botocore.session) is not needed
+            credentials = botocore.EnvProvider().load()
+            if credentials is not None:
+                return cls(credentials, conf.region or _default_region())
+        from botocore.session import Session
+
+        session = Session(profile=conf.profile)
+        credentials = session.get_credentials()
+        if credentials is None:
+            from botocore.exceptions import NoCredentialsError
+
+            raise NoCredentialsError()
+        region = conf.region or session.get_config_variable("region") or "us-east-1"
+        return cls(credentials, region)
+
+    def sign(self, method: str, url: str, headers: dict[str, str], region: str
+             ) -> dict[str, str]:
+        """``headers`` plus SigV4 authorization for ``method url`` (an empty body)."""
+        if self.credentials is None:
+            return headers
+        from botocore.auth import S3SigV4Auth
+        from botocore.awsrequest import AWSRequest
+
+        request = AWSRequest(method=method, url=url, headers=headers)
+        S3SigV4Auth(self.credentials.get_frozen_credentials(), "s3", region).add_auth(request)
+        return dict(request.headers.items())
+
+
+def _default_region() -> str:
+    """The region botocore would default to: environment, then the profile's, else us-east-1."""
+    profile = os.environ.get("AWS_PROFILE") or os.environ.get("AWS_DEFAULT_PROFILE") or "default"
+    cfg = _aws_file("AWS_CONFIG_FILE", "~/.aws/config")
+    return _region(cfg, _section(cfg, profile)) or "us-east-1"
+
+
+_VIRTUAL_HOSTABLE = re.compile(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]")
+
+
+def _aws_base(bucket: str, region: str) -> str:
+    """AWS S3's URL for a bucket: virtual-hosted when the name allows it (no dots), as botocore."""
+    host = "s3.amazonaws.com" if region == "us-east-1" else f"s3.{region}.amazonaws.com"
+    if _VIRTUAL_HOSTABLE.fullmatch(bucket):
+        return f"https://{bucket}.{host}/"
+    return f"https://{host}/{bucket}/"
+
+
+def _head_response(headers) -> dict:
+    """A HEAD's response headers in the shape botocore's ``head_object`` returns."""
+    meta = {k[len("x-amz-meta-"):].lower(): v for k, v in headers.items()
+            if k.lower().startswith("x-amz-meta-")}
+    return {"ETag": headers.get("ETag"), "ContentLength": headers.get("Content-Length", 0),
+            "VersionId": headers.get("x-amz-version-id"),
+            "ServerSideEncryption": headers.get("x-amz-server-side-encryption"),
+            "SSECustomerAlgorithm":
+                headers.get("x-amz-server-side-encryption-customer-algorithm"),
+            "Metadata": meta, "ContentType": headers.get("Content-Type")}
 
 
 def _code(exc: BaseException) -> str:
