@@ -63,11 +63,12 @@ def _parser():
     pr.add_argument("--max-size", required=True, help="budget, e.g. 10G, 500M, 0")
 
     u = sub.add_parser("upload", parents=[common],
-                       help="upload a file to a bucket; print its permanent identifier and sha256",
+                       help="upload a file; print its permanent identifier and sha256",
                        description="Upload FILE to DEST (s3://bucket/key, minio://host:port/"
-                                   "bucket/prefix/, gs://..., az://...; a DEST ending in / is a "
-                                   "prefix). Prints `IDENTIFIER sha256:HEX`, ready for "
-                                   "`hostkit resolve IDENTIFIER sha256:HEX`.")
+                                   "bucket/prefix/, gs://..., az://..., synapse:synPARENT; a "
+                                   "DEST ending in / is a prefix). Prints `IDENTIFIER "
+                                   "sha256:HEX`, ready for `hostkit resolve IDENTIFIER "
+                                   "sha256:HEX`.")
     u.add_argument("file")
     u.add_argument("dest")
     u.add_argument("--overwrite", action="store_true",

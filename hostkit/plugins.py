@@ -38,6 +38,12 @@ class LoadedPlugins:
             out.extend((name, info) for info in infos)
         return out
 
+    def upload_schemes(self) -> list[str]:
+        """Schemes of the backends whose plugin implements ``hostkit_upload``."""
+        uploaders = {impl.plugin_name for impl in self.manager.hook.hostkit_upload.get_hookimpls()}
+        return [f"{scheme}:" for name, info in self.backends() if name in uploaders
+                for scheme in info.schemes]
+
     def accepted_forms(self) -> str:
         """Human list of accepted identifier forms, for error messages."""
         forms = [ex for _, info in self.backends() for ex in info.examples]

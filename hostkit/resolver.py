@@ -168,8 +168,9 @@ class Resolver:
         if uploader is None:
             raise UnknownScheme(
                 f"no backend uploads to {ref.raw.strip()!r} (scheme {ref.scheme!r})",
-                hint="upload to s3://, minio://, gs:// or az:// (with the matching extra); "
-                     "`hostkit plugins` lists installed backends", identifier=ref.raw)
+                hint=f"upload to one of {', '.join(self.plugins.upload_schemes()) or 'nothing'}"
+                     " (with the matching extra); `hostkit plugins` lists installed backends",
+                identifier=ref.raw)
         return await uploader.upload(Path(source), overwrite=overwrite,
                                      content_addressed=content_addressed, progress=progress)
 
