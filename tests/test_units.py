@@ -73,3 +73,37 @@ def test_parse_size():
     assert parse_size("500m") == 500 << 20 and parse_size("0") == 0
     with pytest.raises(errors.UsageError):
         parse_size("lots")
+
+
+def test_parts_waiting_for_their_turn_read_ahead_only_their_share():
+    """ordered_parts: memory stays flat whatever the part size; bytes come out in order."""
+    import asyncio
+    import collections
+
+    from hostkit_backends.objectstore import ordered_parts
+
+    MiB, step = 1 << 20, 64 << 10
+    data = bytes(range(256)) * (16 * MiB // 256)
+    pulled: collections.Counter = collections.Counter()
+
+    async def fetch(a, b):
+        for off in range(a, b, step):
+            pulled[a] += min(step, b - off)
+            yield data[off:min(off + step, b)]
+            await asyncio.sleep(0)
+
+    async def go():
+        parts = ordered_parts(fetch, 0, len(data), 4 * MiB, 4, read_ahead=3 * MiB)
+        out = bytearray(await parts.__anext__())
+        for _ in range(500):  # the head waits for us; the other three read ahead meanwhile
+            await asyncio.sleep(0)
+        ahead = dict(pulled)
+        async for chunk in parts:
+            out += chunk
+        return ahead, bytes(out)
+
+    ahead, out = asyncio.run(go())
+    assert out == data
+    # each waiting part stopped at its share of the read-ahead (1 MiB of its 4 MiB)
+    assert {a: n for a, n in ahead.items() if a} == {4 * MiB: MiB, 8 * MiB: MiB, 12 * MiB: MiB}
+    assert sum(pulled.values()) == len(data)

@@ -9,8 +9,10 @@ wraps). This module turns a Store into what the resolver and the CLI use:
 - :class:`ObjectRemote`: ``stat`` is one HEAD. ``open`` reads exactly the
   object that HEAD saw (pinned by versionId / generation, or If-Match on the
   ETag) as ranged parts, ``concurrency`` of them in flight, handed over in
-  order so the resolver still hashes and writes one stream. Memory stays under
-  about ``concurrency x part_size``. A resumed download starts at the
+  order so the resolver still hashes and writes one stream. Parts waiting for
+  their turn read ahead at most :data:`READ_AHEAD` bytes together, then TCP
+  flow control holds the server back: memory stays flat whatever the part
+  size and concurrency. A resumed download starts at the
   resolver's offset, so an interrupted transfer keeps every byte before the
   first part that failed.
 - :class:`ObjectUploader`: streams a file up (in parts when it is larger than
@@ -40,6 +42,9 @@ log = logging.getLogger("hostkit.objectstore")
 
 #: Largest chunk handed to the resolver at once.
 CHUNK = 1 << 20
+#: Bytes the parts waiting for their turn may hold in memory, all together: 7 x 8 MiB, so
+#: 8 parts of 8 MiB (the old defaults) or 4 of 16 MiB never wait; larger settings do.
+READ_AHEAD = 56 << 20
 #: Smallest upload part most stores accept (S3: 5 MiB for all but the last part).
 MIN_UPLOAD_PART = 5 << 20
 #: GCS resumable uploads want parts in multiples of 256 KiB.
@@ -244,13 +249,18 @@ class ObjectRemote(Remote):
 
 
 async def ordered_parts(fetch: Callable[[int, int], AsyncIterator[bytes]], start: int, end: int,
-                        part_size: int, concurrency: int) -> AsyncIterator[bytes]:
+                        part_size: int, concurrency: int,
+                        read_ahead: int | None = None) -> AsyncIterator[bytes]:
     """Yield bytes ``[start, end)`` in order, fetching up to ``concurrency`` ranges at once.
 
     ``fetch(a, b)`` iterates over bytes ``[a, b)``. The oldest part streams
-    straight through; the others buffer (at most ``concurrency - 1`` parts)
-    until their turn. A failed part raises only once every byte before it was
-    yielded, so the caller keeps the longest prefix and resumes from there.
+    straight through; the others read ahead until their turn, together at most
+    ``read_ahead`` bytes: past that a part stops reading, and TCP flow control
+    holds the server back (aiohttp drops the read timeout while it is paused).
+    So memory stays flat whatever the part size, and parts can be large, which
+    spares the server a request per few MiB. A failed part raises only once
+    every byte before it was yielded, so the caller keeps the longest prefix and
+    resumes from there.
     """
     if start >= end:
         return
@@ -261,11 +271,13 @@ async def ordered_parts(fetch: Callable[[int, int], AsyncIterator[bytes]], start
         return
     bounds = iter([(a, min(a + part_size, end)) for a in range(start, end, part_size)])
     window: collections.deque[_Part] = collections.deque()
+    read_ahead = READ_AHEAD if read_ahead is None else read_ahead
+    cap = max(read_ahead // (concurrency - 1), CHUNK)
 
     def launch() -> None:
         nxt = next(bounds, None)
         if nxt is not None:
-            window.append(_Part(fetch, *nxt))
+            window.append(_Part(fetch, *nxt, cap))
 
     for _ in range(concurrency):
         launch()
@@ -297,13 +309,16 @@ async def _exact(fetch, a: int, b: int) -> AsyncIterator[bytes]:
 
 
 class _Part:
-    """One range being fetched in the background, its chunks queued until drained."""
+    """One range fetched in the background; its chunks queue (up to ``cap`` bytes) until drained."""
 
-    def __init__(self, fetch, a: int, b: int):
+    def __init__(self, fetch, a: int, b: int, cap: int):
         self.chunks: collections.deque[bytes] = collections.deque()
         self.done = False
         self.error: BaseException | None = None
+        self._queued = 0
+        self._cap = cap
         self._wake = asyncio.Event()
+        self._room = asyncio.Event()
         self.task = asyncio.ensure_future(self._run(fetch, a, b))
 
     async def _run(self, fetch, a: int, b: int) -> None:
@@ -311,7 +326,11 @@ class _Part:
             async with contextlib.aclosing(_exact(fetch, a, b)) as chunks:
                 async for chunk in chunks:
                     self.chunks.append(chunk)
+                    self._queued += len(chunk)
                     self._wake.set()
+                    if self._queued >= self._cap:  # full: stop reading until drained
+                        self._room.clear()
+                        await self._room.wait()
         except Exception as exc:
             self.error = exc
         finally:
@@ -319,9 +338,14 @@ class _Part:
             self._wake.set()
 
     async def drain(self) -> AsyncIterator[bytes]:
+        """The part's bytes in order as they arrive; its error once they are all out."""
         while True:
             while self.chunks:
-                yield self.chunks.popleft()
+                chunk = self.chunks.popleft()
+                self._queued -= len(chunk)
+                if self._queued < self._cap:
+                    self._room.set()
+                yield chunk
             if self.done:
                 if self.chunks:
                     continue
