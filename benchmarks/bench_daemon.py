@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import json
 import os
 import re
@@ -39,9 +38,10 @@ import time
 import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from tests.servers import NginxServer, free_port  # noqa: E402
+from _common import BIN, ROOT
+from _common import make_file as random_file
+
+from tests.servers import NginxServer, free_port
 
 WORK = ROOT / ".bench" / "daemon"
 
@@ -73,16 +73,9 @@ def make_file(path: Path, size: int) -> str:
     sidecar = path.with_suffix(path.suffix + ".sha256")
     if path.exists() and path.stat().st_size == size and sidecar.exists():
         return sidecar.read_text().strip()
-    h = hashlib.sha256()
-    with open(path, "wb") as f:
-        left = size
-        while left:
-            block = os.urandom(min(left, 16 << 20))
-            f.write(block)
-            h.update(block)
-            left -= len(block)
-    sidecar.write_text(h.hexdigest())
-    return h.hexdigest()
+    digest = random_file(path, size)
+    sidecar.write_text(digest)
+    return digest
 
 
 def wait_http(url: str, timeout: float = 20.0) -> None:
@@ -262,7 +255,6 @@ def main() -> int:
     sha_mid = make_file(www / "mid.bin", args.mid_mib << 20)
     tmp = Path(tempfile.mkdtemp(prefix="bench-daemon-", dir=WORK))
     cache = tmp / "cache"
-    bin_dir = Path(sys.executable).parent
     env = {"HOSTKIT_CACHE_DIR": str(cache), "HOSTKIT_CONFIG": str(tmp / "none.toml")}
     daemon_port, bare_port = free_port(), free_port()
     daemon_url, bare_url = f"http://127.0.0.1:{daemon_port}", f"http://127.0.0.1:{bare_port}"
@@ -270,7 +262,7 @@ def main() -> int:
     results: dict = {}
     try:
         with NginxServer(www) as nginx:
-            procs.append(Proc([str(bin_dir / "hostkit"), "daemon", "--port", str(daemon_port)],
+            procs.append(Proc([str(BIN / "hostkit"), "daemon", "--port", str(daemon_port)],
                               env=env, log=tmp / "daemon.log"))
             procs.append(Proc([sys.executable, "-c", BARE_SERVER, str(bare_port)]))
             wait_http(f"{daemon_url}/healthz")

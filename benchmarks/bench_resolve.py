@@ -14,49 +14,14 @@ Times are best-of-N wall times; only the ratios mean anything across machines.
 from __future__ import annotations
 
 import argparse
-import hashlib
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from tests.servers import NginxServer  # noqa: E402
+from _common import BIN, ROOT, best, make_file, run
 
-BIN = Path(sys.executable).parent
-
-
-def run(cmd, env=None) -> tuple[float, int]:
-    """Wall seconds and peak RSS (KiB) of one command."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    if status != 0:
-        raise SystemExit(f"{cmd[0]} failed: {proc.stderr.read().decode()[-2000:]}")
-    return wall, usage.ru_maxrss
-
-
-def make_file(path: Path, size: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "wb") as f:
-        left = size
-        while left:
-            block = os.urandom(min(left, 16 << 20))
-            f.write(block)
-            h.update(block)
-            left -= len(block)
-    return h.hexdigest()
-
-
-def best(fn, rounds: int):
-    results = [fn() for _ in range(rounds)]
-    return min(results, key=lambda r: r[0])
+from tests.servers import NginxServer
 
 
 def main() -> None:

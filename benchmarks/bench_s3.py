@@ -29,56 +29,15 @@ import argparse
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from tests.servers import SeaweedS3Server  # noqa: E402
+from _common import BIN, ROOT, compile_bytecode, make_file, run
 
-BIN = Path(sys.executable).parent
+from tests.servers import SeaweedS3Server
+
 KEY, SECRET = "benchkey", "benchsecret"
-
-
-def run(cmd, env=None) -> tuple[float, int]:
-    """Wall seconds and peak RSS (KiB) of one command."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    if status != 0:
-        raise SystemExit(f"{cmd[0]} failed: {proc.stderr.read().decode()[-2000:]}")
-    return wall, usage.ru_maxrss
-
-
-def make_file(path: Path, size: int) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "wb") as f:
-        left = size
-        while left:
-            block = os.urandom(min(left, 16 << 20))
-            f.write(block)
-            h.update(block)
-            left -= len(block)
-    return h.hexdigest()
-
-
-def compile_bytecode() -> None:
-    """Write the .pyc files an installed package would have (quick when they exist)."""
-    import compileall
-    import sysconfig
-
-    dirs = [sysconfig.get_paths()["purelib"], ROOT / "hostkit", ROOT / "plugins",
-            ROOT / "daemon"]
-    for d in dirs:
-        if Path(d).is_dir():
-            compileall.compile_dir(str(d), quiet=2, workers=0)
 
 
 def main() -> None:
