@@ -32,7 +32,6 @@ from hostkit.errors import (
     CredentialsNeeded,
     CredentialsRefused,
     HostkitError,
-    NotAFile,
     NotFound,
     TransientError,
     Unreachable,
@@ -42,16 +41,18 @@ from hostkit.hookspecs import hookimpl
 from hostkit.remote import BackendInfo
 
 from .objectstore import (
-    AlreadyExists,
     Location,
     ObjectMeta,
-    ObjectRemote,
-    ObjectUploader,
     Store,
+    busy,
+    changed,
+    created_meanwhile,
     env_true,
     network_error,
+    no_bucket,
+    object_store_hooks,
     require,
-    store_for,
+    vanished,
 )
 
 
@@ -63,32 +64,6 @@ def hostkit_backends():
         summary="Azure Blob Storage: connection string, account key, SAS or Azure identity; "
                 "version pins, parallel ranged reads, upload",
         examples=("az://container/blob", "az://container/blob?versionid=ID"), extra="azure")]
-
-
-@hookimpl
-def hostkit_resolve(ref, context):
-    """Claim ``az://`` identifiers."""
-    if ref.scheme != "az":
-        return None
-    loc, conf = parse(ref, context.settings)
-    if not loc.key or loc.key.endswith("/"):
-        raise NotAFile(f"{loc.identifier()} names a container or a folder, not one blob",
-                       hint="name one blob: az://container/path/to/file",
-                       identifier=ref.identifier)
-    return ObjectRemote(loc, _store(context, conf), context.settings)
-
-
-@hookimpl
-def hostkit_upload(destination, context):
-    """Upload to ``az://container/blob`` or under ``az://container/prefix/``."""
-    if destination.scheme != "az":
-        return None
-    loc, conf = parse(destination, context.settings)
-    return ObjectUploader(loc, _store(context, conf), context.settings)
-
-
-def _store(context, conf: AzureConfig):
-    return lambda: store_for(context, conf.client_key, lambda: AzureStore(conf, context))
 
 
 @dataclass(frozen=True)
@@ -240,14 +215,6 @@ class AzureStore(Store):
                           content_type=props.content_settings.content_type
                           if props.content_settings else None)
 
-    async def exists(self, loc: Location) -> ObjectMeta | None:
-        try:
-            return await self.head(loc)
-        except NotFound as exc:
-            if getattr(exc, "bucket_missing", False):
-                raise
-            return None
-
     async def read(self, loc: Location, meta: ObjectMeta, start: int, end: int):
         from azure.core import MatchConditions
 
@@ -305,9 +272,7 @@ class AzureStore(Store):
         from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
 
         if if_absent and isinstance(exc, ResourceExistsError | ResourceModifiedError):
-            return AlreadyExists(f"{loc.identifier()} was created by someone else meanwhile",
-                                 hint="check what is there now; pass --overwrite to replace it",
-                                 identifier=loc.identifier())
+            return created_meanwhile(loc)
         return self._error(exc, loc)
 
     def _error(self, exc: BaseException, loc: Location, *, reading: bool = False
@@ -329,14 +294,10 @@ class AzureStore(Store):
                 identifier=display)
         if isinstance(exc, ax.ResourceNotFoundError) or status == 404:
             if code == "ContainerNotFound":
-                error = NotFound(f"{display}: there is no container {loc.bucket!r} at {where}",
-                                 hint="check the container name and the account",
-                                 identifier=display)
-                error.bucket_missing = True
-                return error
+                return no_bucket(loc, where, "check the container name and the account",
+                                 container="container")
             if reading:
-                return TransientError(f"{display}: the blob disappeared during the download",
-                                      hint="try again", identifier=display)
+                return vanished(display, "blob")
             if code == "ResourceNotFound" and self.conf.anonymous:
                 return CredentialsNeeded(f"{display}: not found or not public ({code})",
                                          hint="unset HOSTKIT_AZURE_ANONYMOUS and configure "
@@ -353,12 +314,9 @@ class AzureStore(Store):
                                       hint="check the account key, SAS token or connection "
                                            "string and its permissions", identifier=display)
         if isinstance(exc, ax.ResourceModifiedError) or status == 412:
-            return TransientError(f"{display}: the blob changed during the download",
-                                  hint="run again to fetch the new version", identifier=display)
+            return changed(display, "blob")
         if status is not None and (status == 429 or status >= 500):
-            return TransientError(f"{display}: the server answered {status} {code}".strip(),
-                                  hint="the server is busy or failing; try again later",
-                                  identifier=display)
+            return busy(display, f"{status} {code}".strip())
         if isinstance(exc, ax.ServiceRequestError):
             return Unreachable(f"{display}: cannot connect to {where}",
                                hint="check the account endpoint and your network; the server "
@@ -375,3 +333,10 @@ class AzureStore(Store):
 
 def _pin(version: str | None) -> dict:
     return {"version_id": version} if version else {}
+
+
+# -- the hooks (last: they use the parser and the store above) ------------------------
+
+hostkit_resolve, hostkit_upload = object_store_hooks(
+    ("az",), parse, AzureStore, example="az://container/path/to/file",
+    container="container", item="blob")

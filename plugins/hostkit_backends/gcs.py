@@ -36,7 +36,6 @@ from hostkit.errors import (
     CredentialsNeeded,
     CredentialsRefused,
     HostkitError,
-    NotAFile,
     NotFound,
     TransientError,
     UsageError,
@@ -45,17 +44,18 @@ from hostkit.hookspecs import hookimpl
 from hostkit.remote import BackendInfo
 
 from .objectstore import (
-    AlreadyExists,
     HttpStatus,
     Location,
     ObjectMeta,
-    ObjectRemote,
-    ObjectUploader,
     Store,
+    busy,
+    created_meanwhile,
     network_error,
+    no_bucket,
+    object_store_hooks,
     ranged_get,
     require,
-    store_for,
+    vanished,
 )
 
 GOOGLE_ENDPOINT = "https://storage.googleapis.com"
@@ -69,32 +69,6 @@ def hostkit_backends():
         summary="Google Cloud Storage: application default credentials, generation pins, "
                 "parallel ranged reads, upload",
         examples=("gs://bucket/key", "gs://bucket/key#GENERATION"), extra="gcs")]
-
-
-@hookimpl
-def hostkit_resolve(ref, context):
-    """Claim ``gs://`` identifiers."""
-    if ref.scheme != "gs":
-        return None
-    loc, conf = parse(ref, context.settings)
-    if not loc.key or loc.key.endswith("/"):
-        raise NotAFile(f"{loc.identifier()} names a bucket or a folder, not one object",
-                       hint="name one object: gs://bucket/path/to/file",
-                       identifier=ref.identifier)
-    return ObjectRemote(loc, _store(context, conf), context.settings)
-
-
-@hookimpl
-def hostkit_upload(destination, context):
-    """Upload to ``gs://bucket/key`` or under ``gs://bucket/prefix/``."""
-    if destination.scheme != "gs":
-        return None
-    loc, conf = parse(destination, context.settings)
-    return ObjectUploader(loc, _store(context, conf), context.settings)
-
-
-def _store(context, conf: GcsConfig):
-    return lambda: store_for(context, conf.client_key, lambda: GcsStore(conf, context))
 
 
 @dataclass(frozen=True)
@@ -235,14 +209,6 @@ class GcsStore(Store):
             raise
         return _meta(obj or {})
 
-    async def exists(self, loc: Location) -> ObjectMeta | None:
-        try:
-            return await self.head(loc)
-        except NotFound as exc:
-            if getattr(exc, "bucket_missing", False):
-                raise
-            return None
-
     async def _bucket_missing(self, loc: Location) -> bool:
         try:
             await self._request("GET", f"{self.conf.endpoint}/storage/v1/b/{quote(loc.bucket)}",
@@ -254,12 +220,8 @@ class GcsStore(Store):
         return False
 
     def _no_bucket(self, loc: Location) -> NotFound:
-        error = NotFound(f"{loc.identifier()}: there is no bucket {loc.bucket!r} at "
-                         f"{self.conf.endpoint}",
-                         hint="check the bucket name (and STORAGE_EMULATOR_HOST if you use an "
-                              "emulator)", identifier=loc.identifier())
-        error.bucket_missing = True
-        return error
+        return no_bucket(loc, self.conf.endpoint, "check the bucket name (and "
+                         "STORAGE_EMULATOR_HOST if you use an emulator)")
 
     async def read(self, loc: Location, meta: ObjectMeta, start: int, end: int):
         generation = meta.version or loc.version
@@ -342,9 +304,7 @@ class GcsStore(Store):
         try:
             return await self._request(method, url, loc, **kwargs)
         except _PreconditionFailed:
-            raise AlreadyExists(f"{loc.identifier()} was created by someone else meanwhile",
-                                hint="check what is there now; pass --overwrite to replace it",
-                                identifier=loc.identifier()) from None
+            raise created_meanwhile(loc) from None
 
     # errors
 
@@ -358,8 +318,7 @@ class GcsStore(Store):
             reason = ""
         if status == 404:
             if reading:
-                return TransientError(f"{display}: the object disappeared during the download",
-                                      hint="try again", identifier=display)
+                return vanished(display)
             what = "that generation" if loc.version else "that object"
             return NotFound(f"{display}: no such object ({what} is not in bucket "
                             f"{loc.bucket!r} at {self.conf.endpoint})",
@@ -379,9 +338,7 @@ class GcsStore(Store):
             return _PreconditionFailed(f"{display}: precondition failed (412): the object changed",
                                   hint="run again", identifier=display)
         if status == 429 or status >= 500:
-            return TransientError(f"{display}: the server answered {status}",
-                                  hint="the server is busy or failing; try again later",
-                                  identifier=display)
+            return busy(display, status)
         return BackendError(f"{display}: the server answered {status}"
                             f"{': ' + reason if reason else ''}",
                             hint="run with -v for details", identifier=display)
@@ -416,3 +373,9 @@ def _meta(obj: dict) -> ObjectMeta:
                       version=_generation(obj), md5=md5 if md5 and len(md5) == 32 else None,
                       sha256=(obj.get("metadata") or {}).get("sha256"),
                       content_type=obj.get("contentType"))
+
+
+# -- the hooks (last: they use the parser and the store above) ------------------------
+
+hostkit_resolve, hostkit_upload = object_store_hooks(
+    ("gs",), parse, GcsStore, example="gs://bucket/path/to/file")

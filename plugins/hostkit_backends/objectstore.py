@@ -35,7 +35,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from hostkit.errors import HostkitError, TruncatedBody, UsageError
+from hostkit.errors import HostkitError, NotFound, TransientError, TruncatedBody, UsageError
 from hostkit.remote import Body, Remote, RemoteInfo, Uploader, UploadResult
 
 log = logging.getLogger("hostkit.objectstore")
@@ -158,7 +158,12 @@ class Store:
 
     async def exists(self, loc: Location) -> ObjectMeta | None:
         """Metadata of ``loc``, or None when there is no such object (the bucket must exist)."""
-        raise NotImplementedError
+        try:
+            return await self.head(loc)
+        except NotFound as exc:
+            if getattr(exc, "bucket_missing", False):
+                raise
+            return None
 
     async def recorded_sha256(self, loc: Location, meta: ObjectMeta) -> str | None:
         """The sha256 hostkit recorded when it uploaded this object, if any."""
@@ -204,6 +209,45 @@ def store_for(context, key: str, make: Callable[[], Store]) -> Store:
     if store is None:
         store = context.clients[key] = make()
     return store
+
+
+def object_store_hooks(schemes: tuple[str, ...], parse, store_class, *, example: str,
+                       container: str = "bucket", item: str = "object"):
+    """The ``hostkit_resolve`` and ``hostkit_upload`` hooks of an object-store backend.
+
+    ``parse(ref, settings)`` splits an identifier of one of ``schemes`` into a
+    :class:`Location` and a config (no I/O); the config's ``client_key`` names
+    the ``store_class(config, context)`` kept on the resolver's context for that
+    endpoint and those credentials. ``example`` names one object, for the hint
+    when an identifier names a ``container`` or a folder instead of one ``item``.
+    A backend module assigns both: ``hostkit_resolve, hostkit_upload = ...``.
+    """
+    from hostkit.errors import NotAFile
+    from hostkit.hookspecs import hookimpl
+
+    def store(context, conf) -> Callable[[], Store]:
+        return lambda: store_for(context, conf.client_key, lambda: store_class(conf, context))
+
+    @hookimpl
+    def hostkit_resolve(ref, context):
+        """Claim the backend's identifiers (no I/O: configuration files at most)."""
+        if ref.scheme not in schemes:
+            return None
+        loc, conf = parse(ref, context.settings)
+        if not loc.key or loc.key.endswith("/"):
+            raise NotAFile(f"{loc.identifier()} names a {container} or a folder, not one {item}",
+                           hint=f"name one {item}: {example}", identifier=ref.identifier)
+        return ObjectRemote(loc, store(context, conf), context.settings)
+
+    @hookimpl
+    def hostkit_upload(destination, context):
+        """Upload to a key, or under a prefix ending in ``/``."""
+        if destination.scheme not in schemes:
+            return None
+        loc, conf = parse(destination, context.settings)
+        return ObjectUploader(loc, store(context, conf), context.settings)
+
+    return hostkit_resolve, hostkit_upload
 
 
 # -- reading ------------------------------------------------------------------
@@ -583,6 +627,40 @@ async def ranged_get(context, url: str, start: int, end: int, *, headers=None,
                                     hint="the server ignored the range; try again")
         async for chunk in resp.content.iter_any():
             yield chunk
+
+
+def no_bucket(loc: Location, where: str, hint: str, *, container: str = "bucket") -> NotFound:
+    """NotFound for a missing bucket (container), marked: ``exists`` must not take it for a key."""
+    error = NotFound(f"{loc.identifier()}: there is no {container} {loc.bucket!r} at {where}",
+                     hint=hint, identifier=loc.identifier())
+    error.bucket_missing = True
+    return error
+
+
+def created_meanwhile(loc: Location) -> AlreadyExists:
+    """A conditional write found the key taken: someone else created it since we looked."""
+    return AlreadyExists(f"{loc.identifier()} was created by someone else meanwhile",
+                         hint="check what is there now; pass --overwrite to replace it",
+                         identifier=loc.identifier())
+
+
+def vanished(display: str, item: str = "object") -> TransientError:
+    """A 404 while reading what the HEAD just saw: it changed or was deleted meanwhile."""
+    return TransientError(f"{display}: the {item} disappeared during the download",
+                          hint="try again", identifier=display)
+
+
+def changed(display: str, item: str = "object") -> TransientError:
+    """A read conditional on the HEAD's validator failed (412): the object changed."""
+    return TransientError(f"{display}: the {item} changed during the download",
+                          hint="run again to fetch the new version", identifier=display)
+
+
+def busy(display: str, answer) -> TransientError:
+    """A 429 or 5xx: worth retrying later."""
+    return TransientError(f"{display}: the server answered {answer}",
+                          hint="the server is busy or failing; try again later",
+                          identifier=display)
 
 
 def env_true(name: str) -> bool:

@@ -39,7 +39,6 @@ from hostkit.errors import (
     CredentialsNeeded,
     CredentialsRefused,
     HostkitError,
-    NotAFile,
     NotFound,
     TransientError,
     Unreachable,
@@ -49,20 +48,22 @@ from hostkit.hookspecs import hookimpl
 from hostkit.remote import BackendInfo
 
 from .objectstore import (
-    AlreadyExists,
     HttpStatus,
     Location,
     ObjectMeta,
-    ObjectRemote,
-    ObjectUploader,
     Store,
+    busy,
+    changed,
+    created_meanwhile,
     env_true,
     http_request,
     network_error,
+    no_bucket,
+    object_store_hooks,
     range_headers,
     ranged_get,
     require,
-    store_for,
+    vanished,
 )
 
 log = logging.getLogger("hostkit.s3")
@@ -88,32 +89,6 @@ def hostkit_backends():
         examples=("s3://bucket/key", "s3://bucket/key?versionId=ID",
                   "minio://host:port/bucket/key"),
         extra="s3")]
-
-
-@hookimpl
-def hostkit_resolve(ref, context):
-    """Claim ``s3://`` and ``minio://`` identifiers (no I/O: config files at most)."""
-    if ref.scheme not in ("s3", "minio"):
-        return None
-    loc, conf = parse(ref, context.settings)
-    if not loc.key or loc.key.endswith("/"):
-        raise NotAFile(f"{loc.identifier()} names a bucket or a folder, not one object",
-                       hint="name one object: s3://bucket/path/to/file",
-                       identifier=ref.identifier)
-    return ObjectRemote(loc, _store(context, conf), context.settings)
-
-
-@hookimpl
-def hostkit_upload(destination, context):
-    """Upload to ``s3://bucket/key`` or under ``s3://bucket/prefix/`` (and ``minio://``)."""
-    if destination.scheme not in ("s3", "minio"):
-        return None
-    loc, conf = parse(destination, context.settings)
-    return ObjectUploader(loc, _store(context, conf), context.settings)
-
-
-def _store(context, conf: S3Config):
-    return lambda: store_for(context, conf.client_key, lambda: S3Store(conf, context))
 
 
 # -- identifiers and configuration ---------------------------------------------
@@ -411,14 +386,6 @@ class S3Store(Store):
             raise error
         return _meta(_head_response(headers))
 
-    async def exists(self, loc: Location) -> ObjectMeta | None:
-        try:
-            return await self.head(loc)
-        except NotFound as exc:
-            if getattr(exc, "bucket_missing", False):
-                raise
-            return None
-
     async def read(self, loc: Location, meta: ObjectMeta, start: int, end: int):
         """A signed ranged GET through the resolver's pooled aiohttp session.
 
@@ -529,9 +496,7 @@ class S3Store(Store):
         except ClientError as exc:
             code = _code(exc)
             if if_absent and code in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
-                raise AlreadyExists(f"{loc.identifier()} was created by someone else meanwhile",
-                                    hint="check what is there now; pass --overwrite to "
-                                         "replace it", identifier=loc.identifier()) from None
+                raise created_meanwhile(loc) from None
             if if_absent and code in ("NotImplemented", "501"):  # no conditional writes here
                 try:
                     return await method(**kwargs)
@@ -544,13 +509,9 @@ class S3Store(Store):
     # errors
 
     def _bucket_missing(self, loc: Location) -> NotFound:
-        error = NotFound(f"{loc.identifier()}: there is no bucket {loc.bucket!r} at "
-                         f"{self.conf.where}",
-                         hint="check the bucket name and the endpoint (AWS_ENDPOINT_URL, the "
-                              "profile's endpoint_url, or the host in a minio:// identifier)",
-                         identifier=loc.identifier())
-        error.bucket_missing = True
-        return error
+        return no_bucket(loc, self.conf.where,
+                         "check the bucket name and the endpoint (AWS_ENDPOINT_URL, the "
+                         "profile's endpoint_url, or the host in a minio:// identifier)")
 
     def _error(self, exc: BaseException, loc: Location | None, *,
                reading: bool = False) -> HostkitError:
@@ -604,8 +565,7 @@ class S3Store(Store):
             return self._bucket_missing(loc)
         if code in _NOT_FOUND or status == 404:
             if reading:  # the HEAD just saw it: it changed or vanished meanwhile
-                return TransientError(f"{display}: the object disappeared during the "
-                                      "download", hint="try again", identifier=display)
+                return vanished(display)
             what = "that version of the object" if loc and loc.version else "that key"
             return NotFound(f"{display}: no such object ({what} is not in bucket "
                             f"{loc.bucket if loc else '?'!r} at {conf.where})",
@@ -624,13 +584,9 @@ class S3Store(Store):
                      "AWS_PROFILE); for a public bucket set HOSTKIT_S3_ANONYMOUS=1",
                 identifier=display)
         if code == "PreconditionFailed" or status == 412:
-            return TransientError(f"{display}: the object changed during the download",
-                                  hint="run again to fetch the new version",
-                                  identifier=display)
+            return changed(display)
         if code in _TRANSIENT or (status or 0) >= 500 or status == 429:
-            return TransientError(f"{display}: the server answered {code or status}",
-                                  hint="the server is busy or failing; try again later",
-                                  identifier=display)
+            return busy(display, code or status)
         if code == "InvalidRange":
             return TransientError(f"{display}: the object shrank during the download",
                                   hint="run again", identifier=display)
@@ -742,3 +698,9 @@ def _meta(resp: dict) -> ObjectMeta:
                       version=_version(resp), md5=md5,
                       sha256=(resp.get("Metadata") or {}).get("sha256"),
                       content_type=resp.get("ContentType"))
+
+
+# -- the hooks (last: they use the parser and the store above) ------------------------
+
+hostkit_resolve, hostkit_upload = object_store_hooks(
+    ("s3", "minio"), parse, S3Store, example="s3://bucket/path/to/file")
