@@ -131,7 +131,8 @@ class Context:
 
             self._http = aiohttp.ClientSession(
                 auto_decompress=False,  # the bytes on the wire are the bytes we hash
-                trust_env=True,  # HTTP(S)_PROXY / NO_PROXY, as curl and requests honour them
+                # no trust_env: it would also apply ~/.netrc, which clashes with signed
+                # requests' Authorization headers; proxies come from proxy_for() instead
                 read_bufsize=1 << 20,
                 timeout=aiohttp.ClientTimeout(total=None,
                                               connect=self.settings.connect_timeout,
@@ -140,6 +141,19 @@ class Context:
                 connector=aiohttp.TCPConnector(limit=64),
             )
         return self._http
+
+    @staticmethod
+    def proxy_for(url) -> dict:
+        """``proxy``/``proxy_auth`` request arguments from HTTP(S)_PROXY and NO_PROXY."""
+        import contextlib as _contextlib
+
+        from aiohttp.helpers import get_env_proxy_for_url
+        from yarl import URL
+
+        with _contextlib.suppress(LookupError):
+            proxy, proxy_auth = get_env_proxy_for_url(URL(str(url), encoded=True))
+            return {"proxy": proxy, "proxy_auth": proxy_auth}
+        return {}
 
     async def aclose(self) -> None:
         """Close pooled connections and the backends' clients."""

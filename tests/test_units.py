@@ -107,3 +107,13 @@ def test_parts_waiting_for_their_turn_read_ahead_only_their_share():
     # each waiting part stopped at its share of the read-ahead (1 MiB of its 4 MiB)
     assert {a: n for a, n in ahead.items() if a} == {4 * MiB: MiB, 8 * MiB: MiB, 12 * MiB: MiB}
     assert sum(pulled.values()) == len(data)
+
+
+def test_proxy_from_environment_honours_no_proxy(monkeypatch):
+    from hostkit.remote import Context
+
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
+    monkeypatch.setenv("NO_PROXY", "internal.example")
+    assert Context.proxy_for("https://files.example/x")["proxy"].host == "proxy.invalid"
+    assert Context.proxy_for("https://internal.example/x") == {}
+    assert Context.proxy_for("http://files.example/x") == {}  # no HTTP_PROXY set

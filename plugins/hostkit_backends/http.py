@@ -82,8 +82,8 @@ class HttpRemote(Remote):
         """HEAD the URL (following redirects) for size and validator."""
         session = await self.context.http_session()
         try:
-            async with session.head(self.url, allow_redirects=True,
-                                    headers=_REQUEST_HEADERS) as resp:
+            async with session.head(self.url, allow_redirects=True, headers=_REQUEST_HEADERS,
+                                    **self.context.proxy_for(self.url)) as resp:
                 self._check_status(resp)
                 return _info(resp)
         except (TimeoutError, OSError, _client_errors()) as exc:
@@ -100,12 +100,14 @@ class HttpRemote(Remote):
         else:
             offset = 0
         try:
-            resp = await session.get(self.url, headers=headers, max_redirects=10)
+            proxy = self.context.proxy_for(self.url)
+            resp = await session.get(self.url, headers=headers, max_redirects=10, **proxy)
             try:
                 if resp.status == 416 and offset:  # nothing past offset: start over
                     resp.release()
                     offset, headers = 0, dict(_REQUEST_HEADERS)
-                    resp = await session.get(self.url, headers=headers, max_redirects=10)
+                    resp = await session.get(self.url, headers=headers, max_redirects=10,
+                                             **proxy)
                 self._check_status(resp)
                 info = _info(resp)
                 start = 0

@@ -586,16 +586,12 @@ async def http_request(context, method: str, url: str, *, headers=None, ssl=True
     The URL is already percent-encoded (it may be signed: it must go out byte
     for byte), proxies come from the environment, redirects are not followed.
     """
-    from aiohttp.helpers import get_env_proxy_for_url
     from yarl import URL
 
     session = await context.http_session()
     target = URL(url, encoded=True)
-    proxy = proxy_auth = None
-    with contextlib.suppress(LookupError):
-        proxy, proxy_auth = get_env_proxy_for_url(target)
-    async with session.request(method, target, headers=headers, ssl=ssl, proxy=proxy,
-                               proxy_auth=proxy_auth, allow_redirects=False) as resp:
+    async with session.request(method, target, headers=headers, ssl=ssl,
+                               allow_redirects=False, **context.proxy_for(target)) as resp:
         yield resp
 
 

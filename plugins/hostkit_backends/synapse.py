@@ -556,7 +556,7 @@ class SynapseRemote(Remote):
                 headers["Range"] = f"bytes={offset}-"
             try:
                 return await session.get(URL(url, encoded=True), headers=headers,
-                                         max_redirects=5)
+                                         max_redirects=5, **self.context.proxy_for(url))
             except Exception as exc:
                 raise self._network_error(exc, host) from None
 
