@@ -7,6 +7,9 @@
   Also pooch.retrieve with the known hash and fsspec simplecache + sha256, if installed.
 - warm: CLI cache hit vs ``python -c pass``. Target <= 3x.
 - peak memory (max RSS) of the cold CLI resolve. Target < 100 MiB.
+- also: the same cold resolve through the Python API in an interpreter that has
+  already imported hostkit (the daemon's and a long-running client's case), which
+  separates the streaming cost from the CLI's start-up.
 
 Times are best-of-N wall times; only the ratios mean anything across machines.
 """
@@ -14,7 +17,9 @@ Times are best-of-N wall times; only the ratios mean anything across machines.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -50,11 +55,26 @@ def main() -> None:
                 return run([str(BIN / "hostkit"), "resolve", url, "--hash", f"sha256:{sha}",
                             "--quiet"], env={"HOSTKIT_CACHE_DIR": str(cache)})
 
+            def hostkit_in_process():
+                cache = work / "cache-api"
+                shutil.rmtree(cache, ignore_errors=True)
+                code = ("import time, hostkit, hostkit.api, hostkit.resolver, aiohttp\n"
+                        "from hostkit.plugins import load_plugins; load_plugins()\n"
+                        "t = time.perf_counter()\n"
+                        f"hostkit.resolve({url!r}, 'sha256:{sha}')\n"
+                        "print(time.perf_counter() - t)")
+                out = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                                     text=True, check=True,
+                                     env={**os.environ, "HOSTKIT_CACHE_DIR": str(cache)})
+                return float(out.stdout.strip()), 0
+
             rows = []
             c_wall, _ = best(curl, args.rounds)
             h_wall, h_rss = best(hostkit_cold, args.rounds)
+            a_wall, _ = best(hostkit_in_process, args.rounds)
             rows.append(("curl -o (no verification)", c_wall, None))
             rows.append(("hostkit resolve --hash (cold)", h_wall, h_rss))
+            rows.append(("hostkit.resolve, interpreter already up", a_wall, None))
             for name, code in _optional_baselines(url, sha, work):
                 try:
                     wall, rss = run([sys.executable, "-c", code])

@@ -88,6 +88,20 @@ class UploadResult:
     created: bool = True  # False when identical bytes were already there
 
 
+def upload_source_size(source: Path) -> int:
+    """Size of a file about to be uploaded; UsageError if it is missing or not a file."""
+    from .errors import UsageError
+
+    try:
+        size = source.stat().st_size
+        if not source.is_file():
+            raise IsADirectoryError(source)
+    except OSError as exc:
+        raise UsageError(f"cannot upload {source}: {exc.strerror or 'not a file'}",
+                         hint="name a readable file") from None
+    return size
+
+
 class Uploader:
     """Writes a local file to a destination. Returned by the ``hostkit_upload`` hook."""
 

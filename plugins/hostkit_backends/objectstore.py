@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from hostkit.errors import HostkitError, NotFound, TransientError, TruncatedBody, UsageError
-from hostkit.remote import Body, Remote, RemoteInfo, Uploader, UploadResult
+from hostkit.remote import Body, Remote, RemoteInfo, Uploader, UploadResult, upload_source_size
 
 log = logging.getLogger("hostkit.objectstore")
 
@@ -421,13 +421,7 @@ class ObjectUploader(Uploader):
         one is replaced only with ``overwrite``.
         """
         source = Path(source)
-        try:
-            size = source.stat().st_size
-            if not source.is_file():
-                raise IsADirectoryError(source)
-        except OSError as exc:
-            raise UsageError(f"cannot upload {source}: {exc.strerror or 'not a file'}",
-                             hint="name a readable file") from None
+        size = upload_source_size(source)
         if self.loc.version:
             raise UsageError(f"cannot upload to a pinned version ({self.loc.identifier()})",
                              hint="name the key without a version; the upload prints the new one")

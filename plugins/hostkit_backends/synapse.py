@@ -57,7 +57,15 @@ from hostkit.errors import (
 )
 from hostkit.hookspecs import hookimpl
 from hostkit.redact import redact_text, redact_url
-from hostkit.remote import BackendInfo, Body, Remote, RemoteInfo, Uploader, UploadResult
+from hostkit.remote import (
+    BackendInfo,
+    Body,
+    Remote,
+    RemoteInfo,
+    Uploader,
+    UploadResult,
+    upload_source_size,
+)
 
 log = logging.getLogger("hostkit.synapse")
 
@@ -655,13 +663,7 @@ class SynapseUploader(Uploader):
         ``overwrite``.
         """
         source = Path(source)
-        try:
-            size = source.stat().st_size
-            if not source.is_file():
-                raise IsADirectoryError(source)
-        except OSError as exc:
-            raise UsageError(f"cannot upload {source}: {exc.strerror or 'not a file'}",
-                             hint="name a readable file") from None
+        size = upload_source_size(source)
         from hostkit.hashes import hash_file
 
         digests = await asyncio.to_thread(hash_file, source, ("sha256", "md5"))
