@@ -65,25 +65,28 @@ class MultiHasher:
         for h in self._hashers.values():
             h.update(data)
 
+    def update_from_file(self, path: Path | str, limit: int | None = None) -> int:
+        """Hash the file's bytes (its first ``limit`` only, if given); return how many."""
+        done = 0
+        buf = bytearray(4 * CHUNK)
+        view = memoryview(buf)
+        with open(path, "rb", buffering=0) as f:
+            while limit is None or done < limit:
+                want = len(buf) if limit is None else min(len(buf), limit - done)
+                n = f.readinto(view[:want])
+                if not n:
+                    break
+                self.update(view[:n])
+                done += n
+        return done
+
     def hexdigests(self) -> dict[str, str]:
         """All digests so far, as ``{alg: hex}``."""
         return {alg: h.hexdigest() for alg, h in self._hashers.items()}
 
 
-def hash_file(path: Path | str, algs=(CONTENT_ALG,), *, limit: int | None = None) -> dict[str, str]:
-    """Hash a local file (or its first ``limit`` bytes) with each of ``algs``."""
+def hash_file(path: Path | str, algs=(CONTENT_ALG,)) -> dict[str, str]:
+    """Hash a local file with sha256 and each of ``algs``."""
     hasher = MultiHasher(algs)
-    remaining = limit
-    with open(path, "rb", buffering=0) as f:
-        buf = bytearray(4 * CHUNK)
-        view = memoryview(buf)
-        while remaining is None or remaining > 0:
-            want = len(buf) if remaining is None else min(len(buf), remaining)
-            n = f.readinto(view[:want])
-            if not n:
-                break
-            hasher.update(view[:n])
-            if remaining is not None:
-                remaining -= n
-    digests = hasher.hexdigests()
-    return {alg: digests[alg] for alg in dict.fromkeys([CONTENT_ALG, *algs])}
+    hasher.update_from_file(path)
+    return hasher.hexdigests()

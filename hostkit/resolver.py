@@ -74,6 +74,14 @@ class Resolver:
         """Cache keys being downloaded right now."""
         return list(self._inflight)
 
+    def downloads(self) -> list[asyncio.Task]:
+        """The tasks of the downloads running now, one per cache key (for a graceful shutdown).
+
+        Awaiting one waits for that download; cancelling one stops it, leaving at
+        most a resumable partial.
+        """
+        return [t for t in self._inflight.values() if not t.done()]
+
     async def aclose(self) -> None:
         """Close network sessions and the index."""
         await self.context.aclose()

@@ -132,17 +132,7 @@ class PartialDownload:
         await self._run(self._rehash_prefix)
 
     def _rehash_prefix(self) -> None:
-        with open(self.path, "rb", buffering=0) as f:
-            buf = bytearray(4 * CHUNK)
-            view = memoryview(buf)
-            remaining = self.size
-            while remaining > 0:
-                n = f.readinto(view[:min(len(buf), remaining)])
-                if not n:
-                    break
-                self._hasher.update(view[:n])
-                remaining -= n
-            self.size -= remaining
+        self.size = self._hasher.update_from_file(self.path, limit=self.size)
         os.ftruncate(self._fd, self.size)
         os.lseek(self._fd, self.size, os.SEEK_SET)
         self._written = self._flushed = self.size
