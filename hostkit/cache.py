@@ -153,12 +153,9 @@ class Cache:
 
     def blob(self, sha256: str) -> Blob | None:
         """The blob with this sha256 if its row and its file both exist with the right size."""
-        rows = self._query("SELECT * FROM blobs WHERE sha256=?", (sha256,))
-        if not rows:
-            return None
-        blob = _blob(rows[0], self.blob_path(sha256))
+        blob = self._blob_row(sha256)
         try:
-            if blob.path.stat().st_size != blob.size:
+            if blob is None or blob.path.stat().st_size != blob.size:
                 return None
         except OSError:
             return None
@@ -199,7 +196,7 @@ class Cache:
                                  hint="give more digits of the sha256")
             entries = [_entry(r) for s in shas for r in self._query(
                 "SELECT * FROM entries WHERE sha256=?", (s,))]
-        blobs = [b for s in shas if (b := self.blob(s)) or (b := self._blob_row(s))]
+        blobs = [b for s in shas if (b := self._blob_row(s))]
         return entries, blobs
 
     def _blob_row(self, sha256: str) -> Blob | None:
@@ -225,23 +222,16 @@ class Cache:
             raise CacheError(f"cannot store blob {sha[:12]} in {self.blob_dir}: {exc}",
                              hint="free disk space or point HOSTKIT_CACHE_DIR elsewhere") from None
         with self._tx() as db:
-            row = db.execute("SELECT digests FROM blobs WHERE sha256=?", (sha,)).fetchone()
-            merged = {**(json.loads(row["digests"]) if row else {}), **digests}
-            db.execute(
-                "INSERT INTO blobs(sha256,size,digests,created,accessed) VALUES(?,?,?,?,?) "
-                "ON CONFLICT(sha256) DO UPDATE SET digests=excluded.digests, "
-                "accessed=excluded.accessed", (sha, size, json.dumps(merged, sort_keys=True),
-                                               now, now))
+            db.execute("INSERT OR IGNORE INTO blobs(sha256,size,digests,created,accessed) "
+                       "VALUES(?,?,'{}',?,?)", (sha, size, now, now))
+            db.execute("UPDATE blobs SET accessed=? WHERE sha256=?", (now, sha))
+            merged = _merge_digests(db, sha, digests)
         return Blob(sha, size, merged, now, now, final)
 
     def add_digests(self, sha256: str, digests: dict[str, str]) -> None:
         """Record more digests for an existing blob (after a re-hash)."""
         with self._tx() as db:
-            row = db.execute("SELECT digests FROM blobs WHERE sha256=?", (sha256,)).fetchone()
-            if row:
-                merged = {**json.loads(row["digests"]), **digests}
-                db.execute("UPDATE blobs SET digests=? WHERE sha256=?",
-                           (json.dumps(merged, sort_keys=True), sha256))
+            _merge_digests(db, sha256, digests)
 
     def put_entry(self, key: str, identifier: str, blob: Blob, *, validator: str | None,
                   immutable: bool, verified: bool) -> Entry:
@@ -364,6 +354,17 @@ class Cache:
                     if path.name not in known and path.stat().st_ctime < settled:
                         path.unlink(missing_ok=True)
         return problems
+
+
+def _merge_digests(db: sqlite3.Connection, sha256: str, digests: dict[str, str]) -> dict:
+    """Add ``digests`` to a blob row's known digests (inside a transaction); return them all."""
+    row = db.execute("SELECT digests FROM blobs WHERE sha256=?", (sha256,)).fetchone()
+    if row is None:
+        return dict(digests)
+    merged = {**json.loads(row["digests"]), **digests}
+    db.execute("UPDATE blobs SET digests=? WHERE sha256=?",
+               (json.dumps(merged, sort_keys=True), sha256))
+    return merged
 
 
 def _entry(row: sqlite3.Row) -> Entry:
