@@ -36,7 +36,7 @@ from .errors import (
     UnknownScheme,
     Unreachable,
 )
-from .hashes import CONTENT_ALG, Digest, hash_file, parse_hash
+from .hashes import Digest, hash_file, parse_hash
 from .identifiers import Ref, parse_identifier
 from .redact import redact_url
 from .remote import Context, Remote, RemoteInfo
@@ -100,14 +100,15 @@ class Resolver:
         offline = self.settings.offline if offline is None else offline
         strict = self.settings.require_hash if require_hash is None else require_hash
         ref = parse_identifier(identifier)
+        shown = redact_url(ref.identifier)
         digest = parse_hash(expected) if expected else None
         if strict and digest is None:
-            raise HashRequired(f"{ref.identifier}: a hash is required (strict mode)",
+            raise HashRequired(f"{shown}: a hash is required (strict mode)",
                                hint="pass --hash sha256:<hex>, or unset HOSTKIT_REQUIRE_HASH",
-                               identifier=ref.identifier)
+                               identifier=shown)
         looked = time.time()
-        if digest and (blob := self._blob_for(digest)):
-            return self._hit(blob, redact_url(ref.identifier), verified=True)
+        if digest and (blob := self.cache.find_blob(digest.alg, digest.hex)):
+            return self._hit(blob, shown, verified=True)
         remote = self.remote_for(ref)
         entry = self.cache.entry(remote.cache_key)
         if entry and (hit := await self._cached(remote, entry, digest, offline)):
@@ -115,7 +116,7 @@ class Resolver:
         if offline:
             raise OfflineMiss(f"{remote.display} is not in the cache and offline mode is on",
                               hint="resolve it once while online, or unset HOSTKIT_OFFLINE",
-                              identifier=ref.identifier)
+                              identifier=remote.display)
         while True:
             task = self._inflight.get(remote.cache_key)
             joined = task is not None
@@ -135,7 +136,7 @@ class Resolver:
                 raise
             break
         if digest:  # the download may have been started with another (or no) expected hash
-            found = resolved.digests.get(digest.alg) or self._digest_of(resolved, digest.alg)
+            found = self._digest(resolved, digest.alg)
             if found != digest.hex:
                 raise HashMismatch(remote.display, str(digest), f"{digest.alg}:{found}")
             resolved.verified = True
@@ -155,10 +156,10 @@ class Resolver:
         remote = call_first(self.plugins, "hostkit_resolve", ref=ref, context=self.context)
         if remote is None:
             raise UnknownScheme(
-                f"no backend accepts {ref.raw.strip()!r} (scheme {ref.scheme!r})",
+                f"no backend accepts {redact_url(ref.identifier)!r} (scheme {ref.scheme!r})",
                 hint=f"accepted forms: {self.plugins.accepted_forms()}; "
                      "`hostkit plugins` lists installed backends and extras",
-                identifier=ref.raw)
+                identifier=redact_url(ref.identifier))
         return remote
 
     async def upload(self, source, destination: str, *, overwrite: bool = False,
@@ -175,17 +176,14 @@ class Resolver:
                               context=self.context)
         if uploader is None:
             raise UnknownScheme(
-                f"no backend uploads to {ref.raw.strip()!r} (scheme {ref.scheme!r})",
+                f"no backend uploads to {redact_url(ref.identifier)!r} (scheme {ref.scheme!r})",
                 hint=f"upload to one of {', '.join(self.plugins.upload_schemes()) or 'nothing'}"
                      " (with the matching extra); `hostkit plugins` lists installed backends",
-                identifier=ref.raw)
+                identifier=redact_url(ref.identifier))
         return await uploader.upload(Path(source), overwrite=overwrite,
                                      content_addressed=content_addressed, progress=progress)
 
     # -- cache answers --------------------------------------------------------
-
-    def _blob_for(self, digest: Digest) -> Blob | None:
-        return self.cache.find_blob(digest.alg, digest.hex)
 
     def _hit(self, blob: Blob, identifier: str, *, verified: bool, key: str | None = None,
              checked: bool = False) -> Resolved:
@@ -194,11 +192,13 @@ class Resolver:
         return Resolved(blob.path, blob.sha256, blob.size, True, identifier, verified,
                         blob.digests)
 
-    def _digest_of(self, resolved: Resolved, alg: str) -> str:
-        found = hash_file(resolved.path, (alg,))
-        self.cache.add_digests(resolved.sha256, found)
-        resolved.digests.update(found)
-        return found[alg]
+    def _digest(self, stored: Blob | Resolved, alg: str) -> str:
+        """A stored file's digest in ``alg``: recorded, or computed once and recorded."""
+        if alg not in stored.digests:
+            found = hash_file(stored.path, (alg,))
+            self.cache.add_digests(stored.sha256, found)
+            stored.digests.update(found)
+        return stored.digests[alg]
 
     async def _cached(self, remote: Remote, entry: Entry, digest: Digest | None,
                       offline: bool) -> Resolved | None:
@@ -206,13 +206,9 @@ class Resolver:
         if blob is None:
             return None  # index row without its file: download again
         if digest:
-            known = blob.digests.get(digest.alg)
-            if known is None:
-                known = hash_file(blob.path, (digest.alg,))[digest.alg]
-                self.cache.add_digests(blob.sha256, {digest.alg: known})
             # a different hash than cached means the publisher moved on: fetch again
             return self._hit(blob, entry.identifier, verified=True, key=entry.key) \
-                if known == digest.hex else None
+                if self._digest(blob, digest.alg) == digest.hex else None
         if offline or entry.immutable or remote.immutable or not self.settings.revalidate:
             return self._hit(blob, entry.identifier, verified=entry.verified, key=entry.key)
         try:
@@ -297,8 +293,8 @@ class Resolver:
                         raise
                     delay = exc.retry_after or min(self.settings.max_backoff,
                                                    self.settings.backoff * 2 ** (attempt - 1))
-                    log.warning("%s; retry %d/%d in %.1fs", exc.message, attempt,
-                                self.settings.retries, delay)
+                    log.warning("%s; retry %d/%d in %.1fs", exc.message, attempt, limit,
+                                delay)
                     await asyncio.sleep(delay * (0.5 + random.random() / 2))
                 finally:
                     progress.close()
@@ -323,7 +319,7 @@ class Resolver:
                 if alg in digests and digests[alg] != advertised:
                     raise HashMismatch(
                         remote.display, f"{alg}:{advertised} (advertised by the server)",
-                        f"{alg}:{digests.get(alg)}",
+                        f"{alg}:{digests[alg]}",
                         hint="the bytes were damaged in transit or the server's metadata is "
                              "wrong; try again")
             if digest and digests[digest.alg] != digest.hex:
@@ -342,4 +338,4 @@ class Resolver:
             log.info("%s: no hash given; recorded sha256:%s (trust on first use)",
                      remote.display, blob.sha256)
         return Resolved(blob.path, blob.sha256, blob.size, False, entry.identifier,
-                        digest is not None, {**blob.digests, CONTENT_ALG: blob.sha256})
+                        digest is not None, blob.digests)
