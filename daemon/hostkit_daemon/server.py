@@ -187,11 +187,6 @@ def _remove_socket(path: str, inode: int | None) -> None:
             os.unlink(path)
 
 
-def _download_tasks(resolver) -> list[asyncio.Task]:
-    # The resolver's single-flight table: one task per download in flight.
-    return [t for t in getattr(resolver, "_inflight", {}).values() if not t.done()]
-
-
 async def _shutdown(app: web.Application, runner: web.AppRunner, site, grace: float,
                     hurry: asyncio.Event) -> None:
     state = app[STATE]
@@ -199,12 +194,12 @@ async def _shutdown(app: web.Application, runner: web.AppRunner, site, grace: fl
     state.jobs.accepting = False
     await site.stop()  # no new connections; requests on open ones get 503
     started = time.monotonic()
-    waited = _download_tasks(state.resolver)
+    waited = state.resolver.downloads()
     logs.event("draining", downloads=len(waited), jobs=state.jobs.active(), grace=grace)
     hurry_wait = asyncio.ensure_future(hurry.wait())
     try:
         while True:
-            pending = _download_tasks(state.resolver) + state.jobs.tasks()
+            pending = state.resolver.downloads() + state.jobs.tasks()
             left = grace - (time.monotonic() - started)
             if not pending or left <= 0 or hurry.is_set():
                 break
@@ -212,7 +207,7 @@ async def _shutdown(app: web.Application, runner: web.AppRunner, site, grace: fl
                                return_when=asyncio.FIRST_COMPLETED)
     finally:
         hurry_wait.cancel()
-    cancelled = _download_tasks(state.resolver) + state.jobs.tasks()
+    cancelled = state.resolver.downloads() + state.jobs.tasks()
     for task in cancelled:
         task.cancel()
     if cancelled:  # downloads clean up: partials kept for resume or deleted, locks released
