@@ -201,6 +201,17 @@ def test_warm_answers_equal_the_resolvers_and_notice_removals(daemon, gated):
     assert st["stats"]["hits"] == 2
 
 
+def test_warm_answers_redact_secrets_as_the_resolver_does(daemon, gated):
+    sha = gated.add("warm-secret.bin", payload(3000, 23))
+    url = gated.file_url("warm-secret.bin") + "?token=TOKENVALUE456&part=1"
+    body = {"identifier": url, "hash": sha}
+    assert call_json(daemon.url, "POST", "/v1/resolve", body)[0] == 200
+    first = call_json(daemon.url, "POST", "/v1/resolve", body)[1]  # from the resolver
+    second = call_json(daemon.url, "POST", "/v1/resolve", body)[1]  # remembered
+    assert first == second and second["cached"] is True
+    assert "TOKENVALUE456" not in second["identifier"] and "part=1" in second["identifier"]
+
+
 def test_blobs_range_etag_conditionals(daemon, gated):
     data = payload(100_000, 5)
     sha = gated.add("blob.bin", data)

@@ -20,6 +20,11 @@ import contextlib
 import json
 import os
 
+from hostkit.hashes import parse_hash
+from hostkit.identifiers import parse_identifier
+from hostkit.redact import redact_url
+from hostkit.results import Resolved
+
 #: Answers remembered (oldest forgotten first).
 MAX_ENTRIES = 4096
 #: Seconds between writes of collected access times to the index.
@@ -55,17 +60,15 @@ class WarmHits:
 
     def remember(self, identifier: str, expected: str) -> None:
         """After a successful resolve with a hash: remember step 1's answer for the pair."""
-        from hostkit.hashes import parse_hash
-        from hostkit.identifiers import parse_identifier
-        from hostkit.results import Resolved
-
         digest = parse_hash(expected)
         blob = self.resolver.cache.find_blob(digest.alg, digest.hex)
         if blob is None:
             return
-        # exactly what Resolver.resolve returns for a stored blob matching the given hash
-        answer = Resolved(blob.path, blob.sha256, blob.size, True,
-                          parse_identifier(identifier).identifier, True, blob.digests).to_dict()
+        # exactly what Resolver.resolve returns for a stored blob matching the given hash,
+        # with the identifier redacted as the resolver does (no presigned secrets echoed)
+        shown = redact_url(parse_identifier(identifier).identifier)
+        answer = Resolved(blob.path, blob.sha256, blob.size, True, shown, True,
+                          blob.digests).to_dict()
         answer["blob"] = f"/v1/blobs/{blob.sha256}"
         if len(self._answers) >= MAX_ENTRIES:
             self._answers.pop(next(iter(self._answers)))
