@@ -20,6 +20,8 @@ environment: HOSTKIT_CACHE_DIR, HOSTKIT_OFFLINE=1, HOSTKIT_REQUIRE_HASH=1, HOSTK
 def _parser():
     import argparse
 
+    from .hashes import ALGORITHMS
+
     p = argparse.ArgumentParser(
         prog="hostkit", description="Turn ML asset identifiers into verified, cached local files.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -46,7 +48,8 @@ def _parser():
 
     h = sub.add_parser("hash", parents=[common], help="hash a local file")
     h.add_argument("file")
-    h.add_argument("--alg", action="append", help="algorithm (repeatable; default sha256)")
+    h.add_argument("--alg", action="append", choices=sorted(ALGORITHMS),
+                   help="algorithm (repeatable; default sha256)")
 
     c = sub.add_parser("cache", help="inspect and manage the cache")
     csub = c.add_subparsers(dest="cache_command", metavar="ACTION", required=True)
@@ -157,15 +160,12 @@ def _resolve(args, settings) -> int:
     if args.hash_opt and args.hash and args.hash_opt != args.hash:
         raise UsageError("two different hashes given", hint="pass one hash")
     settings = settings.with_overrides(offline=args.offline, require_hash=args.require_hash)
-    resolved = _cached_by_hash(settings, args.identifier, expected) if expected else None
-    if resolved is None:
-        from . import api
-        from .progress import progress_for
+    from . import api
+    from .progress import progress_for
 
-        # through the daemon when HOSTKIT_DAEMON_URL is set, unless --cache-dir names another cache
-        resolved = api.resolve_info(args.identifier, expected, settings=settings,
-                                    cache_dir=_path(args.cache_dir),
-                                    progress=progress_for(settings))
+    # through the daemon when HOSTKIT_DAEMON_URL is set, unless --cache-dir names another cache
+    resolved = api.resolve_info(args.identifier, expected, settings=settings,
+                                cache_dir=_path(args.cache_dir), progress=progress_for(settings))
     if args.json:
         _print_json(resolved.to_dict())
     else:
@@ -174,25 +174,6 @@ def _resolve(args, settings) -> int:
             print(f"note: no hash given; sha256:{resolved.sha256} recorded on first use. "
                   "Pass it with --hash to pin these bytes.", file=sys.stderr)
     return 0
-
-
-def _cached_by_hash(settings, identifier: str, expected: str):
-    """The fast path: a stored blob with the expected digest answers without plugins."""
-    from .cache import Cache
-    from .hashes import parse_hash
-    from .identifiers import parse_identifier
-    from .results import Resolved
-
-    ref = parse_identifier(identifier)
-    digest = parse_hash(expected)
-    if not (settings.cache_dir / "index.db").exists():
-        return None
-    cache = Cache(settings.cache_dir)
-    blob = cache.find_blob(digest.alg, digest.hex)
-    if blob is None:
-        return None
-    cache.touch(blob.sha256)
-    return Resolved(blob.path, blob.sha256, blob.size, True, ref.identifier, True, blob.digests)
 
 
 def _upload(args, settings) -> int:

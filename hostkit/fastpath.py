@@ -90,8 +90,10 @@ def _answer(cache_dir: str, identifier: str, digest: str, as_json: bool) -> int 
     if as_json:
         import json
 
+        from .redact import redact_url  # as the resolver shows it: no credentials
+
         print(json.dumps({"path": path, "sha256": digest, "size": row[0], "cached": True,
-                          "identifier": identifier, "verified": True,
+                          "identifier": redact_url(identifier), "verified": True,
                           "digests": json.loads(row[1])}, indent=2))
     else:
         print(path)

@@ -32,6 +32,10 @@ def test_fast_path_and_full_path_print_the_same(origin):
     full = json.loads(run_cli("resolve", f"direct:{url}", sha, "--json", "--offline",
                               check=True).stdout)  # --offline is not on the fast path
     assert fast == full
+    signed = f"{url}?X-Amz-Signature=SECRETSIG"
+    fast = json.loads(run_cli("resolve", signed, sha, "--json", check=True).stdout)
+    full = json.loads(run_cli("resolve", signed, sha, "--json", "--offline", check=True).stdout)
+    assert fast == full and "SECRETSIG" not in fast["identifier"]
 
 
 def test_trust_on_first_use_prints_the_hash_to_pin(origin):
@@ -54,6 +58,7 @@ def test_exit_codes_and_messages(origin):
         (["cache", "info", "nothing-like-this"], 2, "nothing in the cache"),
         (["cache", "prune", "--max-size", "lots"], 2, "cannot read size"),
         (["hash", "/nonexistent/file"], 2, "cannot read"),
+        (["hash", "README.md", "--alg", "foo"], 2, "invalid choice"),
     ]
     for args, code, text in cases:
         proc = run_cli(*args)
