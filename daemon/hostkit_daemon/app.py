@@ -13,6 +13,7 @@ import json
 import os
 import re
 import time
+import traceback
 from dataclasses import asdict, dataclass, field
 
 from aiohttp import hdrs, web
@@ -141,23 +142,21 @@ async def frontdoor(request: web.Request, handler):
             _check_token(request, state.token)
         response = await handler(request)
     except HostkitError as exc:
-        info["error_kind"] = exc.kind
-        response = _error_response(exc.http_status, exc.to_dict())
-    except web.HTTPException as exc:
-        response = _http_exception(exc, request)
-        info["error_kind"] = _kind_of(response)
+        response = _error_response(exc, info)
+    except web.HTTPException as exc:  # aiohttp's own: no route, wrong method, body too large
+        response = exc if exc.status < 400 else _error_response(_http_error(exc, request), info)
+        if exc.status == 405 and (allow := exc.headers.get(hdrs.ALLOW)):
+            response.headers[hdrs.ALLOW] = allow
     except asyncio.CancelledError:
         # the client went away; a download it waited for goes on (the resolver shields it)
         _log_request(state, request, route, 499, started, info)
         raise
     except Exception as exc:
-        import traceback
-
         logs.event("internal_error", route=route, message=repr(exc),
                    traceback=traceback.format_exc(limit=20))
-        info["error_kind"] = "internal"
-        response = _error_response(500, {"error": "internal", "message": "internal error",
-                                         "hint": "this is a bug in hostkit; see the daemon log"})
+        response = _error_response(ApiError(500, "internal", "internal error",
+                                            hint="this is a bug in hostkit; see the daemon log"),
+                                   info)
     finally:
         state.metrics.in_progress -= 1
     _log_request(state, request, route, response.status, started, info)
@@ -175,8 +174,10 @@ def _check_token(request: web.Request, token: str) -> None:
                             "HOSTKIT_DAEMON_TOKEN)")
 
 
-def _error_response(status: int, body: dict) -> web.Response:
-    return web.json_response(body, status=status)
+def _error_response(exc: HostkitError, info: dict) -> web.Response:
+    """The JSON answer for an error (``HostkitError.to_dict``), its kind noted for the log."""
+    info["error_kind"] = exc.kind
+    return web.json_response(exc.to_dict(), status=exc.http_status)
 
 
 _HTTP_KINDS = {404: ("no_route", "no such route; see GET /v1/openapi.json"),
@@ -185,25 +186,10 @@ _HTTP_KINDS = {404: ("no_route", "no such route; see GET /v1/openapi.json"),
                                   f"batches of at most {MAX_ITEMS} items")}
 
 
-def _http_exception(exc: web.HTTPException, request: web.Request) -> web.Response:
-    if exc.status < 400:
-        return exc  # type: ignore[return-value]
+def _http_error(exc: web.HTTPException, request: web.Request) -> ApiError:
     kind, hint = _HTTP_KINDS.get(exc.status, ("http_error", None))
     message = f"{request.method} {logs.redact_identifier(request.path)[:200]}: {exc.reason}"
-    response = _error_response(exc.status, {"error": kind, "message": message, "hint": hint})
-    if exc.status == 405 and (allow := exc.headers.get(hdrs.ALLOW)):
-        response.headers[hdrs.ALLOW] = allow
-    return response
-
-
-def _kind_of(response: web.StreamResponse) -> str | None:
-    body = getattr(response, "body", None)
-    if isinstance(body, bytes | bytearray) and body[:1] == b"{":
-        try:
-            return json.loads(body).get("error")
-        except ValueError:
-            return None
-    return None
+    return ApiError(exc.status, kind, message, hint=hint)
 
 
 def _log_request(state: DaemonState, request: web.Request, route: str, status: int,
