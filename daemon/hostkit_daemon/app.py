@@ -94,19 +94,21 @@ def create_app(settings=None, *, token: str | None = None, resolver: Resolver | 
     state.warm = WarmHits(state.resolver)
     app = web.Application(middlewares=[frontdoor], client_max_size=MAX_BODY)
     app[STATE] = state
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/metrics", metrics)
-    app.router.add_get("/v1/openapi.json", openapi)
-    app.router.add_get("/v1/status", status)
-    app.router.add_post("/v1/resolve", resolve)
-    app.router.add_get("/v1/blobs/{sha256}", blob)
-    app.router.add_post("/v1/prefetch", prefetch)
-    app.router.add_get("/v1/jobs/{job_id}", job)
-    app.router.add_get("/v1/cache", cache_list)
-    app.router.add_get("/v1/cache/{ident}", cache_info)
-    app.router.add_delete("/v1/cache/{ident}", cache_remove)
-    app.router.add_post("/v1/cache/{ident}/pin", pin)
-    app.router.add_delete("/v1/cache/{ident}/pin", unpin)
+    app.router.add_routes([
+        web.get("/healthz", healthz),
+        web.get("/metrics", metrics),
+        web.get("/v1/openapi.json", openapi),
+        web.get("/v1/status", status),
+        web.post("/v1/resolve", resolve),
+        web.get("/v1/blobs/{sha256}", blob),
+        web.post("/v1/prefetch", prefetch),
+        web.get("/v1/jobs/{job_id}", job),
+        web.get("/v1/cache", cache_list),
+        web.get("/v1/cache/{ident}", cache_info),
+        web.delete("/v1/cache/{ident}", cache_remove),
+        web.post("/v1/cache/{ident}/pin", pin),
+        web.delete("/v1/cache/{ident}/pin", unpin),
+    ])
     app.on_cleanup.append(_cleanup)
     return app
 
