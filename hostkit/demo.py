@@ -52,7 +52,7 @@ async def _serve(files: dict[str, bytes]):
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    return runner, f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}"
 
 
 async def _demo(settings, emit) -> None:

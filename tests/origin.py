@@ -183,7 +183,7 @@ class OriginServer:
         self._loop.run_until_complete(runner.setup())
         site = web.TCPSite(runner, "127.0.0.1", 0)
         self._loop.run_until_complete(site.start())
-        port = site._server.sockets[0].getsockname()[1]
+        port = runner.addresses[0][1]
         self.origin.url = f"http://127.0.0.1:{port}"
         self._runner = runner
         self._ready.set()

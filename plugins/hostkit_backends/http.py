@@ -220,7 +220,8 @@ def _info(resp) -> RemoteInfo:
 
 
 def _usable_for_if_range(validator: str | None) -> bool:
-    # If-Range needs a strong ETag or a date; weak ETags cannot guard a resume
+    # only a strong ETag guards a resume: weak ones may not be used in If-Range, and
+    # Last-Modified has one-second resolution
     return bool(validator) and not validator.startswith("W/") and not validator.startswith("lm:")
 
 
