@@ -79,13 +79,19 @@ _FREE_TEXT = frozenset({"message", "hint", "path", "traceback"})
 _dumps = json.JSONEncoder(default=str, separators=(",", ":")).encode
 
 
+@functools.lru_cache(maxsize=1024)
+def _quoted(text: str, key: str) -> str:
+    """``text`` as a JSON string, redacted as its field ``key`` requires (memoised)."""
+    if key == "identifier":
+        text = redact_identifier(text)
+    elif key in _FREE_TEXT:
+        text = redact_text(text)
+    return _quote(text)
+
+
 def _value(key: str, value) -> str:
     if isinstance(value, str):
-        if key == "identifier":
-            value = redact_identifier(value)
-        elif key in _FREE_TEXT:
-            value = redact_text(value)
-        return _quote(value)
+        return _quoted(value, key)
     if type(value) in (int, float):
         return repr(value)
     return _dumps(value)
@@ -105,23 +111,12 @@ def event(kind: str, **fields) -> None:
     _write("".join(parts))
 
 
-@functools.lru_cache(maxsize=1024)
-def _quoted(text: str, key: str) -> str:
-    if key == "identifier":
-        text = redact_identifier(text)
-    elif key in _FREE_TEXT:
-        text = redact_text(text)
-    return _quote(text)
-
-
 def request(method: str, route: str, status: int, seconds: float, info: dict) -> None:
     """The per-request line: :func:`event` specialised for speed (it runs on every request).
 
     ``info`` holds the handler's extra fields (identifier, outcome, bytes, ...).
     """
-    extra = "".join(
-        f",{_quote(k)}:{_quoted(v, k) if isinstance(v, str) else _value(k, v)}"
-        for k, v in info.items() if v is not None)
+    extra = "".join(f",{_quote(k)}:{_value(k, v)}" for k, v in info.items() if v is not None)
     line = (f'{{"ts":{time.time():.3f},"event":"request","method":{_quoted(method, "m")},'
             f'"route":{_quoted(route, "r")},"status":{status},'
             f'"duration_ms":{seconds * 1000:.2f}{extra}}}\n')
