@@ -11,6 +11,7 @@ injects faults by path prefix:
     /slow/NAME           normal, but ~64 KiB every 20 ms (for kill -9 tests)
     /redirect/N/NAME     N chained 302s, then /f/NAME
     /page                an HTML login page served as 200
+    /private/NAME        401 with a WWW-Authenticate challenge
 """
 
 from __future__ import annotations
@@ -165,6 +166,11 @@ def _app(origin: Origin) -> web.Application:
     app.router.add_get("/flaky/{n}/{name}", flaky)
     app.router.add_get("/redirect/{n}/{name}", redirect)
     app.router.add_get("/page", page)
+
+    async def private(request):
+        return web.Response(status=401, headers={"WWW-Authenticate": 'Basic realm="x"'})
+
+    app.router.add_get("/private/{name}", private)
     return app
 
 

@@ -108,6 +108,14 @@ def test_404_is_not_found(resolver, origin):
     assert info.value.hint
 
 
+def test_login_required_is_credentials_needed(resolver, settings, origin):
+    with pytest.raises(errors.CredentialsNeeded) as info:
+        resolve(resolver, f"{origin.url}/private/w.bin")
+    assert "anonymous" in str(info.value) and info.value.hint
+    assert len(origin.gets("/private/")) == 1  # not retried: a 401 will not go away
+    assert cache_files(settings) == {"blobs/sha256": [], "tmp": []}
+
+
 def test_html_page_is_refused(resolver, settings, origin):
     with pytest.raises(errors.NotDirectLink) as info:
         resolve(resolver, f"{origin.url}/page")
