@@ -20,7 +20,6 @@ from aiohttp import hdrs, web
 
 from hostkit.errors import HostkitError
 from hostkit.hashes import parse_hash
-from hostkit.identifiers import parse_identifier
 from hostkit.resolver import Resolver
 
 from . import logs
@@ -228,7 +227,8 @@ async def _json_object(request: web.Request) -> dict:
     return data
 
 
-def _field(data: dict, name: str, kinds, *, where: str = "", required: bool = False):
+def _field(data: dict, name: str, kind: type[str] | type[bool], *, where: str = "",
+           required: bool = False):
     value = data.get(name)
     if value is None:
         if required:
@@ -236,9 +236,8 @@ def _field(data: dict, name: str, kinds, *, where: str = "", required: bool = Fa
                            hint='send e.g. {"identifier": "https://host/file", '
                                 '"hash": "sha256:<64 hex>"}')
         return None
-    if not isinstance(value, kinds) or (kinds is int and isinstance(value, bool)):
-        want = " or ".join(k.__name__ for k in (kinds if isinstance(kinds, tuple) else (kinds,)))
-        raise ApiError(400, "bad_request", f"{where}{name!r} must be {want}, "
+    if not isinstance(value, kind):
+        raise ApiError(400, "bad_request", f"{where}{name!r} must be {kind.__name__}, "
                        f"not {type(value).__name__}", hint="fix the field's type")
     return value
 
@@ -256,8 +255,8 @@ def _item(resolver: Resolver, identifier: str, expected: str | None, **options) 
     """Validate an identifier and hash without I/O (UsageError subclasses -> 400)."""
     if expected is not None:
         parse_hash(expected)
-    remote = resolver.remote_for(parse_identifier(identifier))
-    return Item(identifier, expected, remote.display, options=options)
+    return Item(identifier, expected, resolver.remote_for(identifier).display,
+                options=options)
 
 
 # -- handlers ------------------------------------------------------------------------
