@@ -9,6 +9,7 @@ being refused, all through the same resolver the CLI and daemon use.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import hashlib
 import io
 import json
@@ -28,7 +29,9 @@ def sample_files() -> dict[str, bytes]:
         weights += block * 2048
     params = b"batch_size: 8\nthreshold: 0.5\n"
     buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+    # gzip's own header carries a timestamp: pin it so the bytes (and hash) never change
+    with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as gz, \
+            tarfile.open(fileobj=gz, mode="w") as tar:
         info = tarfile.TarInfo("labels.txt")
         info.size = 12
         tar.addfile(info, io.BytesIO(b"cat\ndog\nfox\n"))

@@ -193,3 +193,11 @@ def test_prune_drops_only_old_abandoned_partials(settings):
     os.utime(mine, (week_ago, week_ago))
     run_cli("cache", "prune", "--max-size", "0", check=True)
     assert not old.exists() and young.exists() and mine.exists()
+
+
+def test_demo_assets_are_the_same_bytes_every_time():
+    from hostkit.demo import sample_files
+
+    first = {name: hashlib.sha256(b).hexdigest() for name, b in sample_files().items()}
+    time.sleep(1.1)  # gzip headers carry seconds
+    assert {name: hashlib.sha256(b).hexdigest() for name, b in sample_files().items()} == first
