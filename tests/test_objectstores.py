@@ -124,6 +124,28 @@ def test_mutable_key_revalidated_and_downloaded_again_when_changed(s3env, seawee
     assert stats["downloads"] == 1
 
 
+def test_revalidation_head_serves_the_download_that_follows(s3env, seaweed, monkeypatch):
+    from hostkit_backends import s3
+
+    heads = []
+    real = s3.S3Store.head
+
+    async def counting(self, loc):
+        heads.append(loc.key)
+        return await real(self, loc)
+
+    monkeypatch.setattr(s3.S3Store, "head", counting)
+    seaweed.admin.put_object(Bucket="plain", Key="reval.bin", Body=b"first bytes")
+    ident = f"{s3env}/plain/reval.bin"
+    assert resolve(ident)[0].sha256 == sha(b"first bytes")
+    assert heads == ["reval.bin"]  # cold: one HEAD, then the ranged reads
+    seaweed.admin.put_object(Bucket="plain", Key="reval.bin", Body=b"second bytes!")
+    heads.clear()
+    changed, stats = resolve(ident)
+    assert changed.sha256 == sha(b"second bytes!") and stats["downloads"] == 1
+    assert heads == ["reval.bin"]  # the revalidating HEAD is not repeated to download
+
+
 def test_pinned_version_is_served_from_cache_without_network(s3env, proxy, seaweed):
     resp = seaweed.admin.put_object(Bucket="vers", Key="pinned.bin", Body=b"pinned bytes")
     ident = f"minio://{proxy.hostport}/vers/pinned.bin?versionId={resp['VersionId']}"

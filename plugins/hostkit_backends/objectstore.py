@@ -264,10 +264,13 @@ class ObjectRemote(Remote):
         self._store = store
         self.part_size = max(int(settings.part_size), 64 << 10)
         self.concurrency = max(int(settings.concurrency), 1)
+        #: what the last ``stat`` saw, for the ``open`` that follows it (used once)
+        self._stat_meta: ObjectMeta | None = None
 
     async def stat(self) -> RemoteInfo:
         """One HEAD: size, validator (version or ETag), advertised md5."""
-        return self._info(await self._store().head(self.loc))
+        self._stat_meta = await self._store().head(self.loc)
+        return self._info(self._stat_meta)
 
     def _info(self, meta: ObjectMeta) -> RemoteInfo:
         return RemoteInfo(size=meta.size, validator=meta.validator,
@@ -279,7 +282,11 @@ class ObjectRemote(Remote):
     async def open(self, offset: int = 0, validator: str | None = None):
         """Bytes from ``offset`` when the object still matches ``validator``, else from 0."""
         store = self._store()
-        meta = await store.head(self.loc)
+        # a revalidation's HEAD serves the download right after it; a retry HEADs again.
+        # The reads are pinned to what that HEAD saw, so a change meanwhile fails them.
+        meta, self._stat_meta = self._stat_meta, None
+        if meta is None:
+            meta = await store.head(self.loc)
         info = self._info(meta)
         resume = bool(offset and validator and validator == info.validator
                       and offset <= meta.size)
