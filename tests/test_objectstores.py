@@ -146,6 +146,27 @@ def test_revalidation_head_serves_the_download_that_follows(s3env, seaweed, monk
     assert heads == ["reval.bin"]  # the revalidating HEAD is not repeated to download
 
 
+def test_upload_over_a_different_size_reads_the_file_once(s3env, tmp_path, monkeypatch):
+    from hostkit_backends import objectstore
+
+    src = tmp_path / "sized.bin"
+    src.write_bytes(b"short")
+    upload(src, f"{s3env}/plain/sized.bin", overwrite=True)
+    hashed = []
+    real = objectstore._hash_file
+
+    async def counting(path, algs):
+        hashed.append(algs)
+        return await real(path, algs)
+
+    monkeypatch.setattr(objectstore, "_hash_file", counting)
+    digest = write_random(src, 70_000)
+    result = upload(src, f"{s3env}/plain/sized.bin", overwrite=True)
+    assert result.created and result.sha256 == digest
+    assert hashed == []  # sizes differ: not hashed to compare, only while sending
+    assert resolve(result.identifier, digest)[0].sha256 == digest
+
+
 def test_pinned_version_is_served_from_cache_without_network(s3env, proxy, seaweed):
     resp = seaweed.admin.put_object(Bucket="vers", Key="pinned.bin", Body=b"pinned bytes")
     ident = f"minio://{proxy.hostport}/vers/pinned.bin?versionId={resp['VersionId']}"

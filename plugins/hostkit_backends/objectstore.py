@@ -469,12 +469,13 @@ class ObjectUploader(Uploader):
 
     async def _same(self, store: Store, loc: Location, existing: ObjectMeta, source: Path,
                     size: int, known: dict[str, str]) -> tuple[bool, dict[str, str]]:
+        if existing.size != size:  # different bytes: no need to read the file here
+            return False, known
         recorded = await store.recorded_sha256(loc, existing)
-        algs = ("sha256", "md5") if existing.md5 else ("sha256",)
+        # one pass for what the comparison needs, on top of what is known already
+        algs = ("sha256",) if recorded or not existing.md5 else ("sha256", "md5")
         if not all(a in known for a in algs):
             known = {**known, **await _hash_file(source, algs)}
-        if existing.size != size:
-            return False, known
         if recorded:
             return recorded == known["sha256"], known
         return bool(existing.md5) and existing.md5 == known.get("md5"), known
