@@ -50,6 +50,36 @@ def payload(size: int, seed: int) -> bytes:
     return bytes(out[:size])
 
 
+def serve_in_thread(make_app, name: str, *, on_stop=None, **runner_kwargs):
+    """Serve ``make_app()`` on 127.0.0.1 (a free port) from a new event-loop thread.
+
+    Returns ``(thread, loop, url)``. Stopping the loop (``loop.stop`` from any
+    thread) runs ``on_stop()`` on the loop's thread, then cleans the app up.
+    """
+    ready = threading.Event()
+    started: dict = {}
+
+    def run():
+        loop = started["loop"] = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        runner = web.AppRunner(make_app(), access_log=None, **runner_kwargs)
+        loop.run_until_complete(runner.setup())
+        loop.run_until_complete(web.TCPSite(runner, LOOPBACK, 0).start())
+        started["url"] = f"http://{LOOPBACK}:{runner.addresses[0][1]}"
+        ready.set()
+        loop.run_forever()
+        if on_stop is not None:
+            on_stop()
+        loop.run_until_complete(runner.cleanup())
+        loop.close()
+
+    thread = threading.Thread(target=run, name=name, daemon=True)
+    thread.start()
+    if not ready.wait(10):
+        raise RuntimeError(f"{name} did not start")
+    return thread, started["loop"], started["url"]
+
+
 # -- origin ----------------------------------------------------------------------------
 
 
@@ -136,30 +166,18 @@ class GatedOrigin:
         return resp
 
     def start(self) -> GatedOrigin:
-        ready = threading.Event()
-
-        def run():
-            loop = self._loop = asyncio.new_event_loop()
+        def make_app():
             app = web.Application()
             app.router.add_route("GET", "/f/{name}", self._serve)
             app.router.add_route("HEAD", "/f/{name}", self._serve)
-            runner = web.AppRunner(app, access_log=None)
-            loop.run_until_complete(runner.setup())
-            site = web.TCPSite(runner, LOOPBACK, 0)
-            loop.run_until_complete(site.start())
-            self.url = f"http://{LOOPBACK}:{runner.addresses[0][1]}"
-            self._runner = runner
-            ready.set()
-            loop.run_forever()
+            return app
+
+        def open_gates():
             for gate in self._gates.values():
                 gate[1].set()
-            loop.run_until_complete(runner.cleanup())
-            loop.close()
 
-        self._thread = threading.Thread(target=run, name="gated-origin", daemon=True)
-        self._thread.start()
-        if not ready.wait(10):
-            raise RuntimeError("the gated origin did not start")
+        self._thread, self._loop, self.url = serve_in_thread(make_app, "gated-origin",
+                                                             on_stop=open_gates)
         return self
 
     def stop(self) -> None:
@@ -252,27 +270,13 @@ class DaemonThread:
         from hostkit_daemon.app import create_app
 
         logs._stream = self.logs
-        ready = threading.Event()
 
-        def run():
-            loop = self.loop = asyncio.new_event_loop()
-            asyncio.set_event_loop(loop)
+        def make_app():
             self.app = create_app(self.settings, token=self.token)
-            runner = web.AppRunner(self.app, access_log=None, handler_cancellation=True,
-                                   shutdown_timeout=2.0)
-            loop.run_until_complete(runner.setup())
-            site = web.TCPSite(runner, LOOPBACK, 0)
-            loop.run_until_complete(site.start())
-            self.url = f"http://{LOOPBACK}:{runner.addresses[0][1]}"
-            ready.set()
-            loop.run_forever()
-            loop.run_until_complete(runner.cleanup())
-            loop.close()
+            return self.app
 
-        self._thread = threading.Thread(target=run, name="hostkit-daemon", daemon=True)
-        self._thread.start()
-        if not ready.wait(10):
-            raise RuntimeError("the in-process daemon did not start")
+        self._thread, self.loop, self.url = serve_in_thread(
+            make_app, "hostkit-daemon", handler_cancellation=True, shutdown_timeout=2.0)
         return self
 
     @property
