@@ -393,37 +393,36 @@ def test_hostile_inputs_get_json_4xx_and_the_daemon_keeps_serving(daemon):
 # -- single flight and disconnects --------------------------------------------------------
 
 
-def test_64_concurrent_cold_requests_make_one_origin_get(daemon, gated):
-    sha = gated.add("sf.bin", payload(3_000_000, 10))
-    gated.hold("sf.bin", after=1 << 20)
-    body = {"identifier": gated.file_url("sf.bin")}
+def _64_requests_on_one_held_download(daemon, gated, name: str, body: dict,
+                                      after: int) -> list[tuple[int, dict]]:
+    """64 identical resolves, all waiting while ``name`` is held; one origin GET, one answer."""
+    gated.hold(name, after=after)
     thread, out = _in_background(_post_many, daemon.url, 64, body)
-    gated.wait_started("sf.bin")
+    gated.wait_started(name)
     wait_until(lambda: daemon.state.metrics.in_progress >= 64, what="64 requests waiting")
-    gated.release("sf.bin")
+    gated.release(name)
     thread.join(30)
     answers = out[0]
     assert not isinstance(answers, BaseException), answers
-    assert len(gated.gets("sf.bin")) == 1
-    assert {status for status, _ in answers} == {200}
+    assert len(gated.gets(name)) == 1
     assert all(a == answers[0][1] for _, a in answers)  # 64 identical answers
+    return answers
+
+
+def test_64_concurrent_cold_requests_make_one_origin_get(daemon, gated):
+    sha = gated.add("sf.bin", payload(3_000_000, 10))
+    answers = _64_requests_on_one_held_download(
+        daemon, gated, "sf.bin", {"identifier": gated.file_url("sf.bin")}, after=1 << 20)
+    assert {status for status, _ in answers} == {200}
     assert answers[0][1]["sha256"] == sha and answers[0][1]["cached"] is False
 
 
 def test_64_concurrent_requests_share_one_error(daemon, gated):
     gated.add("sf-bad.bin", payload(500_000, 11))
-    gated.hold("sf-bad.bin", after=100_000)
     body = {"identifier": gated.file_url("sf-bad.bin"), "hash": "0" * 64}
-    thread, out = _in_background(_post_many, daemon.url, 64, body)
-    gated.wait_started("sf-bad.bin")
-    wait_until(lambda: daemon.state.metrics.in_progress >= 64, what="64 requests waiting")
-    gated.release("sf-bad.bin")
-    thread.join(30)
-    answers = out[0]
-    assert not isinstance(answers, BaseException), answers
-    assert len(gated.gets("sf-bad.bin")) == 1
+    answers = _64_requests_on_one_held_download(daemon, gated, "sf-bad.bin", body,
+                                                after=100_000)
     assert {status for status, _ in answers} == {502}
-    assert all(a == answers[0][1] for _, a in answers)
     assert answers[0][1]["error"] == "hash_mismatch"
     assert call_json(daemon.url, "GET", "/v1/cache")[1]["blobs"] == []
 
