@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import re
 import secrets
 import threading
 import time
@@ -34,6 +33,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from aiohttp import web
+
+from tests.origin import _send as send_file
 
 TOKEN = "hk-test-pat-0123456789abcdef"
 FILE_ENTITY = "org.sagebionetworks.repo.model.FileEntity"
@@ -297,32 +298,11 @@ def _app(syn: Synapse) -> web.Application:  # noqa: C901 (one route table)
         if syn.storage_fail.get(fh_id):
             return web.Response(status=syn.storage_fail[fh_id].pop(0), text="<Error/>",
                                 content_type="application/xml")
+        # cut once, 40% into the file: a client that resumes asks for the rest with Range
         data = syn.handles[fh_id].data
-        start, status = 0, 200
-        headers = {"Content-Type": "application/octet-stream", "Accept-Ranges": "bytes",
-                   "ETag": f'"{hashlib.md5(data).hexdigest()}"'}
-        match = re.match(r"bytes=(\d+)-$", request.headers.get("Range", ""))
-        if match:
-            start = int(match.group(1))
-            if start >= len(data):
-                return web.Response(status=416, headers={"Content-Range": f"bytes */{len(data)}"})
-            status = 206
-            headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
-        body = data[start:]
-        headers["Content-Length"] = str(len(body))
-        resp = web.StreamResponse(status=status, headers=headers)
-        await resp.prepare(request)
         cut = fh_id in syn.cut_once
         syn.cut_once.discard(fh_id)
-        step = 65536
-        for i in range(0, len(body), step):
-            if cut and i >= len(body) * 0.4:
-                await asyncio.sleep(0.2)  # let the client read what was sent, then hang up
-                request.transport.close()
-                return resp
-            await resp.write(body[i:i + step])
-        await resp.write_eof()
-        return resp
+        return await send_file(request, data, reset_at=int(len(data) * 0.4) if cut else None)
 
     # -- upload ------------------------------------------------------------------
 
