@@ -102,6 +102,7 @@ class GatedOrigin:
     _gates: dict[str, tuple[int, asyncio.Event]] = field(default_factory=dict)
     _loop: asyncio.AbstractEventLoop | None = None
     _started: dict[str, threading.Event] = field(default_factory=dict)
+    refused: dict[str, int] = field(default_factory=dict)  # name -> status answered instead
 
     def add(self, name: str, data: bytes) -> str:
         """Publish ``data``; return its sha256."""
@@ -134,6 +135,8 @@ class GatedOrigin:
     async def _serve(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]
         self.seen.append(Request(request.method, name, request.headers.get("Range")))
+        if name in self.refused:
+            return web.Response(status=self.refused[name])
         data = self.files.get(name)
         if data is None:
             raise web.HTTPNotFound()

@@ -390,6 +390,33 @@ def test_hostile_inputs_get_json_4xx_and_the_daemon_keeps_serving(daemon):
     assert 'status="500"' not in metrics
 
 
+def test_origin_failures_are_json_errors_for_resolve_and_prefetch(daemon, gated):
+    sha = gated.add("of.bin", payload(2000, 24))
+    gated.refused.update({"private.bin": 401, "forbidden.bin": 403})
+    dead = f"http://127.0.0.1:{free_port()}/gone.bin"  # nobody listens there
+    cases = [({"identifier": dead}, 503, "unreachable"),
+             ({"identifier": gated.file_url("private.bin")}, 401, "credentials_needed"),
+             ({"identifier": gated.file_url("forbidden.bin")}, 401, "credentials_needed"),
+             ({"identifier": gated.file_url("of.bin"), "hash": "1" * 64}, 502, "hash_mismatch")]
+    for body, want, kind in cases:
+        status, headers, raw = call(daemon.url, "POST", "/v1/resolve", body)
+        assert status == want, (body, status, raw[:300])
+        assert headers["content-type"].startswith("application/json")
+        err = json.loads(raw)
+        assert err["error"] == kind and err["message"] and err["hint"], err
+    status, job = call_json(daemon.url, "POST", "/v1/prefetch",
+                            {"items": [body for body, _, _ in cases]})
+    assert status == 202
+    wait_until(lambda: call_json(daemon.url, "GET", job["href"])[1]["state"] != "running",
+               what="the prefetch to finish")
+    done = call_json(daemon.url, "GET", job["href"])[1]
+    assert done["state"] == "failed" and done["errors"] == len(cases)
+    assert [i["error"]["error"] for i in done["items"]] == [kind for _, _, kind in cases]
+    assert call_json(daemon.url, "GET", "/v1/cache")[1]["blobs"] == []  # nothing stored
+    assert call_json(daemon.url, "POST", "/v1/resolve",
+                     {"identifier": gated.file_url("of.bin"), "hash": sha})[1]["sha256"] == sha
+
+
 # -- single flight and disconnects --------------------------------------------------------
 
 
