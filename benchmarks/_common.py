@@ -7,7 +7,6 @@ module; importing it also puts the repository root there (``tests.servers``).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import sys
@@ -19,6 +18,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 #: The virtual environment's scripts (hostkit, s5cmd) next to this interpreter.
 BIN = Path(sys.executable).parent
+
+#: ``make_file(path, size)``: random bytes, returns their sha256 hex (the tests' helper).
+from tests.objectstore_fixtures import write_random as make_file  # noqa: E402, F401
 
 
 def run(cmd, env=None) -> tuple[float, int]:
@@ -37,19 +39,6 @@ def best(fn, rounds: int):
     """The result of ``fn()`` with the smallest first element (wall time) over ``rounds`` calls."""
     results = [fn() for _ in range(rounds)]
     return min(results, key=lambda r: r[0])
-
-
-def make_file(path: Path, size: int) -> str:
-    """Write ``size`` random bytes to ``path``; return their sha256 hex."""
-    h = hashlib.sha256()
-    with open(path, "wb") as f:
-        left = size
-        while left:
-            block = os.urandom(min(left, 16 << 20))
-            f.write(block)
-            h.update(block)
-            left -= len(block)
-    return h.hexdigest()
 
 
 def compile_bytecode() -> None:
