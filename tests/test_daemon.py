@@ -32,10 +32,10 @@ from tests.daemon_fixtures import (
     GatedOrigin,
     call,
     call_json,
-    free_port,
     payload,
     wait_until,
 )
+from tests.servers import free_port
 
 pytestmark = pytest.mark.timeout(60)
 
