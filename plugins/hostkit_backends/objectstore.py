@@ -619,12 +619,24 @@ async def ranged_get(context, url: str, start: int, end: int, *, headers=None,
             body = await resp.content.read(4096)
             raise HttpStatus(resp.status, body.decode("utf-8", "replace"))
         if resp.status == 206:
-            first = resp.headers.get("Content-Range", "").partition(" ")[2].partition("-")[0]
-            if first != str(start):
-                raise TruncatedBody(f"asked for bytes from {start}, got {first or '?'}",
+            first, _ = content_range(resp.headers) or ("?", None)
+            if first != start:
+                raise TruncatedBody(f"asked for bytes from {start}, got {first}",
                                     hint="the server ignored the range; try again")
         async for chunk in resp.content.iter_any():
             yield chunk
+
+
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
+
+
+def content_range(headers) -> tuple[int, int | None] | None:
+    """(first byte, total size or None) of a 206's ``Content-Range``; None if unusable."""
+    match = _CONTENT_RANGE.match(headers.get("Content-Range", ""))
+    if not match:
+        return None
+    total = match.group(3)
+    return int(match.group(1)), None if total == "*" else int(total)
 
 
 def no_bucket(loc: Location, where: str, hint: str, *, container: str = "bucket") -> NotFound:

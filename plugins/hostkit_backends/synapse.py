@@ -79,7 +79,6 @@ _BUNDLE_REQUEST = {"includeEntity": True, "includeAnnotations": True,
                    "includeFileHandles": True, "includeRestrictionInformation": True}
 #: How long entity metadata fetched by stat() is reused by open() in the same resolve.
 _META_TTL = 60.0
-_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 
 
 @hookimpl
@@ -544,16 +543,16 @@ class SynapseRemote(Remote):
             raise no_access(self.display, self.client) if answer.get("failureCode") \
                 else BackendError(f"{self.display}: Synapse gave no download URL",
                                   hint="try again later", identifier=self.display)
-        async with self._get(url, offset) as (resp, start):
-            if resp.status == 206:
-                total = _CONTENT_RANGE.match(resp.headers.get("Content-Range", ""))
-                if total and total.group(3) != "*" and info.size is None:
-                    info.size = int(total.group(3))
+        async with self._get(url, offset) as (resp, start, total):
+            if info.size is None:
+                info.size = total
             yield Body(info, start, self._chunks(resp, url))
 
     @contextlib.asynccontextmanager
     async def _get(self, url: str, offset: int):
         from yarl import URL
+
+        from .objectstore import content_range
 
         session = await self.context.http_session()
         host = _host(url)
@@ -574,18 +573,17 @@ class SynapseRemote(Remote):
             offset = 0
             resp = await get(0)
         try:
-            start = 0
+            start, total = 0, None
             if resp.status == 206:
-                match = _CONTENT_RANGE.match(resp.headers.get("Content-Range", ""))
-                start = int(match.group(1)) if match else -1
+                start, total = content_range(resp.headers) or ("?", None)
                 if start != offset:
                     raise TruncatedBody(
                         f"{self.display}: asked {host} for bytes from {offset}, got from "
-                        f"{start if start >= 0 else '?'}", identifier=self.display,
+                        f"{start}", identifier=self.display,
                         hint="the storage host ignored the range; try again")
             elif resp.status != 200:
                 await self._refuse(resp, host)
-            yield resp, start
+            yield resp, start, total
         finally:
             resp.release()
 
