@@ -679,7 +679,10 @@ def env_true(name: str) -> bool:
 
 
 def network_error(exc: BaseException, display: str, endpoint: str) -> HostkitError | None:
-    """Map a connection-level failure (aiohttp, OSError, timeouts) to Unreachable/Transient."""
+    """Map a connection-level failure (aiohttp, OSError, timeouts) to Unreachable/Transient.
+
+    A body cut short is TruncatedBody, a connection that could not be made Unreachable.
+    """
     import socket
 
     import aiohttp
@@ -689,6 +692,10 @@ def network_error(exc: BaseException, display: str, endpoint: str) -> HostkitErr
 
     # signed URLs carry credentials in their query: cut every query out of the text
     detail = re.sub(r"\?\S*", "?...", redact_text(str(exc) or type(exc).__name__))[:200]
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return TruncatedBody(f"{display}: the download from {endpoint} ended early",
+                             identifier=display,
+                             hint="the connection dropped; run again to resume")
     if isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError
                   | ConnectionRefusedError | socket.gaierror):
         return Unreachable(f"{display}: cannot connect to {endpoint} ({detail})",

@@ -618,10 +618,6 @@ class SynapseRemote(Remote):
 
         if isinstance(exc, HostkitError):
             return exc
-        if isinstance(exc, aiohttp.ClientPayloadError):
-            return TruncatedBody(f"{self.display}: the download from {host} ended early",
-                                 identifier=self.display,
-                                 hint="the connection dropped; run again to resume")
         if isinstance(exc, aiohttp.TooManyRedirects):
             return BackendError(f"{self.display}: too many redirects from {host}",
                                 identifier=self.display, hint="try again later")
