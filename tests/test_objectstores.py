@@ -551,3 +551,33 @@ def test_azure_errors_and_secret_never_printed(azenv, monkeypatch):
                        azenv.connection_string.replace(str(azenv.port), str(port)))
     with pytest.raises(Unreachable):
         resolve("az://cont/missing.bin")
+
+
+# -- every backend: malformed identifiers and wrong hashes ------------------------------
+
+
+@pytest.mark.parametrize("identifier, hint", [
+    ("s3:bucket/key", "s3://bucket/key"),
+    ("s3://ab/key", "3 to 63 characters"),
+    ("s3://bucket/key?version=1", "?versionId=ID"),
+    ("minio:///bucket/key", "minio://host:port/bucket/key"),
+    ("minio://AKIAKEY:hunter2-secret@127.0.0.1:9000/bucket/key", "never the identifier"),
+    ("s3://AKIAKEY:hunter2-secret@bucket/key", "never the identifier"),
+    ("s3://bucket/key?X-Amz-Signature=hunter2-secret", "?versionId=ID"),
+    ("gs://oauth2:hunter2-secret@bucket/key", "never the identifier"),
+    ("az://cont/blob?sv=2022-11-02&sig=hunter2-secret", "?versionid=ID"),
+    ("gs:bucket/key", "gs://bucket/key"),
+    ("gs://Upper/key", "lowercase"),
+    ("gs://bucket/key#latest", "#GENERATION"),
+    ("az:cont/blob", "az://container/blob"),
+    ("az://Cont/blob", "lowercase"),
+    ("az://cont/blob?snapshot=1", "?versionid=ID"),
+])
+def test_malformed_object_store_identifiers(identifier, hint, monkeypatch, tmp_path):
+    from hostkit.errors import UsageError
+
+    fx._clear_cloud_env(monkeypatch, tmp_path)
+    with pytest.raises(UsageError) as exc:
+        resolve(identifier)
+    assert hint in exc.value.hint
+    assert "hunter2-secret" not in str(exc.value) + str(exc.value.to_dict())

@@ -44,6 +44,7 @@ from .objectstore import (
     Location,
     ObjectMeta,
     Store,
+    after_slashes,
     busy,
     changed,
     created_meanwhile,
@@ -52,6 +53,7 @@ from .objectstore import (
     no_bucket,
     object_store_hooks,
     require,
+    shown,
     vanished,
 )
 
@@ -86,20 +88,17 @@ class AzureConfig:
 
 def parse(ref, settings) -> tuple[Location, AzureConfig]:
     """Split ``az://container/blob[?versionid=ID]``; find the account in the environment."""
-    if not ref.rest.startswith("//"):
-        raise UsageError(f"{ref.raw.strip()!r} is not an az identifier",
-                         hint="write az://container/blob")
-    body, _, query = ref.rest[2:].partition("?")
+    body, _, query = after_slashes(ref, "az://container/blob").partition("?")
     version = None
     if query:
         match = re.fullmatch(r"versionid=([^&]+)", query, re.I)
         if not match:
-            raise UsageError(f"unexpected query {query!r}",
+            raise UsageError(f"{shown(ref)}: unexpected query",
                              hint="the only query an az identifier takes is ?versionid=ID")
         version = match.group(1)
     container, _, blob = body.partition("/")
     if not 3 <= len(container) <= 63 or not re.fullmatch(r"[a-z0-9-]+|\$root|\$web", container):
-        raise UsageError(f"{ref.raw.strip()!r}: {container!r} is not a container name",
+        raise UsageError(f"{shown(ref)}: {container!r} is not a container name",
                          hint="write az://container/blob (container names are lowercase)")
     conf = _config(settings)
     loc = Location(backend="az", base="az://",

@@ -48,6 +48,7 @@ from .objectstore import (
     Location,
     ObjectMeta,
     Store,
+    after_slashes,
     busy,
     created_meanwhile,
     network_error,
@@ -55,6 +56,7 @@ from .objectstore import (
     object_store_hooks,
     ranged_get,
     require,
+    shown,
     vanished,
 )
 
@@ -85,18 +87,15 @@ class GcsConfig:
 
 def parse(ref, settings) -> tuple[Location, GcsConfig]:
     """Split ``gs://bucket/key[#generation]`` and decide endpoint and credentials."""
-    if not ref.rest.startswith("//"):
-        raise UsageError(f"{ref.raw.strip()!r} is not a gs identifier",
-                         hint="write gs://bucket/key or gs://bucket/key#GENERATION")
-    body, version = ref.rest[2:], None
+    body, version = after_slashes(ref, "gs://bucket/key or gs://bucket/key#GENERATION"), None
     if match := re.fullmatch(r"(.*?)(?:#|\?generation=)(\d+)", body, re.S):
         body, version = match.groups()
     elif "#" in body or "?" in body:
-        raise UsageError(f"{ref.raw.strip()!r}: a generation is digits",
+        raise UsageError(f"{shown(ref)}: a generation is digits",
                          hint="write gs://bucket/key#GENERATION")
     bucket, _, key = body.partition("/")
     if not 3 <= len(bucket) <= 222 or not re.fullmatch(r"[a-z0-9._-]+", bucket):
-        raise UsageError(f"{ref.raw.strip()!r}: {bucket!r} is not a bucket name",
+        raise UsageError(f"{shown(ref)}: {bucket!r} is not a bucket name",
                          hint="write gs://bucket/key (bucket names are lowercase)")
     emulator = os.environ.get("STORAGE_EMULATOR_HOST", "").strip()
     if emulator and emulator != "default":

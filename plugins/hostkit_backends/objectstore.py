@@ -75,6 +75,25 @@ def require(module: str, extra: str, scheme: str):
             hint=f"pip install 'hostkit[{extra}]' (or 'hostkit[all]')") from None
 
 
+def shown(ref) -> str:
+    """The identifier as written, quoted for a message: no userinfo, no signed query values."""
+    from hostkit.redact import redact_url
+
+    return repr(redact_url(ref.raw.strip()))
+
+
+def after_slashes(ref, form: str) -> str:
+    """What follows ``scheme://``; UsageError without ``//`` or with credentials (``user@``)."""
+    if not ref.rest.startswith("//"):
+        raise UsageError(f"{shown(ref)} is not of the form {form}", hint=f"write {form}")
+    body = ref.rest[2:]
+    if "@" in body.partition("/")[0]:
+        raise UsageError(f"{shown(ref)}: credentials do not go in the identifier",
+                         hint=f"write {form} (credentials come from the environment or a "
+                              "profile, never the identifier)")
+    return body
+
+
 @dataclass(frozen=True)
 class Location:
     """Where an object lives: an endpoint, a bucket (container) and a key.

@@ -52,6 +52,7 @@ from .objectstore import (
     Location,
     ObjectMeta,
     Store,
+    after_slashes,
     busy,
     changed,
     created_meanwhile,
@@ -63,6 +64,7 @@ from .objectstore import (
     range_headers,
     ranged_get,
     require,
+    shown,
     vanished,
 )
 
@@ -119,17 +121,12 @@ class S3Config:
 
 def parse(ref, settings) -> tuple[Location, S3Config]:
     """Split an ``s3://`` / ``minio://`` identifier and decide the endpoint and credentials."""
-    rest = ref.rest
     form = "minio://host:port/bucket/key" if ref.scheme == "minio" else "s3://bucket/key"
-    if not rest.startswith("//"):
-        raise UsageError(f"{ref.raw.strip()!r} is not a {ref.scheme} identifier",
-                         hint=f"write {form}")
-    body, version = _split_version(rest[2:])
+    body, version = _split_version(ref, after_slashes(ref, form))
     if ref.scheme == "minio":
         host, _, body = body.partition("/")
-        if not host or "@" in host:
-            raise UsageError(f"{ref.raw.strip()!r}: no host", hint=f"write {form} (credentials "
-                             "come from the environment or a profile, never the identifier)")
+        if not host:
+            raise UsageError(f"{shown(ref)}: no host", hint=f"write {form}")
         conf = _minio_config(host.lower(), settings)
         base = f"minio://{host.lower()}/"
     else:
@@ -137,20 +134,20 @@ def parse(ref, settings) -> tuple[Location, S3Config]:
         base = "s3://"
     bucket, _, key = body.partition("/")
     if not 3 <= len(bucket) <= 63 or not re.fullmatch(r"[A-Za-z0-9._-]+", bucket):
-        raise UsageError(f"{ref.raw.strip()!r}: {bucket!r} is not a bucket name",
+        raise UsageError(f"{shown(ref)}: {bucket!r} is not a bucket name",
                          hint=f"write {form}; bucket names are 3 to 63 characters")
     loc = Location(backend="s3", base=base, endpoint=conf.endpoint or AWS_ENDPOINT,
                    bucket=bucket, key=key, version=version, version_form="?versionId={}")
     return loc, conf
 
 
-def _split_version(body: str) -> tuple[str, str | None]:
+def _split_version(ref, body: str) -> tuple[str, str | None]:
     key, sep, query = body.partition("?")
     if not sep:
         return body, None
     match = re.fullmatch(r"versionId=([^&]+)", query)
     if not match:
-        raise UsageError(f"unexpected query {query!r}",
+        raise UsageError(f"{shown(ref)}: unexpected query",
                          hint="the only query an s3 identifier takes is ?versionId=ID")
     return key, match.group(1)
 
