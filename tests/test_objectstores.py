@@ -581,3 +581,34 @@ def test_malformed_object_store_identifiers(identifier, hint, monkeypatch, tmp_p
         resolve(identifier)
     assert hint in exc.value.hint
     assert "hunter2-secret" not in str(exc.value) + str(exc.value.to_dict())
+
+
+def _refused_wrong_hash(src, destination: str):
+    """Upload ``src``, resolve it with a wrong sha256: HashMismatch and nothing cached."""
+    from hostkit.cache import Cache
+    from hostkit.config import load_settings
+
+    ident = upload(src, destination).identifier
+    wrong = "sha256:" + "0" * 64
+    with pytest.raises(HashMismatch, match="expected " + wrong) as exc:
+        resolve(ident, wrong)
+    assert exc.value.found == "sha256:" + sha(src.read_bytes())
+    assert list(Cache(load_settings().cache_dir).entries()) == []
+
+
+def test_wrong_expected_hash_s3(s3env, tmp_path):
+    src = tmp_path / "hashed.bin"
+    src.write_bytes(b"the bytes the publisher uploaded to s3")
+    _refused_wrong_hash(src, f"{s3env}/plain/hashed.bin")
+
+
+def test_wrong_expected_hash_gcs(gcsenv, tmp_path):
+    src = tmp_path / "hashed.bin"
+    src.write_bytes(b"the bytes the publisher uploaded to gcs")
+    _refused_wrong_hash(src, "gs://gbucket/hashed.bin")
+
+
+def test_wrong_expected_hash_azure(azenv, tmp_path):
+    src = tmp_path / "hashed.bin"
+    src.write_bytes(b"the bytes the publisher uploaded to azure")
+    _refused_wrong_hash(src, "az://cont/hashed.bin")
