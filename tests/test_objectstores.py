@@ -612,3 +612,21 @@ def test_wrong_expected_hash_azure(azenv, tmp_path):
     src = tmp_path / "hashed.bin"
     src.write_bytes(b"the bytes the publisher uploaded to azure")
     _refused_wrong_hash(src, "az://cont/hashed.bin")
+
+
+def test_gcs_refused_credentials_are_told_apart_from_anonymous(monkeypatch, tmp_path):
+    """The emulator checks no credentials: Google's 401/403 answers are mapped here directly."""
+    import json
+
+    from hostkit_backends import gcs
+
+    from hostkit.config import load_settings
+    from hostkit.identifiers import parse_identifier
+
+    fx._clear_cloud_env(monkeypatch, tmp_path)
+    loc, conf = gcs.parse(parse_identifier("gs://gbucket/x.bin"), load_settings())
+    body = json.dumps({"error": {"message": "caller does not have storage.objects.get"}})
+    refused = gcs.GcsStore(conf, None)._status_error(403, body, loc)
+    assert isinstance(refused, CredentialsRefused) and "storage.objects.get" in refused.message
+    anon = gcs.GcsStore(replace(conf, token="anon"), None)._status_error(401, "", loc)
+    assert isinstance(anon, CredentialsNeeded) and "HOSTKIT_GCS_ANONYMOUS" in anon.hint

@@ -339,3 +339,14 @@ def test_cli_upload_and_plugins(synapse, tmp_path):
     plugins = run_cli("plugins", "--json")
     rows = json.loads(plugins.stdout)["backends"]
     assert any(r["backend"] == "synapse" and r["extra"] == "synapse" for r in rows)
+
+
+def test_wrong_expected_hash_is_refused(resolver, synapse):
+    payload = data(30_000, 30)
+    sid = synapse.add_file("h.bin", payload)
+    wrong = "sha256:" + "0" * 64
+    with pytest.raises(errors.HashMismatch) as info:
+        resolve(resolver, f"synapse:{sid}", wrong)
+    assert info.value.expected == wrong
+    assert info.value.found == "sha256:" + hashlib.sha256(payload).hexdigest()
+    assert resolver.cache.entries() == []
