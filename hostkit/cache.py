@@ -207,6 +207,12 @@ class Cache:
         """Bytes held in blobs according to the index."""
         return self._query("SELECT COALESCE(SUM(size), 0) AS n FROM blobs")[0]["n"]
 
+    def counts(self) -> tuple[int, int]:
+        """``(entries, blobs)`` in the index, counted by SQLite (no rows loaded)."""
+        row = self._query("SELECT (SELECT COUNT(*) FROM entries) AS e, "
+                          "(SELECT COUNT(*) FROM blobs) AS b")[0]
+        return row["e"], row["b"]
+
     # -- writes -------------------------------------------------------------
 
     def add_blob(self, temp: Path, digests: dict[str, str], size: int) -> Blob:

@@ -536,12 +536,13 @@ async def status(request: web.Request) -> web.Response:
     state = request.app[STATE]
     resolver = state.resolver
     cache = resolver.cache
+    entries, blobs = cache.counts()
     return web.json_response({
         "version": __version__, "pid": os.getpid(), "listen": state.listen,
         "started": state.started, "uptime": round(time.time() - state.started, 3),
         "auth": state.token is not None, "draining": state.draining,
         "cache": {"root": str(cache.root), "total_bytes": cache.total_size(),
-                  "entries": len(cache.entries()), "blobs": len(cache.blobs())},
+                  "entries": entries, "blobs": blobs},
         "in_flight": [p.to_dict() for p in state.downloads.active.values()],
         "in_flight_count": len(resolver.in_flight()),
         "jobs": {"active": state.jobs.active(), "known": len(state.jobs)},
@@ -555,7 +556,7 @@ async def metrics(request: web.Request) -> web.Response:
     cache = state.resolver.cache
     text = state.metrics.render(
         stats=state.resolver.stats, in_flight=len(state.resolver.in_flight()),
-        cache_bytes=cache.total_size(), cache_entries=len(cache.entries()),
+        cache_bytes=cache.total_size(), cache_entries=cache.counts()[0],
         jobs_active=state.jobs.active(), downloads=state.downloads.finished)
     return web.Response(body=text.encode(), headers={hdrs.CONTENT_TYPE: METRICS_CONTENT_TYPE})
 
