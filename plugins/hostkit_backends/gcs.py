@@ -21,8 +21,6 @@ retries, and downloads stream in parallel ranged parts like S3's.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
 import json
 import os
@@ -40,6 +38,7 @@ from hostkit.errors import (
     TransientError,
     UsageError,
 )
+from hostkit.headers import md5_from_base64
 from hostkit.hookspecs import hookimpl
 from hostkit.remote import BackendInfo
 
@@ -362,14 +361,8 @@ def _generation(obj: dict | None) -> str | None:
 
 
 def _meta(obj: dict) -> ObjectMeta:
-    md5 = None
-    if obj.get("md5Hash"):
-        try:
-            md5 = base64.b64decode(obj["md5Hash"], validate=True).hex()
-        except (binascii.Error, ValueError):
-            md5 = None
     return ObjectMeta(size=int(obj.get("size") or 0), etag=obj.get("etag"),
-                      version=_generation(obj), md5=md5 if md5 and len(md5) == 32 else None,
+                      version=_generation(obj), md5=md5_from_base64(obj.get("md5Hash")),
                       sha256=(obj.get("metadata") or {}).get("sha256"),
                       content_type=obj.get("contentType"))
 

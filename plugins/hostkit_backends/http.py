@@ -21,12 +21,12 @@ from hostkit.errors import (
     TruncatedBody,
     Unreachable,
 )
+from hostkit.headers import content_range, md5_from_base64
 from hostkit.hookspecs import hookimpl
 from hostkit.redact import redact_url
 from hostkit.remote import BackendInfo, Body, Remote, RemoteInfo
 
 _HTML_START = re.compile(rb"^\s*(<!doctype\s+html|<html|<head|<body)", re.I)
-_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 _REQUEST_HEADERS = {"Accept-Encoding": "identity"}  # we hash the bytes as published
 
 
@@ -112,7 +112,7 @@ class HttpRemote(Remote):
                 info = _info(resp)
                 start = 0
                 if resp.status == 206:
-                    start, info.size = self._content_range(resp)
+                    start, info.size = self._content_range(resp.headers)
                     if start != offset:
                         raise BackendError(f"{self.display}: asked for bytes from {offset}, "
                                            f"got from {start}", hint="try again")
@@ -162,12 +162,11 @@ class HttpRemote(Remote):
         raise BackendError(f"{where}: server answered {status} {resp.reason or ''}".strip(),
                            hint="check the link", identifier=where)
 
-    def _content_range(self, resp) -> tuple[int, int | None]:
-        match = _CONTENT_RANGE.match(resp.headers.get("Content-Range", ""))
-        if not match:
+    def _content_range(self, headers) -> tuple[int, int | None]:
+        parsed = content_range(headers)
+        if parsed is None:
             raise TransientError(f"{self.display}: 206 without a usable Content-Range")
-        total = match.group(3)
-        return int(match.group(1)), None if total == "*" else int(total)
+        return parsed
 
     def _network_error(self, exc: BaseException) -> BackendError:
         import aiohttp
@@ -208,13 +207,8 @@ def _info(resp) -> RemoteInfo:
     etag = headers.get("ETag")
     size = headers.get("Content-Length")
     validator = etag or (f"lm:{headers['Last-Modified']}" if "Last-Modified" in headers else None)
-    digests = {}
-    if md5 := headers.get("Content-MD5"):
-        import base64
-        import binascii
-
-        with contextlib.suppress(binascii.Error, ValueError):
-            digests["md5"] = base64.b64decode(md5, validate=True).hex()
+    md5 = md5_from_base64(headers.get("Content-MD5"))
+    digests = {"md5": md5} if md5 else {}
     return RemoteInfo(size=int(size) if size and size.isdigit() else None, validator=validator,
                       digests=digests, content_type=headers.get("Content-Type"))
 

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from hostkit.errors import HostkitError, NotFound, TransientError, TruncatedBody, UsageError
+from hostkit.headers import content_range
 from hostkit.remote import Body, Remote, RemoteInfo, Uploader, UploadResult, upload_source_size
 
 log = logging.getLogger("hostkit.objectstore")
@@ -644,18 +645,6 @@ async def ranged_get(context, url: str, start: int, end: int, *, headers=None,
                                     hint="the server ignored the range; try again")
         async for chunk in resp.content.iter_any():
             yield chunk
-
-
-_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
-
-
-def content_range(headers) -> tuple[int, int | None] | None:
-    """(first byte, total size or None) of a 206's ``Content-Range``; None if unusable."""
-    match = _CONTENT_RANGE.match(headers.get("Content-Range", ""))
-    if not match:
-        return None
-    total = match.group(3)
-    return int(match.group(1)), None if total == "*" else int(total)
 
 
 def no_bucket(loc: Location, where: str, hint: str, *, container: str = "bucket") -> NotFound:

@@ -386,7 +386,6 @@ def _reason(exc: BaseException) -> str | None:
 
 def _message(exc: BaseException) -> str:
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    text = re.sub(r"Bearer\s+\S+", "Bearer ***", text)
     return re.sub(r"\?\S*", "?...", redact_text(text))[:300]
 
 
@@ -552,7 +551,7 @@ class SynapseRemote(Remote):
     async def _get(self, url: str, offset: int):
         from yarl import URL
 
-        from .objectstore import content_range
+        from hostkit.headers import content_range
 
         session = await self.context.http_session()
         host = _host(url)
