@@ -30,6 +30,7 @@ def redact_url(url: str) -> str:
 
 
 def redact_text(text: str) -> str:
-    """Mask ``key=value`` style secrets and userinfo anywhere in free text."""
+    """Mask ``key=value`` style secrets, bearer tokens and userinfo anywhere in free text."""
     text = re.sub(r"(\w+://)[^/@\s]+@", r"\1", text)
+    text = re.sub(r"\b(Bearer|Basic)\s+[^\s,;'\"]+", r"\1 ***", text, flags=re.I)
     return _SECRET_WORDS.sub(lambda m: f"{m.group(1)}{m.group(2)}***", text)

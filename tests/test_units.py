@@ -38,6 +38,7 @@ def test_redaction():
     assert "pw" not in out and "abc" not in out and "AKIA" not in out and "versionId=3" in out
     assert "hunter2" not in redact_text("failed: password=hunter2 at https://a:hunter2@h/")
     assert "KEYVALUE" not in redact_text("AccountKey=KEYVALUE;BlobEndpoint=x")
+    assert "tok123" not in redact_text("sent Authorization: Bearer tok123 to h")
 
 
 def test_settings_layering(tmp_path, monkeypatch):
