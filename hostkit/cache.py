@@ -2,10 +2,16 @@
 
 Layout under the cache root::
 
-    blobs/sha256/<hex>        whole, verified files, read-only
+    blobs/sha256/<hex>        whole, verified files, read-only to their owner
     tmp/<keyhash>.<owner>.part   partial downloads (+ .json sidecar for resume)
     locks/<keyhash>.lock      advisory locks that avoid duplicate downloads
+    quarantine/<hex>.<time>   blobs whose bytes no longer match their name (bit rot)
     index.db                  SQLite (WAL): entries (identifier -> blob) and blobs
+
+The cache is private: directories 0700, ``index.db`` 0600, blobs 0400. It
+stays readable when it cannot be written (a read-only mount, a full disk):
+hits, listings and report-only verification work; writes fail with a
+:class:`~hostkit.errors.CacheError` that says why.
 
 A blob enters ``blobs/`` only by ``os.replace`` of a fully written, fsynced,
 verified temp file, so a crash leaves nothing or a whole blob. The index is
@@ -16,8 +22,10 @@ that ``verify`` and ``prune`` sweep.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -27,6 +35,12 @@ from pathlib import Path
 
 from .errors import CacheError, UsageError
 from .hashes import CONTENT_ALG, hash_file
+
+log = logging.getLogger("hostkit.cache")
+
+#: Seconds opening a busy index (another process creating it or recovering its WAL)
+#: may wait before it is an error. Statements wait the same through SQLite's busy timeout.
+OPEN_WAIT = 60.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS blobs (
@@ -95,43 +109,182 @@ class Cache:
         self.blob_dir = self.root / "blobs" / CONTENT_ALG
         self.tmp_dir = self.root / "tmp"
         self.lock_dir = self.root / "locks"
+        self.quarantine_dir = self.root / "quarantine"
+        self.index_path = self.root / "index.db"
+        #: Why the index is open read-only (``"read-only"`` or ``"full"``), or None.
+        self.read_only: str | None = None
         self._db: sqlite3.Connection | None = None
         self._db_lock = threading.RLock()
+        self._scrub_after = ""
 
     # -- plumbing -----------------------------------------------------------
 
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:
-            try:
-                for d in (self.blob_dir, self.tmp_dir, self.lock_dir):
-                    d.mkdir(parents=True, exist_ok=True)
-                db = sqlite3.connect(self.root / "index.db", timeout=30,
-                                     check_same_thread=False, isolation_level=None)
-                db.execute("PRAGMA journal_mode=WAL")
-                db.execute("PRAGMA synchronous=NORMAL")
-                db.executescript(_SCHEMA)
-            except (OSError, sqlite3.Error) as exc:
-                raise CacheError(f"cannot open the cache at {self.root}: {exc}",
-                                 hint="set HOSTKIT_CACHE_DIR to a writable folder") from None
-            db.row_factory = sqlite3.Row
-            self._db = db
+            self._db = self._open()
         return self._db
+
+    def _open(self) -> sqlite3.Connection:
+        """Open the index read-write (waiting out a busy one), or read-only if it cannot be."""
+        reason = self._prepare_dirs()
+        deadline = time.monotonic() + OPEN_WAIT
+        delay = 0.005
+        while True:
+            try:
+                db = self._open_rw() if reason is None else self._open_ro()
+                self.read_only = reason
+                db.row_factory = sqlite3.Row
+                return db
+            except sqlite3.OperationalError as exc:
+                if _busy(exc) and time.monotonic() < deadline:
+                    time.sleep(delay)  # a live process holds it briefly; a dead one's lock is gone
+                    delay = min(delay * 2, 0.25)
+                    continue
+                if reason is None and (why := self._unwritable(exc)):
+                    reason = why
+                    continue
+                raise self._index_error(exc) from None
+            except (OSError, sqlite3.Error) as exc:
+                if reason is None and (why := self._unwritable(exc)):
+                    reason = why
+                    continue
+                raise self._index_error(exc) from None
+
+    def _prepare_dirs(self) -> str | None:
+        """Create the private layout; return why it cannot be written, or None."""
+        try:
+            created = not self.root.exists()
+            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if not created:
+                _make_private(self.root, 0o700)
+            for d in (self.root / "blobs", self.blob_dir, self.tmp_dir, self.lock_dir):
+                d.mkdir(mode=0o700, exist_ok=True)
+        except OSError as exc:
+            if self.root.is_dir() and (why := self._unwritable(exc)):
+                return why
+            raise CacheError(f"cannot create the cache at {self.root}: {exc.strerror or exc}",
+                             hint="set HOSTKIT_CACHE_DIR to a writable folder") from None
+        return None
+
+    def _open_rw(self) -> sqlite3.Connection:
+        if not self.index_path.exists():  # born owner-only; SQLite gives -wal/-shm its mode
+            os.close(os.open(self.index_path, os.O_WRONLY | os.O_CREAT, 0o600))
+        else:
+            _make_private(self.index_path, 0o600)
+        db = sqlite3.connect(self.index_path, timeout=OPEN_WAIT / 2, check_same_thread=False,
+                             isolation_level=None)
+        try:
+            if db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            if db.execute("SELECT COUNT(*) FROM sqlite_master WHERE name IN "
+                          "('blobs','entries')").fetchone()[0] < 2:
+                db.executescript(_SCHEMA)
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _open_ro(self) -> sqlite3.Connection:
+        """A read-only view: the index as it is, or an empty one when there is none."""
+        from urllib.parse import quote
+
+        if not self.index_path.exists():
+            db = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
+            db.executescript(_SCHEMA)
+            return db
+        uri = f"file:{quote(str(self.index_path))}"
+        for mode in ("?mode=ro", "?immutable=1"):  # immutable: no -shm can be made here
+            db = sqlite3.connect(uri + mode, uri=True, timeout=OPEN_WAIT / 2,
+                                 check_same_thread=False, isolation_level=None)
+            try:
+                db.execute("SELECT COUNT(*) FROM blobs").fetchone()
+                return db
+            except sqlite3.OperationalError as exc:
+                db.close()
+                if _busy(exc) or mode == "?immutable=1":
+                    raise
+        raise AssertionError("unreachable")
+
+    def _unwritable(self, exc: BaseException) -> str | None:
+        """``"read-only"`` or ``"full"`` when ``exc`` means the cache cannot be written."""
+        text = str(exc).lower()
+        code = getattr(exc, "errno", None)
+        if code in (errno.EROFS, errno.EACCES, errno.EPERM) or "readonly" in text \
+                or "read-only" in text:
+            return "read-only"
+        if code in (errno.ENOSPC, errno.EDQUOT) or "full" in text:
+            return "full"
+        if "unable to open" in text or "disk i/o" in text:
+            return "full" if _disk_full(self.root) else "read-only"
+        return None
+
+    def _index_error(self, exc: BaseException) -> CacheError:
+        """A CacheError that says what is wrong with the index and what to do."""
+        if isinstance(exc, sqlite3.Error) and _busy(exc):
+            return CacheError(f"the cache index at {self.index_path} stayed locked by another "
+                              "process", hint="wait for the other hostkit process to finish, "
+                              "then run the command again")
+        why = self.read_only or self._unwritable(exc)
+        if why == "full":
+            return CacheError(f"disk full: cannot update the cache index at {self.index_path}",
+                              hint="free space, run `hostkit cache prune --max-size SIZE` or "
+                                   "`hostkit cache rm ID`; nothing was half-written")
+        if why == "read-only":
+            return CacheError(f"the cache at {self.root} is read-only",
+                              hint="cached files can still be resolved (try --offline); to "
+                                   "download, set HOSTKIT_CACHE_DIR to a writable folder")
+        return CacheError(f"cannot use the cache index at {self.index_path}: {exc}",
+                          hint="check the folder's permissions and free space, or set "
+                               "HOSTKIT_CACHE_DIR to another folder")
+
+    def require_writable(self) -> None:
+        """Raise CacheError when nothing can be stored (read-only cache or full disk)."""
+        self._conn()
+        if self.read_only == "full" and not _disk_full(self.root):
+            self._reopen()  # space was freed since
+        if self.read_only:
+            raise self._index_error(OSError(self.read_only))
+
+    def _reopen(self) -> None:
+        with self._db_lock:
+            self.close()
+            self.read_only = None
+            self._conn()
 
     @contextlib.contextmanager
     def _tx(self):
         with self._db_lock:
             db = self._conn()
-            db.execute("BEGIN IMMEDIATE")
+            if self.read_only:
+                raise self._index_error(OSError(self.read_only))
+            try:
+                db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise self._index_error(exc) from None
             try:
                 yield db
+            except sqlite3.Error as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+                raise self._index_error(exc) from None
             except BaseException:
-                db.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
                 raise
-            db.execute("COMMIT")
+            try:
+                db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+                raise self._index_error(exc) from None
 
     def _query(self, sql: str, args=()) -> list[sqlite3.Row]:
         with self._db_lock:
-            return self._conn().execute(sql, args).fetchall()
+            try:
+                return self._conn().execute(sql, args).fetchall()
+            except sqlite3.Error as exc:
+                raise self._index_error(exc) from None
 
     def close(self) -> None:
         """Close the index connection."""
@@ -221,7 +374,7 @@ class Cache:
         final = self.blob_path(sha)
         now = time.time()
         try:
-            os.chmod(temp, 0o444)
+            os.chmod(temp, 0o400)
             os.replace(temp, final)  # atomic; identical content may already be there
             _fsync_dir(final.parent)
         except OSError as exc:
@@ -258,13 +411,19 @@ class Cache:
         return self.entry(key)  # type: ignore[return-value]
 
     def touch(self, sha256: str, key: str | None = None, *, checked: bool = False) -> None:
-        """Record a use (for LRU eviction); ``checked`` also records a revalidation."""
+        """Record a use (for LRU eviction); ``checked`` also records a revalidation.
+
+        Best effort: a hit on a read-only cache or a full disk is still a hit.
+        """
         now = time.time()
-        with self._tx() as db:
-            db.execute("UPDATE blobs SET accessed=? WHERE sha256=?", (now, sha256))
-            if key is not None:
-                db.execute("UPDATE entries SET accessed=?" + (", checked=?" if checked else "")
-                           + " WHERE key=?", (now, now, key) if checked else (now, key))
+        try:
+            with self._tx() as db:
+                db.execute("UPDATE blobs SET accessed=? WHERE sha256=?", (now, sha256))
+                if key is not None:
+                    db.execute("UPDATE entries SET accessed=?" + (", checked=?" if checked else "")
+                               + " WHERE key=?", (now, now, key) if checked else (now, key))
+        except CacheError as exc:
+            log.debug("not recording the use of %s: %s", sha256[:12], exc.message)
 
     def set_pinned(self, ident: str, pinned: bool) -> list[Entry]:
         """Pin or unpin the entries matching ``ident``; pinned blobs are never evicted."""
@@ -280,21 +439,32 @@ class Cache:
         Given a digest, removes the blob and every entry pointing at it.
         """
         entries, blobs = self.lookup(ident)
+        if self.read_only == "read-only":
+            raise self._index_error(OSError("read-only"))
         shas = {e.sha256 for e in entries} | {b.sha256 for b in blobs}
         by_digest = not any(ident.strip() in (e.key, e.identifier) for e in entries)
-        removed_blobs = []
-        with self._tx() as db:
-            for e in entries:
-                db.execute("DELETE FROM entries WHERE key=?", (e.key,))
-            for sha in shas:
-                left = db.execute("SELECT COUNT(*) FROM entries WHERE sha256=?", (sha,))
-                if by_digest or left.fetchone()[0] == 0:
-                    db.execute("DELETE FROM entries WHERE sha256=?", (sha,))
-                    db.execute("DELETE FROM blobs WHERE sha256=?", (sha,))
-                    removed_blobs.append(sha)
-        for sha in removed_blobs:
+        keys = {e.key for e in entries}
+        doomed = [sha for sha in shas if by_digest or not self._query(
+            "SELECT 1 FROM entries WHERE sha256=? LIMIT 1", (sha,)) or all(
+            r["key"] in keys for r in self._query("SELECT key FROM entries WHERE sha256=?",
+                                                  (sha,)))]
+        # files first: on a full disk that frees the space the index update needs; a row
+        # left without its file reads as absent, never as a wrong file
+        for sha in doomed:
             self.blob_path(sha).unlink(missing_ok=True)
-        return entries, [b for b in blobs if b.sha256 in removed_blobs]
+        self._forget(keys, doomed)
+        return entries, [b for b in blobs if b.sha256 in doomed]
+
+    def _forget(self, keys, shas) -> None:
+        """Drop index rows: entries by key, and blobs (with every entry pointing at them)."""
+        if self.read_only == "full":
+            self._reopen()
+        with self._tx() as db:
+            for key in keys:
+                db.execute("DELETE FROM entries WHERE key=?", (key,))
+            for sha in shas:
+                db.execute("DELETE FROM entries WHERE sha256=?", (sha,))
+                db.execute("DELETE FROM blobs WHERE sha256=?", (sha,))
 
     def abandoned_partials(self, older_than: float = 0.0) -> list[Path]:
         """Partial downloads whose process is gone, untouched for ``older_than`` seconds."""
@@ -319,6 +489,8 @@ class Cache:
         for part in self.abandoned_partials(older_than=86400):
             part.unlink(missing_ok=True)
             part.with_suffix(".json").unlink(missing_ok=True)
+        if self.read_only == "read-only":
+            raise self._index_error(OSError("read-only"))
         total = self.total_size()
         rows = self._query(
             "SELECT * FROM blobs WHERE sha256 NOT IN (SELECT sha256 FROM entries WHERE pinned=1) "
@@ -327,39 +499,130 @@ class Cache:
         for row in rows:
             if total <= max_size:
                 break
-            self.remove(row["sha256"])
             total -= row["size"]
             evicted.append(_blob(row, self.blob_path(row["sha256"])))
+        for blob in evicted:  # files first, as in remove()
+            blob.path.unlink(missing_ok=True)
+        if evicted:
+            self._forget((), [b.sha256 for b in evicted])
         return evicted
 
     def verify(self, ident: str | None = None, *, repair: bool = True) -> list[tuple[Blob, str]]:
         """Re-hash blobs (all, or those matching ``ident``); return ``(blob, problem)`` pairs.
 
-        With ``repair``, corrupt or missing blobs are removed from the cache
-        (they will be downloaded again on the next resolve), and files in
-        ``blobs/`` that the index does not know are deleted.
+        With ``repair``, corrupt or missing blobs are quarantined (the next
+        resolve downloads them again), and files in ``blobs/`` that the index
+        does not know are adopted when their bytes match their name (a crash
+        between the rename and the index write) and deleted otherwise.
         """
         blobs = self.lookup(ident)[1] if ident else self.blobs()
-        problems = []
-        for blob in blobs:
-            try:
-                found = hash_file(blob.path, blob.digests.keys())
-            except OSError as exc:
-                problems.append((blob, f"unreadable: {exc.strerror or exc}"))
-            else:
-                bad = [alg for alg, hexd in blob.digests.items() if found.get(alg) != hexd]
-                if bad or found[CONTENT_ALG] != blob.sha256:
-                    problems.append((blob, f"content changed: sha256 is now {found[CONTENT_ALG]}"))
+        problems = [(blob, problem) for blob in blobs
+                    if (problem := self.check_blob(blob)) is not None]
         if repair:
-            for blob, _ in problems:
-                self.remove(blob.sha256)
+            for blob, problem in problems:
+                self.quarantine(blob.sha256, problem)
             if ident is None:
                 known = {b.sha256 for b in self.blobs()}
                 settled = time.time() - 60  # a just-renamed blob may not be indexed yet
                 for path in self.blob_dir.iterdir():
                     if path.name not in known and path.stat().st_ctime < settled:
-                        path.unlink(missing_ok=True)
+                        self.adopt_orphan(path.name)
         return problems
+
+    def adopt_orphan(self, sha256: str) -> Blob | None:
+        """Index a file in ``blobs/`` that has no row, if its bytes match its name; else delete it.
+
+        A process killed between moving a verified blob into place and writing
+        the index leaves such a file: it is whole and verified, so it is kept.
+        """
+        if (blob := self.blob(sha256)) is not None:
+            return blob
+        path = self.blob_path(sha256)
+        try:
+            size = path.stat().st_size
+            digests = hash_file(path, (CONTENT_ALG,))
+        except OSError:
+            return None
+        if digests[CONTENT_ALG] != sha256:
+            path.unlink(missing_ok=True)
+            return None
+        now = time.time()
+        with self._tx() as db:
+            db.execute("INSERT OR IGNORE INTO blobs(sha256,size,digests,created,accessed) "
+                       "VALUES(?,?,?,?,?)", (sha256, size, json.dumps(digests), now, now))
+        log.info("adopted blob %s left unindexed by an interrupted run", sha256[:12])
+        return self.blob(sha256)
+
+    def check_blob(self, blob: Blob) -> str | None:
+        """Re-hash one blob; return what is wrong with it, or None when its bytes match."""
+        try:
+            found = hash_file(blob.path, blob.digests.keys() | {CONTENT_ALG})
+        except OSError as exc:
+            return f"unreadable: {exc.strerror or exc}"
+        if found[CONTENT_ALG] != blob.sha256 or any(
+                found.get(alg) != hexd for alg, hexd in blob.digests.items()):
+            return f"content changed: sha256 is now {found[CONTENT_ALG]}"
+        return None
+
+    def quarantine(self, sha256: str, reason: str) -> None:
+        """Move a blob whose bytes no longer match out of ``blobs/`` and forget it.
+
+        The file is kept under ``quarantine/`` for inspection; entries that
+        pointed at it are dropped, so the next resolve downloads them again.
+        """
+        log.warning("quarantining blob %s: %s", sha256[:12], reason)
+        path = self.blob_path(sha256)
+        with contextlib.suppress(FileNotFoundError):
+            try:
+                self.quarantine_dir.mkdir(mode=0o700, exist_ok=True)
+                os.replace(path, self.quarantine_dir / f"{sha256}.{int(time.time())}")
+            except OSError:
+                path.unlink()  # cannot keep it: never serve it
+        self._forget((), [sha256])
+
+    def scrub(self, max_bytes: int) -> list[tuple[Blob, str]]:
+        """Re-hash the next blobs in turn, about ``max_bytes`` of them; quarantine bad ones.
+
+        Called repeatedly (the daemon's background scrub), it walks every blob
+        in sha256 order and starts over at the end. Returns ``(blob, problem)``.
+        """
+        rows = self._query("SELECT * FROM blobs WHERE sha256 > ? ORDER BY sha256 LIMIT 256",
+                           (self._scrub_after,))
+        if not rows:
+            self._scrub_after = ""
+            return []
+        problems, budget = [], max_bytes
+        for row in rows:
+            blob = _blob(row, self.blob_path(row["sha256"]))
+            self._scrub_after = blob.sha256
+            if (problem := self.check_blob(blob)) is not None:
+                problems.append((blob, problem))
+                self.quarantine(blob.sha256, problem)
+            budget -= max(blob.size, 1)
+            if budget <= 0:
+                break
+        return problems
+
+
+def _busy(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
+def _disk_full(path: Path) -> bool:
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < (1 << 20)
+
+
+def _make_private(path: Path, mode: int) -> None:
+    """Tighten an existing cache path we own that others could read (older releases)."""
+    with contextlib.suppress(OSError):
+        st = path.stat()
+        if st.st_uid == os.getuid() and st.st_mode & 0o077:
+            os.chmod(path, mode)
 
 
 def _merge_digests(db: sqlite3.Connection, sha256: str, digests: dict[str, str]) -> dict:

@@ -44,7 +44,7 @@ def test_cold_then_warm_touches_origin_once(resolver, origin):
     assert second.cached and second.path == first.path
     assert len(origin.requests("/w.bin")) == 1
     assert not os.access(first.path, os.W_OK) or os.geteuid() == 0  # blobs are read-only
-    assert oct(first.path.stat().st_mode & 0o777) == "0o444"
+    assert oct(first.path.stat().st_mode & 0o777) == "0o400"  # private to the owner
 
 
 def test_direct_prefix_and_other_algorithms(resolver, origin):
