@@ -12,6 +12,11 @@ injects faults by path prefix:
     /redirect/N/NAME     N chained 302s, then /f/NAME
     /page                an HTML login page served as 200
     /private/NAME        401 with a WWW-Authenticate challenge
+    /redirect-to/KIND    302 to a URL no client may follow: KIND ``file`` (file:///etc/passwd)
+                         or ``nohost`` (http:///f)
+
+Every hit records the Host header, so a test sending requests through the origin
+as an HTTP proxy sees which host name went out.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ class Hit:
     method: str
     path: str
     range: str | None
+    host: str | None = None
 
 
 @dataclass
@@ -110,7 +116,8 @@ def _app(origin: Origin) -> web.Application:
 
     @web.middleware
     async def log(request, handler):
-        origin.hits.append(Hit(request.method, request.path, request.headers.get("Range")))
+        origin.hits.append(Hit(request.method, request.path, request.headers.get("Range"),
+                               request.headers.get("Host")))
         return await handler(request)
 
     app.middlewares.append(log)
@@ -171,6 +178,12 @@ def _app(origin: Origin) -> web.Application:
         return web.Response(status=401, headers={"WWW-Authenticate": 'Basic realm="x"'})
 
     app.router.add_get("/private/{name}", private)
+
+    async def redirect_to(request):
+        targets = {"file": "file:///etc/passwd", "nohost": "http:///f"}
+        raise web.HTTPFound(targets[request.match_info["kind"]])
+
+    app.router.add_get("/redirect-to/{kind}", redirect_to)
     return app
 
 
