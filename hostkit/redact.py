@@ -1,36 +1,144 @@
-"""Keep secrets out of messages, logs and output."""
+"""Keep secrets out of messages, logs, output and the cache.
+
+One list of credential-bearing query parameters (:data:`SECRET_PARAMS` plus
+:data:`_SECRET_PART`) serves both uses:
+
+- :func:`redact_url` is the display form of an identifier: no userinfo, the
+  values of secret parameters masked. Every output shows identifiers this way.
+- :func:`url_cache_key` is the cache key of a URL: no userinfo, secret
+  parameters removed; a signed (presigned / SAS) URL also loses the rest of
+  its signing parameters, so two signatures of one object share one entry,
+  while ordinary query parameters (``?id=123``) stay: they name the file.
+
+:func:`redact_text` masks the same things in free text (exception messages).
+"""
 
 from __future__ import annotations
 
 import re
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
-# Query parameters that carry credentials in presigned or tokenised URLs.
-_SECRET_PARAMS = re.compile(
-    r"(signature|sig|token|key|secret|credential|password|auth|session|code|sv|se|sp|skoid|sktid)",
-    re.I)
+#: Query parameters whose values are credentials (lowercase).
+SECRET_PARAMS = frozenset({
+    "x-amz-signature", "x-amz-credential", "x-amz-security-token",  # S3 SigV4 presigned
+    "x-goog-signature", "x-goog-credential",  # GCS V4 signed
+    "sig", "skoid", "sktid",  # Azure SAS: signature, user-delegation object / tenant ids
+    "signature", "awsaccesskeyid", "googleaccessid",  # S3 / GCS V2 signed, CloudFront
+    "key", "apikey", "api_key", "auth", "session", "pwd", "passwd",
+})
+#: Any parameter whose name contains one of these is a credential too.
+_SECRET_PART = re.compile(r"token|secret|passw|signature|credential|access[_-]?key|authoriz",
+                          re.I)
+#: Parameters that make a URL a signed one: its key drops every signing parameter.
+_SIGNATURES = frozenset({"x-amz-signature", "x-goog-signature", "sig", "signature"})
+#: The other parameters of the signing protocols (S3, GCS, Azure SAS, CloudFront).
+_SIGNING_PARAMS = frozenset({
+    "expires", "key-pair-id", "policy",
+    "sv", "ss", "srt", "sp", "se", "st", "spr", "sr", "si", "skt", "ske", "sks", "skv",
+    "sdd", "ses", "sduoid", "scid", "rscc", "rscd", "rsce", "rscl", "rsct",
+})
+_SIGNING_PREFIXES = ("x-amz-", "x-goog-")
+#: A URL inside free text, or a ``prefix:`` (MedPerf's ``direct:``) before one.
+_URL_IN_TEXT = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>]+")
+_NESTED = re.compile(r"^((?:[a-zA-Z][a-zA-Z0-9+.-]*:)+)([a-zA-Z][a-zA-Z0-9+.-]*://.*)$", re.S)
 _SECRET_WORDS = re.compile(
     r"((?:access|secret|account)[_-]?key|token|password|authorization|sig)(\s*[=:]\s*)([^\s&;,'\"]+)",
     re.I)
+_PAIR_IN_TEXT = re.compile(r"([\w.-]+)=([^\s&;,'\"]+)")
+MASK = "***"
 
 
-def redact_url(url: str) -> str:
-    """Drop userinfo and mask credential-bearing query values of a URL."""
+def is_secret_param(name: str) -> bool:
+    """Whether a query parameter (as written, maybe percent-encoded) carries a credential."""
+    name = unquote_plus(name).strip().lower()
+    return name in SECRET_PARAMS or _SECRET_PART.search(name) is not None
+
+
+def _is_signing_param(name: str) -> bool:
+    name = unquote_plus(name).strip().lower()
+    return name in _SIGNATURES or name in _SIGNING_PARAMS or name.startswith(_SIGNING_PREFIXES)
+
+
+def _pairs(query: str) -> list[tuple[str, str]]:
+    """``a=1&b`` -> ``[("a", "a=1"), ("b", "b")]``: names and the segments exactly as written."""
+    return [(seg.partition("=")[0], seg) for seg in query.split("&") if seg]
+
+
+def _mask_query(query: str) -> str:
+    return "&".join(f"{name}={MASK}" if is_secret_param(name) else seg
+                    for name, seg in _pairs(query))
+
+
+def _key_query(query: str) -> str:
+    pairs = _pairs(query)
+    signed = any(unquote_plus(name).strip().lower() in _SIGNATURES for name, _ in pairs)
+    return "&".join(seg for name, seg in pairs
+                    if not is_secret_param(name) and not (signed and _is_signing_param(name)))
+
+
+def _split(url: str):
+    """``(prefix, parts)`` for a URL, maybe behind ``direct:``-style prefixes; None if not one."""
+    prefix = ""
+    if match := _NESTED.match(url):
+        prefix, url = match.groups()
     try:
         parts = urlsplit(url)
     except ValueError:
+        return None
+    return prefix, parts
+
+
+def _host(netloc: str) -> str:
+    """``netloc`` without userinfo (the host is lowercased: it is case-insensitive)."""
+    hostport = netloc.rpartition("@")[2]
+    host, sep, port = hostport.rpartition(":") if not hostport.endswith("]") else ("", "", "")
+    if sep and port.isdigit():
+        return f"{host.lower()}:{port}"
+    return hostport.lower()
+
+
+def redact_url(url: str) -> str:
+    """The display form of an identifier or URL: no userinfo, secret query values masked.
+
+    Works on anything a user may write: ``https://...``, ``direct:https://...``,
+    ``s3://...``, ``synapse:syn123``. A fragment made of ``k=v`` pairs is masked
+    like a query.
+    """
+    split = _split(url)
+    if split is None:
         return "<unparseable url>"
+    prefix, parts = split
     netloc = parts.netloc.rpartition("@")[2]
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        query = urlencode([(k, "***" if _SECRET_PARAMS.search(k) else v) for k, v in pairs],
-                          safe="*")
-    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+    fragment = _mask_query(parts.fragment) if "=" in parts.fragment else parts.fragment
+    return prefix + urlunsplit((parts.scheme, netloc, parts.path, _mask_query(parts.query),
+                                fragment))
+
+
+def url_cache_key(url: str) -> str:
+    """The cache key of a URL: no userinfo, no secret parameters, no http fragment.
+
+    A signed URL (``X-Amz-Signature``, ``X-Goog-Signature``, Azure ``sig``,
+    ``Signature``) also drops its other signing parameters (dates, expiry,
+    permissions), so every signature of one object maps to one key. Other
+    query parameters are kept: they may name a different file.
+    """
+    split = _split(url)
+    if split is None:
+        raise ValueError("not a URL")
+    prefix, parts = split
+    scheme = parts.scheme.lower()
+    # an http fragment never reaches the server; elsewhere (gs://b/k#GENERATION) it may count
+    fragment = "" if scheme in ("http", "https") else (
+        _key_query(parts.fragment) if "=" in parts.fragment else parts.fragment)
+    return prefix + urlunsplit((scheme, _host(parts.netloc), parts.path,
+                                _key_query(parts.query), fragment))
 
 
 def redact_text(text: str) -> str:
-    """Mask ``key=value`` style secrets, bearer tokens and userinfo anywhere in free text."""
-    text = re.sub(r"(\w+://)[^/@\s]+@", r"\1", text)
+    """Mask secrets anywhere in free text: URLs (as :func:`redact_url`), ``key=value``
+    pairs whose key is a secret, bearer / basic credentials."""
+    text = _URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), text)
     text = re.sub(r"\b(Bearer|Basic)\s+[^\s,;'\"]+", r"\1 ***", text, flags=re.I)
+    text = _PAIR_IN_TEXT.sub(
+        lambda m: f"{m.group(1)}={MASK}" if is_secret_param(m.group(1)) else m.group(0), text)
     return _SECRET_WORDS.sub(lambda m: f"{m.group(1)}{m.group(2)}***", text)

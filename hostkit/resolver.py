@@ -38,7 +38,6 @@ from .errors import (
 )
 from .hashes import Digest, hash_file, parse_hash
 from .identifiers import Ref, parse_identifier
-from .redact import redact_url
 from .remote import Context, Remote, RemoteInfo
 from .results import Progress, Resolved
 
@@ -100,7 +99,7 @@ class Resolver:
         offline = self.settings.offline if offline is None else offline
         strict = self.settings.require_hash if require_hash is None else require_hash
         ref = parse_identifier(identifier)
-        shown = redact_url(ref.identifier)
+        shown = ref.display
         digest = parse_hash(expected) if expected else None
         if strict and digest is None:
             raise HashRequired(f"{shown}: a hash is required (strict mode)",
@@ -156,10 +155,10 @@ class Resolver:
         remote = call_first(self.plugins, "hostkit_resolve", ref=ref, context=self.context)
         if remote is None:
             raise UnknownScheme(
-                f"no backend accepts {redact_url(ref.identifier)!r} (scheme {ref.scheme!r})",
+                f"no backend accepts {ref.display!r} (scheme {ref.scheme!r})",
                 hint=f"accepted forms: {self.plugins.accepted_forms()}; "
                      "`hostkit plugins` lists installed backends and extras",
-                identifier=redact_url(ref.identifier))
+                identifier=ref.display)
         return remote
 
     async def upload(self, source, destination: str, *, overwrite: bool = False,
@@ -176,10 +175,10 @@ class Resolver:
                               context=self.context)
         if uploader is None:
             raise UnknownScheme(
-                f"no backend uploads to {redact_url(ref.identifier)!r} (scheme {ref.scheme!r})",
+                f"no backend uploads to {ref.display!r} (scheme {ref.scheme!r})",
                 hint=f"upload to one of {', '.join(self.plugins.upload_schemes()) or 'nothing'}"
                      " (with the matching extra); `hostkit plugins` lists installed backends",
-                identifier=redact_url(ref.identifier))
+                identifier=ref.display)
         return await uploader.upload(Path(source), overwrite=overwrite,
                                      content_addressed=content_addressed, progress=progress)
 

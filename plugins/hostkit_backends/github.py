@@ -45,24 +45,32 @@ def hostkit_resolve(ref, context):
     if ref.scheme == "github":
         match = _SHORTHAND.match(ref.rest)
         if not match:
-            raise UsageError(f"{ref.raw!r} is not a github: identifier",
+            raise UsageError(f"{ref.display!r} is not a github: identifier",
                              hint="write github:owner/repo@<40-hex commit>/path/to/file")
         owner, repo, gitref, path = match.groups()
     elif ref.identifier.startswith(base + "/") or ref.identifier.startswith(RAW_HOST + "/"):
         prefix = base if ref.identifier.startswith(base + "/") else RAW_HOST
         parts = ref.identifier[len(prefix) + 1:].split("/", 3)
         if len(parts) < 4:
-            raise UsageError(f"{ref.raw!r} does not name a file in a repository",
+            raise UsageError(f"{ref.display!r} does not name a file in a repository",
                              hint=f"{RAW_HOST}/owner/repo/<commit>/path")
         owner, repo, gitref, path = parts
     else:
         return None
+    path, query = re.match(r"^([^?#]*)(.*)$", path, re.S).groups()
     if not _COMMIT.match(gitref):
         raise NotPermanent(
             f"{owner}/{repo}: {gitref!r} is a branch or tag, which can change later",
             hint=f"pin a commit: `git ls-remote https://github.com/{owner}/{repo} {gitref}` "
                  f"prints it; then use github:{owner}/{repo}@<commit>/{path}",
-            identifier=ref.raw)
-    remote = HttpRemote(f"{base}/{owner}/{repo}/{gitref}/{path}", context)
+            identifier=ref.display)
+    if any(s in ("", ".", "..") for s in (owner, repo, *path.split("/"))):
+        # the parser refused '.' and '..'; an empty segment (or a leading '/') is resolved
+        # differently by raw hosts and could name another file than the pinned path
+        raise UsageError(f"{ref.display!r}: the path must name a file inside the repository",
+                         hint="write github:owner/repo@<40-hex commit>/path/to/file "
+                              "(no empty, '.' or '..' segments)")
+    # the query (a private repository's ?token=) is sent, and kept out of key and display
+    remote = HttpRemote(f"{base}/{owner}/{repo}/{gitref}/{path}{query}", context)
     remote.immutable = True
     return remote

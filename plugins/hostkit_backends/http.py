@@ -23,7 +23,7 @@ from hostkit.errors import (
 )
 from hostkit.headers import content_range, md5_from_base64
 from hostkit.hookspecs import hookimpl
-from hostkit.redact import redact_url
+from hostkit.redact import redact_url, url_cache_key
 from hostkit.remote import BackendInfo, Body, Remote, RemoteInfo
 
 _HTML_START = re.compile(rb"^\s*(<!doctype\s+html|<html|<head|<body)", re.I)
@@ -45,37 +45,43 @@ def hostkit_resolve(ref, context):
     if ref.scheme not in ("http", "https"):
         return None
     refuse_share_links(ref.identifier)
-    return HttpRemote(ref.identifier, context)
+    return HttpRemote(ref.identifier, context, display=ref.display, key=ref.key)
 
 
 def refuse_share_links(url: str) -> None:
     """Raise NotDirectLink for well-known share links that serve a page, not the file."""
-    parts = urlsplit(url)
+    parts, shown = urlsplit(url), redact_url(url)
     host, path = parts.hostname or "", parts.path
     if host in ("drive.google.com", "docs.google.com"):
         raise NotDirectLink(
-            f"{redact_url(url)} is a Google Drive share page, not the file",
+            f"{shown} is a Google Drive share page, not the file",
             hint="host the file where a plain GET returns it (Synapse, a bucket, a web "
-                 "server); Drive interposes pages for large files", identifier=url)
+                 "server); Drive interposes pages for large files", identifier=shown)
     if host.endswith("dropbox.com") and parse_qs(parts.query).get("dl") != ["1"]:
-        raise NotDirectLink(f"{redact_url(url)} is a Dropbox share page, not the file",
-                            hint="use the same link with ?dl=1", identifier=url)
+        raise NotDirectLink(f"{shown} is a Dropbox share page, not the file",
+                            hint="use the same link with ?dl=1", identifier=shown)
     match = re.match(r"^/([^/]+)/([^/]+)/blob/([^/]+)/(.+)$", path)
     if host == "github.com" and match:
         owner, repo, gitref, file = match.groups()
         raise NotDirectLink(
-            f"{redact_url(url)} is GitHub's page for the file, not the file",
-            hint=f"use https://raw.githubusercontent.com/{owner}/{repo}/<40-hex commit>/{file}"
-                 f" (pin a commit, not {gitref!r})", identifier=url)
+            f"{shown} is GitHub's page for the file, not the file",
+            hint=f"use https://raw.githubusercontent.com/{owner}/{repo}/<40-hex commit>/"
+                 f"{redact_url(file)} (pin a commit, not {gitref!r})", identifier=shown)
 
 
 class HttpRemote(Remote):
-    """A file behind a direct link."""
+    """A file behind a direct link.
 
-    def __init__(self, url: str, context):
+    ``url`` is what is requested (it may hold credentials: never shown or stored);
+    ``display`` and ``cache_key`` come from the parsed identifier (or are derived
+    from ``url`` by :mod:`hostkit.redact` when not given).
+    """
+
+    def __init__(self, url: str, context, *, display: str | None = None,
+                 key: str | None = None):
         self.url = url
-        self.cache_key = url
-        self.display = redact_url(url)
+        self.cache_key = key or url_cache_key(url)
+        self.display = display or redact_url(url)
         self.context = context
 
     async def stat(self) -> RemoteInfo:
@@ -177,7 +183,14 @@ class HttpRemote(Remote):
                                  hint="the connection dropped; run again to resume")
         if isinstance(exc, aiohttp.TooManyRedirects):
             return BackendError(f"{self.display}: too many redirects",
-                               hint="the link loops; ask the publisher for a direct link")
+                               hint="the link loops; ask the publisher for a direct link",
+                               identifier=self.display)
+        if isinstance(exc, aiohttp.RedirectClientError):
+            # file://, data:, or a URL without a host: a permanent answer, never retried
+            return BackendError(f"{self.display}: the server redirected to a URL that is not "
+                                f"an http(s) URL with a host ({_short(exc)})",
+                                hint="ask the publisher for a direct http(s) link",
+                                identifier=self.display)
         if isinstance(exc, TimeoutError | asyncio.TimeoutError):
             return TransientError(f"{self.display}: timed out", identifier=self.display,
                                   hint="the server is slow or unreachable; raise "

@@ -78,9 +78,20 @@ def require(module: str, extra: str, scheme: str):
 
 def shown(ref) -> str:
     """The identifier as written, quoted for a message: no userinfo, no signed query values."""
-    from hostkit.redact import redact_url
+    return repr(ref.display)
 
-    return repr(redact_url(ref.raw.strip()))
+
+def check_key(ref, key: str, example: str) -> None:
+    """Refuse a key with an empty, ``.`` or ``..`` segment, or a leading ``/``.
+
+    Stores take such keys literally, but URL clients normalise them (``a/../b``
+    is requested as ``b``, ``a//b`` by some as ``a/b``), so the object read or
+    written would not be the one the identifier and the cache key name. An
+    empty key (the bucket itself, as an upload prefix) is allowed here.
+    """
+    if key and any(segment in ("", ".", "..") for segment in key.split("/")):
+        raise UsageError(f"{shown(ref)}: a key has no empty, '.' or '..' segments and does "
+                         "not start with '/'", hint=f"write e.g. {example}")
 
 
 def after_slashes(ref, form: str) -> str:
@@ -256,7 +267,8 @@ def object_store_hooks(schemes: tuple[str, ...], parse, store_class, *, example:
         loc, conf = parse(ref, context.settings)
         if not loc.key or loc.key.endswith("/"):
             raise NotAFile(f"{loc.identifier()} names a {container} or a folder, not one {item}",
-                           hint=f"name one {item}: {example}", identifier=ref.identifier)
+                           hint=f"name one {item}: {example}", identifier=loc.identifier())
+        check_key(ref, loc.key, example)
         return ObjectRemote(loc, store(context, conf), context.settings)
 
     @hookimpl
@@ -265,6 +277,7 @@ def object_store_hooks(schemes: tuple[str, ...], parse, store_class, *, example:
         if destination.scheme not in schemes:
             return None
         loc, conf = parse(destination, context.settings)
+        check_key(destination, loc.key.removesuffix("/"), example)
         return ObjectUploader(loc, store(context, conf), context.settings)
 
     return hostkit_resolve, hostkit_upload

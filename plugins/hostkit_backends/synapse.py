@@ -56,7 +56,7 @@ from hostkit.errors import (
     UsageError,
 )
 from hostkit.hookspecs import hookimpl
-from hostkit.redact import redact_text, redact_url
+from hostkit.redact import redact_text, redact_url, url_cache_key
 from hostkit.remote import (
     BackendInfo,
     Body,
@@ -108,7 +108,7 @@ def hostkit_upload(destination, context):
         return None
     entity_id, version = parse(destination)
     if version is not None:
-        raise UsageError(f"cannot upload into a version ({destination.raw.strip()})",
+        raise UsageError(f"cannot upload into a version ({destination.display})",
                          hint="name the parent folder or project: synapse:syn123")
     return SynapseUploader(entity_id, config_for(context), context)
 
@@ -117,8 +117,8 @@ def parse(ref) -> tuple[str, int | None]:
     """``synapse:syn123[.4]`` -> ``("syn123", 4 or None)``; UsageError for anything else."""
     match = _ID.match(ref.rest)
     if not match:
-        raise UsageError(f"{ref.raw.strip()!r} is not a Synapse identifier",
-                         hint=f"write {_FORMS}", identifier=ref.raw)
+        raise UsageError(f"{ref.display!r} is not a Synapse identifier",
+                         hint=f"write {_FORMS}", identifier=ref.display)
     return match.group(1), int(match.group(2)) if match.group(2) else None
 
 
@@ -149,7 +149,9 @@ class SynapseConfig:
 
     def cache_key(self, entity_id: str, version: int | None) -> str:
         name = f"{entity_id}.{version}" if version else entity_id
-        return f"synapse:{name}" if self.production else f"synapse+{self.repo_effective}:{name}"
+        if self.production:
+            return f"synapse:{name}"
+        return f"synapse+{url_cache_key(self.repo_effective)}:{name}"
 
     def where(self) -> str:
         return "Synapse" if self.production else f"Synapse at {redact_url(self.repo_effective)}"
