@@ -42,7 +42,7 @@ class Item:
         done, total = self.bytes_done, self.bytes_total
         if self.state == "running" and (p := downloads.get(self.display)) is not None:
             done, total = p.done, p.total
-        d = {"identifier": self.identifier, "hash": self.hash, "state": self.state,
+        d = {"identifier": self.display, "hash": self.hash, "state": self.state,
              "bytes_done": done, "bytes_total": total}
         if self.result is not None:
             d["result"] = self.result
@@ -150,7 +150,7 @@ class Jobs:
             except Exception as exc:  # a bug, not the caller's mistake: report it, keep going
                 item.state = "failed"
                 item.error = {"error": "internal", "message": f"internal error: {exc!r}",
-                              "hint": "see the daemon log", "identifier": item.identifier}
+                              "hint": "see the daemon log", "identifier": item.display}
                 logs.event("internal_error", where="job", message=repr(exc))
                 self.observe(time.monotonic() - started, "error", "internal")
             else:
