@@ -9,6 +9,10 @@ injects faults by path prefix:
     /reset-once/NAME     first GET sends 40% and resets; later GETs are normal
     /flaky/N/NAME        first N GETs answer 503, then normal
     /slow/NAME           normal, but ~64 KiB every 20 ms (for kill -9 tests)
+    /ifr-ignore/NAME     like /reset-once/, but answers every Range with 206 and the
+                         current ETag, ignoring If-Range (RFC 9110 allows it)
+    /ifr-noetag/NAME     like /ifr-ignore/, but its 206 answers carry no ETag at all
+    /trickle/NAME        8 KiB, then one byte a second (a stalled transfer)
     /redirect/N/NAME     N chained 302s, then /f/NAME
     /page                an HTML login page served as 200
     /private/NAME        401 with a WWW-Authenticate challenge
@@ -69,7 +73,8 @@ def _etag(data: bytes) -> str:
 
 
 async def _send(request: web.Request, data: bytes, *, ranges=True, etag=True,
-                limit: int | None = None, pace: float = 0.0, reset_at: int | None = None):
+                limit: int | None = None, pace: float = 0.0, reset_at: int | None = None,
+                honour_if_range=True, etag_on_206=True, trickle_after: int | None = None):
     headers = {"Content-Type": "application/octet-stream"}
     tag = _etag(data)
     if etag:
@@ -79,7 +84,7 @@ async def _send(request: web.Request, data: bytes, *, ranges=True, etag=True,
     rng = request.headers.get("Range")
     if_range = request.headers.get("If-Range")
     status = 200
-    if ranges and etag and rng and (if_range is None or if_range == tag):
+    if ranges and etag and rng and (if_range is None or if_range == tag or not honour_if_range):
         match = re.match(r"bytes=(\d+)-$", rng)
         if match:
             start = int(match.group(1))
@@ -87,6 +92,8 @@ async def _send(request: web.Request, data: bytes, *, ranges=True, etag=True,
                 return web.Response(status=416, headers={"Content-Range": f"bytes */{len(data)}"})
             status = 206
             headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
+            if not etag_on_206:
+                del headers["ETag"]
     body = data[start:]
     headers["Content-Length"] = str(len(body))
     resp = web.StreamResponse(status=status, headers=headers)
@@ -94,6 +101,13 @@ async def _send(request: web.Request, data: bytes, *, ranges=True, etag=True,
     if request.method == "HEAD":
         return resp
     send = body if limit is None else body[:limit]
+    if trickle_after is not None:
+        await resp.write(send[:trickle_after])
+        for i in range(trickle_after, len(send)):
+            await asyncio.sleep(1.0)
+            await resp.write(send[i:i + 1])
+        await resp.write_eof()
+        return resp
     step = 65536
     for i in range(0, len(send), step):
         if reset_at is not None and i >= reset_at:
@@ -146,6 +160,24 @@ def _app(origin: Origin) -> web.Application:
             return await _send(request, data, reset_at=int(len(data) * 0.4))
         return await _send(request, data)
 
+    def reset_first_get(request, **options):
+        data = file(request)
+        key = ("reset", request.path)
+        if request.method == "GET":
+            origin._counters[key] += 1
+        first = origin._counters[key] == 1 and request.method == "GET"
+        return _send(request, data, reset_at=int(len(data) * 0.4) if first else None,
+                     **options)
+
+    async def ifr_ignore(request):
+        return await reset_first_get(request, honour_if_range=False)
+
+    async def ifr_noetag(request):
+        return await reset_first_get(request, honour_if_range=False, etag_on_206=False)
+
+    async def trickle(request):
+        return await _send(request, file(request), trickle_after=8192)
+
     async def flaky(request):
         key = ("flaky", request.path)
         origin._counters[key] += 1
@@ -167,7 +199,9 @@ def _app(origin: Origin) -> web.Application:
                             content_type="text/html")
 
     for prefix, handler in (("/f", normal), ("/noetag", noetag), ("/trunc", trunc),
-                            ("/reset-once", reset_once), ("/slow", slow)):
+                            ("/reset-once", reset_once), ("/slow", slow),
+                            ("/ifr-ignore", ifr_ignore), ("/ifr-noetag", ifr_noetag),
+                            ("/trickle", trickle)):
         app.router.add_route("GET", prefix + "/{name:.+}", handler)
         app.router.add_route("HEAD", prefix + "/{name:.+}", handler)
     app.router.add_get("/flaky/{n}/{name}", flaky)
