@@ -78,14 +78,18 @@ def resolve_info(identifier: str, expected: str | None = None, *, offline: bool 
     settings = settings or load_settings()
     if cache_dir is not None:
         settings = settings.with_overrides(cache_dir=Path(cache_dir))
-    elif settings.daemon_url:
-        # the daemon's answer, or None when no daemon answers: then resolve here, same result
-        from hostkit_daemon.client import resolve_through_daemon
+    else:
+        from hostkit_daemon.runtime import daemon_url
 
-        resolved = resolve_through_daemon(settings, identifier, expected, offline=offline,
-                                          require_hash=require_hash)
-        if resolved is not None:
-            return resolved
+        # HOSTKIT_DAEMON_URL or this user's default socket (one stat when there is none);
+        # the daemon's answer, or None when no daemon answers: then resolve here, same result
+        if url := daemon_url(settings):
+            from hostkit_daemon.client import resolve_through_daemon
+
+            resolved = resolve_through_daemon(settings, url, identifier, expected,
+                                              offline=offline, require_hash=require_hash)
+            if resolved is not None:
+                return resolved
     resolver = get_resolver(settings)
     return run(resolver.resolve(identifier, expected, offline=offline,
                                 require_hash=require_hash, progress=progress))

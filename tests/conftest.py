@@ -28,6 +28,8 @@ def isolated_env(tmp_path, monkeypatch):
     monkeypatch.setenv("HOSTKIT_CONFIG", str(tmp_path / "config.toml"))
     monkeypatch.setenv("HOSTKIT_BACKOFF", "0.01")
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
+    # the daemon's default socket and token files then live in the test's own cache dir
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
     return tmp_path
 
 

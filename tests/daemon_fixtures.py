@@ -184,18 +184,34 @@ class GatedOrigin:
 
 # -- talking to a daemon ---------------------------------------------------------------
 
+#: Tokens of the daemons the tests started, by URL: :func:`call` sends them unless told not to.
+TOKENS: dict[str, str] = {}
+
+
+def auth(url: str) -> dict:
+    """The Authorization header for the test daemon at ``url`` (empty if it has no token)."""
+    token = TOKENS.get(url)
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
 
 def call(url: str, method: str, path: str, body=None, *, raw: bytes | None = None,
-         headers: dict | None = None, timeout: float = 30.0) -> tuple[int, dict, bytes]:
-    """One HTTP request to a daemon at ``url`` (http://... or unix:/path)."""
+         headers: dict | None = None, timeout: float = 30.0,
+         anonymous: bool = False) -> tuple[int, dict, bytes]:
+    """One HTTP request to a daemon at ``url`` (http://... or unix:/path).
+
+    The daemon's token goes along unless ``anonymous`` or ``headers`` has an Authorization.
+    """
     from hostkit_daemon.client import _UnixConnection, parse_url
 
     address = parse_url(url)
     conn = (_UnixConnection(address.path, timeout) if address.path
             else http.client.HTTPConnection(address.host, address.port, timeout=timeout))
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    headers = dict(headers or {})
+    if not anonymous and not any(k.lower() == "authorization" for k in headers):
+        headers.update(auth(url))
     try:
-        conn.request(method, path, body=data, headers=headers or {})
+        conn.request(method, path, body=data, headers=headers)
         resp = conn.getresponse()
         return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
     finally:
@@ -248,17 +264,29 @@ class LogCapture:
 
 
 class DaemonThread:
-    """The daemon app served from a thread in this process (127.0.0.1, a free port)."""
+    """The daemon app served from a thread in this process (127.0.0.1, a free port).
 
-    def __init__(self, cache_dir: Path, token: str | None = None):
+    Like every TCP daemon it requires a token (a fresh one unless given); :func:`call`
+    sends it, and :attr:`env` gives a CLI subprocess the URL and the token.
+    """
+
+    def __init__(self, cache_dir: Path, token: str | None = None, **app_options):
+        import secrets
+
         from hostkit.config import Settings
 
         # explicit settings: independent of the environment of whichever test starts it
         self.settings = Settings(cache_dir=Path(cache_dir), backoff=0.01, retries=2)
-        self.token = token
+        self.token = token or secrets.token_urlsafe(16)
+        self.app_options = app_options
         self.logs = LogCapture()
         self.url = ""
         self.app = None
+
+    @property
+    def env(self) -> dict:
+        """Environment for a client process that should use this daemon."""
+        return {"HOSTKIT_DAEMON_URL": self.url, "HOSTKIT_DAEMON_TOKEN": self.token}
 
     def start(self) -> DaemonThread:
         from hostkit_daemon import logs
@@ -267,11 +295,12 @@ class DaemonThread:
         logs._stream = self.logs
 
         def make_app():
-            self.app = create_app(self.settings, token=self.token)
+            self.app = create_app(self.settings, token=self.token, **self.app_options)
             return self.app
 
         self._thread, self.loop, self.url = serve_in_thread(
             make_app, "hostkit-daemon", handler_cancellation=True, shutdown_timeout=2.0)
+        TOKENS[self.url] = self.token
         return self
 
     @property
@@ -287,18 +316,26 @@ class DaemonThread:
 
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(15)
+        TOKENS.pop(self.url, None)
         logs._stream = _sys.stderr
 
 
 class DaemonProcess:
-    """``hostkit daemon ARGS`` as a subprocess; stderr (JSON lines) goes to a log file."""
+    """``hostkit daemon ARGS`` as a subprocess; stderr (JSON lines) goes to a log file.
+
+    With ``default_address`` it is started with no address flag at all (its default
+    socket); ``socket_path`` then names where that is expected to be.
+    A TCP daemon's token is read from the token file it announces, as its owner's CLI would.
+    """
 
     def __init__(self, tmp: Path, *args: str, env: dict | None = None, port: int | None = None,
-                 socket_path: str | None = None, wait: bool = True):
+                 socket_path: str | None = None, wait: bool = True,
+                 default_address: bool = False):
         self.log_path = tmp / f"daemon-{time.monotonic_ns()}.log"
+        self.token: str | None = None
         if socket_path:
             self.url = f"unix:{socket_path}"
-            where = ["--socket", socket_path]
+            where = [] if default_address else ["--socket", socket_path]
         else:
             self.port = port or free_port()
             self.url = f"http://{LOOPBACK}:{self.port}"
@@ -315,11 +352,18 @@ class DaemonProcess:
         def ready():
             if self.proc.poll() is not None:
                 raise AssertionError(f"daemon exited {self.proc.returncode}:\n{self.log()}")
+            if not self.events("listening"):
+                return False
             with contextlib.suppress(OSError, http.client.HTTPException):
                 return call(self.url, "GET", "/healthz", timeout=1)[0] == 200
             return False
 
         wait_until(ready, timeout, "the daemon to answer /healthz")
+        token_file = self.events("listening")[0].get("token_file")
+        if token_file:
+            self.token_file = Path(token_file)
+            self.token = json.loads(self.token_file.read_text())["token"]
+            TOKENS[self.url] = self.token
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

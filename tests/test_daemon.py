@@ -30,6 +30,7 @@ from tests.daemon_fixtures import (
     DaemonProcess,
     DaemonThread,
     GatedOrigin,
+    auth,
     call,
     call_json,
     payload,
@@ -62,7 +63,7 @@ def _post_many(url: str, n: int, body: dict) -> list[tuple[int, dict]]:
     async def go():
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=n)) as s:
             async def one():
-                async with s.post(f"{url}/v1/resolve", json=body) as r:
+                async with s.post(f"{url}/v1/resolve", json=body, headers=auth(url)) as r:
                     return r.status, await r.json()
             return await asyncio.gather(*(one() for _ in range(n)))
 
@@ -88,7 +89,9 @@ def _raw_post(url: str, body: dict) -> socket.socket:
     host, port = url.removeprefix("http://").split(":")
     sock = socket.create_connection((host, int(port)))
     data = json.dumps(body).encode()
-    sock.sendall(b"POST /v1/resolve HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    token = auth(url)["Authorization"]
+    sock.sendall(f"POST /v1/resolve HTTP/1.1\r\nHost: {host}:{port}\r\n".encode()
+                 + f"Authorization: {token}\r\nContent-Type: application/json\r\n".encode()
                  + f"Content-Length: {len(data)}\r\n\r\n".encode() + data)
     return sock
 
@@ -381,7 +384,8 @@ def test_hostile_inputs_get_json_4xx_and_the_daemon_keeps_serving(daemon):
     # a chunked body over the limit (no Content-Length to check up front)
     conn = http.client.HTTPConnection(daemon.url.removeprefix("http://"), timeout=30)
     conn.request("POST", "/v1/resolve", body=iter([b"{" + b" " * (1 << 20)] * 3),
-                 encode_chunked=True, headers={"Content-Type": "application/json"})
+                 encode_chunked=True,
+                 headers={"Content-Type": "application/json", **auth(daemon.url)})
     resp = conn.getresponse()
     assert resp.status == 413 and json.loads(resp.read())["error"] == "too_large"
     conn.close()
@@ -647,7 +651,7 @@ def test_a_token_is_enforced_on_every_route_but_healthz(tmp_path, gated):
                              ("POST", "/v1/resolve"), ("GET", "/v1/blobs/" + "0" * 64)):
             for headers in ({}, {"Authorization": "Bearer wrong"},
                             {"Authorization": "Basic czNjcmV0"}):
-                status, _, body = call(d.url, method, path, headers=headers)
+                status, _, body = call(d.url, method, path, headers=headers, anonymous=True)
                 assert status == 401 and json.loads(body)["error"] == "unauthorized", path
             assert call(d.url, method, path, headers=good, raw=b"{}")[0] != 401
         url = gated.file_url("tok.bin")
@@ -669,7 +673,7 @@ def test_a_token_is_enforced_on_every_route_but_healthz(tmp_path, gated):
 def test_cli_goes_through_the_daemon_and_falls_back_when_it_is_down(daemon, gated, settings):
     sha = gated.add("cli.bin", payload(70_000, 18))
     url = gated.file_url("cli.bin")
-    via = run_cli("resolve", url, "--json", env={"HOSTKIT_DAEMON_URL": daemon.url}, check=True)
+    via = run_cli("resolve", url, "--json", env=daemon.env, check=True)
     through = json.loads(via.stdout)
     assert through["path"] == str(_blob_path(daemon.settings.cache_dir, sha))
     assert not (settings.cache_dir / "blobs" / "sha256" / sha).exists()
@@ -686,7 +690,7 @@ def test_cli_goes_through_the_daemon_and_falls_back_when_it_is_down(daemon, gate
                                     (gated.file_url("never.bin"), ["--offline"], 5),
                                     (gated.file_url("never.bin"), ["--require-hash"], 2)):
         args = ["resolve", identifier, "--json", *extra]
-        remote = run_cli(*args, env={"HOSTKIT_DAEMON_URL": daemon.url})
+        remote = run_cli(*args, env=daemon.env)
         inproc = run_cli(*args, env={"HOSTKIT_DAEMON_URL": down})
         assert remote.returncode == inproc.returncode == code, (remote.stderr, inproc.stderr)
         remote_err, inproc_err = json.loads(remote.stdout), json.loads(inproc.stdout)
@@ -698,23 +702,25 @@ def test_cli_goes_through_the_daemon_and_falls_back_when_it_is_down(daemon, gate
 
 
 def test_status_command(daemon):
-    up = run_cli("status", "--json", env={"HOSTKIT_DAEMON_URL": daemon.url})
+    up = run_cli("status", "--json", env=daemon.env)
     assert up.returncode == 0
     info = json.loads(up.stdout)
     assert info["running"] is True and info["cache"]["root"] == str(daemon.settings.cache_dir)
-    text = run_cli("status", env={"HOSTKIT_DAEMON_URL": daemon.url})
+    text = run_cli("status", env=daemon.env)
     assert text.returncode == 0 and "running at" in text.stdout
     down = run_cli("status", "--json",
                    env={"HOSTKIT_DAEMON_URL": f"http://127.0.0.1:{free_port()}"})
     assert down.returncode == 3 and json.loads(down.stdout)["running"] is False
 
 
-def test_python_api_uses_the_daemon_and_rebuilds_its_errors(daemon, gated, settings):
+def test_python_api_uses_the_daemon_and_rebuilds_its_errors(daemon, gated, settings,
+                                                             monkeypatch):
     from hostkit import api
     from hostkit.errors import HashMismatch, NotFound
 
     sha = gated.add("api.bin", payload(9000, 19))
     url = gated.file_url("api.bin")
+    monkeypatch.setenv("HOSTKIT_DAEMON_TOKEN", daemon.token)
     with_daemon = settings.with_overrides(daemon_url=daemon.url)
     down = settings.with_overrides(daemon_url=f"http://127.0.0.1:{free_port()}")
     through = api.resolve_info(url, settings=with_daemon)

@@ -22,11 +22,15 @@ from hostkit.errors import HostkitError
 from hostkit.hashes import parse_hash
 from hostkit.resolver import Resolver
 
-from . import logs
+from . import access, logs
+from .access import Caller, Policy
+from .blobs import send_verified
 from .downloads import DownloadTracker
+from .errors import ApiError
 from .jobs import Item, Jobs
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Metrics
+from .scrub import scrub_forever
 from .warm import WarmHits
 
 #: Largest request body accepted (bytes).
@@ -39,18 +43,11 @@ MAX_IDENTIFIER = 8192
 PUBLIC_ROUTES = frozenset({"/healthz"})
 
 _DIGEST = re.compile(r"^[0-9a-fA-F]{64}$")
+#: A JSON escape of a UTF-16 surrogate: the body may hold a lone one (not encodable text).
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 _JOB_ID = re.compile(r"^[0-9a-f]{16}$")
 _RESOLVE_FIELDS = {"identifier", "hash", "wait", "offline", "require_hash"}
 _IMMUTABLE = "public, max-age=31536000, immutable"
-
-
-class ApiError(HostkitError):
-    """A refused request: HTTP status, stable ``kind``, what went wrong, what to do."""
-
-    def __init__(self, status: int, kind: str, message: str, hint: str | None = None):
-        super().__init__(message, hint=hint)
-        self.http_status = status
-        self.kind = kind
 
 
 @dataclass
@@ -60,6 +57,7 @@ class DaemonState:
     resolver: Resolver
     token: str | None = None
     listen: str | None = None
+    policy: Policy = field(default_factory=Policy)
     owns_resolver: bool = True
     metrics: Metrics = field(default_factory=Metrics)
     downloads: DownloadTracker = field(default_factory=DownloadTracker)
@@ -67,6 +65,14 @@ class DaemonState:
     warm: WarmHits | None = None
     draining: bool = False
     started: float = field(default_factory=time.time)
+    scrub_rate: int = 0
+    scrubber: asyncio.Task | None = None
+
+    def quarantine(self, sha256: str, reason: str, found_by: str) -> None:
+        """Log and count a blob whose bytes no longer match (already quarantined)."""
+        logs.event("quarantined", sha256=sha256, reason=reason, found_by=found_by)
+        self.metrics.quarantined[found_by] += 1
+        self.warm.forget()
 
     def observe(self, seconds: float, outcome: str, error: str | None) -> None:
         """Count one resolve answer (and its error kind) for /metrics."""
@@ -78,18 +84,26 @@ class DaemonState:
 STATE = web.AppKey("hostkit_state", DaemonState)
 #: Per-request fields for the request's log line (identifier, outcome, bytes...).
 LOG = web.RequestKey("hostkit_log", dict) if hasattr(web, "RequestKey") else "hostkit_log"
+#: The request's :class:`~.access.Caller`.
+CALLER = web.RequestKey("hostkit_caller", Caller) if hasattr(web, "RequestKey") \
+    else "hostkit_caller"
 
 
 def create_app(settings=None, *, token: str | None = None, resolver: Resolver | None = None,
-               listen: str | None = None) -> web.Application:
+               listen: str | None = None, policy: Policy | None = None,
+               scrub_rate: int = 0, **job_options) -> web.Application:
     """The daemon's aiohttp application on ``resolver`` (or a new one for ``settings``).
 
     With ``token``, every route but ``/healthz`` requires ``Authorization: Bearer <token>``.
+    ``policy`` says which callers are trusted with the daemon's credentials and which
+    extra ``Host`` names are accepted (:mod:`.access`). ``scrub_rate`` (bytes/s, 0: off)
+    paces the background re-hashing of blobs (:mod:`.scrub`); ``job_options`` are
+    :class:`~.jobs.Jobs`' limits (``concurrency``, ``max_pending``, ``stall_seconds``).
     """
     owns = resolver is None
     state = DaemonState(resolver or Resolver(settings), token=token or None, listen=listen,
-                        owns_resolver=owns)
-    state.jobs = Jobs(state.resolver, state.downloads, state.observe)
+                        owns_resolver=owns, policy=policy or Policy(), scrub_rate=scrub_rate)
+    state.jobs = Jobs(state.resolver, state.downloads, state.observe, **job_options)
     state.warm = WarmHits(state.resolver)
     app = web.Application(middlewares=[frontdoor], client_max_size=MAX_BODY)
     app[STATE] = state
@@ -108,13 +122,25 @@ def create_app(settings=None, *, token: str | None = None, resolver: Resolver | 
         web.post("/v1/cache/{ident}/pin", pin),
         web.delete("/v1/cache/{ident}/pin", unpin),
     ])
+    app.on_startup.append(_startup)
     app.on_cleanup.append(_cleanup)
     return app
 
 
+async def _startup(app: web.Application) -> None:
+    state = app[STATE]
+    if state.scrub_rate > 0:
+        state.scrubber = asyncio.ensure_future(scrub_forever(
+            state.resolver.cache, state.scrub_rate,
+            lambda blob, reason: state.quarantine(blob.sha256, reason, "scrub")))
+
+
 async def _cleanup(app: web.Application) -> None:
     state = app[STATE]
-    state.jobs.accepting = False
+    if state.scrubber is not None:
+        state.scrubber.cancel()
+        await asyncio.gather(state.scrubber, return_exceptions=True)
+    state.jobs.stop()
     for task in state.jobs.tasks():
         task.cancel()
     state.warm.close()
@@ -136,11 +162,14 @@ async def frontdoor(request: web.Request, handler):
     request[LOG] = info
     state.metrics.in_progress += 1
     try:
-        if state.draining and route not in PUBLIC_ROUTES:
-            raise ApiError(503, "shutting_down", "the daemon is shutting down",
-                           hint="retry in a moment, or resolve in-process")
-        if state.token is not None and route not in PUBLIC_ROUTES:
-            _check_token(request, state.token)
+        if route not in PUBLIC_ROUTES:
+            if state.draining:
+                raise ApiError(503, "shutting_down", "the daemon is shutting down",
+                               hint="retry in a moment, or resolve in-process")
+            state.policy.check_address(request)
+            if state.token is not None:
+                _check_token(request, state.token)
+            request[CALLER] = state.policy.caller(request)
         response = await handler(request)
     except HostkitError as exc:
         response = _error_response(exc, info)
@@ -178,7 +207,8 @@ def _check_token(request: web.Request, token: str) -> None:
 def _error_response(exc: HostkitError, info: dict) -> web.Response:
     """The JSON answer for an error (``HostkitError.to_dict``), its kind noted for the log."""
     info["error_kind"] = exc.kind
-    return web.json_response(exc.to_dict(), status=exc.http_status)
+    return web.json_response(exc.to_dict(), status=exc.http_status,
+                             headers=getattr(exc, "headers", None))
 
 
 _HTTP_KINDS = {404: ("no_route", "no such route; see GET /v1/openapi.json"),
@@ -217,14 +247,25 @@ async def _json_object(request: web.Request) -> dict:
         raw = await request.read()  # enforces client_max_size while reading
     try:
         data = json.loads(raw.decode())  # str: skips json's encoding detection
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(400, "bad_json", f"the body is not valid JSON ({exc})",
-                       hint='send a JSON object, e.g. {"identifier": "https://host/file"}'
+        if _SURROGATE_ESCAPE.search(raw):  # rare: only then re-encode to find a lone one
+            json.dumps(data, ensure_ascii=False).encode()
+    except (ValueError, UnicodeError) as exc:
+        raise ApiError(400, "bad_json", f"the body is not valid JSON ({_short(exc)})",
+                       hint='send a JSON object of UTF-8 text, e.g. {"identifier": '
+                            '"https://host/file"}') from None
+    except RecursionError:
+        raise ApiError(400, "bad_json", "the body's JSON is nested too deeply",
+                       hint='send a flat JSON object, e.g. {"identifier": "https://host/file"}'
                        ) from None
     if not isinstance(data, dict):
         raise ApiError(400, "bad_request", "the body must be a JSON object",
                        hint='send e.g. {"identifier": "https://host/file"}')
     return data
+
+
+def _short(exc: Exception) -> str:
+    """An exception's message, without the bytes it may quote at length."""
+    return str(exc)[:200].encode("utf-8", "backslashreplace").decode()
 
 
 def _field(data: dict, name: str, kind: type[str] | type[bool], *, where: str = "",
@@ -279,6 +320,7 @@ async def resolve(request: web.Request) -> web.Response:
                        hint=f"known fields: {', '.join(sorted(_RESOLVE_FIELDS))}")
     identifier = _identifier(data)
     request[LOG]["identifier"] = identifier
+    access.require_lendable(request[CALLER], identifier)
     expected = _field(data, "hash", str)
     wait = _field(data, "wait", bool)
     offline = _field(data, "offline", bool)
@@ -287,7 +329,7 @@ async def resolve(request: web.Request) -> web.Response:
     if wait is False:
         item = _item(resolver, identifier, expected, offline=offline,
                      require_hash=require_hash)
-        job = state.jobs.submit("resolve", [item])
+        job = state.jobs.submit("resolve", [item], request[CALLER].key)
         request[LOG]["job"] = job.id
         return web.json_response({"job": job.id, "state": job.state, "href": f"/v1/jobs/{job.id}"},
                                  status=202)
@@ -331,7 +373,9 @@ async def blob(request: web.Request) -> web.StreamResponse:
                        hint="GET /v1/blobs/<sha256 hex> as returned by /v1/resolve")
     digest = digest.lower()
     found = state.resolver.cache.blob(digest)
-    if found is None:
+    if found is None or not (request[CALLER].trusted
+                             or access.blob_is_public(state.resolver.cache, digest)):
+        # a blob only credentials gave is, for anyone else, as good as absent
         raise ApiError(404, "blob_not_found", f"no blob sha256:{digest} in the cache",
                        hint="POST /v1/resolve the identifier first")
     request[LOG]["sha256"] = digest
@@ -343,7 +387,19 @@ async def blob(request: web.Request) -> web.StreamResponse:
         raise ApiError(412, "precondition_failed", "If-Match does not name this blob",
                        hint=f"the blob's ETag is {etag}")
     state.resolver.cache.touch(digest)
-    return BlobResponse(found.path, digest, state.metrics)
+    if request.method == hdrs.METH_HEAD or hdrs.RANGE in request.headers:
+        return BlobResponse(found.path, digest, state.metrics)  # sendfile; nothing to verify
+
+    def count(n: int) -> None:
+        state.metrics.bytes_served += n
+
+    async def corrupt() -> None:
+        reason = f"the bytes read while serving do not hash to {digest}"
+        await asyncio.to_thread(state.resolver.cache.quarantine, digest, reason)
+        state.quarantine(digest, reason, "serve")
+
+    return await send_verified(request, found.path, digest, found.size, headers,
+                               on_sent=count, on_corrupt=corrupt)
 
 
 def _etag_listed(header: str, digest: str) -> bool:
@@ -430,11 +486,12 @@ async def prefetch(request: web.Request) -> web.Response:
         identifier = _identifier(entry, where)
         expected = _field(entry, "hash", str, where=where)
         try:
+            access.require_lendable(request[CALLER], identifier)
             parsed.append(_item(state.resolver, identifier, expected))
         except HostkitError as exc:
             exc.message = f"{where}{exc.message}"
             raise
-    job = state.jobs.submit("prefetch", parsed)
+    job = state.jobs.submit("prefetch", parsed, request[CALLER].key)
     request[LOG].update(job=job.id, items=len(parsed))
     return web.json_response({**job.to_dict(state.downloads), "href": f"/v1/jobs/{job.id}"},
                              status=202)
@@ -466,6 +523,7 @@ def _blob_dict(b) -> dict:
 
 async def cache_list(request: web.Request) -> web.Response:
     """``GET /v1/cache``: every entry and blob, most recently used first."""
+    access.require_trusted(request[CALLER], "listing the cache")
     cache = request.app[STATE].resolver.cache
     return web.json_response({"root": str(cache.root), "total_bytes": cache.total_size(),
                               "entries": [_entry_dict(e) for e in cache.entries()],
@@ -473,6 +531,7 @@ async def cache_list(request: web.Request) -> web.Response:
 
 
 def _ident(request: web.Request) -> str:
+    access.require_trusted(request[CALLER], "the cache routes")
     ident = request.match_info["ident"]
     request[LOG]["identifier"] = ident
     if not ident.strip() or len(ident) > MAX_IDENTIFIER:

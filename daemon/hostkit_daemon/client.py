@@ -1,9 +1,10 @@
 """A small synchronous client for the daemon (standard library only: no asyncio).
 
-Used by ``hostkit resolve`` and ``hostkit.resolve`` when ``HOSTKIT_DAEMON_URL``
-is set, and by ``hostkit status``. Daemon URLs are ``http://host:port`` or
-``unix:/path/to.sock``; the token, if the daemon wants one, comes from
-``HOSTKIT_DAEMON_TOKEN``.
+Used by ``hostkit resolve`` and ``hostkit.resolve`` when a daemon is found
+(``HOSTKIT_DAEMON_URL``, or this user's default socket: :mod:`.runtime`), and by
+``hostkit status``. Daemon URLs are ``http://host:port`` or
+``unix:/path/to.sock``; the token of a TCP daemon comes from
+``HOSTKIT_DAEMON_TOKEN`` or from the file the daemon wrote for its owner.
 
 Errors come back as the same :class:`~hostkit.errors.HostkitError` subclass
 the in-process resolver would have raised, rebuilt from the JSON ``error``
@@ -211,16 +212,25 @@ class DaemonClient:
         return data
 
 
-def resolve_through_daemon(settings, identifier: str, expected: str | None = None, *,
-                           offline: bool | None = None,
+def client_for(settings, url: str, *, connect_timeout: float = 2.0) -> DaemonClient:
+    """A client for ``url`` carrying the token this user has for it (env or token file)."""
+    from .runtime import token_for
+
+    address = parse_url(url)
+    return DaemonClient(url, token_for(settings, address.host, address.port) or "",
+                        connect_timeout=connect_timeout)
+
+
+def resolve_through_daemon(settings, url: str, identifier: str, expected: str | None = None,
+                           *, offline: bool | None = None,
                            require_hash: bool | None = None) -> Resolved | None:
-    """Resolve through ``settings.daemon_url``; None when no daemon answers (resolve in-process).
+    """Resolve through the daemon at ``url``; None when no daemon answers (resolve in-process).
 
     Also None when the daemon's path is not readable here (a daemon on another
     host, or a container without the cache mounted): the caller then resolves
     in-process, which gives the same bytes.
     """
-    client = DaemonClient(settings.daemon_url, connect_timeout=min(settings.connect_timeout, 2.0))
+    client = client_for(settings, url, connect_timeout=min(settings.connect_timeout, 2.0))
     # the caller's own strictness travels with the request (the daemon may be stricter still)
     if offline is None and settings.offline:
         offline = True

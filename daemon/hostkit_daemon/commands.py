@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 
-from . import DEFAULT_HOST, DEFAULT_PORT
+from . import DEFAULT_HOST, DEFAULT_PORT, jobs, scrub
 
 #: Exit code of ``hostkit status`` when no daemon answers (as LSB ``status`` uses).
 NOT_RUNNING = 3
@@ -17,15 +17,33 @@ def add_parsers(sub, common) -> None:
         "daemon", parents=[common], help="serve the resolver over HTTP (one cache, one download "
         "per file for every process on the machine)",
         description="Serve POST /v1/resolve, GET /v1/blobs/{sha256} and friends on "
-                    f"{DEFAULT_HOST}:{DEFAULT_PORT} (or HOSTKIT_DAEMON_URL's address) until "
-                    "SIGTERM/SIGINT. See daemon/README.md.")
-    d.add_argument("--host", help=f"address to bind (default {DEFAULT_HOST}; anything but "
-                   "loopback requires a token)")
-    d.add_argument("--port", type=int, help=f"TCP port (default {DEFAULT_PORT})")
-    d.add_argument("--socket", metavar="PATH", help="listen on a unix socket (created 0600)")
+                    "$XDG_RUNTIME_DIR/hostkit/daemon.sock (or --socket, --host/--port, or "
+                    "HOSTKIT_DAEMON_URL's address) until SIGTERM/SIGINT. See daemon/README.md.")
+    d.add_argument("--host", help=f"TCP address to bind (default {DEFAULT_HOST} when --port is "
+                   "given; anything but loopback requires --token)")
+    d.add_argument("--port", type=int, help=f"TCP port (default {DEFAULT_PORT} when --host is "
+                   "given); a token is generated when none is given")
+    d.add_argument("--socket", metavar="PATH", help="listen on this unix socket (created 0600)")
+    d.add_argument("--group", metavar="NAME", help="shared mode: the socket is 0660 and owned "
+                   "by this group; callers are identified by uid")
+    d.add_argument("--allow-user", action="append", metavar="USER", help="a user (name or uid) "
+                   "the daemon resolves credentialed sources for besides its own (repeatable)")
+    d.add_argument("--allow-host", action="append", metavar="NAME", help="accept this Host "
+                   "header name too (behind a proxy; repeatable)")
     d.add_argument("--token", help="require 'Authorization: Bearer TOKEN' (prefer "
                    "--token-file or HOSTKIT_DAEMON_TOKEN: argv is visible to other users)")
     d.add_argument("--token-file", metavar="PATH", help="read the token from a file")
+    d.add_argument("--jobs", type=int, default=jobs.CONCURRENCY, metavar="N",
+                   help=f"prefetch items resolved at a time (default {jobs.CONCURRENCY})")
+    d.add_argument("--max-queued", type=int, default=jobs.MAX_PENDING, metavar="N",
+                   help="prefetch items one caller may have waiting or running; more is "
+                        f"answered 429 (default {jobs.MAX_PENDING})")
+    d.add_argument("--stall", type=float, default=jobs.STALL_SECONDS, metavar="SECONDS",
+                   help="a prefetch item without progress this long gives its slot back "
+                        f"(default {jobs.STALL_SECONDS:g})")
+    d.add_argument("--scrub-rate", type=int, default=scrub.DEFAULT_RATE, metavar="BYTES",
+                   help="re-hash stored blobs in the background at this many bytes/s; "
+                        f"0 turns it off (default {scrub.DEFAULT_RATE >> 20} MiB/s)")
     d.add_argument("--grace", type=float, default=30.0, metavar="SECONDS",
                    help="on SIGTERM, let downloads in flight finish for this long (default 30)")
     sub.add_parser("status", parents=[common],
@@ -38,16 +56,20 @@ def daemon_command(args, settings) -> int:
 
     return run_daemon(settings, host=args.host, port=args.port, socket_path=args.socket,
                       token=args.token, token_file=args.token_file, grace=args.grace,
-                      verbose=args.verbose)
+                      verbose=args.verbose, group=args.group, allow_users=args.allow_user,
+                      allow_hosts=args.allow_host, scrub_rate=args.scrub_rate,
+                      concurrency=args.jobs, max_pending=args.max_queued,
+                      stall_seconds=args.stall)
 
 
 def status_command(args, settings) -> int:
     """``hostkit status``: 0 when a daemon answers, 3 when none does."""
-    from .client import Address, DaemonClient, DaemonUnavailable
+    from .client import DaemonUnavailable, client_for
+    from .runtime import daemon_url, default_socket
 
-    url = settings.daemon_url or Address(host=DEFAULT_HOST, port=DEFAULT_PORT).url
+    url = daemon_url(settings) or f"unix:{default_socket(settings)}"
     try:
-        data = DaemonClient(url, connect_timeout=2.0).status()
+        data = client_for(settings, url).status()
     except DaemonUnavailable as exc:
         if args.json:
             print(json.dumps({"url": url, "running": False, "reason": str(exc)}, indent=2))

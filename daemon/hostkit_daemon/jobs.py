@@ -1,9 +1,20 @@
 """Background work: ``POST /v1/prefetch`` and ``POST /v1/resolve`` with ``"wait": false``.
 
 A job is a list of (identifier, hash) items resolved through the same
-Resolver as everything else, a few at a time. Polling ``GET /v1/jobs/{id}``
-shows each item's state, bytes done / total (while its download runs) and its
-result or error. Finished jobs are kept for an hour (at most ``keep`` of them).
+Resolver as everything else. Polling ``GET /v1/jobs/{id}`` shows each item's
+state, bytes done / total (while its download runs) and its result or error.
+Finished jobs are kept for an hour (at most ``keep`` of them).
+
+The queue is bounded and shared fairly:
+
+- at most ``max_pending`` items wait or run per caller (``max_pending * 4`` in
+  all); more is refused with 429 and ``Retry-After``, nothing is half-accepted;
+- ``concurrency`` slots run items; a free slot goes to the waiting caller that
+  holds the fewest slots (round robin among equals), so one caller's big or slow
+  batch never starves another's;
+- an item whose download made no progress for ``stall_seconds`` gives its slot
+  back and goes on without one (the resolver's own rate limit ends it), so
+  stalled origins cannot hold every slot.
 """
 
 from __future__ import annotations
@@ -11,14 +22,22 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 from hostkit.errors import HostkitError
 
 from . import logs
+from .errors import ApiError
 
-#: Items of one job resolved concurrently.
+#: Items resolved at a time, across all jobs.
 CONCURRENCY = 4
+#: Items one caller may have waiting or running.
+MAX_PENDING = 2000
+#: Seconds without progress after which a running item gives its slot back.
+STALL_SECONDS = 30.0
+#: Seconds a client is told to wait after a 429.
+RETRY_AFTER = 5
 #: Seconds a finished job stays visible.
 KEEP_SECONDS = 3600.0
 
@@ -36,6 +55,7 @@ class Item:
     bytes_total: int | None = None
     bytes_done: int = 0
     options: dict = field(default_factory=dict)  # offline / require_hash for the resolver
+    stalled: bool = False  # made no progress for a while: runs on without a slot
 
     def to_dict(self, downloads) -> dict:
         """JSON form; running items read live progress from the download tracker."""
@@ -48,6 +68,8 @@ class Item:
             d["result"] = self.result
         if self.error is not None:
             d["error"] = self.error
+        if self.stalled and self.state == "running":
+            d["stalled"] = True
         return d
 
 
@@ -60,7 +82,7 @@ class Job:
     items: list[Item]
     created: float = field(default_factory=time.time)
     finished: float | None = None
-    task: asyncio.Task | None = None
+    left: int = 0  # items not finished yet
 
     @property
     def state(self) -> str:
@@ -84,16 +106,25 @@ class Job:
 
 
 class Jobs:
-    """All jobs of one daemon."""
+    """All jobs of one daemon, and the slots their items run in."""
 
-    def __init__(self, resolver, downloads, observe, *, keep: int = 1000):
+    def __init__(self, resolver, downloads, observe, *, keep: int = 1000,
+                 concurrency: int = CONCURRENCY, max_pending: int = MAX_PENDING,
+                 stall_seconds: float = STALL_SECONDS):
         self.resolver = resolver
         self.downloads = downloads
         self.observe = observe  # callable(seconds, outcome, error_kind) for metrics
         self.keep = keep
-        self._jobs: dict[str, Job] = {}
-        self._sem = asyncio.Semaphore(CONCURRENCY)
+        self.concurrency = concurrency
+        self.max_pending = max_pending
+        self.stall_seconds = stall_seconds
         self.accepting = True
+        self._jobs: dict[str, Job] = {}
+        #: caller -> its waiting items, oldest first; dict order is the round robin
+        self._waiting: dict[str, deque[tuple[Job, Item]]] = {}
+        self._pending: dict[str, int] = {}  # caller -> items waiting or running
+        self._slots: dict[str, int] = {}  # caller -> slots held
+        self._tasks: set[asyncio.Task] = set()
 
     def __len__(self) -> int:
         return len(self._jobs)
@@ -106,58 +137,119 @@ class Jobs:
         """A job by id (None if unknown or expired)."""
         return self._jobs.get(job_id)
 
-    def submit(self, kind: str, items: list[Item]) -> Job:
-        """Start working on ``items`` in the background; return the job at once."""
+    def submit(self, kind: str, items: list[Item], caller: str = "") -> Job:
+        """Queue ``items`` for ``caller``; return the job at once (ApiError 429 when full)."""
+        if not self.accepting:
+            raise ApiError(503, "shutting_down", "the daemon is shutting down",
+                           hint="retry in a moment, or resolve in-process")
+        pending = self._pending.get(caller, 0)
+        if (pending + len(items) > self.max_pending
+                or sum(self._pending.values()) + len(items) > 4 * self.max_pending):
+            raise ApiError(429, "queue_full",
+                           f"the job queue is full ({pending} of your items are waiting or "
+                           f"running; at most {self.max_pending})",
+                           hint=f"retry after {RETRY_AFTER} s, or wait for your jobs to finish",
+                           headers={"Retry-After": str(RETRY_AFTER)})
         self._expire()
-        job = Job(secrets.token_hex(8), kind, items)
+        job = Job(secrets.token_hex(8), kind, items, left=len(items))
         self._jobs[job.id] = job
-        job.task = asyncio.ensure_future(self._run(job))
+        self._pending[caller] = pending + len(items)
+        self._waiting.setdefault(caller, deque()).extend((job, item) for item in items)
+        self._dispatch()
         return job
 
-    def tasks(self) -> list[asyncio.Task]:
-        """Tasks of unfinished jobs."""
-        return [j.task for j in self._jobs.values() if j.task and not j.task.done()]
+    def stop(self) -> None:
+        """Accept no more work; waiting items are cancelled, running ones go on."""
+        self.accepting = False
+        waiting, self._waiting = self._waiting, {}
+        for caller, queue in waiting.items():
+            for job, item in queue:
+                item.state = "cancelled"
+                self._finish(job, item, caller)
 
-    async def _run(self, job: Job) -> None:
-        started = time.monotonic()
-        try:
-            await asyncio.gather(*(self._run_item(item) for item in job.items))
-        finally:
-            for item in job.items:
-                if item.state in ("queued", "running"):
-                    item.state = "cancelled"
+    def tasks(self) -> list[asyncio.Task]:
+        """Tasks of the items running now."""
+        return [t for t in self._tasks if not t.done()]
+
+    def _dispatch(self) -> None:
+        while self.accepting and self._waiting and sum(self._slots.values()) < self.concurrency:
+            caller = min(self._waiting, key=lambda c: self._slots.get(c, 0))
+            queue = self._waiting.pop(caller)
+            job, item = queue.popleft()
+            if queue:
+                self._waiting[caller] = queue  # to the back of the round robin
+            self._slots[caller] = self._slots.get(caller, 0) + 1
+            task = asyncio.ensure_future(self._run_item(job, item, caller))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def _release(self, caller: str) -> None:
+        self._slots[caller] -= 1
+        if not self._slots[caller]:
+            del self._slots[caller]
+        self._dispatch()
+
+    def _finish(self, job: Job, item: Item, caller: str) -> None:
+        self._pending[caller] -= 1
+        if not self._pending[caller]:
+            del self._pending[caller]
+        job.left -= 1
+        if job.left == 0:
             job.finished = time.time()
             logs.event("job", id=job.id, kind=job.kind, state=job.state, items=len(job.items),
-                       duration_ms=round((time.monotonic() - started) * 1000, 1))
+                       duration_ms=round((job.finished - job.created) * 1000, 1))
 
-    async def _run_item(self, item: Item) -> None:
-        async with self._sem:
-            if not self.accepting:  # shutting down: do not start new downloads
-                item.state = "cancelled"
+    async def _run_item(self, job: Job, item: Item, caller: str) -> None:
+        item.state = "running"
+        watch = asyncio.ensure_future(self._watch(item, caller))
+        try:
+            await self._resolve(item)
+        finally:
+            watch.cancel()
+            if not item.stalled:
+                self._release(caller)
+            self._finish(job, item, caller)
+
+    async def _watch(self, item: Item, caller: str) -> None:
+        """Give the item's slot back once its download stops making progress."""
+        last, since = -1, time.monotonic()
+        while True:
+            await asyncio.sleep(min(1.0, self.stall_seconds / 4))
+            p = self.downloads.get(item.display)
+            done = p.done if p is not None else -1
+            now = time.monotonic()
+            if done != last:
+                last, since = done, now
+            elif now - since >= self.stall_seconds:
+                item.stalled = True
+                logs.event("job_item_stalled", identifier=item.display,
+                           bytes_done=max(done, 0), seconds=round(now - since, 1))
+                self._release(caller)
                 return
-            item.state = "running"
-            started = time.monotonic()
-            try:
-                resolved = await self.resolver.resolve(item.identifier, item.hash,
-                                                       progress=self.downloads.progress(),
-                                                       **item.options)
-            except HostkitError as exc:
-                item.state, item.error = "failed", exc.to_dict()
-                self.observe(time.monotonic() - started, "error", exc.kind)
-            except asyncio.CancelledError:
-                item.state = "cancelled"
-                raise
-            except Exception as exc:  # a bug, not the caller's mistake: report it, keep going
-                item.state = "failed"
-                item.error = {"error": "internal", "message": f"internal error: {exc!r}",
-                              "hint": "see the daemon log", "identifier": item.display}
-                logs.event("internal_error", where="job", message=repr(exc))
-                self.observe(time.monotonic() - started, "error", "internal")
-            else:
-                item.state, item.result = "done", resolved.to_dict()
-                item.bytes_done = item.bytes_total = resolved.size
-                self.observe(time.monotonic() - started, "hit" if resolved.cached else "miss",
-                             None)
+
+    async def _resolve(self, item: Item) -> None:
+        started = time.monotonic()
+        try:
+            resolved = await self.resolver.resolve(item.identifier, item.hash,
+                                                   progress=self.downloads.progress(),
+                                                   **item.options)
+        except HostkitError as exc:
+            item.state, item.error = "failed", exc.to_dict()
+            self.observe(time.monotonic() - started, "error", exc.kind)
+        except asyncio.CancelledError:
+            item.state = "cancelled"
+            raise
+        except Exception as exc:  # a bug, not the caller's mistake: report it, keep going
+            item.state = "failed"
+            item.error = {"error": "internal", "message": f"internal error: {exc!r}",
+                          "hint": "see the daemon log", "identifier": item.display}
+            logs.event("internal_error", where="job", message=repr(exc))
+            self.observe(time.monotonic() - started, "error", "internal")
+        else:
+            item.state, item.result = "done", resolved.to_dict()
+            item.bytes_done = item.bytes_total = resolved.size
+            self.observe(time.monotonic() - started, "hit" if resolved.cached else "miss",
+                         None)
 
     def _expire(self) -> None:
         now = time.time()

@@ -25,6 +25,7 @@ class Metrics:
         self.errors: Counter = Counter()       # error kind -> n
         self.resolves: Counter = Counter()     # outcome (hit | miss | error) -> n
         self.bytes_served = 0
+        self.quarantined: Counter = Counter()  # found by (scrub | serve) -> blobs
         self.in_progress = 0                   # requests being handled right now
         self._buckets = [0] * len(BUCKETS)
         self._sum = 0.0
@@ -63,6 +64,10 @@ class Metrics:
                [((), stats.get("bytes_from_origin", 0))])
         metric("hostkit_served_bytes_total", "counter",
                "Blob bytes sent to clients by /v1/blobs.", [((), self.bytes_served)])
+        metric("hostkit_quarantined_blobs_total", "counter",
+               "Blobs whose bytes no longer matched their sha256, by who found them.",
+               [((("found_by", k),), v) for k, v in sorted(self.quarantined.items())]
+               or [((("found_by", "scrub"),), 0)])
         metric("hostkit_inflight_downloads", "gauge", "Origin downloads running now.",
                [((), in_flight)])
         metric("hostkit_http_requests_in_progress", "gauge", "Requests being handled now.",

@@ -1,11 +1,14 @@
 """Running the daemon: bind, refuse unsafe setups, serve, shut down gracefully.
 
-- Binds ``127.0.0.1:8765`` by default, or ``--host/--port``, or ``--socket``
-  (created 0600; a stale socket left by a killed daemon is replaced), or the
-  address in ``HOSTKIT_DAEMON_URL`` when no flag is given.
-- Any non-loopback address needs a token; without one the daemon refuses to
-  start. With a token (on any address) every route but ``/healthz`` needs
-  ``Authorization: Bearer <token>``.
+- Binds ``--socket PATH``, or ``--host/--port``, or the address in
+  ``HOSTKIT_DAEMON_URL``, or else this user's default socket
+  ``$XDG_RUNTIME_DIR/hostkit/daemon.sock`` (:mod:`.runtime`). Sockets are
+  created 0600 (0660 and group-owned with ``--group``: the shared mode); a stale
+  socket left by a killed daemon is replaced.
+- Every TCP listener needs a token (every route but ``/healthz`` then needs
+  ``Authorization: Bearer <token>``). On loopback one is generated when none is
+  given; either way it is written 0600 to ``daemon-<port>.json`` in the runtime
+  dir, where this user's CLI and API find it. Off loopback a token must be given.
 - SIGTERM / SIGINT: stop accepting, answer 503 to new requests on open
   connections, let downloads in flight finish for up to ``grace`` seconds,
   then cancel what is left. A cancelled download leaves at most a resumable
@@ -19,8 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import grp
 import ipaddress
 import os
+import secrets
 import signal
 import socket
 import stat
@@ -31,9 +36,11 @@ from aiohttp import web
 
 from hostkit.errors import UsageError
 
-from . import DEFAULT_HOST, DEFAULT_PORT, logs
+from . import DEFAULT_HOST, logs, runtime
+from .access import Policy, uids
 from .app import STATE, create_app
 from .client import TOKEN_ENV, Address, parse_url
+from .scrub import DEFAULT_RATE
 
 #: Seconds to wait for the handlers of open connections once downloads are settled.
 HANDLER_TIMEOUT = 5.0
@@ -57,12 +64,16 @@ def is_loopback(host: str) -> bool:
 
 def bind_address(settings, host: str | None = None, port: int | None = None,
                  socket_path: str | None = None) -> Address:
-    """Flags first, then ``settings.daemon_url``, then 127.0.0.1:8765."""
+    """Flags first, then ``settings.daemon_url``, then this user's default socket."""
     if socket_path:
         return Address(path=os.path.expanduser(socket_path))
-    if host is None and port is None and settings.daemon_url:
+    if host is not None or port is not None:
+        from . import DEFAULT_PORT
+
+        return Address(host=host or DEFAULT_HOST, port=DEFAULT_PORT if port is None else port)
+    if settings.daemon_url:
         return parse_url(settings.daemon_url)
-    return Address(host=host or DEFAULT_HOST, port=DEFAULT_PORT if port is None else port)
+    return Address(path=str(runtime.default_socket(settings)))
 
 
 def read_token(token: str | None = None, token_file: str | None = None) -> str | None:
@@ -78,10 +89,23 @@ def read_token(token: str | None = None, token_file: str | None = None) -> str |
     return os.environ.get(TOKEN_ENV, "").strip() or None
 
 
+def _group_id(group: str | None, address: Address) -> int | None:
+    if group is None:
+        return None
+    if address.path is None:
+        raise UsageError("--group shares a unix socket", hint="add --socket PATH")
+    try:
+        return int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise UsageError(f"no such group: {group!r}", hint="create it, or name another") from None
+
+
 def run_daemon(settings, *, host: str | None = None, port: int | None = None,
                socket_path: str | None = None, token: str | None = None,
-               token_file: str | None = None, grace: float = 30.0,
-               verbose: bool = False) -> int:
+               token_file: str | None = None, grace: float = 30.0, verbose: bool = False,
+               group: str | None = None, allow_users: list[str] | None = None,
+               allow_hosts: list[str] | None = None, scrub_rate: int = DEFAULT_RATE,
+               **job_options) -> int:
     """Serve until SIGTERM/SIGINT; return the exit code. Raises UsageError on unsafe setups."""
     address = bind_address(settings, host, port, socket_path)
     token = read_token(token, token_file)
@@ -91,17 +115,31 @@ def run_daemon(settings, *, host: str | None = None, port: int | None = None,
             "token is set, so anyone who can reach it could use this daemon",
             hint=f"pass --token TOKEN (or --token-file, or set {TOKEN_ENV}) and give clients "
                  f"{TOKEN_ENV}; or bind 127.0.0.1 or a unix socket (--socket)")
+    if address.path is None and not token:
+        token = secrets.token_urlsafe(32)  # loopback is shared by every local user
+    gid = _group_id(group, address)
+    hosts = {h.strip().lower() for h in allow_hosts or () if h.strip()}
+    if address.host:
+        hosts.add(address.host.strip("[]").lower())
+    policy = Policy(frozenset({os.geteuid()}) | uids(allow_users), frozenset(hosts))
     logs.configure(verbose)
-    return asyncio.run(_serve(settings, address, token, grace))
+    app = create_app(settings, token=token, listen=address.url, policy=policy,
+                     scrub_rate=scrub_rate, **job_options)
+    return asyncio.run(_serve(app, settings, address, gid, grace))
 
 
-async def _serve(settings, address: Address, token: str | None, grace: float) -> int:
-    app = create_app(settings, token=token, listen=address.url)
+async def _serve(app: web.Application, settings, address: Address, gid: int | None,
+                 grace: float) -> int:
     runner = web.AppRunner(app, handle_signals=False, access_log=None,
                            handler_cancellation=True, shutdown_timeout=HANDLER_TIMEOUT)
     await runner.setup()
+    token_path = None
     try:
-        site, url, inode = await _start_site(runner, address)
+        site, url, inode = await _start_site(runner, address, gid, settings)
+        app[STATE].listen = url
+        if address.path is None:
+            port = parse_url(url).port
+            token_path = runtime.write_token_file(settings, url, port, app[STATE].token)
     except BaseException:
         await runner.cleanup()
         raise
@@ -117,7 +155,8 @@ async def _serve(settings, address: Address, token: str | None, grace: float) ->
     state = app[STATE]
     logs.attach(loop)
     logs.event("listening", url=url, pid=os.getpid(), cache=str(state.resolver.cache.root),
-               auth=token is not None)
+               auth=state.token is not None, token_file=str(token_path) if token_path else None,
+               group=gid, trusted_uids=sorted(state.policy.trusted_uids))
     try:
         await stop.wait()
         await _shutdown(app, runner, site, grace, hurry)
@@ -126,22 +165,34 @@ async def _serve(settings, address: Address, token: str | None, grace: float) ->
             loop.remove_signal_handler(sig)
         if address.path is not None:
             _remove_socket(address.path, inode)
+        if token_path is not None:
+            runtime.remove_token_file(token_path)
         logs.attach(None)  # writes what is queued
     return 0
 
 
-async def _start_site(runner: web.AppRunner, address: Address):
+async def _start_site(runner: web.AppRunner, address: Address, gid: int | None, settings):
     if address.path is not None:
         path = address.path
         _clear_stale_socket(path)
-        Path(path).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        old = os.umask(0o177)  # the socket is born 0600: no window where others can connect
+        parent = Path(path).parent
+        if parent == runtime.runtime_dir(settings):
+            runtime.private_dir(parent)
+        elif not parent.exists():
+            parent.mkdir(mode=0o700, parents=True)
+            if gid is not None:  # the group may reach the socket, not list or add files
+                os.chown(parent, -1, gid)
+                os.chmod(parent, 0o710)
+        mode = 0o600 if gid is None else 0o660
+        old = os.umask(0o777 ^ mode)  # the socket is born with its mode: no window
         try:
             site = web.UnixSite(runner, path)
             await _start(site, address)
         finally:
             os.umask(old)
-        os.chmod(path, 0o600)
+        if gid is not None:
+            os.chown(path, -1, gid)
+        os.chmod(path, mode)
         return site, address.url, os.stat(path).st_ino
     site = web.TCPSite(runner, address.host, address.port, backlog=1024)
     await _start(site, address)
@@ -191,7 +242,7 @@ async def _shutdown(app: web.Application, runner: web.AppRunner, site, grace: fl
                     hurry: asyncio.Event) -> None:
     state = app[STATE]
     state.draining = True
-    state.jobs.accepting = False
+    state.jobs.stop()
     await site.stop()  # no new connections; requests on open ones get 503
     started = time.monotonic()
     waited = state.resolver.downloads()
