@@ -9,28 +9,31 @@ from dataclasses import asdict
 from .cache import Cache
 from .cli import format_age, format_size, parse_size
 from .errors import UsageError
+from .redact import redact_url
 
 
 def run_cache_command(args, settings) -> int:
     """Run one ``hostkit cache`` action; return the exit code."""
     cache = Cache(settings.cache_dir)
     action = args.cache_command
+    if getattr(args, "id", None):
+        args.id = _as_stored(cache, args.id)
     if action == "ls":
         return _ls(cache, args)
     if action == "info":
         entries, blobs = cache.lookup(args.id)
         _require(entries or blobs, args.id)
-        return _emit(args, {"entries": [asdict(e) for e in entries],
+        return _emit(args, {"entries": [_entry_dict(e) for e in entries],
                             "blobs": [_blob_dict(b) for b in blobs]})
     if action in ("pin", "unpin"):
         entries = cache.set_pinned(args.id, action == "pin")
         _require(entries, args.id)
         return _emit(args, {"pinned" if action == "pin" else "unpinned":
-                            [e.identifier for e in entries]})
+                            [redact_url(e.identifier) for e in entries]})
     if action == "rm":
         entries, blobs = cache.remove(args.id)
         _require(entries or blobs, args.id)
-        return _emit(args, {"removed_entries": [e.identifier for e in entries],
+        return _emit(args, {"removed_entries": [redact_url(e.identifier) for e in entries],
                             "removed_blobs": [b.sha256 for b in blobs],
                             "freed_bytes": sum(b.size for b in blobs)})
     if action == "prune":
@@ -49,10 +52,32 @@ def run_cache_command(args, settings) -> int:
     raise AssertionError(action)
 
 
+def _as_stored(cache: Cache, ident: str) -> str:
+    """``ident`` as the index stores it: an identifier given with its credentials (a
+    presigned URL as received) names the entry under its secret-free key."""
+    from .identifiers import parse_identifier
+
+    if cache.lookup(ident)[0]:
+        return ident
+    try:
+        key = parse_identifier(ident).key
+    except UsageError:
+        return ident
+    return key if cache.lookup(key)[0] else ident
+
+
 def _require(found, ident: str) -> None:
     if not found:
-        raise UsageError(f"nothing in the cache matches {ident!r}",
+        raise UsageError(f"nothing in the cache matches {redact_url(ident)!r}",
                          hint="`hostkit cache ls` lists identifiers and digests")
+
+
+def _entry_dict(entry) -> dict:
+    # new entries hold no secrets; an index written by an older hostkit may (its keys were
+    # the URLs as given), so what is shown goes through the one redaction function anyway
+    d = asdict(entry)
+    d["key"], d["identifier"] = redact_url(entry.key), redact_url(entry.identifier)
+    return d
 
 
 def _blob_dict(blob) -> dict:
@@ -65,7 +90,7 @@ def _ls(cache: Cache, args) -> int:
     entries, blobs = cache.entries(), cache.blobs()
     if args.json:
         print(json.dumps({"root": str(cache.root), "total_bytes": cache.total_size(),
-                          "entries": [asdict(e) for e in entries],
+                          "entries": [_entry_dict(e) for e in entries],
                           "blobs": [_blob_dict(b) for b in blobs]}, indent=2))
         return 0
     print(f"{'SHA256':<14}{'SIZE':>11}  {'USED':>5}  {'':<3} IDENTIFIER")
@@ -75,7 +100,7 @@ def _ls(cache: Cache, args) -> int:
         flags = ("P" if e.pinned else "-") + ("V" if e.verified else "T") + \
                 ("I" if e.immutable else "-")
         print(f"{e.sha256[:12]:<14}{format_size(e.size):>11}  {format_age(e.accessed):>5}  "
-              f"{flags:<3} {e.identifier}")
+              f"{flags:<3} {redact_url(e.identifier)}")
     for b in blobs:
         if b.sha256 not in referenced:
             print(f"{b.sha256[:12]:<14}{format_size(b.size):>11}  {format_age(b.accessed):>5}  "
