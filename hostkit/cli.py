@@ -103,6 +103,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="hostkit: %(message)s", stream=sys.stderr)
     try:
+        _refuse_undecodable(args)
         return _dispatch(args)
     except HostkitError as exc:
         _fail(exc, args)
@@ -110,6 +111,28 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("interrupted; a partial download will resume next time", file=sys.stderr)
         return 130
+
+
+#: Arguments that name things hostkit looks up or sends (paths may be any bytes: not these).
+_TEXT_ARGS = ("identifier", "hash", "hash_opt", "id", "dest", "max_size")
+
+
+def _refuse_undecodable(args) -> None:
+    """UsageError for a text argument that is not valid UTF-8.
+
+    Python decodes such argv bytes to lone surrogates, which no URL, hash, SQLite
+    query or JSON encoder accepts; say so once here instead of failing deep inside.
+    """
+    from .errors import UsageError
+
+    for name in _TEXT_ARGS:
+        value = getattr(args, name, None)
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise UsageError(f"the {name.replace('_opt', '')} argument is not valid UTF-8",
+                                 hint="pass it as UTF-8 text") from None
 
 
 def _dispatch(args) -> int:

@@ -75,7 +75,9 @@ def test_bad_port_in_daemon_style_api_call_is_usage_error(resolver):
 
 def test_invalid_utf8_in_argv_is_a_usage_error():
     for args in ([b"resolve", b"http://x/\xff"], [b"resolve", b"http://x/f", b"\xff" * 64],
-                 [b"resolve", b"http://x/\xff", b"--json"]):
+                 [b"resolve", b"http://x/\xff", b"--json"], [b"cache", b"info", b"\xff"],
+                 [b"cache", b"rm", b"s3://b/\xff"], [b"cache", b"pin", b"\xffabc"],
+                 [b"upload", os.fsencode(__file__), b"s3://bucket/\xff"]):
         _clean_exit(_run_bytes(*args), 2, "error:")
     out = _run_bytes(b"resolve", b"http://x/\xff", b"--json")
     assert json.loads(out.stdout)["error"] == "usage"
