@@ -22,6 +22,7 @@ _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*):(.+)$", re.S)
 DIRECT_PREFIX = "direct:"
 #: Schemes whose ``//authority`` is a network host (the others name buckets, containers...).
 HOST_SCHEMES = frozenset({"http", "https", "minio"})
+_HOST_FORMS = {"minio": "minio://host:port/bucket/key"}
 _FORMS_HINT = ("use a URL such as https://host/file, direct:https://..., synapse:syn123, "
                "s3://bucket/key; `hostkit plugins` lists all forms")
 
@@ -94,8 +95,9 @@ def _has_surrogates(text: str) -> bool:
 
 def _canonical_authority(text: str, scheme: str, rest: str) -> str:
     """``rest`` with its host IDNA-encoded; UsageError for a bad host or port."""
+    form = _HOST_FORMS.get(scheme, f"{scheme}://host/path")
     if not rest.startswith("//"):
-        raise _bad(text, "is not a URL", hint=f"write {scheme}://host/path")
+        raise _bad(text, "is not a URL", hint=f"write {form}")
     authority, sep, tail = rest[2:], "", ""
     for i, c in enumerate(authority):
         if c in "/?#":
@@ -112,7 +114,7 @@ def _canonical_authority(text: str, scheme: str, rest: str) -> str:
         host, colon, port = hostport.partition(":")
         host = _idna(text, host)
     if not host or host == "[]":
-        raise _bad(text, "has no host", hint=f"write {scheme}://host/path")
+        raise _bad(text, "has no host", hint=f"write {form}")
     if colon and not (port.isdigit() and port.isascii() and 1 <= int(port) <= 65535):
         raise _bad(text, f"has an invalid port {port[:20]!r}",
                    hint="a port is a number from 1 to 65535")

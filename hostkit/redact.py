@@ -97,6 +97,16 @@ def _host(netloc: str) -> str:
     return hostport.lower()
 
 
+def _unsplit(url: str, scheme: str, netloc: str, path: str, query: str, fragment: str) -> str:
+    """urlunsplit, keeping the ``//`` of an empty authority (``minio:///b/k`` stays so)."""
+    out = urlunsplit((scheme, netloc, path, query, fragment))
+    rest = out[len(scheme) + 1:]
+    if scheme and not netloc and url.partition(":")[2].startswith("//") \
+            and not rest.startswith("//"):
+        out = f"{scheme}://{rest}"
+    return out
+
+
 def redact_url(url: str) -> str:
     """The display form of an identifier or URL: no userinfo, secret query values masked.
 
@@ -110,8 +120,8 @@ def redact_url(url: str) -> str:
     prefix, parts = split
     netloc = parts.netloc.rpartition("@")[2]
     fragment = _mask_query(parts.fragment) if "=" in parts.fragment else parts.fragment
-    return prefix + urlunsplit((parts.scheme, netloc, parts.path, _mask_query(parts.query),
-                                fragment))
+    return prefix + _unsplit(url[len(prefix):], parts.scheme, netloc, parts.path,
+                             _mask_query(parts.query), fragment)
 
 
 def url_cache_key(url: str) -> str:
@@ -130,8 +140,8 @@ def url_cache_key(url: str) -> str:
     # an http fragment never reaches the server; elsewhere (gs://b/k#GENERATION) it may count
     fragment = "" if scheme in ("http", "https") else (
         _key_query(parts.fragment) if "=" in parts.fragment else parts.fragment)
-    return prefix + urlunsplit((scheme, _host(parts.netloc), parts.path,
-                                _key_query(parts.query), fragment))
+    return prefix + _unsplit(url[len(prefix):], scheme, _host(parts.netloc), parts.path,
+                             _key_query(parts.query), fragment)
 
 
 def redact_text(text: str) -> str:
