@@ -165,6 +165,9 @@ class GatedOrigin:
             app = web.Application()
             app.router.add_route("GET", "/f/{name}", self._serve)
             app.router.add_route("HEAD", "/f/{name}", self._serve)
+            # files named like paths ("owner/repo/<commit>/file"), as a raw GitHub host
+            app.router.add_route("GET", "/raw/{name:.+}", self._serve)
+            app.router.add_route("HEAD", "/raw/{name:.+}", self._serve)
             return app
 
         def open_gates():

@@ -140,10 +140,14 @@ def require_trusted(caller: Caller, what: str) -> None:
 
 
 def blob_is_public(cache, sha256: str) -> bool:
-    """True when some anonymous source in the index gave these bytes."""
+    """True when an index entry of an anonymous (plain http/https) source holds these bytes.
+
+    Entries are written only by downloads, never by a hit on a hash already held,
+    so naming a private blob's sha256 next to some https URL does not make it public.
+    """
     entries, _ = cache.lookup(sha256)
-    return any(e.sha256 == sha256 and
-               e.identifier.partition(":")[0].lower() in ANONYMOUS_SCHEMES for e in entries)
+    return any(e.sha256 == sha256 and e.key.partition(":")[0].lower() in ANONYMOUS_SCHEMES
+               for e in entries)
 
 
 def uids(names: list[str] | None) -> frozenset[int]:

@@ -10,8 +10,8 @@ The queue is bounded and shared fairly:
 - at most ``max_pending`` items wait or run per caller (``max_pending * 4`` in
   all); more is refused with 429 and ``Retry-After``, nothing is half-accepted;
 - ``concurrency`` slots run items; a free slot goes to the waiting caller that
-  holds the fewest slots (round robin among equals), so one caller's big or slow
-  batch never starves another's;
+  holds the fewest slots, and among those to the one served longest ago, so one
+  caller's big or slow batch never starves another's;
 - an item whose download made no progress for ``stall_seconds`` gives its slot
   back and goes on without one (the resolver's own rate limit ends it), so
   stalled origins cannot hold every slot.
@@ -120,8 +120,10 @@ class Jobs:
         self.stall_seconds = stall_seconds
         self.accepting = True
         self._jobs: dict[str, Job] = {}
-        #: caller -> its waiting items, oldest first; dict order is the round robin
+        #: caller -> its waiting items, oldest first
         self._waiting: dict[str, deque[tuple[Job, Item]]] = {}
+        self._served: dict[str, int] = {}  # caller -> when it last got a slot (a counter)
+        self._turns = 0
         self._pending: dict[str, int] = {}  # caller -> items waiting or running
         self._slots: dict[str, int] = {}  # caller -> slots held
         self._tasks: set[asyncio.Task] = set()
@@ -173,11 +175,14 @@ class Jobs:
 
     def _dispatch(self) -> None:
         while self.accepting and self._waiting and sum(self._slots.values()) < self.concurrency:
-            caller = min(self._waiting, key=lambda c: self._slots.get(c, 0))
-            queue = self._waiting.pop(caller)
+            caller = min(self._waiting,
+                         key=lambda c: (self._slots.get(c, 0), self._served.get(c, -1)))
+            queue = self._waiting[caller]
             job, item = queue.popleft()
-            if queue:
-                self._waiting[caller] = queue  # to the back of the round robin
+            if not queue:
+                del self._waiting[caller]
+            self._turns += 1
+            self._served[caller] = self._turns
             self._slots[caller] = self._slots.get(caller, 0) + 1
             task = asyncio.ensure_future(self._run_item(job, item, caller))
             self._tasks.add(task)
