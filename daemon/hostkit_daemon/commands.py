@@ -52,7 +52,13 @@ def add_parsers(sub, common) -> None:
 
 def daemon_command(args, settings) -> int:
     """``hostkit daemon``: serve until a signal."""
+    from hostkit.errors import UsageError
+
     from .server import run_daemon
+
+    if args.jobs < 1 or args.max_queued < 1 or args.stall <= 0 or args.scrub_rate < 0:
+        raise UsageError("--jobs and --max-queued must be at least 1, --stall above 0, "
+                         "--scrub-rate at least 0", hint="see hostkit daemon --help")
 
     return run_daemon(settings, host=args.host, port=args.port, socket_path=args.socket,
                       token=args.token, token_file=args.token_file, grace=args.grace,
