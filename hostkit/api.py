@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import threading
 from pathlib import Path
 
@@ -39,9 +40,35 @@ def _shutdown() -> None:
     _loop.call_soon_threadsafe(_loop.stop)
 
 
+#: Seconds a Ctrl-C waits for downloads to put their partial files away.
+INTERRUPT_GRACE = 10.0
+
+
 def run(coro):
-    """Run a coroutine on hostkit's background loop and wait for its result."""
-    return asyncio.run_coroutine_threadsafe(coro, _background_loop()).result()
+    """Run a coroutine on hostkit's background loop and wait for its result.
+
+    Ctrl-C (KeyboardInterrupt in the waiting thread) cancels the call and the
+    downloads running on the loop, waits until each has kept its partial file
+    for the next run, then re-raises KeyboardInterrupt.
+    """
+    loop = _background_loop()
+    future = asyncio.run_coroutine_threadsafe(coro, loop)
+    try:
+        return future.result()
+    except KeyboardInterrupt:
+        future.cancel()
+        stop = asyncio.run_coroutine_threadsafe(_cancel_downloads(), loop)
+        # a second Ctrl-C, or a download that would not stop: leave anyway
+        with contextlib.suppress(KeyboardInterrupt, Exception):
+            stop.result(timeout=INTERRUPT_GRACE)
+        raise
+
+
+async def _cancel_downloads() -> None:
+    tasks = [t for r in list(_resolvers.values()) for t in r.downloads()]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def get_resolver(settings=None) -> Resolver:

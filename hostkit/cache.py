@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import CacheError, UsageError
+from .failpoints import failpoint
 from .hashes import CONTENT_ALG, hash_file
 
 log = logging.getLogger("hostkit.cache")
@@ -380,11 +381,20 @@ class Cache:
         except OSError as exc:
             raise CacheError(f"cannot store blob {sha[:12]} in {self.blob_dir}: {exc}",
                              hint="free disk space or point HOSTKIT_CACHE_DIR elsewhere") from None
-        with self._tx() as db:
-            db.execute("INSERT OR IGNORE INTO blobs(sha256,size,digests,created,accessed) "
-                       "VALUES(?,?,'{}',?,?)", (sha, size, now, now))
-            db.execute("UPDATE blobs SET accessed=? WHERE sha256=?", (now, sha))
-            merged = _merge_digests(db, sha, digests)
+        failpoint("index")
+        try:
+            with self._tx() as db:
+                db.execute("INSERT OR IGNORE INTO blobs(sha256,size,digests,created,accessed) "
+                           "VALUES(?,?,'{}',?,?)", (sha, size, now, now))
+                db.execute("UPDATE blobs SET accessed=? WHERE sha256=?", (now, sha))
+                merged = _merge_digests(db, sha, digests)
+        except CacheError:
+            # e.g. disk full at the index write: take the file back out unless another
+            # process indexed the same bytes meanwhile, so nothing is left half-stored
+            with contextlib.suppress(CacheError, OSError):
+                if self._blob_row(sha) is None:
+                    final.unlink()
+            raise
         return Blob(sha, size, merged, now, now, final)
 
     def add_digests(self, sha256: str, digests: dict[str, str]) -> None:
@@ -486,9 +496,13 @@ class Cache:
         Partial downloads abandoned for over a day go too (younger ones are
         kept so that the next resolve can resume them).
         """
+        from .sink import stale_sidecars
+
         for part in self.abandoned_partials(older_than=86400):
             part.unlink(missing_ok=True)
             part.with_suffix(".json").unlink(missing_ok=True)
+        for side in stale_sidecars(self, older_than=86400):
+            side.unlink(missing_ok=True)
         if self.read_only == "read-only":
             raise self._index_error(OSError("read-only"))
         total = self.total_size()

@@ -21,6 +21,13 @@ class Settings:
     daemon_url: str | None = None
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
+    #: Bytes/s a download must average over each ``read_timeout`` window; slower is a
+    #: stall, retried (resuming) like a dropped connection. 0 turns the check off.
+    min_rate: int = 1024
+    #: Seconds one resolve may take in all, retries included (0: no limit).
+    deadline: float = 0.0
+    #: Re-hash a cached blob on every hit (catches bit rot at once, costs a read per hit).
+    verify_on_hit: bool = False
     retries: int = 5
     backoff: float = 0.5
     max_backoff: float = 20.0

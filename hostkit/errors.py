@@ -154,6 +154,19 @@ class TruncatedBody(TransientError):
     kind = "truncated"
 
 
+class Stalled(TransientError):
+    """The transfer went on below the minimum rate for a whole read timeout."""
+
+    kind = "stalled"
+
+
+class DeadlineExceeded(BackendError):
+    """The resolve took longer than its total deadline; what was downloaded is kept."""
+
+    kind = "deadline"
+    http_status = 504
+
+
 class OfflineMiss(HostkitError):
     """Offline mode is on and the identifier is not in the cache."""
 

@@ -34,7 +34,8 @@ def _sha256_hex(text: str) -> str | None:
 def try_resolve(argv: list[str]) -> int | None:
     """Answer ``resolve ID HASH [--json] [-q]`` from the cache, or None to fall back."""
     if len(argv) < 3 or argv[0] != "resolve" or any(
-            k in os.environ for k in ("HOSTKIT_DAEMON_URL", "HOSTKIT_CONFIG")):
+            k in os.environ for k in ("HOSTKIT_DAEMON_URL", "HOSTKIT_CONFIG",
+                                      "HOSTKIT_VERIFY_ON_HIT")):
         return None
     positional, as_json, hash_opt = [], False, None
     it = iter(argv[1:])
@@ -76,10 +77,13 @@ def _answer(cache_dir: str, identifier: str, digest: str, as_json: bool) -> int 
         row = db.execute("SELECT size, digests FROM blobs WHERE sha256=?", (digest,)).fetchone()
         if row is None or os.stat(path).st_size != row[0]:
             return None
-        db.execute("UPDATE blobs SET accessed=strftime('%s','now') WHERE sha256=?", (digest,))
-        db.close()
     except (OSError, sqlite3.Error):
         return None
+    try:  # best effort: a hit on a full or read-only cache is still a hit
+        db.execute("UPDATE blobs SET accessed=strftime('%s','now') WHERE sha256=?", (digest,))
+    except sqlite3.Error as exc:
+        del exc
+    db.close()
     identifier = identifier.strip()
     if identifier.lower().startswith("direct:"):
         identifier = identifier[7:].strip()

@@ -27,15 +27,18 @@ from typing import TYPE_CHECKING
 from .cache import Blob, Cache, Entry, key_hash
 from .config import Settings, load_settings
 from .errors import (
+    DeadlineExceeded,
     HashMismatch,
     HashRequired,
     HostkitError,
     OfflineMiss,
+    Stalled,
     TransientError,
     TruncatedBody,
     UnknownScheme,
     Unreachable,
 )
+from .failpoints import failpoint
 from .hashes import Digest, hash_file, parse_hash
 from .identifiers import Ref, parse_identifier
 from .remote import Context, Remote, RemoteInfo
@@ -95,7 +98,23 @@ class Resolver:
 
         ``expected`` is ``alg:hex`` or bare sha256 hex; without it the computed
         sha256 is recorded as trust on first use. Raises :mod:`hostkit.errors`.
+        With the ``verify_on_hit`` setting a cached answer is re-hashed first; a
+        blob whose bytes changed on disk is quarantined and fetched again.
         """
+        while True:
+            resolved = await self._resolve_once(identifier, expected, offline=offline,
+                                                require_hash=require_hash, progress=progress)
+            if not (resolved.cached and self.settings.verify_on_hit):
+                return resolved
+            blob = self.cache.blob(resolved.sha256)
+            problem = await asyncio.to_thread(self.cache.check_blob, blob) if blob else "gone"
+            if problem is None:
+                return resolved
+            await asyncio.to_thread(self.cache.quarantine, resolved.sha256, problem)
+
+    async def _resolve_once(self, identifier: str, expected: str | None, *,
+                            offline: bool | None, require_hash: bool | None,
+                            progress: Progress | None) -> Resolved:
         offline = self.settings.offline if offline is None else offline
         strict = self.settings.require_hash if require_hash is None else require_hash
         ref = parse_identifier(identifier)
@@ -230,8 +249,9 @@ class Resolver:
         """Download under the key's advisory lock, unless another process just did."""
         from filelock import FileLock, Timeout
 
+        self.cache.require_writable()
         lock = FileLock(self.cache.lock_dir / f"{key_hash(remote.cache_key)}.lock",
-                        thread_local=False)
+                        thread_local=False, mode=0o600)
         while True:
             try:
                 lock.acquire(timeout=0)
@@ -252,55 +272,39 @@ class Resolver:
             lock.release()
 
     async def _fetch(self, remote: Remote, digest: Digest | None, progress: Progress) -> Resolved:
-        from .sink import PartialDownload, claim_partial
+        """What an earlier run left on disk first (a stored blob, a partial), then the origin."""
+        from .sink import PartialDownload, claim_partial, finished_blob
 
-        claimed = claim_partial(self.cache, remote.cache_key)
-        part = PartialDownload(self.cache, remote.cache_key, claimed=claimed)
-        info = RemoteInfo()
-        attempt, started = 0, False
+        meta = finished_blob(self.cache, remote.cache_key)
+        if meta is not None and (adopted := self._adopt_blob(remote, meta, digest)) is not None:
+            return adopted
+        part = PartialDownload(self.cache, remote.cache_key,
+                               claimed=claim_partial(self.cache, remote.cache_key))
         try:
-            while True:
-                offset = part.size if part.validator else 0
-                try:
-                    async with remote.open(offset, part.validator) as body:
-                        info = body.info
-                        if not started:
-                            algs = [a for a in (digest and digest.alg, *info.digests) if a]
-                            await part.start(algs, body.offset)
-                            started = True
-                        elif body.offset != part.size:
-                            await part.restart()
-                        if body.offset == 0 or info.validator != part.validator:
-                            part.record(validator=info.validator, total=info.size,
-                                        identifier=remote.display)
-                        progress.start(remote.display, info.size, part.size)
-                        async for chunk in body.chunks:
-                            await part.write(chunk)
-                            progress.advance(len(chunk))
-                            self.stats["bytes_from_origin"] += len(chunk)
-                    if info.size is not None and part.size != info.size:
-                        raise TruncatedBody(
-                            f"{remote.display}: got {part.size} of {info.size} bytes",
-                            hint="the connection dropped; run the command again to resume")
-                    break
-                except TransientError as exc:
-                    attempt += 1
-                    # a host that refuses connections rarely comes back within seconds
-                    limit = min(self.settings.retries, 2) if isinstance(exc, Unreachable) \
-                        else self.settings.retries
-                    if attempt > limit:
-                        raise
-                    delay = exc.retry_after or min(self.settings.max_backoff,
-                                                   self.settings.backoff * 2 ** (attempt - 1))
-                    log.warning("%s; retry %d/%d in %.1fs", exc.message, attempt, limit,
-                                delay)
-                    await asyncio.sleep(delay * (0.5 + random.random() / 2))
-                finally:
-                    progress.close()
-            digests = await part.finish()
-        except (TransientError, asyncio.CancelledError, KeyboardInterrupt):
-            # resumable later when the origin gave us a validator to resume against
-            if part.validator and part.size:
+            if part.complete:  # killed after the last byte: verify what is there, no request
+                info = RemoteInfo(size=part.size, validator=part.validator,
+                                  digests=dict(part.meta.get("digests") or {}))
+                await part.start(_algs(digest, info), part.size)
+                digests = await part.finish()
+                if _matches(digests, info, digest):
+                    log.info("%s: adopted the complete download an interrupted run left",
+                             remote.display)
+                    return self._store(remote, info, part, digests, digest)
+                part.discard()
+                part = PartialDownload(self.cache, remote.cache_key)
+            deadline = self.settings.deadline or None
+            try:
+                async with asyncio.timeout(deadline):
+                    info, digests = await self._transfer(remote, digest, part, progress)
+            except TimeoutError:
+                raise DeadlineExceeded(
+                    f"{remote.display}: not downloaded within the {deadline:g} s deadline "
+                    f"({part.size} bytes so far, kept for the next run)",
+                    hint="run again to resume, or raise HOSTKIT_DEADLINE",
+                    identifier=remote.display) from None
+        except (TransientError, DeadlineExceeded, asyncio.CancelledError, KeyboardInterrupt):
+            # resumable later when the bytes on disk carry a validator to resume against
+            if part.size and (_strong(part.validator) or part.complete):
                 await part.keep()
             else:
                 part.discard()
@@ -309,6 +313,102 @@ class Resolver:
             part.discard()
             raise
         return self._store(remote, info, part, digests, digest)
+
+    async def _transfer(self, remote: Remote, digest: Digest | None, part,
+                        progress: Progress) -> tuple[RemoteInfo, dict[str, str]]:
+        """The download loop: open, append, retry with backoff, resume; return info and digests.
+
+        Bytes are appended to a partial only when the server answered from the
+        offset asked for and vouched, with the partial's own strong validator,
+        that the object is the one those bytes came from. Anything else (a
+        server ignoring ``If-Range``, a changed or missing validator, a weak
+        ETag) starts over from byte 0.
+        """
+        info = RemoteInfo()
+        attempt, started = 0, False
+        while True:
+            asked = part.size if part.size and _strong(part.validator) else 0
+            try:
+                async with remote.open(asked, part.validator if asked else None) as body:
+                    info = body.info
+                    if body.offset and not _may_append(part, body, asked):
+                        if not asked:
+                            raise TransientError(
+                                f"{remote.display}: asked for the whole object, the server "
+                                f"sent it from byte {body.offset}", identifier=remote.display,
+                                hint="the server mishandles ranges; try again later")
+                        log.info("%s: the server did not confirm the partial download "
+                                 "(asked from byte %d under %s, got %s from byte %d); starting "
+                                 "over", remote.display, asked, part.validator,
+                                 info.validator, body.offset)
+                        part.forget_validator()
+                        continue
+                    if not started:
+                        await part.start(_algs(digest, info), body.offset)
+                        started = True
+                    elif body.offset != part.size:
+                        await part.restart()
+                    if body.offset == 0:
+                        part.record(validator=info.validator, total=info.size,
+                                    identifier=remote.display, digests=info.digests)
+                    progress.start(remote.display, info.size, part.size)
+                    await self._receive(remote, body, part, progress)
+                if info.size is not None and part.size != info.size:
+                    raise TruncatedBody(
+                        f"{remote.display}: got {part.size} of {info.size} bytes",
+                        hint="the connection dropped; run the command again to resume")
+                digests = await part.finish()
+                failpoint("verify")
+                return info, digests
+            except TransientError as exc:
+                attempt += 1
+                # a host that refuses connections rarely comes back within seconds
+                limit = min(self.settings.retries, 2) if isinstance(exc, Unreachable) \
+                    else self.settings.retries
+                if attempt > limit:
+                    raise
+                delay = exc.retry_after or min(self.settings.max_backoff,
+                                               self.settings.backoff * 2 ** (attempt - 1))
+                log.warning("%s; retry %d/%d in %.1fs", exc.message, attempt, limit, delay)
+                await asyncio.sleep(delay * (0.5 + random.random() / 2))
+            finally:
+                progress.close()
+
+    async def _receive(self, remote: Remote, body, part, progress: Progress) -> None:
+        """Append the body's chunks; a transfer below ``min_rate`` for a whole window stalls."""
+        window = max(self.settings.read_timeout, 0.001)
+        min_rate = self.settings.min_rate
+        since, got = time.monotonic(), 0
+        async for chunk in body.chunks:
+            await part.write(chunk)
+            progress.advance(len(chunk))
+            self.stats["bytes_from_origin"] += len(chunk)
+            got += len(chunk)
+            now = time.monotonic()
+            if now - since >= window:
+                if min_rate and got < min_rate * (now - since):
+                    raise Stalled(
+                        f"{remote.display}: the transfer stalled ({got} bytes in "
+                        f"{now - since:.0f} s, below {min_rate} bytes/s)",
+                        hint="the server is trickling; a rerun resumes. Lower HOSTKIT_MIN_RATE "
+                             "(0 turns the check off) for a very slow link",
+                        identifier=remote.display)
+                since, got = now, 0
+
+    def _adopt_blob(self, remote: Remote, meta: dict, digest: Digest | None) -> Resolved | None:
+        """Index the blob a killed run moved into place (:func:`hostkit.sink.finished_blob`)."""
+        blob = self.cache.adopt_orphan(str(meta["blob"]))
+        if blob is None:
+            return None
+        if digest and self._digest(blob, digest.alg) != digest.hex:
+            return None
+        log.info("%s: adopted the blob an interrupted run stored", remote.display)
+        entry = self.cache.put_entry(remote.cache_key, remote.display, blob,
+                                     validator=meta.get("validator"),
+                                     immutable=bool(meta.get("immutable")) or remote.immutable,
+                                     verified=digest is not None)
+        return Resolved(blob.path, blob.sha256, blob.size, False, entry.identifier,
+                        digest is not None, blob.digests)
 
     def _store(self, remote: Remote, info: RemoteInfo, part, digests: dict[str, str],
                digest: Digest | None) -> Resolved:
@@ -324,17 +424,50 @@ class Resolver:
             if digest and digests[digest.alg] != digest.hex:
                 raise HashMismatch(remote.display, str(digest),
                                    f"{digest.alg}:{digests[digest.alg]}")
+            immutable = remote.immutable or info.immutable
+            part.mark_stored(digests["sha256"], immutable)
+            failpoint("rename")
             blob = self.cache.add_blob(part.path, digests, part.size)
         except HostkitError:
             part.discard()
             raise
-        part.discard()  # only the sidecar is left by now
-        entry = self.cache.put_entry(remote.cache_key, remote.display, blob,
-                                     validator=info.validator,
-                                     immutable=remote.immutable or info.immutable,
-                                     verified=digest is not None)
+        failpoint("entry")
+        try:
+            entry = self.cache.put_entry(remote.cache_key, remote.display, blob,
+                                         validator=info.validator, immutable=immutable,
+                                         verified=digest is not None)
+        except HostkitError:
+            part.discard()  # the blob stays indexed (prune can evict it); no stale sidecar
+            raise
+        failpoint("sidecar")
+        part.stored()
         if digest is None:
             log.info("%s: no hash given; recorded sha256:%s (trust on first use)",
                      remote.display, blob.sha256)
         return Resolved(blob.path, blob.sha256, blob.size, False, entry.identifier,
                         digest is not None, blob.digests)
+
+
+def _algs(digest: Digest | None, info: RemoteInfo) -> list[str]:
+    """The digests to compute while writing: the caller's and every one the server advertises."""
+    return [a for a in (digest and digest.alg, *info.digests) if a]
+
+
+def _strong(validator: str | None) -> bool:
+    """A validator that names exact bytes: a strong ETag, a version id or a generation."""
+    return bool(validator) and not validator.startswith(("W/", "lm:"))
+
+
+def _may_append(part, body, asked: int) -> bool:
+    """Whether a ranged answer continues the bytes on disk (see ``Resolver._transfer``)."""
+    total = part.meta.get("size")
+    return (body.offset == asked == part.size and _strong(body.info.validator)
+            and body.info.validator == part.validator
+            and (total is None or body.info.size is None or total == body.info.size))
+
+
+def _matches(digests: dict[str, str], info: RemoteInfo, digest: Digest | None) -> bool:
+    """Whether computed digests agree with the caller's hash and every advertised one."""
+    if digest and digests.get(digest.alg) != digest.hex:
+        return False
+    return all(digests.get(alg, hexd) == hexd for alg, hexd in info.digests.items())

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from .cache import Cache, key_hash
 from .errors import CacheError
+from .failpoints import failpoint
 from .hashes import CHUNK, MultiHasher
 
 _BATCH_BYTES = CHUNK
@@ -59,11 +60,34 @@ def _new_name(cache: Cache, key: str) -> Path:
     return cache.tmp_dir / f"{key_hash(key)}.{os.getpid()}-{secrets.token_hex(4)}.part"
 
 
+def _write_sidecar(path: Path, meta: dict) -> None:
+    """Write a resume sidecar atomically (a kill mid-write never leaves half a sidecar)."""
+    temp = path.with_suffix(f".{secrets.token_hex(4)}.tmp")
+    try:
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(meta))
+        os.replace(temp, path)
+    except OSError:
+        temp.unlink(missing_ok=True)
+        raise
+
+
+def _read_sidecar(path: Path) -> dict | None:
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
 def claim_partial(cache: Cache, key: str) -> tuple[Path, dict] | None:
     """Take over the largest abandoned partial download of ``key``, if any.
 
     Abandoned means its owner process is gone (killed, crashed) or it is ours
-    and idle. Returns the renamed path and its sidecar, or None.
+    and idle. Returns the renamed path and its sidecar, or None. The sidecar
+    moves with the partial (written under the new name before the rename), so
+    a claimed partial stays resumable however often its download is cut.
     """
     candidates = []
     for part in cache.tmp_dir.glob(f"{key_hash(key)}.*.part"):
@@ -74,21 +98,66 @@ def claim_partial(cache: Cache, key: str) -> tuple[Path, dict] | None:
     for _, part in sorted(candidates, reverse=True):
         if partial_owner_alive(part):
             continue
-        try:
-            meta = json.loads(part.with_suffix(".json").read_text())
-        except (OSError, ValueError):
-            meta = None
+        meta = _read_sidecar(part.with_suffix(".json"))
         mine = _new_name(cache, key)
+        if not meta or meta.get("key") != key:
+            with contextlib.suppress(OSError):
+                os.rename(part, mine)  # claimed only to delete it: nobody else may use it
+                mine.unlink()
+                part.with_suffix(".json").unlink(missing_ok=True)
+            continue
+        try:
+            _write_sidecar(mine.with_suffix(".json"), meta)
+        except OSError:
+            return None  # cannot even write a sidecar (full, read-only): leave it be
         try:
             os.rename(part, mine)
         except OSError:
+            mine.with_suffix(".json").unlink(missing_ok=True)
             continue  # somebody else claimed it first
         part.with_suffix(".json").unlink(missing_ok=True)
-        if not meta or meta.get("key") != key or not meta.get("validator"):
-            mine.unlink(missing_ok=True)
-            continue
         return mine, meta
     return None
+
+
+def finished_blob(cache: Cache, key: str) -> dict | None:
+    """The sidecar of a download of ``key`` that was killed after its blob was moved in place.
+
+    Such a run stored a whole, verified blob but not (all of) its index rows.
+    Returns the sidecar (``blob`` is the sha256) and deletes it, or None. A
+    sidecar older than the key's index entry was left by a run killed after
+    writing the entry: it is stale and only deleted.
+    """
+    entry = cache.entry(key)
+    for side in cache.tmp_dir.glob(f"{key_hash(key)}.*.json"):
+        if side.with_suffix(".part").exists():
+            continue
+        meta = _read_sidecar(side)
+        try:
+            written = side.stat().st_mtime
+        except OSError:
+            continue
+        if not meta or meta.get("key") != key or not meta.get("blob"):
+            continue
+        if partial_owner_alive(side.with_suffix(".part")):
+            continue  # its process is storing it right now
+        side.unlink(missing_ok=True)
+        if entry is None or entry.checked < written:
+            return meta
+    return None
+
+
+def stale_sidecars(cache: Cache, older_than: float) -> list[Path]:
+    """Sidecars whose partial is gone, untouched for ``older_than`` seconds (for prune)."""
+    import time
+
+    cutoff = time.time() - older_than
+    out = []
+    for side in cache.tmp_dir.glob("*.json") if cache.tmp_dir.exists() else ():
+        with contextlib.suppress(OSError):
+            if not side.with_suffix(".part").exists() and side.stat().st_mtime < cutoff:
+                out.append(side)
+    return out
 
 
 class PartialDownload:
@@ -119,13 +188,23 @@ class PartialDownload:
         """The validator the bytes on disk were fetched under (for resume)."""
         return self.meta.get("validator")
 
+    @property
+    def complete(self) -> bool:
+        """Whether every byte of the object is on disk (a run was killed after the last one)."""
+        total = self.meta.get("size")
+        return isinstance(total, int) and total > 0 and self.size == total
+
+    def forget_validator(self) -> None:
+        """The bytes on disk can no longer be resumed: the next open starts from byte 0."""
+        self.meta = {**self.meta, "validator": None}
+
     async def start(self, algs, offset: int) -> None:
         """Open the file, keeping its first ``offset`` bytes (hashed again), dropping the rest."""
         self.algs = tuple(algs)
         self._hasher = MultiHasher(self.algs)
         _ACTIVE.add(str(self.path))
         try:
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o644)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600)
         except OSError as exc:
             raise _cache_error(exc, self.cache) from None
         self.size = min(offset, self.size)
@@ -137,12 +216,23 @@ class PartialDownload:
         os.lseek(self._fd, self.size, os.SEEK_SET)
         self._written = self._flushed = self.size
 
-    def record(self, *, validator: str | None, total: int | None, identifier: str) -> None:
+    def record(self, *, validator: str | None, total: int | None, identifier: str,
+               digests: dict[str, str] | None = None) -> None:
         """Write the sidecar that lets a later process resume this partial."""
         self.meta = {"key": self.key, "validator": validator, "size": total,
-                     "identifier": identifier}
+                     "identifier": identifier, "digests": digests or {}}
         with contextlib.suppress(OSError):
-            self.path.with_suffix(".json").write_text(json.dumps(self.meta))
+            _write_sidecar(self.path.with_suffix(".json"), self.meta)
+
+    def mark_stored(self, sha256: str, immutable: bool) -> None:
+        """Note in the sidecar that the blob is about to be moved in place.
+
+        A run killed between that move and the index write leaves this note,
+        and the next run adopts the blob instead of downloading it again.
+        """
+        self.meta = {**self.meta, "blob": sha256, "immutable": immutable}
+        with contextlib.suppress(OSError):
+            _write_sidecar(self.path.with_suffix(".json"), self.meta)
 
     async def restart(self) -> None:
         """Drop the bytes so far (the object changed, or the server ignored Range)."""
@@ -198,6 +288,7 @@ class PartialDownload:
     async def finish(self) -> dict[str, str]:
         """Flush, fsync and close; return the digests of everything written."""
         await self._drain()
+        failpoint("fsync")
         await self._run(os.fsync, self._fd)
         self._close()
         return self._hasher.hexdigests()
@@ -226,6 +317,11 @@ class PartialDownload:
         """Delete the partial and its sidecar."""
         self._close()
         self.path.unlink(missing_ok=True)
+        self.path.with_suffix(".json").unlink(missing_ok=True)
+
+    def stored(self) -> None:
+        """The blob and its index rows are in place: drop the sidecar (the partial moved)."""
+        self._close()
         self.path.with_suffix(".json").unlink(missing_ok=True)
 
 

@@ -102,11 +102,14 @@ async def _send(request: web.Request, data: bytes, *, ranges=True, etag=True,
         return resp
     send = body if limit is None else body[:limit]
     if trickle_after is not None:
-        await resp.write(send[:trickle_after])
-        for i in range(trickle_after, len(send)):
-            await asyncio.sleep(1.0)
-            await resp.write(send[i:i + 1])
-        await resp.write_eof()
+        try:
+            await resp.write(send[:trickle_after])
+            for i in range(trickle_after, len(send)):
+                await asyncio.sleep(1.0)
+                await resp.write(send[i:i + 1])
+            await resp.write_eof()
+        except ConnectionError:
+            pass  # the client gave up on us, as it should
         return resp
     step = 65536
     for i in range(0, len(send), step):
