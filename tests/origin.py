@@ -118,7 +118,10 @@ async def _send(request: web.Request, data: bytes, *, ranges=True, etag=True,
             await asyncio.sleep(0.2)
             request.transport.close()
             return resp
-        await resp.write(send[i:i + step])
+        try:
+            await resp.write(send[i:i + step])
+        except ConnectionError:
+            return resp  # the client hung up (killed, interrupted): nothing to report
         if pace:
             await asyncio.sleep(pace)
     if limit is not None or reset_at is not None:

@@ -1,0 +1,19 @@
+"""The crash loop (tests/crash_loop.py) with a few rounds: ``./dev crash N`` runs more."""
+
+from __future__ import annotations
+
+import random
+
+from tests import crash_loop
+
+
+def test_crash_loop_leaves_nothing_corrupt_and_always_resumes():
+    seed = random.randrange(1 << 30)
+    lines: list[str] = []
+    summary = crash_loop.run(8, seed=seed, size=2 << 20, log=lines.append)
+    report = "\n".join([f"seed {seed}", *lines, *summary.failures, summary.line()])
+    print(report)
+    assert summary.runs == 8
+    assert not summary.failures, report
+    assert not summary.corrupt, report
+    assert summary.resumed == summary.with_bytes, report
