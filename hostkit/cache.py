@@ -39,6 +39,9 @@ from .hashes import CONTENT_ALG, hash_file
 
 log = logging.getLogger("hostkit.cache")
 
+#: ``PRAGMA user_version`` of the index: 1 since keys and identifiers hold no secrets.
+SCHEMA_VERSION = 1
+
 #: Seconds opening a busy index (another process creating it or recovering its WAL)
 #: may wait before it is an error. Statements wait the same through SQLite's busy timeout.
 OPEN_WAIT = 60.0
@@ -181,10 +184,52 @@ class Cache:
             if db.execute("SELECT COUNT(*) FROM sqlite_master WHERE name IN "
                           "('blobs','entries')").fetchone()[0] < 2:
                 db.executescript(_SCHEMA)
+                db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            elif db.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+                self._forget_secrets(db)
         except BaseException:
             db.close()
             raise
         return db
+
+    def _forget_secrets(self, db: sqlite3.Connection) -> None:
+        """Upgrade an index written before keys were secret-free (schema version 0).
+
+        Such an index may hold URL userinfo and signed query strings in its keys
+        and identifiers. Rewrite them as the parser now makes them (the newer
+        row wins when two collapse into one key), zero the freed pages, and drop
+        resume sidecars that name the old keys.
+        """
+        from .redact import redact_url, url_cache_key
+
+        db.execute("PRAGMA secure_delete=ON")
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            rows = db.execute("SELECT key, identifier FROM entries ORDER BY accessed").fetchall()
+            for key, identifier in rows:
+                try:
+                    new_key = url_cache_key(key) if "://" in key else key
+                except ValueError:
+                    new_key = key
+                new_identifier = redact_url(identifier)
+                if (new_key, new_identifier) != (key, identifier):
+                    db.execute("DELETE FROM entries WHERE key=? AND key<>?", (new_key, key))
+                    db.execute("UPDATE entries SET key=?, identifier=? WHERE key=?",
+                               (new_key, new_identifier, key))
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("VACUUM")
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        for side in self.tmp_dir.glob("*.json"):
+            meta = _read_json(side)
+            key = meta.get("key") if isinstance(meta, dict) else None
+            with contextlib.suppress(ValueError):
+                if isinstance(key, str) and "://" in key and url_cache_key(key) != key:
+                    side.with_suffix(".part").unlink(missing_ok=True)
+                    side.unlink(missing_ok=True)
 
     def _open_ro(self) -> sqlite3.Connection:
         """A read-only view: the index as it is, or an empty one when there is none."""
@@ -616,6 +661,13 @@ class Cache:
             if budget <= 0:
                 break
         return problems
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def _busy(exc: BaseException) -> bool:

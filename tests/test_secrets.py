@@ -212,3 +212,46 @@ def test_no_secret_through_a_daemon_process(tmp_path, origin):
     assert _leaks([log]) == []
     assert _files_leaking(cache) == []
     assert _files_leaking(tmp_path / "run") == []
+
+
+def test_an_index_written_before_keys_were_secret_free_is_rewritten(origin, isolated_env,
+                                                                    monkeypatch):
+    """An older release stored identifiers as given; the upgrade forgets their secrets."""
+    import hashlib
+    import sqlite3
+
+    from hostkit.cache import _SCHEMA
+
+    cache = isolated_env / "cache"
+    blobs = cache / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+    rows = []
+    for kind, ident in planted(origin.url).items():
+        content = data(4000 + len(kind))
+        origin.add(f"{kind}.bin", content)
+        sha = hashlib.sha256(content).hexdigest()
+        (blobs / sha).write_bytes(content)
+        raw = ident.removeprefix("direct:")
+        rows.append((raw, sha, len(content)))
+    (cache / "tmp").mkdir()
+    (cache / "tmp" / "0123.1-ab.json").write_text(json.dumps({"key": rows[0][0]}))
+    (cache / "tmp" / "0123.1-ab.part").write_bytes(b"partial")
+    db = sqlite3.connect(cache / "index.db")
+    db.executescript(_SCHEMA)
+    now = time.time()
+    for raw, sha, size in rows:
+        db.execute("INSERT OR IGNORE INTO blobs VALUES(?,?,?,?,?)",
+                   (sha, size, json.dumps({"sha256": sha}), now, now))
+        db.execute("INSERT INTO entries VALUES(?,?,?,?,NULL,0,1,0,?,?,?)",
+                   (raw, raw, sha, size, now, now, now))
+    db.commit()
+    db.close()
+    assert _files_leaking(cache)  # the old layout did hold them
+    listing = run_cli("cache", "ls", "--json", check=True)
+    assert not [s for s in SECRETS if s in listing.stdout]
+    assert _files_leaking(cache) == []
+    assert not (cache / "tmp" / "0123.1-ab.part").exists()
+    monkeypatch.setenv("HOSTKIT_OFFLINE", "1")
+    for kind, ident in planted(origin.url).items():  # still answered, under the new keys
+        hit = run_cli("resolve", ident, "--json", check=True)
+        assert json.loads(hit.stdout)["cached"] is True, kind
