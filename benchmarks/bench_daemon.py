@@ -28,6 +28,7 @@ import asyncio
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import statistics
@@ -62,6 +63,7 @@ WRK_POST = """
 wrk.method = "POST"
 wrk.body = {body}
 wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer {token}"
 """
 
 
@@ -121,9 +123,15 @@ class Proc:
             self.log.close()
 
 
+#: Every TCP listener of the daemon wants a token; the bench gives its daemon this one.
+TOKEN = secrets.token_urlsafe(24)
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
 def post(url: str, body: dict, method: str = "POST") -> tuple[int, dict]:
     req = urllib.request.Request(url, data=json.dumps(body).encode() if body else None,
-                                 method=method, headers={"Content-Type": "application/json"})
+                                 method=method,
+                                 headers={"Content-Type": "application/json", **AUTH})
     try:
         with urllib.request.urlopen(req, timeout=600) as resp:
             return resp.status, json.loads(resp.read())
@@ -162,7 +170,7 @@ def bench_warm(daemon: tuple[str, int], bare: tuple[str, int], body: dict, round
                seconds: float, tmp: Path) -> dict:
     """Alternate wrk runs against the bare handler and the daemon; keep every figure."""
     script = tmp / "post.lua"
-    script.write_text(WRK_POST.format(body=json.dumps(json.dumps(body))))
+    script.write_text(WRK_POST.format(body=json.dumps(json.dumps(body)), token=TOKEN))
     targets = {"bare": (f"{bare[0]}/", bare[1]), "daemon": (f"{daemon[0]}/v1/resolve", daemon[1])}
     for url, pid in targets.values():
         wrk(url, 1, script, pid)  # warm-up
@@ -179,9 +187,10 @@ def bench_warm(daemon: tuple[str, int], bare: tuple[str, int], body: dict, round
 # -- 2. blob serving ---------------------------------------------------------------------------
 
 
-def curl_seconds(url: str, size: int) -> float:
+def curl_seconds(url: str, size: int, headers: dict | None = None) -> float:
+    extra = [arg for k, v in (headers or {}).items() for arg in ("-H", f"{k}: {v}")]
     out = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{time_total} %{size_download}",
-                          url], capture_output=True, text=True, check=True).stdout.split()
+                          *extra, url], capture_output=True, text=True, check=True).stdout.split()
     if int(out[1]) != size:
         raise SystemExit(f"curl got {out[1]} bytes of {size} from {url}")
     return float(out[0])
@@ -189,10 +198,10 @@ def curl_seconds(url: str, size: int) -> float:
 
 def bench_blob(daemon_url: str, nginx_url: str, sha: str, size: int, rounds: int) -> dict:
     nginx_s, daemon_s = [], []
-    curl_seconds(f"{daemon_url}/v1/blobs/{sha}", size)  # warm the page cache
+    curl_seconds(f"{daemon_url}/v1/blobs/{sha}", size, AUTH)  # warm the page cache
     for _ in range(rounds):
         nginx_s.append(curl_seconds(nginx_url, size))
-        daemon_s.append(curl_seconds(f"{daemon_url}/v1/blobs/{sha}", size))
+        daemon_s.append(curl_seconds(f"{daemon_url}/v1/blobs/{sha}", size, AUTH))
     return {"nginx_s": nginx_s, "daemon_s": daemon_s}
 
 
@@ -202,7 +211,7 @@ def bench_blob(daemon_url: str, nginx_url: str, sha: str, size: int, rounds: int
 async def _resolve_many(daemon_url: str, body: dict, n: int) -> tuple[float, list]:
     import aiohttp
 
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=n),
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=n), headers=AUTH,
                                      timeout=aiohttp.ClientTimeout(total=600)) as s:
         async def one():
             async with s.post(f"{daemon_url}/v1/resolve", json=body) as r:
@@ -262,8 +271,8 @@ def main() -> int:
     results: dict = {}
     try:
         with NginxServer(www) as nginx:
-            procs.append(Proc([str(BIN / "hostkit"), "daemon", "--port", str(daemon_port)],
-                              env=env, log=tmp / "daemon.log"))
+            procs.append(Proc([str(BIN / "hostkit"), "daemon", "--port", str(daemon_port),
+                               "--token", TOKEN], env=env, log=tmp / "daemon.log"))
             procs.append(Proc([sys.executable, "-c", BARE_SERVER, str(bare_port)]))
             wait_http(f"{daemon_url}/healthz")
             wait_http(f"{bare_url}/")
