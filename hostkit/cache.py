@@ -39,8 +39,9 @@ from .hashes import CONTENT_ALG, hash_file
 
 log = logging.getLogger("hostkit.cache")
 
-#: ``PRAGMA user_version`` of the index: 1 since keys and identifiers hold no secrets.
-SCHEMA_VERSION = 1
+#: ``PRAGMA user_version`` of the index: 1 since keys and identifiers hold no secrets,
+#: 2 since entries say whether their bytes were fetched anonymously.
+SCHEMA_VERSION = 2
 
 #: Seconds opening a busy index (another process creating it or recovering its WAL)
 #: may wait before it is an error. Statements wait the same through SQLite's busy timeout.
@@ -63,6 +64,7 @@ CREATE TABLE IF NOT EXISTS entries (
     immutable INTEGER NOT NULL DEFAULT 0,
     verified INTEGER NOT NULL DEFAULT 0,  -- 1: matched a given hash; 0: trust on first use
     pinned INTEGER NOT NULL DEFAULT 0,
+    anonymous INTEGER NOT NULL DEFAULT 0, -- 1: fetched with no credential of anyone's
     created REAL NOT NULL,
     accessed REAL NOT NULL,
     checked REAL NOT NULL           -- last time the origin confirmed the validator
@@ -86,6 +88,9 @@ class Entry:
     created: float
     accessed: float
     checked: float
+    #: True when the bytes were fetched with no credential (no token, key, userinfo or
+    #: signature): only such entries make a blob servable to callers without access.
+    anonymous: bool = False
 
 
 @dataclass
@@ -185,8 +190,15 @@ class Cache:
                           "('blobs','entries')").fetchone()[0] < 2:
                 db.executescript(_SCHEMA)
                 db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-            elif db.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
-                self._forget_secrets(db)
+            else:
+                version = db.execute("PRAGMA user_version").fetchone()[0]
+                if version < 1:
+                    self._forget_secrets(db)
+                if version < 2:
+                    with contextlib.suppress(sqlite3.OperationalError):  # another opener did
+                        db.execute("ALTER TABLE entries ADD COLUMN anonymous INTEGER NOT NULL "
+                                   "DEFAULT 0")
+                    db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except BaseException:
             db.close()
             raise
@@ -216,7 +228,7 @@ class Cache:
                     db.execute("DELETE FROM entries WHERE key=? AND key<>?", (new_key, key))
                     db.execute("UPDATE entries SET key=?, identifier=? WHERE key=?",
                                (new_key, new_identifier, key))
-            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            db.execute("PRAGMA user_version=1")
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -448,21 +460,21 @@ class Cache:
             _merge_digests(db, sha256, digests)
 
     def put_entry(self, key: str, identifier: str, blob: Blob, *, validator: str | None,
-                  immutable: bool, verified: bool) -> Entry:
+                  immutable: bool, verified: bool, anonymous: bool = False) -> Entry:
         """Point ``key`` at ``blob`` (replacing an older target, keeping the pin)."""
         now = time.time()
         with self._tx() as db:
             db.execute(
                 "INSERT INTO entries(key,identifier,sha256,size,validator,immutable,verified,"
-                "pinned,created,accessed,checked) VALUES(?,?,?,?,?,?,?,0,?,?,?) "
+                "pinned,anonymous,created,accessed,checked) VALUES(?,?,?,?,?,?,?,0,?,?,?,?) "
                 "ON CONFLICT(key) DO UPDATE SET identifier=excluded.identifier, "
                 "sha256=excluded.sha256, size=excluded.size, validator=excluded.validator, "
-                "immutable=excluded.immutable, "
+                "immutable=excluded.immutable, anonymous=excluded.anonymous, "
                 "verified=MAX(excluded.verified, CASE WHEN entries.sha256=excluded.sha256 "
                 "THEN entries.verified ELSE 0 END), "
                 "accessed=excluded.accessed, checked=excluded.checked",
                 (key, identifier, blob.sha256, blob.size, validator, int(immutable),
-                 int(verified), now, now, now))
+                 int(verified), int(anonymous), now, now, now))
         return self.entry(key)  # type: ignore[return-value]
 
     def touch(self, sha256: str, key: str | None = None, *, checked: bool = False) -> None:
@@ -612,10 +624,13 @@ class Cache:
         log.info("adopted blob %s left unindexed by an interrupted run", sha256[:12])
         return self.blob(sha256)
 
-    def check_blob(self, blob: Blob) -> str | None:
-        """Re-hash one blob; return what is wrong with it, or None when its bytes match."""
+    def check_blob(self, blob: Blob, pace=None) -> str | None:
+        """Re-hash one blob; return what is wrong with it, or None when its bytes match.
+
+        ``pace(n)`` is called after each read of ``n`` bytes (a rate limit may sleep there).
+        """
         try:
-            found = hash_file(blob.path, blob.digests.keys() | {CONTENT_ALG})
+            found = hash_file(blob.path, blob.digests.keys() | {CONTENT_ALG}, pace=pace)
         except OSError as exc:
             return f"unreadable: {exc.strerror or exc}"
         if found[CONTENT_ALG] != blob.sha256 or any(
@@ -628,22 +643,36 @@ class Cache:
 
         The file is kept under ``quarantine/`` for inspection; entries that
         pointed at it are dropped, so the next resolve downloads them again.
+        Raises CacheError when the cache cannot be changed (read-only): the
+        caller must then refuse to serve the blob.
         """
         log.warning("quarantining blob %s: %s", sha256[:12], reason)
         path = self.blob_path(sha256)
-        with contextlib.suppress(FileNotFoundError):
+        try:
+            self.quarantine_dir.mkdir(mode=0o700, exist_ok=True)
+            os.replace(path, self.quarantine_dir / f"{sha256}.{int(time.time())}")
+        except FileNotFoundError:
+            pass
+        except OSError:
             try:
-                self.quarantine_dir.mkdir(mode=0o700, exist_ok=True)
-                os.replace(path, self.quarantine_dir / f"{sha256}.{int(time.time())}")
-            except OSError:
                 path.unlink()  # cannot keep it: never serve it
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                raise CacheError(
+                    f"blob {sha256[:12]} in {self.blob_dir} is corrupt ({reason}) and cannot "
+                    f"be removed: {exc.strerror or exc}",
+                    hint=f"the cache at {self.root} is read-only or not yours; delete "
+                         f"{path} or run `hostkit cache verify` where it is writable") from None
         self._forget((), [sha256])
 
-    def scrub(self, max_bytes: int) -> list[tuple[Blob, str]]:
+    def scrub(self, max_bytes: int, pace=None) -> list[tuple[Blob, str]]:
         """Re-hash the next blobs in turn, about ``max_bytes`` of them; quarantine bad ones.
 
         Called repeatedly (the daemon's background scrub), it walks every blob
-        in sha256 order and starts over at the end. Returns ``(blob, problem)``.
+        in sha256 order and starts over at the end. ``pace(n)`` is called after
+        each read of ``n`` bytes, so a caller can hold the reads under a rate
+        however large a blob is. Returns ``(blob, problem)``.
         """
         rows = self._query("SELECT * FROM blobs WHERE sha256 > ? ORDER BY sha256 LIMIT 256",
                            (self._scrub_after,))
@@ -654,7 +683,7 @@ class Cache:
         for row in rows:
             blob = _blob(row, self.blob_path(row["sha256"]))
             self._scrub_after = blob.sha256
-            if (problem := self.check_blob(blob)) is not None:
+            if (problem := self.check_blob(blob, pace)) is not None:
                 problems.append((blob, problem))
                 self.quarantine(blob.sha256, problem)
             budget -= max(blob.size, 1)
@@ -703,9 +732,10 @@ def _merge_digests(db: sqlite3.Connection, sha256: str, digests: dict[str, str])
 
 
 def _entry(row: sqlite3.Row) -> Entry:
+    anonymous = bool(row["anonymous"]) if "anonymous" in row.keys() else False  # noqa: SIM118
     return Entry(row["key"], row["identifier"], row["sha256"], row["size"], row["validator"],
                  bool(row["immutable"]), bool(row["verified"]), bool(row["pinned"]),
-                 row["created"], row["accessed"], row["checked"])
+                 row["created"], row["accessed"], row["checked"], anonymous)
 
 
 def _blob(row: sqlite3.Row, path: Path) -> Blob:

@@ -65,8 +65,12 @@ class MultiHasher:
         for h in self._hashers.values():
             h.update(data)
 
-    def update_from_file(self, path: Path | str, limit: int | None = None) -> int:
-        """Hash the file's bytes (its first ``limit`` only, if given); return how many."""
+    def update_from_file(self, path: Path | str, limit: int | None = None, pace=None) -> int:
+        """Hash the file's bytes (its first ``limit`` only, if given); return how many.
+
+        ``pace(n)``, if given, is called after each read of ``n`` bytes (it may
+        sleep, to keep a background re-hash under a rate).
+        """
         done = 0
         buf = bytearray(4 * CHUNK)
         view = memoryview(buf)
@@ -78,6 +82,8 @@ class MultiHasher:
                     break
                 self.update(view[:n])
                 done += n
+                if pace is not None:
+                    pace(n)
         return done
 
     def hexdigests(self) -> dict[str, str]:
@@ -85,8 +91,8 @@ class MultiHasher:
         return {alg: h.hexdigest() for alg, h in self._hashers.items()}
 
 
-def hash_file(path: Path | str, algs=(CONTENT_ALG,)) -> dict[str, str]:
-    """Hash a local file with sha256 and each of ``algs``."""
+def hash_file(path: Path | str, algs=(CONTENT_ALG,), pace=None) -> dict[str, str]:
+    """Hash a local file with sha256 and each of ``algs`` (``pace``: see ``update_from_file``)."""
     hasher = MultiHasher(algs)
-    hasher.update_from_file(path)
+    hasher.update_from_file(path, pace=pace)
     return hasher.hexdigests()

@@ -45,6 +45,8 @@ class Ref:
     rest: str = field(repr=False)
     display: str
     key: str
+    #: The identifier itself carries a credential (userinfo, a token, a signature).
+    credentialed: bool = False
 
     @property
     def raw(self) -> str:
@@ -81,8 +83,12 @@ def parse_identifier(text: str) -> Ref:
         rest = _canonical_authority(text, scheme, rest)
     _refuse_dot_segments(text, rest)
     identifier = f"{scheme}:{rest}"
-    return Ref(identifier=identifier, scheme=scheme, rest=rest,
-               display=redact_url(identifier), key=url_cache_key(identifier))
+    try:
+        display, key = redact_url(identifier), url_cache_key(identifier)
+    except ValueError:
+        raise _bad(text, "is not a URL") from None
+    return Ref(identifier=identifier, scheme=scheme, rest=rest, display=display, key=key,
+               credentialed=display != identifier)
 
 
 def _has_surrogates(text: str) -> bool:
@@ -106,7 +112,7 @@ def _canonical_authority(text: str, scheme: str, rest: str) -> str:
     userinfo, at, hostport = authority.rpartition("@")
     if hostport.startswith("["):
         host, close, port = hostport[1:].partition("]")
-        if not close or (port and not port.startswith(":")):
+        if not close or (port and not port.startswith(":")) or not _ipv6(host):
             raise _bad(text, "has a malformed IPv6 address", hint="write http://[::1]:8080/path")
         host, port = f"[{host}]", port[1:]
         colon = ":" if port or hostport.endswith(":") else ""
@@ -119,6 +125,17 @@ def _canonical_authority(text: str, scheme: str, rest: str) -> str:
         raise _bad(text, f"has an invalid port {port[:20]!r}",
                    hint="a port is a number from 1 to 65535")
     return f"//{userinfo}{at}{host}{colon}{port}{sep}{tail}"
+
+
+def _ipv6(text: str) -> bool:
+    """An IPv6 literal as it may stand in brackets (a zone id allowed)."""
+    import ipaddress
+
+    try:
+        ipaddress.IPv6Address(unquote(text))
+    except ValueError:
+        return False
+    return True
 
 
 def _idna(text: str, host: str) -> str:

@@ -67,6 +67,10 @@ class Remote:
     cache_key: str
     display: str
     immutable: bool = False
+    #: True only when the bytes are fetched with no credential at all (an anonymous
+    #: GET of a URL without userinfo, token or signature). Such blobs may be shown
+    #: to callers a shared daemon does not lend its credentials to.
+    anonymous: bool = False
 
     async def stat(self) -> RemoteInfo:
         """Metadata without the body (HEAD or the backend's equivalent)."""

@@ -406,7 +406,7 @@ class Resolver:
         entry = self.cache.put_entry(remote.cache_key, remote.display, blob,
                                      validator=meta.get("validator"),
                                      immutable=bool(meta.get("immutable")) or remote.immutable,
-                                     verified=digest is not None)
+                                     verified=digest is not None, anonymous=remote.anonymous)
         return Resolved(blob.path, blob.sha256, blob.size, False, entry.identifier,
                         digest is not None, blob.digests)
 
@@ -435,7 +435,8 @@ class Resolver:
         try:
             entry = self.cache.put_entry(remote.cache_key, remote.display, blob,
                                          validator=info.validator, immutable=immutable,
-                                         verified=digest is not None)
+                                         verified=digest is not None,
+                                         anonymous=remote.anonymous)
         except HostkitError:
             part.discard()  # the blob stays indexed (prune can evict it); no stale sidecar
             raise

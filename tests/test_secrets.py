@@ -242,7 +242,8 @@ def test_an_index_written_before_keys_were_secret_free_is_rewritten(origin, isol
     for raw, sha, size in rows:
         db.execute("INSERT OR IGNORE INTO blobs VALUES(?,?,?,?,?)",
                    (sha, size, json.dumps({"sha256": sha}), now, now))
-        db.execute("INSERT INTO entries VALUES(?,?,?,?,NULL,0,1,0,?,?,?)",
+        db.execute("INSERT INTO entries(key,identifier,sha256,size,validator,immutable,"
+                   "verified,pinned,created,accessed,checked) VALUES(?,?,?,?,NULL,0,1,0,?,?,?)",
                    (raw, raw, sha, size, now, now, now))
     db.commit()
     db.close()

@@ -64,13 +64,15 @@ def hostkit_resolve(ref, context):
             hint=f"pin a commit: `git ls-remote https://github.com/{owner}/{repo} {gitref}` "
                  f"prints it; then use github:{owner}/{repo}@<commit>/{path}",
             identifier=ref.display)
-    if any(s in ("", ".", "..") for s in (owner, repo, *path.split("/"))):
+    if any(s in ("", ".", "..") for s in (owner, repo, *path.split("/"))) \
+            or re.search(r"\\|%2f|%5c", path, re.I):
         # the parser refused '.' and '..'; an empty segment (or a leading '/') is resolved
         # differently by raw hosts and could name another file than the pinned path
         raise UsageError(f"{ref.display!r}: the path must name a file inside the repository",
                          hint="write github:owner/repo@<40-hex commit>/path/to/file "
-                              "(no empty, '.' or '..' segments)")
+                              "(no empty, '.' or '..' segments, no encoded or back slashes)")
     # the query (a private repository's ?token=) is sent, and kept out of key and display
-    remote = HttpRemote(f"{base}/{owner}/{repo}/{gitref}/{path}{query}", context)
+    remote = HttpRemote(f"{base}/{owner}/{repo}/{gitref}/{path}{query}", context,
+                        anonymous=not ref.credentialed)
     remote.immutable = True
     return remote

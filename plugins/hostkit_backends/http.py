@@ -45,7 +45,8 @@ def hostkit_resolve(ref, context):
     if ref.scheme not in ("http", "https"):
         return None
     refuse_share_links(ref.identifier)
-    return HttpRemote(ref.identifier, context, display=ref.display, key=ref.key)
+    return HttpRemote(ref.identifier, context, display=ref.display, key=ref.key,
+                      anonymous=not ref.credentialed)
 
 
 def refuse_share_links(url: str) -> None:
@@ -78,10 +79,11 @@ class HttpRemote(Remote):
     """
 
     def __init__(self, url: str, context, *, display: str | None = None,
-                 key: str | None = None):
+                 key: str | None = None, anonymous: bool = False):
         self.url = url
         self.cache_key = key or url_cache_key(url)
         self.display = display or redact_url(url)
+        self.anonymous = anonymous
         self.context = context
 
     async def stat(self) -> RemoteInfo:
