@@ -433,3 +433,42 @@ def test_a_read_only_cache_serves_hits_and_listings(origin, read_only_cache):
     assert "Traceback" not in miss.stderr
     rm = run_cli("cache", "rm", url)
     assert rm.returncode == 6 and "read-only" in rm.stderr, rm.stderr
+
+
+def test_an_object_store_ignoring_if_match_never_gets_two_objects_mixed(cache):
+    """A store that answers later parts with another object's bytes (and ETag): refused."""
+    from aiohttp import web
+
+    from tests.daemon_fixtures import serve_in_thread
+
+    old, new = b"A" * (256 << 10), b"B" * (256 << 10)
+    seen = []
+
+    async def liar(request):
+        seen.append(request.headers.get("Range"))
+        if request.method == "HEAD":
+            return web.Response(headers={"ETag": '"aaaa-2"', "Content-Length": str(len(old))})
+        first, last = map(int, request.headers["Range"][6:].split("-"))
+        data, tag = (old, '"aaaa-2"') if first == 0 else (new, '"bbbb-2"')  # ignores If-Match
+        return web.Response(status=206, body=data[first:last + 1], headers={
+            "ETag": tag, "Content-Range": f"bytes {first}-{last}/{len(data)}"})
+
+    def make_app():
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", liar)
+        return app
+
+    _, loop, url = serve_in_thread(make_app, "lying-s3")
+    host = url.removeprefix("http://")
+    try:
+        proc = run_cli("resolve", f"minio://{host}/bkt/model.bin", "--json",
+                       env={"HOSTKIT_MINIO_INSECURE_HOSTS": host, "HOSTKIT_S3_ANONYMOUS": "1",
+                            "HOSTKIT_PART_SIZE": "65536", "HOSTKIT_RETRIES": "2"})
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+    assert proc.returncode == 4, proc.stdout
+    assert json.loads(proc.stdout)["error"] == "transient"
+    assert "changed during the download" in proc.stderr
+    assert not list((cache / "blobs" / "sha256").iterdir())
+    assert json.loads(run_cli("cache", "ls", "--json", check=True).stdout)["entries"] == []
+    assert len(seen) > 2  # it was asked for later parts, and retried

@@ -224,8 +224,15 @@ class AzureStore(Store):
             stream = await blob.download_blob(offset=start, length=end - start,
                                               max_concurrency=1,
                                               **_pin(meta.version), **condition)
+            # the answer must name the object the HEAD saw: a server may ignore the condition
+            props = stream.properties
+            if (meta.etag and props.etag != meta.etag) or \
+                    (meta.version and props.version_id != meta.version):
+                raise changed(loc.identifier())
             async for chunk in stream.chunks():
                 yield chunk
+        except HostkitError:
+            raise
         except Exception as exc:
             raise self._error(exc, loc, reading=True) from None
 

@@ -45,10 +45,12 @@ from hostkit.remote import BackendInfo
 from .objectstore import (
     HttpStatus,
     Location,
+    ObjectChanged,
     ObjectMeta,
     Store,
     after_slashes,
     busy,
+    changed,
     created_meanwhile,
     network_error,
     no_bucket,
@@ -227,9 +229,14 @@ class GcsStore(Store):
                f"{quote(loc.key, safe='')}?alt=media"
                + (f"&generation={generation}" if generation else ""))
         headers = await self._auth(loc)
+        # a part naming another generation is refused (GCS names it; emulators may not)
+        expect = {"x-goog-generation": str(generation)} if generation else {}
         try:
-            async for chunk in ranged_get(self.context, url, start, end, headers=headers):
+            async for chunk in ranged_get(self.context, url, start, end, headers=headers,
+                                          expect=expect, pinned_by_url=True):
                 yield chunk
+        except ObjectChanged:
+            raise changed(loc.identifier()) from None
         except HttpStatus as exc:
             raise self._status_error(exc.status, exc.body, loc, reading=True) from None
         except HostkitError:

@@ -605,6 +605,14 @@ async def _hash_file(path: Path, algs) -> dict[str, str]:
 # -- helpers for backends -----------------------------------------------------
 
 
+class ObjectChanged(Exception):
+    """A part's answer names another object than the HEAD saw (a different validator)."""
+
+    def __init__(self, header: str, expected: str, found: str | None):
+        super().__init__(f"{header} {found!r} instead of {expected!r}")
+        self.header = header
+
+
 class HttpStatus(Exception):
     """A ranged GET answered something other than the part: status and the start of the body."""
 
@@ -636,7 +644,8 @@ def range_headers(start: int, end: int) -> dict[str, str]:
 
 
 async def ranged_get(context, url: str, start: int, end: int, *, headers=None,
-                     ssl=True) -> AsyncIterator[bytes]:
+                     ssl=True, expect: dict[str, str] | None = None,
+                     pinned_by_url: bool = False) -> AsyncIterator[bytes]:
     """Stream bytes ``[start, end)`` of ``url`` through the resolver's pooled aiohttp session.
 
     The object stores sign the request (S3: SigV4 headers over the same Range)
@@ -644,6 +653,15 @@ async def ranged_get(context, url: str, start: int, end: int, *, headers=None,
     session as any direct link. Raises :class:`HttpStatus` for an answer that
     is not the asked part. The URL may carry a signature: it never goes into a
     message.
+
+    ``expect`` maps response headers to the values the HEAD saw (the ETag, a
+    version id, a generation). A part is taken only when its answer carries
+    every one of them: a server that ignores ``If-Match`` or a version pin and
+    sends another object's bytes raises :class:`ObjectChanged`, and the
+    resolver starts over from byte 0 instead of mixing two objects. With
+    ``pinned_by_url`` (the URL itself names the version, as GCS's
+    ``generation=``), an answer without those headers is taken; one that names
+    another version is not.
     """
     request_headers = {**range_headers(start, end), **(headers or {})}
     async with http_request(context, "GET", url, headers=request_headers, ssl=ssl) as resp:
@@ -651,6 +669,10 @@ async def ranged_get(context, url: str, start: int, end: int, *, headers=None,
         if resp.status != 206 and not whole:
             body = await resp.content.read(4096)
             raise HttpStatus(resp.status, body.decode("utf-8", "replace"))
+        for name, value in (expect or {}).items():
+            found = resp.headers.get(name)
+            if found != value and not (found is None and pinned_by_url):
+                raise ObjectChanged(name, value, found)
         if resp.status == 206:
             first, _ = content_range(resp.headers) or ("?", None)
             if first != start:

@@ -50,6 +50,7 @@ from hostkit.remote import BackendInfo
 from .objectstore import (
     HttpStatus,
     Location,
+    ObjectChanged,
     ObjectMeta,
     Store,
     after_slashes,
@@ -394,10 +395,16 @@ class S3Store(Store):
         headers = range_headers(start, end)
         if not meta.version and meta.etag:
             headers["If-Match"] = meta.etag
+        # and every part must say it is that version / ETag: a server may ignore both
+        expect = {"x-amz-version-id": meta.version} if meta.version else \
+            {"ETag": meta.etag} if meta.etag else {}
         try:
             async for chunk in ranged_get(self.context, url, start, end, ssl=self._ssl(),
-                                          headers=signer.sign("GET", url, headers, region)):
+                                          headers=signer.sign("GET", url, headers, region),
+                                          expect=expect):
                 yield chunk
+        except ObjectChanged:
+            raise changed(loc.identifier()) from None
         except HttpStatus as exc:
             match = re.search(r"<Code>([^<]+)</Code>", exc.body)
             raise self._status_error(match.group(1) if match else str(exc.status), exc.status,
