@@ -31,17 +31,25 @@ def _background_loop() -> asyncio.AbstractEventLoop:
         return _loop
 
 
+#: Seconds Ctrl-C, or the end of the program, waits for downloads to keep their partials.
+INTERRUPT_GRACE = 10.0
+
+
 def _shutdown() -> None:
+    """At exit: stop downloads nobody waits for (their partials are kept), close sessions."""
     if _loop is None:
         return
-    for resolver in list(_resolvers.values()):
-        asyncio.run_coroutine_threadsafe(resolver.aclose(), _loop).result(timeout=5)
+    with _ignoring_sigint(), contextlib.suppress(Exception):
+        asyncio.run_coroutine_threadsafe(_close_all(), _loop).result(timeout=INTERRUPT_GRACE)
     _resolvers.clear()
     _loop.call_soon_threadsafe(_loop.stop)
 
 
-#: Seconds a Ctrl-C waits for downloads to put their partial files away.
-INTERRUPT_GRACE = 10.0
+async def _close_all() -> None:
+    await _cancel_downloads()
+    for resolver in list(_resolvers.values()):
+        with contextlib.suppress(Exception):
+            await resolver.aclose()
 
 
 def run(coro):
@@ -49,18 +57,19 @@ def run(coro):
 
     Ctrl-C (KeyboardInterrupt in the waiting thread) cancels the call and the
     downloads running on the loop, waits until each has kept its partial file
-    for the next run, then re-raises KeyboardInterrupt.
+    for the next run (further Ctrl-C are ignored meanwhile, up to
+    :data:`INTERRUPT_GRACE` seconds), then re-raises KeyboardInterrupt.
     """
     loop = _background_loop()
     future = asyncio.run_coroutine_threadsafe(coro, loop)
     try:
         return future.result()
     except KeyboardInterrupt:
-        future.cancel()
-        stop = asyncio.run_coroutine_threadsafe(_cancel_downloads(), loop)
-        # a second Ctrl-C, or a download that would not stop: leave anyway
-        with contextlib.suppress(KeyboardInterrupt, Exception):
-            stop.result(timeout=INTERRUPT_GRACE)
+        with _ignoring_sigint():
+            future.cancel()
+            stop = asyncio.run_coroutine_threadsafe(_cancel_downloads(), loop)
+            with contextlib.suppress(Exception):
+                stop.result(timeout=INTERRUPT_GRACE)
         raise
 
 
@@ -69,6 +78,21 @@ async def _cancel_downloads() -> None:
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+
+
+@contextlib.contextmanager
+def _ignoring_sigint():
+    """Ignore SIGINT meanwhile, in the main thread (signal handlers live there only)."""
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def get_resolver(settings=None) -> Resolver:

@@ -17,6 +17,7 @@ Order of business for ``resolve(identifier, expected)``:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -27,10 +28,14 @@ from typing import TYPE_CHECKING
 from .cache import Blob, Cache, Entry, key_hash
 from .config import Settings, load_settings
 from .errors import (
+    CacheError,
     DeadlineExceeded,
     HashMismatch,
     HashRequired,
     HostkitError,
+    NotAFile,
+    NotDirectLink,
+    NotFound,
     OfflineMiss,
     Stalled,
     TransientError,
@@ -101,16 +106,23 @@ class Resolver:
         With the ``verify_on_hit`` setting a cached answer is re-hashed first; a
         blob whose bytes changed on disk is quarantined and fetched again.
         """
-        while True:
-            resolved = await self._resolve_once(identifier, expected, offline=offline,
-                                                require_hash=require_hash, progress=progress)
-            if not (resolved.cached and self.settings.verify_on_hit):
-                return resolved
-            blob = self.cache.blob(resolved.sha256)
-            problem = await asyncio.to_thread(self.cache.check_blob, blob) if blob else "gone"
-            if problem is None:
-                return resolved
-            await asyncio.to_thread(self.cache.quarantine, resolved.sha256, problem)
+        deadline = self.settings.deadline or None
+        try:
+            async with asyncio.timeout(deadline):
+                while True:
+                    resolved = await self._resolve_once(
+                        identifier, expected, offline=offline, require_hash=require_hash,
+                        progress=progress)
+                    if not (resolved.cached and self.settings.verify_on_hit):
+                        return resolved
+                    blob = self.cache.blob(resolved.sha256)
+                    problem = await asyncio.to_thread(self.cache.check_blob, blob) \
+                        if blob else "gone"
+                    if problem is None:
+                        return resolved
+                    await asyncio.to_thread(self.cache.quarantine, resolved.sha256, problem)
+        except TimeoutError:
+            raise _deadline_error(parse_identifier(identifier).display, deadline) from None
 
     async def _resolve_once(self, identifier: str, expected: str | None, *,
                             offline: bool | None, require_hash: bool | None,
@@ -230,10 +242,11 @@ class Resolver:
         if offline or entry.immutable or remote.immutable or not self.settings.revalidate:
             return self._hit(blob, entry.identifier, verified=entry.verified, key=entry.key)
         try:
-            info = await remote.stat()
-        except TransientError as exc:
+            async with asyncio.timeout(self._answer_limit()):  # a trickled HEAD ends too
+                info = await remote.stat()
+        except (TransientError, TimeoutError) as exc:
             log.warning("could not revalidate %s (%s); serving the cached copy",
-                        remote.display, exc.message)
+                        remote.display, getattr(exc, "message", "no answer in time"))
             return self._hit(blob, entry.identifier, verified=entry.verified, key=entry.key)
         if info.validator and info.validator == entry.validator:
             return self._hit(blob, entry.identifier, verified=entry.verified, key=entry.key,
@@ -252,24 +265,35 @@ class Resolver:
         self.cache.require_writable()
         lock = FileLock(self.cache.lock_dir / f"{key_hash(remote.cache_key)}.lock",
                         thread_local=False, mode=0o600)
-        while True:
-            try:
-                lock.acquire(timeout=0)
-                break
-            except Timeout:
-                await asyncio.sleep(0.05)
+        deadline = self.settings.deadline or None
         try:
-            # another process may have finished it while we waited for the lock
-            entry = self.cache.entry(remote.cache_key)
-            blob = self.cache.blob(entry.sha256) if entry and entry.checked >= looked else None
-            if blob and (not digest or blob.digests.get(digest.alg) == digest.hex):
-                return self._hit(blob, entry.identifier, verified=bool(digest) or entry.verified,
-                                 key=entry.key)
-            self.stats["misses"] += 1
-            self.stats["downloads"] += 1
-            return await self._fetch(remote, digest, progress or Progress())
-        finally:
-            lock.release()
+            # the download task has its own deadline: nobody may have to wait for it
+            async with asyncio.timeout(deadline):
+                while True:
+                    try:
+                        lock.acquire(timeout=0)
+                        break
+                    except Timeout:
+                        await asyncio.sleep(0.05)
+                try:
+                    # another process may have finished it while we waited for the lock
+                    entry = self.cache.entry(remote.cache_key)
+                    blob = self.cache.blob(entry.sha256) \
+                        if entry and entry.checked >= looked else None
+                    if blob and (not digest or blob.digests.get(digest.alg) == digest.hex):
+                        return self._hit(blob, entry.identifier,
+                                         verified=bool(digest) or entry.verified, key=entry.key)
+                    self.stats["misses"] += 1
+                    self.stats["downloads"] += 1
+                    return await self._fetch(remote, digest, progress or Progress())
+                finally:
+                    lock.release()
+        except TimeoutError:
+            raise _deadline_error(remote.display, deadline) from None
+
+    def _answer_limit(self) -> float:
+        """Seconds a server may take to answer a request (its headers), however it trickles."""
+        return self.settings.connect_timeout + self.settings.read_timeout
 
     async def _fetch(self, remote: Remote, digest: Digest | None, progress: Progress) -> Resolved:
         """What an earlier run left on disk first (a stored blob, a partial), then the origin."""
@@ -292,25 +316,15 @@ class Resolver:
                     return self._store(remote, info, part, digests, digest)
                 part.discard()
                 part = PartialDownload(self.cache, remote.cache_key)
-            deadline = self.settings.deadline or None
-            try:
-                async with asyncio.timeout(deadline):
-                    info, digests = await self._transfer(remote, digest, part, progress)
-            except TimeoutError:
-                raise DeadlineExceeded(
-                    f"{remote.display}: not downloaded within the {deadline:g} s deadline "
-                    f"({part.size} bytes so far, kept for the next run)",
-                    hint="run again to resume, or raise HOSTKIT_DEADLINE",
-                    identifier=remote.display) from None
-        except (TransientError, DeadlineExceeded, asyncio.CancelledError, KeyboardInterrupt):
-            # resumable later when the bytes on disk carry a validator to resume against
-            if part.size and (_strong(part.validator) or part.complete):
-                await part.keep()
-            else:
+            info, digests = await self._transfer(remote, digest, part, progress)
+        except BaseException as exc:
+            # kept for a later resume unless the failure shows the bytes are no good, or
+            # they carry no validator to resume against (a cut, Ctrl-C, a deadline: kept)
+            if isinstance(exc, _BYTES_NO_GOOD) or not (
+                    part.size and (_strong(part.validator) or part.complete)):
                 part.discard()
-            raise
-        except BaseException:
-            part.discard()
+            else:
+                await part.keep()
             raise
         return self._store(remote, info, part, digests, digest)
 
@@ -329,7 +343,9 @@ class Resolver:
         while True:
             asked = part.size if part.size and _strong(part.validator) else 0
             try:
-                async with remote.open(asked, part.validator if asked else None) as body:
+                async with self._answered(remote) as guard, \
+                        remote.open(asked, part.validator if asked else None) as body:
+                    guard.reschedule(None)  # headers in: min_rate watches the body now
                     info = body.info
                     if body.offset and not _may_append(part, body, asked):
                         if not asked:
@@ -374,26 +390,51 @@ class Resolver:
             finally:
                 progress.close()
 
+    @contextlib.asynccontextmanager
+    async def _answered(self, remote: Remote):
+        """A timer for a server's answer (its headers, however slowly it trickles them).
+
+        Yields the :func:`asyncio.timeout` so the caller can stop it once the
+        answer is in; expiry is a :class:`Stalled` (retried, resuming).
+        """
+        limit = self._answer_limit()
+        try:
+            async with asyncio.timeout(limit) as guard:
+                yield guard
+        except TimeoutError:
+            raise Stalled(f"{remote.display}: the server did not answer within {limit:g} s",
+                          hint="the server is slow or stuck; a rerun resumes. Raise "
+                               "HOSTKIT_READ_TIMEOUT for a very slow server",
+                          identifier=remote.display) from None
+
     async def _receive(self, remote: Remote, body, part, progress: Progress) -> None:
-        """Append the body's chunks; a transfer below ``min_rate`` for a whole window stalls."""
+        """Append the body's chunks, at ``min_rate`` at least.
+
+        Each ``read_timeout`` window must bring ``min_rate * read_timeout``
+        bytes; a window that does not (a trickle, a silent part of an object
+        store download) is a :class:`Stalled`, retried and resumed like a cut.
+        """
         window = max(self.settings.read_timeout, 0.001)
-        min_rate = self.settings.min_rate
-        since, got = time.monotonic(), 0
-        async for chunk in body.chunks:
-            await part.write(chunk)
-            progress.advance(len(chunk))
-            self.stats["bytes_from_origin"] += len(chunk)
-            got += len(chunk)
-            now = time.monotonic()
-            if now - since >= window:
-                if min_rate and got < min_rate * (now - since):
-                    raise Stalled(
-                        f"{remote.display}: the transfer stalled ({got} bytes in "
-                        f"{now - since:.0f} s, below {min_rate} bytes/s)",
-                        hint="the server is trickling; a rerun resumes. Lower HOSTKIT_MIN_RATE "
-                             "(0 turns the check off) for a very slow link",
-                        identifier=remote.display)
-                since, got = now, 0
+        need = self.settings.min_rate * window
+        loop = asyncio.get_running_loop()
+        got = 0
+        try:
+            async with asyncio.timeout_at(loop.time() + window if need else None) as watch:
+                async for chunk in body.chunks:
+                    await part.write(chunk)
+                    progress.advance(len(chunk))
+                    self.stats["bytes_from_origin"] += len(chunk)
+                    got += len(chunk)
+                    if need and got >= need:  # this window is served: the next one starts
+                        got = 0
+                        watch.reschedule(loop.time() + window)
+        except TimeoutError:
+            raise Stalled(
+                f"{remote.display}: the transfer stalled ({got} bytes in the last "
+                f"{window:g} s, below {self.settings.min_rate} bytes/s)",
+                hint="the server is trickling; a rerun resumes. Lower HOSTKIT_MIN_RATE "
+                     "(0 turns the check off) for a very slow link",
+                identifier=remote.display) from None
 
     def _adopt_blob(self, remote: Remote, meta: dict, digest: Digest | None) -> Resolved | None:
         """Index the blob a killed run moved into place (:func:`hostkit.sink.finished_blob`)."""
@@ -447,6 +488,17 @@ class Resolver:
                      remote.display, blob.sha256)
         return Resolved(blob.path, blob.sha256, blob.size, False, entry.identifier,
                         digest is not None, blob.digests)
+
+
+#: Failures that show the bytes on disk are of no use: the partial is deleted.
+_BYTES_NO_GOOD = (HashMismatch, CacheError, NotFound, NotDirectLink, NotAFile)
+
+
+def _deadline_error(display: str, deadline: float) -> DeadlineExceeded:
+    return DeadlineExceeded(
+        f"{display}: not resolved within the {deadline:g} s deadline",
+        hint="run again: the bytes downloaded so far are kept and resumed; or raise "
+             "HOSTKIT_DEADLINE (0: no limit)", identifier=display)
 
 
 def _algs(digest: Digest | None, info: RemoteInfo) -> list[str]:

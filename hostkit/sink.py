@@ -252,11 +252,12 @@ class PartialDownload:
 
     async def _submit(self) -> None:
         if self._batch:
-            batch, self._batch, self._batch_bytes = self._batch, [], 0
+            batch = self._batch
             loop = asyncio.get_running_loop()
+            writing = loop.run_in_executor(self._pool, self._write_batch, batch)
+            self._batch, self._batch_bytes = [], 0  # handed over: the writer has it now
             self._pending.append(asyncio.gather(
-                loop.run_in_executor(self._hash_pool, self._hash_batch, batch),
-                loop.run_in_executor(self._pool, self._write_batch, batch)))
+                writing, loop.run_in_executor(self._hash_pool, self._hash_batch, batch)))
         while len(self._pending) >= _WINDOW:
             await self._pending.popleft()
 
@@ -311,6 +312,13 @@ class PartialDownload:
         """Stop writing but leave the partial and sidecar for a later resume."""
         with contextlib.suppress(Exception):
             await self._drain()
+        if self._batch and self._fd >= 0:
+            # no thread may start any more (the interpreter is exiting): write the rest here;
+            # it is not hashed, and need not be: a resume hashes the bytes on disk again
+            with contextlib.suppress(OSError):
+                self._pool.shutdown(wait=True)
+                os.writev(self._fd, self._batch)
+            self._batch = []
         self._close()
 
     def discard(self) -> None:

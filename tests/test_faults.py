@@ -472,3 +472,109 @@ def test_an_object_store_ignoring_if_match_never_gets_two_objects_mixed(cache):
     assert not list((cache / "blobs" / "sha256").iterdir())
     assert json.loads(run_cli("cache", "ls", "--json", check=True).stdout)["entries"] == []
     assert len(seen) > 2  # it was asked for later parts, and retried
+
+
+@pytest.fixture(scope="module")
+def header_trickler():
+    """A raw HTTP server that sends its response headers one byte a second.
+
+    ``/headonly/NAME`` answers GET at once and trickles only HEAD; any other
+    path trickles both. aiohttp restarts its read timeout on every byte, so
+    only a timer on the whole answer ends such a request.
+    """
+    import asyncio
+    import threading
+
+    body = b"t" * 100_000
+    head = (f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\nETag: \"t1\"\r\n"
+            "Content-Type: application/octet-stream\r\n\r\n").encode()
+
+    async def handle(reader, writer):
+        try:
+            method, path = (await reader.readuntil(b"\r\n\r\n")).split()[:2]
+            if path.startswith(b"/headonly/") and method == b"GET":
+                writer.write(head + body)
+            else:
+                for byte in head:
+                    writer.write(bytes([byte]))
+                    await writer.drain()
+                    await asyncio.sleep(1.0)
+                if method == b"GET":
+                    writer.write(body)
+            await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        writer.close()
+
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    found = {}
+
+    def serve():
+        asyncio.set_event_loop(loop)
+        server = loop.run_until_complete(asyncio.start_server(handle, "127.0.0.1", 0))
+        found["url"] = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        ready.set()
+        loop.run_forever()
+
+    threading.Thread(target=serve, daemon=True).start()
+    assert ready.wait(10)
+    yield found["url"]
+    loop.call_soon_threadsafe(loop.stop)
+
+
+FAST = {"HOSTKIT_READ_TIMEOUT": "2", "HOSTKIT_CONNECT_TIMEOUT": "1", "HOSTKIT_RETRIES": "0"}
+
+
+def test_trickled_response_headers_stall(header_trickler):
+    started = time.monotonic()
+    proc = run_cli("resolve", f"{header_trickler}/slow-headers.bin", "--json", env=FAST,
+                   timeout=60)
+    assert proc.returncode == 4, proc.stderr
+    assert json.loads(proc.stdout)["error"] == "stalled"
+    assert time.monotonic() - started < 15
+
+
+def test_a_trickled_revalidation_serves_the_cached_copy(header_trickler):
+    url = f"{header_trickler}/headonly/reval.bin"
+    first = json.loads(run_cli("resolve", url, "--json", check=True).stdout)
+    started = time.monotonic()
+    again = run_cli("resolve", url, "--json", env=FAST, timeout=60)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["sha256"] == first["sha256"]
+    assert "could not revalidate" in again.stderr
+    assert time.monotonic() - started < 15
+
+
+def test_a_deadline_covers_waiting_for_another_process(header_trickler, cache):
+    url = f"{header_trickler}/held.bin"
+    holder = spawn("resolve", url, env={"HOSTKIT_READ_TIMEOUT": "120"})
+    try:
+        deadline = time.monotonic() + 10
+        while not list((cache / "locks").glob("*.lock")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        started = time.monotonic()
+        waiter = run_cli("resolve", url, "--json", env={"HOSTKIT_DEADLINE": "2"}, timeout=60)
+        assert waiter.returncode == 4, waiter.stderr
+        assert json.loads(waiter.stdout)["error"] == "deadline"
+        assert time.monotonic() - started < 12
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+@pytest.mark.parametrize("round_", range(3))
+def test_repeated_ctrl_c_still_keeps_the_partial_quietly(origin, cache, round_):
+    data = os.urandom(6 << 20)
+    sha = origin.add(f"ctrlc3-{round_}.bin", data)
+    proc = spawn("resolve", f"{origin.url}/slow/ctrlc3-{round_}.bin", sha)
+    held = wait_for_partial(cache, 1 << 20, proc)
+    for _ in range(3):
+        proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "interrupted" in lines[0], err
+    assert partial_bytes(cache) >= held
+    assert list((cache / "tmp").glob("*.json"))
