@@ -407,6 +407,80 @@ def test_hostile_inputs_get_json_4xx_and_the_daemon_keeps_serving(daemon):
     assert 'status="500"' not in metrics
 
 
+#: Header bytes that are not UTF-8 (aiohttp hands them over as lone surrogates), and
+#: Unicode digits where ASCII ones belong: (headers, path kind, status, error kind or None).
+#: ``{host}`` is the daemon's own ``host:port``; ``blob`` paths name a stored blob.
+HOSTILE_HEADERS = [
+    (b"Authorization: Bearer \xff\xfe\r\n", "status", 401, "unauthorized"),
+    (b"Authorization: \xff\r\n", "status", 401, "unauthorized"),
+    (b"Authorization: Bearer {token}\xff\r\n", "status", 401, "unauthorized"),
+    (b"Authorization: Bearer \xed\xa0\x80\r\n", "status", 401, "unauthorized"),
+    (b"Host: \xff\xfe:{port}\r\n", "status", 403, "forbidden_host"),
+    (b"Host: 127.0.0.1:\xc2\xb2\r\n", "status", 403, "forbidden_host"),  # superscript 2
+    (b"Host: 127.0.0.1:\xd9\xa1\r\n", "status", 403, "forbidden_host"),  # Arabic-Indic 1
+    (b"Origin: http://\xff\r\n", "status", 403, "forbidden_origin"),
+    (b"Origin: http://{host}\xff\r\n", "status", 403, "forbidden_origin"),
+    (b'If-None-Match: "\xff"\r\n', "blob", 200, None),
+    (b'If-Match: "\xff", W/"\xfe"\r\n', "blob", 412, "precondition_failed"),
+    (b"Range: bytes=\xff-\r\n", "blob", 416, None),
+    (b"Range: bytes=\xd9\xa1-\r\n", "blob", 416, None),
+    (b"Range: bytes=0-\xff\r\n", "blob", 416, None),
+    (b"If-Range: \xff\r\nRange: bytes=0-3\r\n", "blob", 206, None),
+    (b"If-Modified-Since: \xff\r\n", "blob", 200, None),
+]
+
+
+def _raw_request(url: str, method: str, path: str, headers: bytes) -> tuple[int, dict, bytes]:
+    """One request with header bytes exactly as given (Host and token added unless present)."""
+    host, port = url.removeprefix("http://").split(":")
+    extra = b""
+    if not headers.lower().startswith(b"host:") and b"\r\nhost:" not in headers.lower():
+        extra += f"Host: {host}:{port}\r\n".encode()
+    if b"authorization:" not in headers.lower():
+        extra += f"Authorization: {auth(url)['Authorization']}\r\n".encode()
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(f"{method} {path} HTTP/1.1\r\nConnection: close\r\n".encode()
+                     + extra + headers + b"\r\n")
+        data = b""
+        while chunk := sock.recv(1 << 16):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    found = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in lines[1:])}
+    if found.get("transfer-encoding") == "chunked":
+        out, rest = b"", body
+        while True:
+            size, _, rest = rest.partition(b"\r\n")
+            if not int(size, 16):
+                break
+            out, rest = out + rest[:int(size, 16)], rest[int(size, 16) + 2:]
+        body = out
+    return int(lines[0].split()[1]), found, body
+
+
+def test_hostile_header_bytes_get_json_4xx_never_500(daemon, gated):
+    data = payload(70_000, 30)
+    sha = gated.add("headers.bin", data)
+    call_json(daemon.url, "POST", "/v1/resolve", {"identifier": gated.file_url("headers.bin")})
+    host = daemon.url.removeprefix("http://")
+    for raw, where, want, kind in HOSTILE_HEADERS:
+        headers = raw.replace(b"{host}", host.encode()).replace(
+            b"{port}", host.split(":")[1].encode()).replace(b"{token}", daemon.token.encode())
+        path = f"/v1/blobs/{sha}" if where == "blob" else "/v1/status"
+        status, got, body = _raw_request(daemon.url, "GET", path, headers)
+        assert status == want, (raw, status, body[:300])
+        if kind is not None:
+            assert got["content-type"].startswith("application/json"), (raw, got)
+            err = json.loads(body)
+            assert err["error"] == kind and err["message"] and err["hint"], (raw, err)
+        elif want == 200:
+            assert body == data, raw
+    assert call_json(daemon.url, "GET", "/healthz") == (200, {"status": "ok"})
+    metrics = call(daemon.url, "GET", "/metrics")[2].decode()
+    assert 'status="500"' not in metrics
+    assert not daemon.logs.events("internal_error")
+
+
 def test_origin_failures_are_json_errors_for_resolve_and_prefetch(daemon, gated):
     sha = gated.add("of.bin", payload(2000, 24))
     gated.refused.update({"private.bin": 401, "forbidden.bin": 403})

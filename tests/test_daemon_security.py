@@ -24,6 +24,7 @@ import signal
 import stat
 import subprocess
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -217,13 +218,65 @@ def test_stalled_downloads_give_their_slots_back(tmp_path, gated):
         wait_until(lambda: call_json(d.url, "GET", later["href"])[1]["state"] == "done",
                    timeout=20, what="the later job to get a slot")
         assert call_json(d.url, "GET", later["href"])[1]["items"][0]["result"]["sha256"] == sha
+        # the stalled items were stopped, not left running without a slot
+        wait_until(lambda: call_json(d.url, "GET", stuck["href"])[1]["state"] == "failed",
+                   what="the stalled job to end")
         held = call_json(d.url, "GET", stuck["href"])[1]
-        assert held["state"] == "running"
-        assert all(i["state"] == "running" and i.get("stalled") for i in held["items"])
+        assert all(i["state"] == "failed" and i["error"]["error"] == "stalled"
+                   and i["error"]["hint"] for i in held["items"]), held
         assert len(d.events("job_item_stalled")) == 2
+        assert call_json(d.url, "GET", "/v1/status")[1]["in_flight_count"] == 0
     finally:
         gated.release("stuck-a.bin")
         gated.release("stuck-b.bin")
+        d.stop()
+
+
+@pytest.fixture(scope="module")
+def trickling():
+    from tests.origin import OriginServer
+
+    server = OriginServer()
+    origin = server.start()
+    yield origin
+    server.stop()
+
+
+def test_stalled_items_end_and_never_run_beyond_the_slots(tmp_path, trickling):
+    names = [f"trickle-{i}.bin" for i in range(12)]
+    for i, name in enumerate(names):
+        trickling.add(name, payload(200_000, 300 + i))  # 8 KiB, then one byte a second
+    cache = tmp_path / "tcache"
+    d = DaemonProcess(tmp_path, "--jobs", "2", "--stall", "2",
+                      env={"HOSTKIT_CACHE_DIR": str(cache)})
+    try:
+        job = call_json(d.url, "POST", "/v1/prefetch", {"items": [
+            f"{trickling.url}/trickle/{name}" for name in names]})[1]
+        most, state = 0, None
+        deadline = time.monotonic() + 75
+        while time.monotonic() < deadline:
+            status = call_json(d.url, "GET", "/v1/status")[1]
+            most = max(most, status["in_flight_count"], len(status["in_flight"]))
+            state = call_json(d.url, "GET", job["href"])[1]
+            if state["state"] != "running" and state["state"] != "queued":
+                break
+            time.sleep(0.1)
+        assert most <= 2, f"{most} downloads in flight with 2 slots"
+        assert state["state"] == "failed", state
+        for item in state["items"]:
+            assert item["state"] == "failed" and item["error"]["error"] == "stalled", item
+            assert "resume" in item["error"]["hint"]
+        wait_until(lambda: call_json(d.url, "GET", "/v1/status")[1]["in_flight_count"] == 0,
+                   what="every stalled download to stop")
+        assert len(trickling.gets("/trickle/")) == 12  # each tried once, none left running
+        # the partial was kept: asking again resumes after the bytes already received
+        call_json(d.url, "POST", "/v1/resolve",
+                  {"identifier": f"{trickling.url}/trickle/{names[0]}", "wait": False})
+        wait_until(lambda: len(trickling.gets(f"/trickle/{names[0]}")) == 2,
+                   what="the second request")
+        resumed = trickling.gets(f"/trickle/{names[0]}")[1].range
+        assert resumed and int(resumed.removeprefix("bytes=").rstrip("-")) >= 8192, resumed
+    finally:
         d.stop()
 
 
@@ -263,6 +316,106 @@ def test_blobs_route_never_sends_rotten_bytes_as_a_complete_body(tmp_path, gated
         assert 'hostkit_quarantined_blobs_total{found_by="serve"} 1' in metrics
         again = call_json(d.url, "POST", "/v1/resolve", {"identifier": gated.file_url("rot.bin")})
         assert again[1]["cached"] is False and Path(again[1]["path"]).read_bytes() == data
+    finally:
+        d.stop()
+
+
+def test_ranged_and_head_requests_send_only_a_blob_hashed_whole(tmp_path, gated):
+    never = payload(3_000_000, 120)
+    served = payload(3_000_000, 121)
+    fresh = payload(2_000_000, 122)
+    sha_never, sha_served = gated.add("r-never.bin", never), gated.add("r-served.bin", served)
+    sha_fresh = gated.add("r-fresh.bin", fresh)
+    cache = tmp_path / "rgcache"
+    d = DaemonProcess(tmp_path, "--scrub-rate", "0", env={"HOSTKIT_CACHE_DIR": str(cache)})
+    try:
+        for name in ("r-never.bin", "r-served.bin", "r-fresh.bin"):
+            call_json(d.url, "POST", "/v1/resolve", {"identifier": gated.file_url(name)})
+        # a blob never sent whole: the first ranged request hashes it, and refuses rot
+        _rot(cache / "blobs" / "sha256" / sha_never, 2_500_000)
+        status, headers, raw = call(d.url, "GET", f"/v1/blobs/{sha_never}",
+                                    headers={"Range": "bytes=0-"})
+        assert status == 404 and headers["content-type"].startswith("application/json")
+        assert json.loads(raw)["error"] == "blob_corrupt" and json.loads(raw)["hint"]
+        assert not (cache / "blobs" / "sha256" / sha_never).exists()
+        # a blob sent whole (remembered as verified), then changed on disk: HEAD refuses it
+        assert call(d.url, "GET", f"/v1/blobs/{sha_served}")[2] == served
+        status, _, body = call(d.url, "GET", f"/v1/blobs/{sha_served}",
+                               headers={"Range": "bytes=10-19"})
+        assert status == 206 and body == served[10:20]
+        _rot(cache / "blobs" / "sha256" / sha_served, 5)
+        status, _, _ = call(d.url, "HEAD", f"/v1/blobs/{sha_served}")
+        assert status == 404
+        status, _, raw = call(d.url, "GET", f"/v1/blobs/{sha_served}",
+                              headers={"Range": "bytes=0-9"})
+        assert status == 404 and json.loads(raw)["error"] == "blob_not_found"
+        found = sorted(e["sha256"] for e in d.events("quarantined"))
+        assert found == sorted([sha_never, sha_served])
+        assert {e["found_by"] for e in d.events("quarantined")} == {"serve"}
+        # a good blob: HEAD and ranges work, hashed once before the first of them
+        status, headers, _ = call(d.url, "HEAD", f"/v1/blobs/{sha_fresh}")
+        assert status == 200 and headers["etag"] == f'"{sha_fresh}"'
+        assert headers["content-length"] == str(len(fresh))
+        status, _, body = call(d.url, "GET", f"/v1/blobs/{sha_fresh}",
+                               headers={"Range": "bytes=-100"})
+        assert status == 206 and body == fresh[-100:]
+    finally:
+        d.stop()
+
+
+def test_verify_on_hit_is_not_bypassed_by_remembered_answers(tmp_path, gated):
+    data = payload(500_000, 123)
+    sha = gated.add("voh.bin", data)
+    cache = tmp_path / "vcache"
+    d = DaemonProcess(tmp_path, "--scrub-rate", "0",
+                      env={"HOSTKIT_CACHE_DIR": str(cache), "HOSTKIT_VERIFY_ON_HIT": "1"})
+    try:
+        body = {"identifier": gated.file_url("voh.bin"), "hash": sha}
+        for _ in range(3):  # a miss, then hits (the daemon used to remember those answers)
+            assert call_json(d.url, "POST", "/v1/resolve", body)[0] == 200
+        _rot(cache / "blobs" / "sha256" / sha, 1000)
+        status, answer = call_json(d.url, "POST", "/v1/resolve", body)
+        assert status == 200 and answer["cached"] is False, answer
+        assert Path(answer["path"]).read_bytes() == data
+        assert len(gated.gets("voh.bin")) == 2
+        assert [p.name.split(".")[0] for p in (cache / "quarantine").iterdir()] == [sha]
+    finally:
+        d.stop()
+
+
+def _rchar(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+        if line.startswith("rchar:"):
+            return int(line.split()[1])
+    raise AssertionError("no rchar in /proc/PID/io")
+
+
+def test_the_scrub_holds_its_rate_on_a_large_blob_and_stops_promptly(tmp_path, gated):
+    gated.add("scrub-big.bin", payload(20 << 20, 124))
+    cache = tmp_path / "bigcache"
+    run_cli("resolve", gated.file_url("scrub-big.bin"), "--cache-dir", cache, check=True)
+    env = {"HOSTKIT_CACHE_DIR": str(cache)}
+    # what a daemon reads in its first seconds without any scrub (imports, the index...)
+    quiet = DaemonProcess(tmp_path, "--scrub-rate", "0", env=env)
+    try:
+        time.sleep(3)
+        baseline = _rchar(quiet.proc.pid)
+    finally:
+        quiet.stop()
+    d = DaemonProcess(tmp_path, "--scrub-rate", str(1 << 20), env=env)  # 1 MiB/s
+    try:
+        time.sleep(3)
+        scrubbed = _rchar(d.proc.pid) - baseline
+        assert scrubbed < 10 << 20, f"{scrubbed >> 20} MiB read in 3 s at 1 MiB/s"
+        metrics = call(d.url, "GET", "/metrics")[2].decode()
+        counted = int(next(line.split()[1] for line in metrics.splitlines()
+                           if line.startswith("hostkit_scrubbed_bytes_total")))
+        assert 0 < counted < 10 << 20
+        # shutdown does not wait for the paced read of the rest of the blob
+        started = time.monotonic()
+        d.signal(signal.SIGTERM)
+        assert d.wait(20) == 0
+        assert time.monotonic() - started < 5
     finally:
         d.stop()
 
@@ -431,6 +584,55 @@ def test_a_shared_daemon_never_lends_its_credentials(tmp_path, gated, other_user
             assert status == 403 and answer["error"] == "forbidden", (path, answer)
         assert (base / "cache" / "blobs" / "sha256" / private).exists()
         assert TOKEN not in d.log()
+    finally:
+        d.stop()
+        subprocess.run(["rm", "-rf", str(base)], check=False)
+
+
+def test_a_shared_daemon_serves_blobs_fetched_with_credentials_only_to_trusted_callers(
+        tmp_path, gated, other_user):
+    signed_data, userinfo_data = payload(21_000, 130), payload(22_000, 131)
+    signed, userinfo = gated.add("cred-signed.bin", signed_data), \
+        gated.add("cred-userinfo.bin", userinfo_data)
+    public = gated.add("cred-public.bin", payload(23_000, 132))
+    gated.add("cred-other.bin", payload(24_000, 133))
+    host = gated.url.removeprefix("http://")
+    signed_url = gated.file_url("cred-signed.bin") + \
+        "?X-Amz-Signature=deadbeef&X-Amz-Credential=AKIA123"
+    base = Path("/tmp") / f"hostkit-cred-{os.getpid()}-{tmp_path.name}"
+    base.mkdir(mode=0o755)
+    sock = base / "sock" / "daemon.sock"
+    d = DaemonProcess(tmp_path, "--group", SHARED_GROUP, socket_path=str(sock),
+                      env={"HOSTKIT_CACHE_DIR": str(base / "cache")})
+    try:
+        # the owner fetches with credentials of its own: a signed URL, URL userinfo
+        for identifier, sha in ((signed_url, signed),
+                                (f"http://alice:pw@{host}/f/cred-userinfo.bin", userinfo),
+                                (gated.file_url("cred-public.bin"), public)):
+            status, answer = call_json(d.url, "POST", "/v1/resolve", {"identifier": identifier})
+            assert status == 200 and answer["sha256"] == sha, answer
+        # another user gets the anonymously fetched bytes only
+        assert _as_other(other_user, d.url, "GET", f"/v1/blobs/{public}")[0] == 200
+        for sha in (signed, userinfo):
+            status, answer = _as_other(other_user, d.url, "GET", f"/v1/blobs/{sha}")
+            assert status == 404, (sha, status)  # not the bytes
+            assert answer["error"] == "blob_not_found", answer
+        # asking for the same URL without the credentials answers from the cache (the key is
+        # the same) but writes no entry: the bytes stay the owner's
+        status, answer = _as_other(other_user, d.url, "POST", "/v1/resolve",
+                                   {"identifier": gated.file_url("cred-signed.bin")})
+        assert status == 200 and answer["sha256"] == signed
+        assert _as_other(other_user, d.url, "GET", f"/v1/blobs/{signed}")[0] == 404
+        assert call(d.url, "GET", f"/v1/blobs/{signed}")[2] == signed_data  # the owner can
+        # and the other user's own credentials are not taken: their bytes would be shared
+        for identifier in (f"http://bob:pw@{host}/f/cred-other.bin",
+                           gated.file_url("cred-other.bin") + "?X-Amz-Signature=b0b"):
+            for method, path, body in (("POST", "/v1/resolve", {"identifier": identifier}),
+                                       ("POST", "/v1/prefetch", {"items": [identifier]})):
+                status, answer = _as_other(other_user, d.url, method, path, body)
+                assert status == 403 and answer["error"] == "credentials_not_accepted", answer
+                assert answer["hint"] and "pw" not in answer["message"] + answer["hint"]
+        assert not gated.gets("cred-other.bin")
     finally:
         d.stop()
         subprocess.run(["rm", "-rf", str(base)], check=False)

@@ -9,8 +9,14 @@
   (``SO_PEERCRED``); on TCP it is whoever holds the token, i.e. the owner.
 - **Credentials are never lent**: a *trusted* caller (the daemon's own uid, or a
   uid given with ``--allow-user``) may resolve anything and manage the cache.
-  Anyone else may resolve only anonymous sources (``http``/``https``: the daemon
-  sends no credentials there) and read only blobs some anonymous source gave.
+  Anyone else may resolve only anonymous sources (``http``/``https`` URLs with
+  no userinfo and no signature: nobody's credential is sent) and read only blobs
+  whose index entry says an anonymous fetch gave them (``Entry.anonymous``).
+- **Nor borrowed**: an untrusted caller's identifier carrying credentials of its
+  own (userinfo, a presigned query) is refused too. Its bytes would be stored in
+  the daemon's cache, where the daemon cannot tell whose they are, and every
+  trusted caller may read any blob: they would be served to callers not allowed
+  for them. Such a caller resolves in-process, into a cache of its own.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from hostkit.identifiers import parse_identifier
 
 from .errors import ApiError
 
-#: Schemes the daemon fetches without any credential of its own.
+#: Schemes the daemon fetches without any credential of its own (when the URL carries none).
 ANONYMOUS_SCHEMES = frozenset({"http", "https"})
 _LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 _PEERCRED = struct.Struct("3i")
@@ -101,7 +107,7 @@ def split_host(host: str) -> tuple[str | None, int | None]:
         name, _, port = host.partition(":")
     else:
         name, port = host, ""
-    if port and not port.isdigit():
+    if port and not (port.isascii() and port.isdigit()):  # not '²' or other Unicode digits
         return None, None
     return name, int(port) if port else 80
 
@@ -123,13 +129,28 @@ def needs_credentials(identifier: str) -> bool:
 
 
 def require_lendable(caller: Caller, identifier: str) -> None:
-    """403 when an untrusted caller asks for a source that needs the daemon's credentials."""
-    if not caller.trusted and needs_credentials(identifier):
+    """403 unless the daemon may fetch this for the caller with nobody's credentials.
+
+    An untrusted caller gets ``credentials_not_lent`` for a source that needs the
+    daemon's credentials, and ``credentials_not_accepted`` for an identifier that
+    carries its own (userinfo, a signed query): bytes fetched with those would be
+    stored in the daemon's cache and served to its trusted callers.
+    """
+    if caller.trusted:
+        return
+    ref = parse_identifier(identifier)
+    if ref.scheme not in ANONYMOUS_SCHEMES:
         raise ApiError(403, "credentials_not_lent",
                        f"this daemon does not use its credentials for uid {caller.uid}",
-                       hint="resolve it with your own credentials (the CLI and API do so "
-                            "in-process), or ask the daemon's owner to add you with "
-                            "--allow-user")
+                       hint="resolve it in-process with your own credentials (`hostkit "
+                            "resolve --cache-dir DIR`, or without HOSTKIT_DAEMON_URL), or ask "
+                            "the daemon's owner to add you with --allow-user")
+    if ref.credentialed:
+        raise ApiError(403, "credentials_not_accepted",
+                       f"this daemon does not fetch with credentials sent by uid {caller.uid} "
+                       "(the bytes would be shared through its cache)",
+                       hint="resolve it in-process, into your own cache (`hostkit resolve "
+                            "--cache-dir DIR`, or without HOSTKIT_DAEMON_URL)")
 
 
 def require_trusted(caller: Caller, what: str) -> None:
@@ -140,14 +161,16 @@ def require_trusted(caller: Caller, what: str) -> None:
 
 
 def blob_is_public(cache, sha256: str) -> bool:
-    """True when an index entry of an anonymous (plain http/https) source holds these bytes.
+    """True when an index entry says these bytes were fetched with no credential at all.
 
-    Entries are written only by downloads, never by a hit on a hash already held,
-    so naming a private blob's sha256 next to some https URL does not make it public.
+    ``Entry.anonymous`` is the resolver's record of how the bytes came (an http
+    URL with userinfo or a signature is not anonymous, though its cache key,
+    stripped of secrets, looks like one). Entries are written only by downloads,
+    never by a hit on a hash or key already held, so naming a private blob's
+    sha256 next to some https URL does not make it public.
     """
     entries, _ = cache.lookup(sha256)
-    return any(e.sha256 == sha256 and e.key.partition(":")[0].lower() in ANONYMOUS_SCHEMES
-               for e in entries)
+    return any(e.sha256 == sha256 and e.anonymous for e in entries)
 
 
 def uids(names: list[str] | None) -> frozenset[int]:

@@ -24,13 +24,13 @@ from hostkit.resolver import Resolver
 
 from . import access, logs
 from .access import Caller, Policy
-from .blobs import send_verified
+from .blobs import VerifiedBlobs, send_verified, verify_blob
 from .downloads import DownloadTracker
 from .errors import ApiError
 from .jobs import Item, Jobs
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Metrics
-from .scrub import scrub_forever
+from .scrub import Scrubber
 from .warm import WarmHits
 
 #: Largest request body accepted (bytes).
@@ -66,12 +66,16 @@ class DaemonState:
     draining: bool = False
     started: float = field(default_factory=time.time)
     scrub_rate: int = 0
-    scrubber: asyncio.Task | None = None
+    scrubber: Scrubber | None = None
+    scrub_task: asyncio.Task | None = None
+    #: Blobs hashed whole and found right (full sends, ranged checks, the scrub).
+    verified: VerifiedBlobs = field(default_factory=VerifiedBlobs)
 
     def quarantine(self, sha256: str, reason: str, found_by: str) -> None:
         """Log and count a blob whose bytes no longer match (already quarantined)."""
         logs.event("quarantined", sha256=sha256, reason=reason, found_by=found_by)
         self.metrics.quarantined[found_by] += 1
+        self.verified.discard(sha256)
         self.warm.forget()
 
     def observe(self, seconds: float, outcome: str, error: str | None) -> None:
@@ -130,16 +134,23 @@ def create_app(settings=None, *, token: str | None = None, resolver: Resolver | 
 async def _startup(app: web.Application) -> None:
     state = app[STATE]
     if state.scrub_rate > 0:
-        state.scrubber = asyncio.ensure_future(scrub_forever(
-            state.resolver.cache, state.scrub_rate,
-            lambda blob, reason: state.quarantine(blob.sha256, reason, "scrub")))
+        state.scrubber = Scrubber(
+            state.resolver.cache, state.scrub_rate, state.verified,
+            lambda sha256, reason: state.quarantine(sha256, reason, "scrub"))
+        state.scrub_task = asyncio.ensure_future(state.scrubber.run())
+
+
+def stop_scrub(state: DaemonState) -> None:
+    """Tell the scrub to stop: its worker thread returns within one read (shutdown)."""
+    if state.scrubber is not None:
+        state.scrubber.stop()
 
 
 async def _cleanup(app: web.Application) -> None:
     state = app[STATE]
-    if state.scrubber is not None:
-        state.scrubber.cancel()
-        await asyncio.gather(state.scrubber, return_exceptions=True)
+    stop_scrub(state)
+    if state.scrub_task is not None:
+        await asyncio.gather(state.scrub_task, return_exceptions=True)  # returns promptly
     state.jobs.stop()
     for task in state.jobs.tasks():
         task.cancel()
@@ -194,10 +205,15 @@ async def frontdoor(request: web.Request, handler):
 
 
 def _check_token(request: web.Request, token: str) -> None:
+    """401 unless ``Authorization: Bearer <token>`` (compared as bytes, in constant time).
+
+    Header values arrive decoded with ``surrogateescape``: bytes that are not UTF-8
+    come back as the bytes sent, and simply do not match (never a 500).
+    """
     given = request.headers.get(hdrs.AUTHORIZATION, "")
     scheme, _, value = given.partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(),
-                                                             token.encode()):
+    sent = value.strip().encode("utf-8", "surrogateescape")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(sent, token.encode()):
         raise ApiError(401, "unauthorized",
                        "this daemon requires a token" if not given else "wrong token",
                        hint="send 'Authorization: Bearer <token>' (the CLI reads "
@@ -339,20 +355,31 @@ async def resolve(request: web.Request) -> web.Response:
         request[LOG].update(outcome="hit", bytes=warm[1])
         return web.Response(body=warm[0], content_type="application/json")
     try:
-        resolved = await resolver.resolve(identifier, expected, offline=offline,
-                                          require_hash=require_hash,
-                                          progress=state.downloads.progress())
+        display = resolver.remote_for(identifier).display  # the download's name, if one runs
+    except HostkitError:
+        display = None  # the resolver raises it again (or answers a hash hit without one)
+    try:
+        with state.downloads.waiting(display):  # a stalled job item never cancels it under us
+            resolved = await resolver.resolve(identifier, expected, offline=offline,
+                                              require_hash=require_hash,
+                                              progress=state.downloads.progress())
     except HostkitError:
         state.metrics.observe_resolve(time.monotonic() - started, "error")
         request[LOG]["outcome"] = "error"
         raise
     except asyncio.CancelledError:
         task = asyncio.current_task()
-        if state.draining and task is not None and not task.cancelling():
-            # the download itself was cancelled at the end of the shutdown grace period
-            raise ApiError(503, "shutting_down", "the daemon stopped before the download "
-                           "finished", hint="run again: the download resumes where it stopped"
-                           ) from None
+        if task is not None and not task.cancelling():
+            # the download itself was cancelled: at the end of the shutdown grace period,
+            # or (a narrow race) abandoned by a stalled job item just as we joined it
+            state.metrics.observe_resolve(time.monotonic() - started, "error")
+            request[LOG]["outcome"] = "error"
+            if state.draining:
+                raise ApiError(503, "shutting_down", "the daemon stopped before the download "
+                               "finished", hint="run again: the download resumes where it "
+                               "stopped") from None
+            raise ApiError(503, "stalled", "the download was stopped: it made no progress",
+                           hint="run again: the download resumes where it stopped") from None
         raise
     outcome = "hit" if resolved.cached else "miss"
     state.metrics.observe_resolve(time.monotonic() - started, outcome)
@@ -387,19 +414,31 @@ async def blob(request: web.Request) -> web.StreamResponse:
         raise ApiError(412, "precondition_failed", "If-Match does not name this blob",
                        hint=f"the blob's ETag is {etag}")
     state.resolver.cache.touch(digest)
-    if request.method == hdrs.METH_HEAD or hdrs.RANGE in request.headers:
-        return BlobResponse(found.path, digest, state.metrics)  # sendfile; nothing to verify
-
-    def count(n: int) -> None:
-        state.metrics.bytes_served += n
 
     async def corrupt() -> None:
         reason = f"the bytes read while serving do not hash to {digest}"
         await asyncio.to_thread(state.resolver.cache.quarantine, digest, reason)
         state.quarantine(digest, reason, "serve")
 
+    if request.method == hdrs.METH_HEAD or hdrs.RANGE in request.headers:
+        # part of the bytes (or none) under ETag = the digest: only for a blob hashed whole
+        good = await verify_blob(found.path, digest, found.size, state.verified)
+        if good is None:
+            raise ApiError(404, "blob_not_found", f"no blob sha256:{digest} in the cache",
+                           hint="POST /v1/resolve the identifier first")
+        if not good:
+            await corrupt()
+            raise ApiError(404, "blob_corrupt",
+                           f"the stored bytes of sha256:{digest} no longer match it; the blob "
+                           "was quarantined", hint="POST /v1/resolve the identifier again to "
+                           "download it, then retry")
+        return BlobResponse(found.path, digest, state.metrics)  # sendfile, Range, HEAD
+
+    def count(n: int) -> None:
+        state.metrics.bytes_served += n
+
     return await send_verified(request, found.path, digest, found.size, headers,
-                               on_sent=count, on_corrupt=corrupt)
+                               on_sent=count, on_corrupt=corrupt, memo=state.verified)
 
 
 def _etag_listed(header: str, digest: str) -> bool:
@@ -616,7 +655,8 @@ async def metrics(request: web.Request) -> web.Response:
     text = state.metrics.render(
         stats=state.resolver.stats, in_flight=len(state.resolver.in_flight()),
         cache_bytes=cache.total_size(), cache_entries=cache.counts()[0],
-        jobs_active=state.jobs.active(), downloads=state.downloads.finished)
+        jobs_active=state.jobs.active(), downloads=state.downloads.finished,
+        scrubbed_bytes=state.scrubber.bytes_read if state.scrubber is not None else 0)
     return web.Response(body=text.encode(), headers={hdrs.CONTENT_TYPE: METRICS_CONTENT_TYPE})
 
 

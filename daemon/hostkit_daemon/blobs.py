@@ -1,14 +1,21 @@
-"""Sending a whole blob while hashing it, so rotten bytes are never served as verified.
+"""Sending blobs so that rotten bytes are never served as verified.
 
-A stored blob is named by its sha256, and a client may trust a complete body
-whose ETag is that digest. So a full ``GET /v1/blobs/{sha256}`` is sent with
-sendfile (the kernel copies from the page cache) while a worker thread hashes
-the same file in parallel; the last :data:`TAIL` bytes go out only once the
-digest is known to match. If it does not, the connection is aborted instead,
-so the client sees a truncated body (a failed download), never a wrong
-complete one, and the caller quarantines the blob. Ranged requests cannot be
-checked against the digest (they carry part of the bytes) and are sent with
-sendfile; the background scrub covers them.
+A stored blob is named by its sha256, and a client may trust a body whose ETag
+is that digest. So:
+
+- a full ``GET /v1/blobs/{sha256}`` is sent with sendfile (the kernel copies
+  from the page cache) while a worker thread hashes the same file in parallel;
+  the last :data:`TAIL` bytes go out only once the digest is known to match. If
+  it does not, the connection is aborted instead, so the client sees a
+  truncated body (a failed download), never a wrong complete one, and the
+  caller quarantines the blob;
+- a ranged request or a ``HEAD`` (part of the bytes, or none, under the same
+  ETag) goes out only for a blob this daemon has hashed whole and found right:
+  :class:`VerifiedBlobs` remembers those by ``(sha256, inode, size, mtime_ns,
+  ctime_ns)`` (filled by full sends, by these checks and by the background
+  scrub), and :func:`verify_blob` hashes the whole blob first, in a thread,
+  when it is not remembered. Any write to the file (or its replacement)
+  changes the key, so a memo never vouches for bytes changed since.
 """
 
 from __future__ import annotations
@@ -24,28 +31,107 @@ from aiohttp import hdrs, web
 TAIL = 1 << 20
 #: Bytes read (and hashed) per step in the worker thread.
 CHUNK = 4 << 20
+#: Verified blobs remembered (oldest forgotten first).
+MEMO_ENTRIES = 65536
 
 
-def _hash_file(path, stop: threading.Event) -> str | None:
-    """sha256 of the file, read into one reused buffer; None if ``stop`` was set."""
+def stat_key(st: os.stat_result) -> tuple[int, int, int, int, int]:
+    """What identifies a file's current bytes short of reading them."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+class VerifiedBlobs:
+    """Blobs hashed whole and found right, by sha256 and the file's stat key.
+
+    Thread-safe: the scrub adds to it from its worker thread.
+    """
+
+    def __init__(self, limit: int = MEMO_ENTRIES):
+        self.limit = limit
+        self._ok: dict[str, tuple] = {}
+        self._lock = threading.Lock()
+        self._checks: dict[str, asyncio.Future] = {}  # sha256 -> whole-blob check running
+
+    def add(self, sha256: str, st: os.stat_result) -> None:
+        """Remember that the file with this stat held exactly the bytes of ``sha256``."""
+        with self._lock:
+            self._ok.pop(sha256, None)
+            self._ok[sha256] = stat_key(st)
+            while len(self._ok) > self.limit:
+                self._ok.pop(next(iter(self._ok)))
+
+    def holds(self, sha256: str, st: os.stat_result) -> bool:
+        """True when ``sha256`` was verified in a file with exactly this stat."""
+        with self._lock:
+            return self._ok.get(sha256) == stat_key(st)
+
+    def discard(self, sha256: str) -> None:
+        """Forget a blob (quarantined or removed)."""
+        with self._lock:
+            self._ok.pop(sha256, None)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._ok)
+
+
+def _hash_file(path, stop: threading.Event | None = None
+               ) -> tuple[str | None, os.stat_result, os.stat_result]:
+    """(sha256 or None if ``stop`` was set, stat before, stat after) of the file at ``path``."""
     h = hashlib.sha256()
     buf = bytearray(CHUNK)
     view = memoryview(buf)
     with open(path, "rb", buffering=0) as f:
+        before = os.fstat(f.fileno())
         while n := f.readinto(buf):
-            if stop.is_set():
-                return None
+            if stop is not None and stop.is_set():
+                return None, before, before
             h.update(view[:n])
-    return h.hexdigest()
+        return h.hexdigest(), before, os.fstat(f.fileno())
+
+
+def _check_whole(path, digest: str, size: int, memo: VerifiedBlobs) -> bool | None:
+    """Hash the whole file: True if it holds ``digest``'s bytes (remembered), None if gone."""
+    try:
+        found, before, after = _hash_file(path)
+    except FileNotFoundError:
+        return None
+    ok = found == digest and before.st_size == size
+    if ok and stat_key(before) == stat_key(after):
+        memo.add(digest, before)
+    return ok
+
+
+async def verify_blob(path, digest: str, size: int, memo: VerifiedBlobs) -> bool | None:
+    """Before a ranged send or a HEAD: True when the blob is known good or hashes right now.
+
+    False: its bytes do not hash to ``digest`` (the caller quarantines it and refuses).
+    None: the file is gone. Concurrent checks of one blob share a single hashing pass.
+    """
+    try:
+        st = await asyncio.to_thread(os.stat, path)
+    except FileNotFoundError:
+        return None
+    if st.st_size != size:
+        return False
+    if memo.holds(digest, st):
+        return True
+    running = memo._checks.get(digest)
+    if running is None:
+        running = asyncio.ensure_future(asyncio.to_thread(_check_whole, path, digest, size, memo))
+        memo._checks[digest] = running
+        running.add_done_callback(lambda _t: memo._checks.pop(digest, None))
+    return await asyncio.shield(running)  # one caller hanging up does not stop the others'
 
 
 async def send_verified(request: web.Request, path, digest: str, size: int, headers: dict,
-                        *, on_sent, on_corrupt) -> web.StreamResponse:
+                        *, on_sent, on_corrupt,
+                        memo: VerifiedBlobs | None = None) -> web.StreamResponse:
     """Send the blob at ``path``, ``on_sent(n)`` for every part handed to the connection.
 
     If the bytes do not hash to ``digest`` (or the file is not ``size`` bytes
     long any more), ``await on_corrupt()`` runs and the connection is aborted
-    before the last part.
+    before the last part. A blob found right is added to ``memo``.
     """
     resp = web.StreamResponse(status=200, headers={
         **headers, hdrs.CONTENT_TYPE: "application/octet-stream",
@@ -62,8 +148,11 @@ async def send_verified(request: web.Request, path, digest: str, size: int, head
         if head and transport is not None:  # prepare() sent the headers already
             await loop.sendfile(transport, f, 0, head)
             on_sent(head)
-        found = await asyncio.shield(hashing)
-        ok = found == digest and os.fstat(f.fileno()).st_size == size
+        found, before, after = await asyncio.shield(hashing)
+        sent = os.fstat(f.fileno())
+        ok = found == digest and sent.st_size == size
+        if ok and memo is not None and stat_key(before) == stat_key(after) == stat_key(sent):
+            memo.add(digest, sent)  # hashed whole, and the file we send is that file
         if ok and transport is not None:
             on_sent(size - head)
             await loop.sendfile(transport, f, head, size - head)

@@ -6,12 +6,20 @@ resolver calls a progress object only for the call that *starts* a download
 It runs inside the download task itself, so the tracker hooks that task's
 completion: the download is logged and counted once, whether or not any
 client is still waiting for it.
+
+The tracker also counts who in the daemon waits for each download (requests
+and job items, by display identifier): a job item that stalls stops waiting,
+and :meth:`DownloadTracker.abandon` then cancels the download itself only when
+nobody else waits for it (the resolver keeps its partial for a resume and
+releases the key's lock). Downloads others wait for go on for them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections import Counter
 
 from hostkit.errors import HostkitError
 from hostkit.results import Progress
@@ -72,6 +80,36 @@ class DownloadTracker:
     def __init__(self):
         self.active: dict[str, TrackedProgress] = {}
         self.finished: dict[str, int] = {}  # outcome -> count
+        self.waiters: Counter[str] = Counter()  # display -> requests and items waiting
+
+    @contextlib.contextmanager
+    def waiting(self, display: str | None):
+        """Count the caller as waiting for the download of ``display`` while in the block."""
+        if display is None:
+            yield
+            return
+        self.waiters[display] += 1
+        try:
+            yield
+        finally:
+            self.waiters[display] -= 1
+            if self.waiters[display] <= 0:
+                del self.waiters[display]
+
+    def abandon(self, display: str) -> bool:
+        """Cancel the running download of ``display`` if nobody in the daemon waits for it.
+
+        Returns True when a download was cancelled. Its partial stays on disk for a
+        resume, and the key's lock is released as the download task unwinds.
+        """
+        if self.waiters.get(display):
+            return False
+        p = self.active.get(display)
+        task = p._task if p is not None else None
+        if task is None or task.done():
+            return False
+        task.cancel()
+        return True
 
     def progress(self) -> TrackedProgress:
         """A progress object to pass to :meth:`Resolver.resolve`."""

@@ -12,9 +12,12 @@ The queue is bounded and shared fairly:
 - ``concurrency`` slots run items; a free slot goes to the waiting caller that
   holds the fewest slots, and among those to the one served longest ago, so one
   caller's big or slow batch never starves another's;
-- an item whose download made no progress for ``stall_seconds`` gives its slot
-  back and goes on without one (the resolver's own rate limit ends it), so
-  stalled origins cannot hold every slot.
+- an item whose download made no progress (less than the ``min_rate`` setting)
+  for ``stall_seconds`` is stopped and fails with kind ``stalled``, freeing its
+  slot: stalled origins cannot hold every slot, and nothing runs without a
+  slot. Its download is cancelled too
+  unless another request or item waits for it (then it goes on for them); a
+  cancelled download keeps its partial, so the next resolve resumes it.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from hostkit.errors import HostkitError
+from hostkit.errors import HostkitError, Stalled
 
 from . import logs
 from .errors import ApiError
@@ -34,7 +37,7 @@ from .errors import ApiError
 CONCURRENCY = 4
 #: Items one caller may have waiting or running.
 MAX_PENDING = 2000
-#: Seconds without progress after which a running item gives its slot back.
+#: Seconds without progress after which a running item is stopped (kind ``stalled``).
 STALL_SECONDS = 30.0
 #: Seconds a client is told to wait after a 429.
 RETRY_AFTER = 5
@@ -55,7 +58,7 @@ class Item:
     bytes_total: int | None = None
     bytes_done: int = 0
     options: dict = field(default_factory=dict)  # offline / require_hash for the resolver
-    stalled: bool = False  # made no progress for a while: runs on without a slot
+    stalled: bool = False  # made no progress for stall_seconds: stopped, failed
 
     def to_dict(self, downloads) -> dict:
         """JSON form; running items read live progress from the download tracker."""
@@ -68,8 +71,6 @@ class Item:
             d["result"] = self.result
         if self.error is not None:
             d["error"] = self.error
-        if self.stalled and self.state == "running":
-            d["stalled"] = True
         return d
 
 
@@ -206,55 +207,88 @@ class Jobs:
 
     async def _run_item(self, job: Job, item: Item, caller: str) -> None:
         item.state = "running"
-        watch = asyncio.ensure_future(self._watch(item, caller))
+        task = asyncio.current_task()
+        watch = asyncio.ensure_future(self._watch(item, task))
         try:
-            await self._resolve(item)
+            await self._resolve(item, task)
         finally:
             watch.cancel()
-            if not item.stalled:
-                self._release(caller)
+            self._release(caller)
             self._finish(job, item, caller)
 
-    async def _watch(self, item: Item, caller: str) -> None:
-        """Give the item's slot back once its download stops making progress."""
-        last, since = -1, time.monotonic()
+    async def _watch(self, item: Item, task: asyncio.Task) -> None:
+        """Stop the item (cancel its task) once its download stops making progress.
+
+        Progress is at least the ``min_rate`` setting (bytes/s; at least one byte)
+        over each window of ``stall_seconds``: a server trickling a byte a second
+        is as stalled as a silent one.
+        """
+        need = max(1, int(self.resolver.settings.min_rate * self.stall_seconds))
+        start_done, since = -1, time.monotonic()
         while True:
             await asyncio.sleep(min(1.0, self.stall_seconds / 4))
             p = self.downloads.get(item.display)
             done = p.done if p is not None else -1
             now = time.monotonic()
-            if done != last:
-                last, since = done, now
+            if done >= 0 > start_done or done < start_done:  # (re)started: a fresh window
+                start_done, since = done, now
             elif now - since >= self.stall_seconds:
+                if done - start_done >= need:
+                    start_done, since = done, now
+                    continue
                 item.stalled = True
                 logs.event("job_item_stalled", identifier=item.display,
                            bytes_done=max(done, 0), seconds=round(now - since, 1))
-                self._release(caller)
+                task.cancel()
                 return
 
-    async def _resolve(self, item: Item) -> None:
+    async def _resolve(self, item: Item, task: asyncio.Task | None) -> None:
         started = time.monotonic()
-        try:
-            resolved = await self.resolver.resolve(item.identifier, item.hash,
-                                                   progress=self.downloads.progress(),
-                                                   **item.options)
-        except HostkitError as exc:
-            item.state, item.error = "failed", exc.to_dict()
-            self.observe(time.monotonic() - started, "error", exc.kind)
-        except asyncio.CancelledError:
-            item.state = "cancelled"
-            raise
-        except Exception as exc:  # a bug, not the caller's mistake: report it, keep going
+        stopped = False
+        with self.downloads.waiting(item.display):
+            try:
+                resolved = await self.resolver.resolve(item.identifier, item.hash,
+                                                       progress=self.downloads.progress(),
+                                                       **item.options)
+            except HostkitError as exc:
+                item.state, item.error = "failed", exc.to_dict()
+                self.observe(time.monotonic() - started, "error", exc.kind)
+                return
+            except asyncio.CancelledError:
+                own = task.cancelling() if task is not None else 1
+                # stopped by our stall watch, or the download itself was cancelled under us
+                # (abandoned as stalled): a failure of this item, not the daemon stopping
+                if not self.accepting or own > (1 if item.stalled else 0):
+                    item.state = "cancelled"
+                    raise
+                if own:
+                    task.uncancel()
+                stopped = True
+            except Exception as exc:  # a bug, not the caller's mistake: report it, keep going
+                item.state = "failed"
+                item.error = {"error": "internal", "message": f"internal error: {exc!r}",
+                              "hint": "see the daemon log", "identifier": item.display}
+                logs.event("internal_error", where="job", message=repr(exc))
+                self.observe(time.monotonic() - started, "error", "internal")
+                return
+        if stopped:
+            # no longer waiting: the download stops too unless someone else waits for it
+            abandoned = self.downloads.abandon(item.display)
+            item.stalled = True
             item.state = "failed"
-            item.error = {"error": "internal", "message": f"internal error: {exc!r}",
-                          "hint": "see the daemon log", "identifier": item.display}
-            logs.event("internal_error", where="job", message=repr(exc))
-            self.observe(time.monotonic() - started, "error", "internal")
-        else:
-            item.state, item.result = "done", resolved.to_dict()
-            item.bytes_done = item.bytes_total = resolved.size
-            self.observe(time.monotonic() - started, "hit" if resolved.cached else "miss",
-                         None)
+            item.error = Stalled(
+                f"{item.display}: no progress for {self.stall_seconds:g} s; stopped to free "
+                "its job slot" + (" (its download goes on for others waiting for it)"
+                                  if not abandoned and self.downloads.waiters.get(item.display)
+                                  else ""),
+                hint="the origin is not sending; what was received is kept, so a later "
+                     "prefetch or resolve resumes it (start the daemon with a larger --stall "
+                     "for very slow origins)", identifier=item.display).to_dict()
+            self.observe(time.monotonic() - started, "error", "stalled")
+            return
+        item.state, item.result = "done", resolved.to_dict()
+        item.bytes_done = item.bytes_total = resolved.size
+        self.observe(time.monotonic() - started, "hit" if resolved.cached else "miss", None)
 
     def _expire(self) -> None:
         now = time.time()

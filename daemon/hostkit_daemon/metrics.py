@@ -41,7 +41,7 @@ class Metrics:
         self._count += 1
 
     def render(self, *, stats: dict, in_flight: int, cache_bytes: int, cache_entries: int,
-               jobs_active: int, downloads: dict) -> str:
+               jobs_active: int, downloads: dict, scrubbed_bytes: int = 0) -> str:
         """The exposition text, with the resolver's ``stats`` and current gauges."""
         out: list[str] = []
 
@@ -68,6 +68,9 @@ class Metrics:
                "Blobs whose bytes no longer matched their sha256, by who found them.",
                [((("found_by", k),), v) for k, v in sorted(self.quarantined.items())]
                or [((("found_by", "scrub"),), 0)])
+        metric("hostkit_scrubbed_bytes_total", "counter",
+               "Bytes the background scrub re-hashed (held to --scrub-rate).",
+               [((), scrubbed_bytes)])
         metric("hostkit_inflight_downloads", "gauge", "Origin downloads running now.",
                [((), in_flight)])
         metric("hostkit_http_requests_in_progress", "gauge", "Requests being handled now.",

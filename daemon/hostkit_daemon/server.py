@@ -38,7 +38,7 @@ from hostkit.errors import UsageError
 
 from . import DEFAULT_HOST, logs, runtime
 from .access import Policy, uids
-from .app import STATE, create_app
+from .app import STATE, create_app, stop_scrub
 from .client import TOKEN_ENV, Address, parse_url
 from .scrub import DEFAULT_RATE
 
@@ -242,6 +242,7 @@ async def _shutdown(app: web.Application, runner: web.AppRunner, site, grace: fl
                     hurry: asyncio.Event) -> None:
     state = app[STATE]
     state.draining = True
+    stop_scrub(state)  # its worker thread returns within one read: no disk reads at exit
     state.jobs.stop()
     await site.stop()  # no new connections; requests on open ones get 503
     started = time.monotonic()

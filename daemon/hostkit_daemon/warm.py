@@ -7,7 +7,9 @@ The daemon remembers those answers (already encoded as JSON) so the next
 identical request costs one ``stat`` of the blob instead of two SQLite queries
 and a write transaction. This is a memo of the resolver's own answers, not a
 second resolution path: a miss, a blob that went away, or any request without a
-hash goes to the resolver.
+hash goes to the resolver. With the ``verify_on_hit`` setting every hit must
+re-hash its blob, which is the resolver's job: the memo then stays empty and
+never answers.
 
 Uses are still recorded for least-recently-used eviction: access times are
 collected here and written to the index once a second (and on shutdown).
@@ -41,7 +43,12 @@ class WarmHits:
         self._flusher: asyncio.Task | None = None
 
     def get(self, identifier: str, expected: str) -> tuple[bytes, int] | None:
-        """(JSON answer, size) for a repeat of a verified hit whose blob is still there."""
+        """(JSON answer, size) for a repeat of a verified hit whose blob is still there.
+
+        Always None with ``verify_on_hit``: the resolver re-hashes every hit then.
+        """
+        if self.resolver.settings.verify_on_hit:
+            return None
         hit = self._answers.get((identifier, expected))
         if hit is None:
             return None
@@ -60,6 +67,8 @@ class WarmHits:
 
     def remember(self, identifier: str, expected: str) -> None:
         """After a successful resolve with a hash: remember step 1's answer for the pair."""
+        if self.resolver.settings.verify_on_hit:
+            return  # every hit is the resolver's, to be re-hashed
         digest = parse_hash(expected)
         blob = self.resolver.cache.find_blob(digest.alg, digest.hex)
         if blob is None:
