@@ -117,12 +117,17 @@ def document() -> dict:
                         "wait=false: poll the job"),
                     "400": _error("bad JSON, bad identifier, unknown scheme, bad hash"),
                     "401": _error("token missing or wrong"),
+                    "403": _error("credentials_not_lent / credentials_not_accepted: a shared "
+                                  "daemon fetches nothing with credentials for untrusted "
+                                  "callers (neither its own nor theirs)"),
                     "404": _error("not found at the origin, or offline and not cached"),
                     "413": _error("body too large"),
                     "502": _error("hash mismatch or backend failure"),
-                    "503": _error("origin unreachable / transient, or daemon shutting down")}}},
+                    "503": _error("origin unreachable / transient / stalled, or daemon "
+                                  "shutting down")}}},
             "/v1/blobs/{sha256}": {"get": {
-                "summary": "the bytes of a cached blob (Range, ETag = sha256, If-None-Match)",
+                "summary": "the bytes of a cached blob (Range, HEAD, ETag = sha256, "
+                           "If-None-Match); a range or HEAD only for a blob hashed whole",
                 "parameters": [{"name": "sha256", "in": "path", "required": True,
                                 "schema": {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"}}],
                 "responses": {
@@ -132,7 +137,8 @@ def document() -> dict:
                     "206": {"description": "a byte range"},
                     "304": {"description": "If-None-Match matched"},
                     "400": _error("not a 64-hex sha256"),
-                    "404": _error("no such blob"),
+                    "404": _error("no such blob (blob_not_found), or its bytes no longer "
+                                  "match and it was quarantined (blob_corrupt)"),
                     "412": _error("If-Match did not match"),
                     "416": {"description": "range not satisfiable"}}}},
             "/v1/prefetch": {"post": {
