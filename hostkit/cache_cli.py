@@ -43,8 +43,9 @@ def run_cache_command(args, settings) -> int:
                             "freed_bytes": sum(b.size for b in evicted),
                             "total_bytes": cache.total_size(), "max_bytes": budget})
     if action == "verify":
+        checked = len(cache.lookup(args.id)[1]) if args.id else cache.counts()[1]
         problems = cache.verify(args.id, repair=not args.report_only)
-        report = {"checked": len(cache.lookup(args.id)[1]) if args.id else None,
+        report = {"checked": checked,
                   "problems": [{"sha256": b.sha256, "problem": p,
                                 "removed": not args.report_only} for b, p in problems]}
         _emit(args, report)

@@ -16,19 +16,19 @@ One list of credential-bearing query parameters (:data:`SECRET_PARAMS` plus
 from __future__ import annotations
 
 import re
-from urllib.parse import unquote_plus, urlsplit, urlunsplit
+from urllib.parse import quote, unquote_plus, urlsplit, urlunsplit
 
-#: Query parameters whose values are credentials (lowercase).
+#: Query parameters whose values are credentials (lowercase, without ``-`` and ``_``).
 SECRET_PARAMS = frozenset({
-    "x-amz-signature", "x-amz-credential", "x-amz-security-token",  # S3 SigV4 presigned
-    "x-goog-signature", "x-goog-credential",  # GCS V4 signed
+    "xamzsignature", "xamzcredential", "xamzsecuritytoken",  # S3 SigV4 presigned
+    "xgoogsignature", "xgoogcredential",  # GCS V4 signed
     "sig", "skoid", "sktid",  # Azure SAS: signature, user-delegation object / tenant ids
     "signature", "awsaccesskeyid", "googleaccessid",  # S3 / GCS V2 signed, CloudFront
-    "key", "apikey", "api_key", "auth", "session", "pwd", "passwd",
+    "key", "apikey", "xapikey", "auth", "session", "sessionid", "pwd", "passwd", "jwt",
 })
-#: Any parameter whose name contains one of these is a credential too.
-_SECRET_PART = re.compile(r"token|secret|passw|signature|credential|access[_-]?key|authoriz",
-                          re.I)
+#: Any parameter whose name (without ``-`` and ``_``) contains one of these is one too.
+_SECRET_PART = re.compile(r"token|secret|passw|signature|credential|accesskey|authoriz|apikey|"
+                          r"privatekey|bearer|jwt", re.I)
 #: Parameters that make a URL a signed one: its key drops every signing parameter.
 _SIGNATURES = frozenset({"x-amz-signature", "x-goog-signature", "sig", "signature"})
 #: The other parameters of the signing protocols (S3, GCS, Azure SAS, CloudFront).
@@ -50,7 +50,7 @@ MASK = "***"
 
 def is_secret_param(name: str) -> bool:
     """Whether a query parameter (as written, maybe percent-encoded) carries a credential."""
-    name = unquote_plus(name).strip().lower()
+    name = re.sub(r"[-_.\s]", "", unquote_plus(name).lower())
     return name in SECRET_PARAMS or _SECRET_PART.search(name) is not None
 
 
@@ -65,15 +65,33 @@ def _pairs(query: str) -> list[tuple[str, str]]:
 
 
 def _mask_query(query: str) -> str:
-    return "&".join(f"{name}={MASK}" if is_secret_param(name) else seg
+    return "&".join(f"{name}={MASK}" if is_secret_param(name) else _nested_clean(seg)
                     for name, seg in _pairs(query))
 
 
 def _key_query(query: str) -> str:
     pairs = _pairs(query)
     signed = any(unquote_plus(name).strip().lower() in _SIGNATURES for name, _ in pairs)
-    return "&".join(seg for name, seg in pairs
+    return "&".join(_nested_clean(seg) for name, seg in pairs
                     if not is_secret_param(name) and not (signed and _is_signing_param(name)))
+
+
+def _nested_clean(segment: str) -> str:
+    """A ``name=value`` segment whose value is a URL with userinfo loses the userinfo."""
+    name, eq, value = segment.partition("=")
+    plain = unquote_plus(value)
+    if "://" not in plain or "@" not in plain:
+        return segment
+    cleaned = _URL_IN_TEXT.sub(lambda m: _without_userinfo(m.group(0)), plain)
+    if cleaned == plain:
+        return segment
+    return f"{name}{eq}{quote(cleaned, safe=':/?=&%')}"
+
+
+def _without_userinfo(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    authority, slash, tail = rest.partition("/")
+    return f"{scheme}{sep}{authority.rpartition('@')[2]}{slash}{tail}"
 
 
 def _split(url: str):

@@ -256,3 +256,20 @@ def test_an_index_written_before_keys_were_secret_free_is_rewritten(origin, isol
     for kind, ident in planted(origin.url).items():  # still answered, under the new keys
         hit = run_cli("resolve", ident, "--json", check=True)
         assert json.loads(hit.stdout)["cached"] is True, kind
+
+
+def test_secrets_under_other_names_and_inside_nested_urls(origin, isolated_env):
+    """``api-key``, ``x-api-key``, ``jwt`` and a URL with userinfo inside a parameter value."""
+    origin.add("other.bin", data(3000))
+    hidden = ("NestedPw5521", "ApiKey8812", "XApiKey1177", "JwtSecret4490")
+    url = (f"{origin.url}/f/other.bin?src=http://bob:{hidden[0]}@x.example/f"
+           f"&api-key={hidden[1]}&x-api-key={hidden[2]}&jwt={hidden[3]}&id=7")
+    outputs = [run_cli("resolve", url, *args, check=True) for args in ((), ("--json", "-v"))]
+    outputs.append(run_cli("cache", "ls", "--json", check=True))
+    text = "".join(p.stdout + p.stderr for p in outputs)
+    assert "id=7" in text  # an ordinary parameter stays
+    cache = isolated_env / "cache"
+    leaks = [s for s in hidden if s in text] + [
+        f"{p.name}: {s}" for p in cache.rglob("*") if p.is_file()
+        for s in hidden if s.encode() in p.read_bytes()]
+    assert leaks == []

@@ -77,6 +77,9 @@ def test_cold_resolve_checks_md5_and_records_sha256(resolver, synapse):
                      ("GET", f"/s3/{synapse.handle_of(sid).id}/weights.bin")]
     again = resolve(fresh(resolver), f"synapse:{sid}", f"sha256:{sha}")
     assert again.cached and again.verified and again.path == got.path
+    for path in resolver.cache.root.rglob("*"):  # synapseclient's own folder is private too
+        if path.is_dir():
+            assert path.stat().st_mode & 0o777 == 0o700, path
 
 
 def test_md5_advertised_by_synapse_is_checked(resolver, synapse, settings):

@@ -244,6 +244,8 @@ class SynapseClient:
                 SynapseNoCredentialsError,
             )
 
+            # synapseclient makes this folder world-readable; make it private first
+            os.makedirs(self.conf.cache_root, mode=0o700, exist_ok=True)
             syn = _client_class()(
                 repoEndpoint=self.conf.repo, authEndpoint=self.conf.auth,
                 fileHandleEndpoint=self.conf.file, skip_checks=True, silent=True,
