@@ -1,13 +1,41 @@
-"""Typed errors. Every error says what went wrong and what to do next.
+"""Typed errors: every class hostkit raises, and the registry that rebuilds them.
 
 Each class carries a stable ``kind`` (used in ``--json`` output, daemon responses
-and metrics) and an ``exit_code`` for the CLI. Messages never contain
-credentials: build them from :func:`hostkit.redact.redact_url`.
+and metrics), an ``exit_code`` for the CLI and the ``http_status`` the daemon
+answers with. Where a standard-library exception fits, it is a base too, so
+``except FileNotFoundError`` catches :class:`NotFound` and :class:`OfflineMiss`
+and ``except ValueError`` catches :class:`UsageError`.
+
+:func:`register` adds a class to the registry of kinds (the daemon client
+rebuilds the error a daemon answered with through :func:`error_class`); every
+class here is registered, and a plugin registers its own the same way.
+Messages never contain credentials: build them from the parsed identifier's
+``display`` (:mod:`hostkit.identifiers`).
 """
 
 from __future__ import annotations
 
+from typing import TypeVar
 
+_E = TypeVar("_E", bound=type["HostkitError"])
+_KINDS: dict[str, type[HostkitError]] = {}
+
+
+def register(cls: _E) -> _E:
+    """Class decorator: make ``cls.kind`` rebuild as ``cls`` (see :func:`error_class`)."""
+    known = _KINDS.get(cls.kind)
+    if known is not None and known is not cls:
+        raise ValueError(f"error kind {cls.kind!r} is taken by {known.__qualname__}")
+    _KINDS[cls.kind] = cls
+    return cls
+
+
+def error_class(kind: str) -> type[HostkitError]:
+    """The class registered for ``kind``; :class:`HostkitError` for a kind nobody knows."""
+    return _KINDS.get(kind, HostkitError)
+
+
+@register
 class HostkitError(Exception):
     """Base class: a user-facing failure with a hint on how to fix it."""
 
@@ -31,7 +59,8 @@ class HostkitError(Exception):
                 "identifier": self.identifier}
 
 
-class UsageError(HostkitError):
+@register
+class UsageError(HostkitError, ValueError):
     """The caller asked for something malformed (bad identifier, bad hash syntax)."""
 
     kind = "usage"
@@ -39,25 +68,29 @@ class UsageError(HostkitError):
     http_status = 400
 
 
+@register
 class UnknownScheme(UsageError):
     """No installed backend accepts this identifier."""
 
     kind = "unknown_scheme"
 
 
+@register
 class BadHash(UsageError):
     """A hash string that is not ``alg:hex`` or bare sha256/sha1 hex."""
 
     kind = "bad_hash"
 
 
+@register
 class HashRequired(UsageError):
     """Strict mode is on and no expected hash was given."""
 
     kind = "hash_required"
 
 
-class HashMismatch(HostkitError):
+@register
+class HashMismatch(HostkitError, ValueError):
     """The downloaded bytes do not match the expected digest. Nothing was cached."""
 
     kind = "hash_mismatch"
@@ -78,6 +111,7 @@ class HashMismatch(HostkitError):
         return {**super().to_dict(), "expected": self.expected, "found": self.found}
 
 
+@register
 class BackendError(HostkitError):
     """A failure talking to a storage backend."""
 
@@ -86,27 +120,31 @@ class BackendError(HostkitError):
     http_status = 502
 
 
-class NotFound(BackendError):
+@register
+class NotFound(BackendError, FileNotFoundError):
     """The object does not exist (404, no such key/bucket/entity)."""
 
     kind = "not_found"
     http_status = 404
 
 
-class CredentialsNeeded(BackendError):
+@register
+class CredentialsNeeded(BackendError, PermissionError):
     """The backend needs credentials and none were found."""
 
     kind = "credentials_needed"
     http_status = 401
 
 
-class CredentialsRefused(BackendError):
+@register
+class CredentialsRefused(BackendError, PermissionError):
     """Credentials were sent and refused (401/403)."""
 
     kind = "credentials_refused"
     http_status = 403
 
 
+@register
 class NotAFile(BackendError):
     """The identifier names a folder, project or listing rather than one file."""
 
@@ -114,6 +152,7 @@ class NotAFile(BackendError):
     http_status = 422
 
 
+@register
 class NotPermanent(BackendError):
     """The reference can change under the same name (a branch, not a commit)."""
 
@@ -121,6 +160,7 @@ class NotPermanent(BackendError):
     http_status = 422
 
 
+@register
 class NotDirectLink(BackendError):
     """The server answered with a web page (share link, login page), not the file."""
 
@@ -128,7 +168,8 @@ class NotDirectLink(BackendError):
     http_status = 422
 
 
-class TransientError(BackendError):
+@register
+class TransientError(BackendError, ConnectionError):
     """A failure worth retrying: connection reset, timeout, 5xx, 429, truncated body.
 
     ``retry_after`` (seconds) is honoured when the server said so.
@@ -142,32 +183,37 @@ class TransientError(BackendError):
         self.retry_after = retry_after
 
 
+@register
 class Unreachable(TransientError):
     """The endpoint could not be reached at all (DNS, refused, timeout)."""
 
     kind = "unreachable"
 
 
+@register
 class TruncatedBody(TransientError):
     """The body ended before the announced length."""
 
     kind = "truncated"
 
 
-class Stalled(TransientError):
+@register
+class Stalled(TransientError, TimeoutError):
     """The transfer went on below the minimum rate for a whole read timeout."""
 
     kind = "stalled"
 
 
-class DeadlineExceeded(BackendError):
+@register
+class DeadlineExceeded(BackendError, TimeoutError):
     """The resolve took longer than its total deadline; what was downloaded is kept."""
 
     kind = "deadline"
     http_status = 504
 
 
-class OfflineMiss(HostkitError):
+@register
+class OfflineMiss(HostkitError, FileNotFoundError):
     """Offline mode is on and the identifier is not in the cache."""
 
     kind = "offline"
@@ -175,7 +221,8 @@ class OfflineMiss(HostkitError):
     http_status = 404
 
 
-class CacheError(HostkitError):
+@register
+class CacheError(HostkitError, OSError):
     """The local cache cannot store or find something (full disk, missing entry)."""
 
     kind = "cache"
@@ -183,8 +230,40 @@ class CacheError(HostkitError):
     http_status = 507
 
 
+@register
 class PluginError(HostkitError):
     """A plugin failed to load or broke its contract."""
 
     kind = "plugin"
     exit_code = 7
+
+
+@register
+class MissingExtra(UsageError):
+    """The backend's client library is not installed (``pip install 'hostkit[EXTRA]'``)."""
+
+    kind = "missing_extra"
+
+
+@register
+class AlreadyExists(UsageError):
+    """An upload would replace a different object; pass --overwrite to allow it."""
+
+    kind = "exists"
+    http_status = 409
+
+
+@register
+class SourceChanged(HostkitError):
+    """The local file changed (size or bytes) while it was being uploaded."""
+
+    kind = "source_changed"
+    exit_code = 2
+    http_status = 409
+
+
+@register
+class BucketNotFound(NotFound):
+    """The bucket (container) itself does not exist, not just the key."""
+
+    kind = "bucket_not_found"

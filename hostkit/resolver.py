@@ -21,6 +21,7 @@ import contextlib
 import logging
 import random
 import time
+import weakref
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -65,6 +66,10 @@ class Resolver:
         self._plugins = plugins
         self.context = Context(self.settings)
         self._inflight: dict[str, asyncio.Task] = {}
+        #: The expected hash each running download was started with (a joiner with
+        #: another hash is not failed by that download's mismatch).
+        self._started_with: weakref.WeakKeyDictionary[asyncio.Task, Digest | None] = \
+            weakref.WeakKeyDictionary()
         #: Counters for status and metrics.
         self.stats = {"hits": 0, "misses": 0, "bytes_from_origin": 0, "downloads": 0}
 
@@ -79,7 +84,7 @@ class Resolver:
 
     def in_flight(self) -> list[str]:
         """Cache keys being downloaded right now."""
-        return list(self._inflight)
+        return [flight.rsplit(" ", 1)[0] for flight in self._inflight]
 
     def downloads(self) -> list[asyncio.Task]:
         """The tasks of the downloads running now, one per cache key (for a graceful shutdown).
@@ -108,7 +113,7 @@ class Resolver:
         """
         deadline = self.settings.deadline or None
         try:
-            async with asyncio.timeout(deadline):
+            async with asyncio.timeout(deadline) as limit:
                 while True:
                     resolved = await self._resolve_once(
                         identifier, expected, offline=offline, require_hash=require_hash,
@@ -122,6 +127,8 @@ class Resolver:
                         return resolved
                     await asyncio.to_thread(self.cache.quarantine, resolved.sha256, problem)
         except TimeoutError:
+            if not limit.expired():
+                raise  # a Stalled (also a TimeoutError) from inside: not our deadline
             raise _deadline_error(parse_identifier(identifier).display, deadline) from None
 
     async def _resolve_once(self, identifier: str, expected: str | None, *,
@@ -148,20 +155,21 @@ class Resolver:
                               hint="resolve it once while online, or unset HOSTKIT_OFFLINE",
                               identifier=remote.display)
         while True:
-            task = self._inflight.get(remote.cache_key)
+            flight = _flight_key(remote)
+            task = self._inflight.get(flight)
             joined = task is not None
             if task is None:
                 task = asyncio.ensure_future(self._download(remote, digest, progress, looked))
-                task.expected = digest  # type: ignore[attr-defined]
-                self._inflight[remote.cache_key] = task
-                task.add_done_callback(lambda t, key=remote.cache_key: self._forget(key, t))
+                self._inflight[flight] = task
+                self._started_with[task] = digest
+                task.add_done_callback(lambda t, key=flight: self._forget(key, t))
             else:
                 log.debug("joining the download already running for %s", remote.display)
             try:
                 # shield: one caller giving up must not cancel the download others wait for
                 resolved = replace(await asyncio.shield(task))
             except HashMismatch:
-                if joined and task.expected != digest:  # type: ignore[attr-defined]
+                if joined and self._started_with.get(task) != digest:
                     continue  # the other caller's hash was wrong, not ours: fetch for us
                 raise
             break
@@ -268,7 +276,7 @@ class Resolver:
         deadline = self.settings.deadline or None
         try:
             # the download task has its own deadline: nobody may have to wait for it
-            async with asyncio.timeout(deadline):
+            async with asyncio.timeout(deadline) as limit:
                 while True:
                     try:
                         lock.acquire(timeout=0)
@@ -289,6 +297,8 @@ class Resolver:
                 finally:
                     lock.release()
         except TimeoutError:
+            if not limit.expired():
+                raise  # a Stalled (also a TimeoutError) from inside: not our deadline
             raise _deadline_error(remote.display, deadline) from None
 
     def _answer_limit(self) -> float:
@@ -366,6 +376,7 @@ class Resolver:
                         await part.restart()
                     if body.offset == 0:
                         part.record(validator=info.validator, total=info.size,
+                                    anonymous=remote.anonymous,
                                     identifier=remote.display, digests=info.digests)
                     progress.start(remote.display, info.size, part.size)
                     await self._receive(remote, body, part, progress)
@@ -402,6 +413,8 @@ class Resolver:
             async with asyncio.timeout(limit) as guard:
                 yield guard
         except TimeoutError:
+            if not guard.expired():
+                raise
             raise Stalled(f"{remote.display}: the server did not answer within {limit:g} s",
                           hint="the server is slow or stuck; a rerun resumes. Raise "
                                "HOSTKIT_READ_TIMEOUT for a very slow server",
@@ -429,6 +442,8 @@ class Resolver:
                         got = 0
                         watch.reschedule(loop.time() + window)
         except TimeoutError:
+            if not watch.expired():
+                raise
             raise Stalled(
                 f"{remote.display}: the transfer stalled ({got} bytes in the last "
                 f"{window:g} s, below {self.settings.min_rate} bytes/s)",
@@ -447,7 +462,8 @@ class Resolver:
         entry = self.cache.put_entry(remote.cache_key, remote.display, blob,
                                      validator=meta.get("validator"),
                                      immutable=bool(meta.get("immutable")) or remote.immutable,
-                                     verified=digest is not None, anonymous=remote.anonymous)
+                                     verified=digest is not None,
+                                     anonymous=bool(meta.get("anonymous")) and remote.anonymous)
         return Resolved(blob.path, blob.sha256, blob.size, False, entry.identifier,
                         digest is not None, blob.digests)
 
@@ -477,7 +493,8 @@ class Resolver:
             entry = self.cache.put_entry(remote.cache_key, remote.display, blob,
                                          validator=info.validator, immutable=immutable,
                                          verified=digest is not None,
-                                         anonymous=remote.anonymous)
+                                         anonymous=remote.anonymous and part.meta.get(
+                                             "anonymous", True) is not False)
         except HostkitError:
             part.discard()  # the blob stays indexed (prune can evict it); no stale sidecar
             raise
@@ -499,6 +516,12 @@ def _deadline_error(display: str, deadline: float) -> DeadlineExceeded:
         f"{display}: not resolved within the {deadline:g} s deadline",
         hint="run again: the bytes downloaded so far are kept and resumed; or raise "
              "HOSTKIT_DEADLINE (0: no limit)", identifier=display)
+
+
+def _flight_key(remote: Remote) -> str:
+    """Downloads are shared per cache key, but never between anonymous and credentialed
+    requests: each must get what its own credentials (or none) give."""
+    return f"{remote.cache_key} {'anonymous' if remote.anonymous else 'credentialed'}"
 
 
 def _algs(digest: Digest | None, info: RemoteInfo) -> list[str]:

@@ -217,10 +217,15 @@ class PartialDownload:
         self._written = self._flushed = self.size
 
     def record(self, *, validator: str | None, total: int | None, identifier: str,
-               digests: dict[str, str] | None = None) -> None:
-        """Write the sidecar that lets a later process resume this partial."""
+               digests: dict[str, str] | None = None, anonymous: bool = False) -> None:
+        """Write the sidecar that lets a later process resume this partial.
+
+        ``anonymous`` says the bytes came with no credential: a later anonymous
+        request may adopt them as anonymous only if they did.
+        """
         self.meta = {"key": self.key, "validator": validator, "size": total,
-                     "identifier": identifier, "digests": digests or {}}
+                     "identifier": identifier, "digests": digests or {},
+                     "anonymous": anonymous}
         with contextlib.suppress(OSError):
             _write_sidecar(self.path.with_suffix(".json"), self.meta)
 

@@ -73,7 +73,7 @@ def test_multipart_upload_resolve_and_overwrite_rules(s3env, tmp_path, monkeypat
     # identical bytes again: recognised by the sha256 tag written after the multipart upload
     assert not upload(src, dest).created
     # different bytes: refused without --overwrite, then a new version with it
-    from hostkit_backends.objectstore import AlreadyExists
+    from hostkit.errors import AlreadyExists
 
     with pytest.raises(AlreadyExists, match="--overwrite"):
         upload(other, dest)
@@ -469,7 +469,7 @@ def test_gcs_mutable_object_changed(gcsenv, tmp_path):
     assert resolve("gs://gbucket/mutable.bin")[0].sha256 == sha(b"gcs one")
     assert resolve("gs://gbucket/mutable.bin")[0].cached
     src.write_bytes(b"gcs two, longer")
-    from hostkit_backends.objectstore import AlreadyExists
+    from hostkit.errors import AlreadyExists
 
     with pytest.raises(AlreadyExists):
         upload(src, "gs://gbucket/mutable.bin")
@@ -514,7 +514,7 @@ def test_azure_round_trip_blocks_and_overwrite_rules(azenv, tmp_path, monkeypatc
         resolved, _ = resolve(result.identifier, digest)
         assert resolved.sha256 == digest and resolved.verified
         assert not upload(src, "az://cont/models/").created
-    from hostkit_backends.objectstore import AlreadyExists
+    from hostkit.errors import AlreadyExists
 
     with pytest.raises(AlreadyExists):
         upload(small, "az://cont/models/big.bin")

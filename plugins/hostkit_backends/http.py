@@ -15,6 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 from hostkit.errors import (
     BackendError,
     CredentialsNeeded,
+    HostkitError,
     NotDirectLink,
     NotFound,
     TransientError,
@@ -94,6 +95,8 @@ class HttpRemote(Remote):
                                     **self.context.proxy_for(self.url)) as resp:
                 self._check_status(resp)
                 return _info(resp)
+        except HostkitError:
+            raise  # ours (NotFound is an OSError too): not a network failure
         except (TimeoutError, OSError, _client_errors()) as exc:
             raise self._network_error(exc) from None
 
@@ -126,6 +129,8 @@ class HttpRemote(Remote):
                 yield Body(info, start, self._chunks(resp, info))
             finally:
                 resp.release()
+        except HostkitError:
+            raise  # ours (NotFound is an OSError too): not a network failure
         except (TimeoutError, OSError, _client_errors()) as exc:
             raise self._network_error(exc) from None
 

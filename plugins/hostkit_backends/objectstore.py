@@ -35,7 +35,17 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from hostkit.errors import HostkitError, NotFound, TransientError, TruncatedBody, UsageError
+from hostkit.errors import (
+    AlreadyExists,
+    BucketNotFound,
+    HostkitError,
+    MissingExtra,
+    NotFound,
+    SourceChanged,
+    TransientError,
+    TruncatedBody,
+    UsageError,
+)
 from hostkit.headers import content_range
 from hostkit.remote import Body, Remote, RemoteInfo, Uploader, UploadResult, upload_source_size
 
@@ -50,19 +60,6 @@ READ_AHEAD = 56 << 20
 MIN_UPLOAD_PART = 5 << 20
 #: GCS resumable uploads want parts in multiples of 256 KiB.
 PART_ALIGN = 256 << 10
-
-
-class MissingExtra(UsageError):
-    """The backend's client library is not installed."""
-
-    kind = "missing_extra"
-
-
-class AlreadyExists(UsageError):
-    """An upload would replace a different object; pass --overwrite to allow it."""
-
-    kind = "exists"
-    http_status = 409
 
 
 def require(module: str, extra: str, scheme: str):
@@ -191,9 +188,9 @@ class Store:
         """Metadata of ``loc``, or None when there is no such object (the bucket must exist)."""
         try:
             return await self.head(loc)
-        except NotFound as exc:
-            if getattr(exc, "bucket_missing", False):
-                raise
+        except BucketNotFound:
+            raise
+        except NotFound:  # no such key
             return None
 
     async def recorded_sha256(self, loc: Location, meta: ObjectMeta) -> str | None:
@@ -496,7 +493,7 @@ class ObjectUploader(Uploader):
             if progress is not None:
                 progress.close()
         if known.get("sha256") and known["sha256"] != sha256:
-            raise HostkitError(f"{source} changed while it was being uploaded",
+            raise SourceChanged(f"{source} changed while it was being uploaded",
                                hint="upload it again once nothing writes to it")
         return UploadResult(loc.identifier(version=version), sha256, size, created=True)
 
@@ -520,7 +517,7 @@ class ObjectUploader(Uploader):
             if size <= self.part_size:
                 data = await asyncio.to_thread(_read_hashed, f, size + 1, hasher)
                 if len(data) != size:
-                    raise HostkitError(f"{source} changed size while it was being uploaded",
+                    raise SourceChanged(f"{source} changed size while it was being uploaded",
                                        hint="upload it again once nothing writes to it")
                 version = await store.put(loc, data, sha256=hasher.hexdigest(),
                                           if_absent=if_absent)
@@ -560,7 +557,7 @@ class ObjectUploader(Uploader):
                 data = await asyncio.to_thread(_read_hashed, f, min(part_size, size - offset),
                                                hasher)
                 if not data:
-                    raise HostkitError("the file got shorter while it was being uploaded",
+                    raise SourceChanged("the file got shorter while it was being uploaded",
                                        hint="upload it again once nothing writes to it")
                 number += 1
                 task = asyncio.ensure_future(send(number, offset, data))
@@ -574,7 +571,7 @@ class ObjectUploader(Uploader):
                         if t.done() and t.exception() is not None:
                             raise t.exception()
             if f.read(1):
-                raise HostkitError("the file grew while it was being uploaded",
+                raise SourceChanged("the file grew while it was being uploaded",
                                    hint="upload it again once nothing writes to it")
             return list(await asyncio.gather(*tasks))
         except BaseException:
@@ -682,12 +679,11 @@ async def ranged_get(context, url: str, start: int, end: int, *, headers=None,
             yield chunk
 
 
-def no_bucket(loc: Location, where: str, hint: str, *, container: str = "bucket") -> NotFound:
-    """NotFound for a missing bucket (container), marked: ``exists`` must not take it for a key."""
-    error = NotFound(f"{loc.identifier()}: there is no {container} {loc.bucket!r} at {where}",
-                     hint=hint, identifier=loc.identifier())
-    error.bucket_missing = True
-    return error
+def no_bucket(loc: Location, where: str, hint: str, *, container: str = "bucket"
+              ) -> BucketNotFound:
+    """BucketNotFound for a missing bucket (container): ``exists`` must not take it for a key."""
+    return BucketNotFound(f"{loc.identifier()}: there is no {container} {loc.bucket!r} at "
+                          f"{where}", hint=hint, identifier=loc.identifier())
 
 
 def created_meanwhile(loc: Location) -> AlreadyExists:

@@ -36,6 +36,7 @@ from urllib.parse import quote, urlsplit
 
 from hostkit.errors import (
     BackendError,
+    BucketNotFound,
     CredentialsNeeded,
     CredentialsRefused,
     HostkitError,
@@ -377,7 +378,7 @@ class S3Store(Store):
         status, headers = await self._head(loc, version=loc.version)
         if status != 200:
             error = self._status_error(str(status), status, loc)
-            if isinstance(error, NotFound) and not getattr(error, "bucket_missing", False):
+            if isinstance(error, NotFound) and not isinstance(error, BucketNotFound):
                 bucket_status, _ = await self._head(loc, bucket_only=True)
                 if bucket_status == 404:
                     raise self._bucket_missing(loc)

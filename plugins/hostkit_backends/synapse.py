@@ -44,12 +44,14 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from hostkit.errors import (
+    AlreadyExists,
     BackendError,
     CredentialsNeeded,
     CredentialsRefused,
     HostkitError,
     NotAFile,
     NotFound,
+    SourceChanged,
     TransientError,
     TruncatedBody,
     Unreachable,
@@ -710,8 +712,6 @@ class SynapseUploader(Uploader):
                 log.info("synapse:%s already holds these bytes; nothing uploaded", entity["id"])
                 return entity["id"], int(entity["versionNumber"]), False
             if not overwrite:
-                from .objectstore import AlreadyExists
-
                 raise AlreadyExists(
                     f"{self.display} already has a file named {name!r} (synapse:"
                     f"{entity['id']}) holding different bytes",
@@ -722,7 +722,7 @@ class SynapseUploader(Uploader):
         # the md5 hashed in the same pass as the sha256 must be the md5 of what Synapse holds
         stored_md5 = getattr(stored.file_handle, "content_md5", None)
         if str(stored_md5 or "").lower() != digests["md5"]:
-            raise HostkitError(f"{source} changed while it was being uploaded (Synapse holds "
+            raise SourceChanged(f"{source} changed while it was being uploaded (Synapse holds "
                                f"md5:{stored_md5}, hashed md5:{digests['md5']})",
                                hint="upload it again once nothing writes to it")
         return stored.id, int(stored.version_number), True
