@@ -97,7 +97,7 @@ def _ignoring_sigint():
 
 def get_resolver(settings=None) -> Resolver:
     """The shared resolver for ``settings`` (by cache dir), created on first use."""
-    from .config import load_settings
+    from .settings import load_settings
 
     settings = settings or load_settings()
     with _lock:
@@ -124,7 +124,7 @@ def resolve_info(identifier: str, expected: str | None = None, *, offline: bool 
                  require_hash: bool | None = None, cache_dir: str | Path | None = None,
                  progress: Progress | None = None, settings=None) -> Resolved:
     """Like :func:`resolve`, but return the full :class:`~hostkit.resolver.Resolved` record."""
-    from .config import load_settings
+    from .settings import load_settings
 
     settings = settings or load_settings()
     if cache_dir is not None:

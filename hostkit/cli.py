@@ -136,8 +136,8 @@ def _refuse_undecodable(args) -> None:
 
 
 def _dispatch(args) -> int:
-    from .config import load_settings
     from .errors import UsageError
+    from .settings import load_settings
 
     settings = load_settings().with_overrides(
         cache_dir=_path(args.cache_dir), quiet=args.quiet or None)

@@ -1,55 +1,110 @@
-"""The hooks a hostkit backend implements. Each docstring is the contract.
+"""The hooks a hostkit plugin implements. Each docstring is the contract.
 
-A backend is a module (or object) with functions marked ``@hookimpl``,
+A plugin is a module (or object) with functions marked ``@hookimpl``,
 registered through the ``hostkit`` entry-point group::
 
     [project.entry-points.hostkit]
     mystore = "my_package.mystore"
 
-Built-in backends register exactly the same way.
+Built-in backends and the daemon register exactly the same way; the core
+never imports them. A plugin implements only the hooks it needs.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import pluggy
 
+if TYPE_CHECKING:
+    from .identifiers import Ref
+    from .remote import BackendInfo, Context, Remote, Uploader
+    from .settings import Option
+
 hookspec = pluggy.HookspecMarker("hostkit")
-#: Decorate backend functions with this.
+#: Decorate plugin functions with this.
 hookimpl = pluggy.HookimplMarker("hostkit")
 
 
 @hookspec
-def hostkit_backends():
+def hostkit_backends() -> list[BackendInfo]:
     """Describe the backends this plugin provides.
 
-    Return a list of :class:`hostkit.remote.BackendInfo` (name, schemes,
-    summary, example identifiers, the pip extra it needs). Called for
-    ``hostkit plugins`` and to list accepted forms in an unknown-scheme error.
-    Must not import heavy client libraries.
+    Called for ``hostkit plugins`` and to list accepted forms in an
+    unknown-scheme error. Must not import heavy client libraries.
+
+    :returns: :class:`hostkit.remote.BackendInfo` records (name, schemes,
+        summary, example identifiers, the pip extra it needs).
     """
+    raise NotImplementedError
 
 
 @hookspec(firstresult=True)
-def hostkit_resolve(ref, context):
-    """Return a :class:`hostkit.remote.Remote` for ``ref``, or None if not yours.
+def hostkit_resolve(ref: Ref, context: Context) -> Remote | None:
+    """Return a :class:`hostkit.remote.Remote` for ``ref``, or None if it is not yours.
 
-    ``ref`` is a :class:`hostkit.identifiers.Ref`; decide by ``ref.scheme``
-    (and ``ref.rest`` when two backends share a scheme: the github-pinned
-    backend claims ``https://raw.githubusercontent.com/...`` before http does).
-    ``context`` is a :class:`hostkit.remote.Context` (settings, HTTP session).
+    Stops at the first non-None result. Decide by ``ref.scheme`` (and
+    ``ref.rest`` when two backends share a scheme: the github backend claims
+    ``https://raw.githubusercontent.com/...`` before http does). Do no I/O:
+    the resolver calls this before any cached answer, offline too, so that
+    every identifier is checked by its backend's rules.
 
-    Do no I/O here: the resolver may answer from the cache, or be offline.
-    Raise :class:`hostkit.errors.UsageError` for a malformed identifier of
-    your scheme and :class:`hostkit.errors.NotPermanent` /
-    :class:`hostkit.errors.NotDirectLink` for forms you know are unsafe.
+    :param ref: the parsed identifier; ``ref.identifier`` may hold credentials
+        (use it only for the request), ``ref.display`` and ``ref.key`` do not.
+    :param context: settings (``context.option(backend, key)`` for this
+        plugin's own), the pooled HTTP session, long-lived clients.
+    :returns: the Remote, or None to let another backend answer.
+    :raises hostkit.errors.UsageError: a malformed identifier of your scheme.
+    :raises hostkit.errors.NotPermanent: a form that can change (a branch).
+    :raises hostkit.errors.NotDirectLink: a share link that serves a page.
     """
+    raise NotImplementedError
 
 
 @hookspec(firstresult=True)
-def hostkit_upload(destination, context):
+def hostkit_upload(destination: Ref, context: Context) -> Uploader | None:
     """Return a :class:`hostkit.remote.Uploader` for ``destination``, or None if not yours.
 
-    ``destination`` is a :class:`hostkit.identifiers.Ref` naming where to
-    put a file (a key, or a prefix ending in ``/``). No I/O here; the
-    uploader does the work when awaited.
+    Stops at the first non-None result. No I/O here: the uploader does the
+    work when awaited.
+
+    :param destination: where to put a file (a key, or a prefix ending in ``/``).
+    :param context: as for :func:`hostkit_resolve`.
+    :returns: the Uploader, or None.
     """
+    raise NotImplementedError
+
+
+@hookspec
+def hostkit_settings() -> list[Option]:
+    """Declare the settings this plugin reads.
+
+    Each :class:`hostkit.settings.Option` names a backend and a key; its value
+    comes from ``[backends.<backend>]`` in ``config.toml``, then from
+    ``HOSTKIT_<BACKEND>_<KEY>`` in the environment, and is checked against
+    the option's type (a value that does not parse is an error naming the
+    variable or key). ``hostkit config`` lists them with their sources.
+    Standard credential chains (``AWS_*``, ``GOOGLE_*``, ...) stay with their
+    libraries and are not declared here.
+
+    :returns: the options, read back with ``context.option(backend, key)``.
+    """
+    raise NotImplementedError
+
+
+@hookspec
+def hostkit_register_commands(subparsers: Any, common: Any) -> None:
+    """Add subcommands to the ``hostkit`` command line.
+
+    Called once while the CLI builds its parser, after the core commands.
+    Add parsers with ``subparsers.add_parser(NAME, parents=[common], ...)``
+    (``common`` carries ``--json``, ``--cache-dir``, ``-q``, ``-v``) and set
+    the function that runs the command with ``set_defaults(handler=FN)``;
+    ``FN(args, settings)`` returns the exit code and raises
+    :class:`hostkit.errors.HostkitError` for failures (printed, and mapped
+    to its exit code, by the CLI).
+
+    :param subparsers: the ``argparse`` subparsers action of ``hostkit``.
+    :param common: the parent parser of the common options.
+    """
+    raise NotImplementedError

@@ -10,6 +10,7 @@ import pluggy
 
 from . import hookspecs
 from .remote import BackendInfo
+from .settings import Option
 
 ENTRY_POINT_GROUP = "hostkit"
 log = logging.getLogger("hostkit.plugins")
@@ -43,6 +44,32 @@ class LoadedPlugins:
         uploaders = {impl.plugin_name for impl in self.manager.hook.hostkit_upload.get_hookimpls()}
         return [f"{scheme}:" for name, info in self.backends() if name in uploaders
                 for scheme in info.schemes]
+
+    def options(self) -> dict[tuple[str, str], Option]:
+        """Every option plugins declare (``hostkit_settings``), by ``(backend, key)``."""
+        found: dict[tuple[str, str], Option] = {}
+        for name, plugin in self.manager.list_name_plugin():
+            impl = getattr(plugin, "hostkit_settings", None)
+            if impl is None:
+                continue
+            try:
+                declared = impl() or []
+            except Exception as exc:  # a broken plugin must not hide the others
+                self.failures[name] = f"hostkit_settings() raised {exc!r}"
+                continue
+            for option in declared:
+                found[(option.backend, option.key)] = option
+        return found
+
+    def register_commands(self, subparsers, common) -> None:
+        """Let every plugin add its subcommands (``hostkit_register_commands``)."""
+        for impl in self.manager.hook.hostkit_register_commands.get_hookimpls():
+            try:
+                impl.function(subparsers=subparsers, common=common)
+            except Exception as exc:
+                self.failures[impl.plugin_name] = f"hostkit_register_commands() raised {exc!r}"
+                log.warning("hostkit plugin %r could not add its commands: %r",
+                            impl.plugin_name, exc)
 
     def accepted_forms(self) -> str:
         """Human list of accepted identifier forms, for error messages."""

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .config import Settings
+    from .settings import Settings
 
 
 @dataclass
@@ -141,6 +141,18 @@ class Context:
     #: client per endpoint and credentials), under keys the backend chooses. Each value
     #: has an async ``aclose()``; :meth:`aclose` closes them all.
     clients: dict[str, Any] = field(default_factory=dict)
+    #: The options plugins declared (``hostkit_settings``), by ``(backend, key)``; filled
+    #: by the resolver when it loads the plugins.
+    declared: dict[tuple[str, str], Any] = field(default_factory=dict)
+
+    def option(self, backend: str, key: str) -> Any:
+        """The value of a plugin's declared option (environment, config file or default).
+
+        :raises KeyError: no plugin declared ``(backend, key)``: declare it in
+            ``hostkit_settings`` first.
+        :raises hostkit.errors.UsageError: the value set does not parse.
+        """
+        return self.settings.option(self.declared[(backend, key)])
 
     async def http_session(self):
         """The shared :class:`aiohttp.ClientSession` (created on first use)."""

@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .cache import Blob, Cache, Entry, key_hash
-from .config import Settings, load_settings
 from .errors import (
     CacheError,
     DeadlineExceeded,
@@ -44,11 +43,22 @@ from .errors import (
     UnknownScheme,
     Unreachable,
 )
+from .events import (
+    DownloadStarted,
+    EventBus,
+    Failed,
+    Finished,
+    Hit,
+    Progressed,
+    Retrying,
+    Waiting,
+)
 from .failpoints import failpoint
 from .hashes import Digest, hash_file, parse_hash
 from .identifiers import Ref, parse_identifier
 from .remote import Context, Remote, RemoteInfo
-from .results import Progress, Resolved
+from .results import Progress, ProgressListener, Resolved
+from .settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from .plugins import LoadedPlugins
@@ -70,7 +80,9 @@ class Resolver:
         #: another hash is not failed by that download's mismatch).
         self._started_with: weakref.WeakKeyDictionary[asyncio.Task, Digest | None] = \
             weakref.WeakKeyDictionary()
-        #: Counters for status and metrics.
+        #: What happens, for whoever listens: progress bars, the daemon, metrics.
+        self.events = EventBus()
+        #: Counters for status and metrics (the resolver's own: subscribers only read them).
         self.stats = {"hits": 0, "misses": 0, "bytes_from_origin": 0, "downloads": 0}
 
     @property
@@ -80,6 +92,8 @@ class Resolver:
             from .plugins import load_plugins
 
             self._plugins = load_plugins()
+        if not self.context.declared:
+            self.context.declared = self._plugins.options()
         return self._plugins
 
     def in_flight(self) -> list[str]:
@@ -93,6 +107,17 @@ class Resolver:
         most a resumable partial.
         """
         return [t for t in self._inflight.values() if not t.done()]
+
+    def download_for(self, key: str) -> asyncio.Task | None:
+        """The download of cache ``key`` running in this process, if any.
+
+        Cancelling it stops it (its partial is kept for a resume, its lock
+        released); do so only when nobody else waits for it.
+        """
+        for flight, task in self._inflight.items():
+            if flight.rsplit(" ", 1)[0] == key and not task.done():
+                return task
+        return None
 
     async def aclose(self) -> None:
         """Close network sessions and the index."""
@@ -144,9 +169,10 @@ class Resolver:
                                hint="pass --hash sha256:<hex>, or unset HOSTKIT_REQUIRE_HASH",
                                identifier=shown)
         looked = time.time()
-        if digest and (blob := self.cache.find_blob(digest.alg, digest.hex)):
-            return self._hit(blob, shown, verified=True)
+        # the backend sees every identifier first (its rules, no I/O), even for a cached answer
         remote = self.remote_for(ref)
+        if digest and (blob := self.cache.find_blob(digest.alg, digest.hex)):
+            return self._hit(blob, shown, verified=True, event_key=remote.cache_key)
         entry = self.cache.entry(remote.cache_key)
         if entry and (hit := await self._cached(remote, entry, digest, offline)):
             return hit
@@ -154,12 +180,29 @@ class Resolver:
             raise OfflineMiss(f"{remote.display} is not in the cache and offline mode is on",
                               hint="resolve it once while online, or unset HOSTKIT_OFFLINE",
                               identifier=remote.display)
+        unsubscribe = self.events.subscribe(ProgressListener(progress), key=remote.cache_key) \
+            if progress is not None else None
+        try:
+            resolved = await self._join_or_start(remote, digest, looked)
+        finally:
+            if unsubscribe is not None:
+                unsubscribe()
+        if digest:  # the download may have been started with another (or no) expected hash
+            found = self._digest(resolved, digest.alg)
+            if found != digest.hex:
+                raise HashMismatch(remote.display, str(digest), f"{digest.alg}:{found}")
+            resolved.verified = True
+        return resolved
+
+    async def _join_or_start(self, remote: Remote, digest: Digest | None,
+                             looked: float) -> Resolved:
+        """Wait for the download of ``remote`` running in this process, or start it."""
         while True:
             flight = _flight_key(remote)
             task = self._inflight.get(flight)
             joined = task is not None
             if task is None:
-                task = asyncio.ensure_future(self._download(remote, digest, progress, looked))
+                task = asyncio.ensure_future(self._download(remote, digest, looked))
                 self._inflight[flight] = task
                 self._started_with[task] = digest
                 task.add_done_callback(lambda t, key=flight: self._forget(key, t))
@@ -172,13 +215,7 @@ class Resolver:
                 if joined and self._started_with.get(task) != digest:
                     continue  # the other caller's hash was wrong, not ours: fetch for us
                 raise
-            break
-        if digest:  # the download may have been started with another (or no) expected hash
-            found = self._digest(resolved, digest.alg)
-            if found != digest.hex:
-                raise HashMismatch(remote.display, str(digest), f"{digest.alg}:{found}")
-            resolved.verified = True
-        return resolved
+            return resolved
 
     def _forget(self, key: str, task: asyncio.Task) -> None:
         if self._inflight.get(key) is task:
@@ -224,9 +261,11 @@ class Resolver:
     # -- cache answers --------------------------------------------------------
 
     def _hit(self, blob: Blob, identifier: str, *, verified: bool, key: str | None = None,
-             checked: bool = False) -> Resolved:
+             checked: bool = False, event_key: str | None = None) -> Resolved:
         self.cache.touch(blob.sha256, key, checked=checked)
         self.stats["hits"] += 1
+        self.events.publish(Hit(event_key or key or blob.sha256, identifier, blob.sha256,
+                                blob.size, revalidated=checked))
         return Resolved(blob.path, blob.sha256, blob.size, True, identifier, verified,
                         blob.digests)
 
@@ -265,8 +304,7 @@ class Resolver:
 
     # -- downloading ----------------------------------------------------------
 
-    async def _download(self, remote: Remote, digest: Digest | None,
-                        progress: Progress | None, looked: float) -> Resolved:
+    async def _download(self, remote: Remote, digest: Digest | None, looked: float) -> Resolved:
         """Download under the key's advisory lock, unless another process just did."""
         from filelock import FileLock, Timeout
 
@@ -277,11 +315,15 @@ class Resolver:
         try:
             # the download task has its own deadline: nobody may have to wait for it
             async with asyncio.timeout(deadline) as limit:
+                waited = 0
                 while True:
                     try:
                         lock.acquire(timeout=0)
                         break
                     except Timeout:
+                        if waited % 10 == 0:  # twice a second: how far the other process is
+                            self._publish_waiting(remote)
+                        waited += 1
                         await asyncio.sleep(0.05)
                 try:
                     # another process may have finished it while we waited for the lock
@@ -293,7 +335,7 @@ class Resolver:
                                          verified=bool(digest) or entry.verified, key=entry.key)
                     self.stats["misses"] += 1
                     self.stats["downloads"] += 1
-                    return await self._fetch(remote, digest, progress or Progress())
+                    return await self._fetch(remote, digest)
                 finally:
                     lock.release()
         except TimeoutError:
@@ -305,7 +347,13 @@ class Resolver:
         """Seconds a server may take to answer a request (its headers), however it trickles."""
         return self.settings.connect_timeout + self.settings.read_timeout
 
-    async def _fetch(self, remote: Remote, digest: Digest | None, progress: Progress) -> Resolved:
+    def _publish_waiting(self, remote: Remote) -> None:
+        from .sink import partial_progress
+
+        done, total = partial_progress(self.cache, remote.cache_key)
+        self.events.publish(Waiting(remote.cache_key, remote.display, done, total))
+
+    async def _fetch(self, remote: Remote, digest: Digest | None) -> Resolved:
         """What an earlier run left on disk first (a stored blob, a partial), then the origin."""
         from .sink import PartialDownload, claim_partial, finished_blob
 
@@ -326,8 +374,11 @@ class Resolver:
                     return self._store(remote, info, part, digests, digest)
                 part.discard()
                 part = PartialDownload(self.cache, remote.cache_key)
-            info, digests = await self._transfer(remote, digest, part, progress)
+            info, digests = await self._transfer(remote, digest, part)
         except BaseException as exc:
+            if isinstance(exc, HostkitError):
+                self.events.publish(Failed(remote.cache_key, remote.display, exc.kind,
+                                           exc.message))
             # kept for a later resume unless the failure shows the bytes are no good, or
             # they carry no validator to resume against (a cut, Ctrl-C, a deadline: kept)
             if isinstance(exc, _BYTES_NO_GOOD) or not (
@@ -338,8 +389,8 @@ class Resolver:
             raise
         return self._store(remote, info, part, digests, digest)
 
-    async def _transfer(self, remote: Remote, digest: Digest | None, part,
-                        progress: Progress) -> tuple[RemoteInfo, dict[str, str]]:
+    async def _transfer(self, remote: Remote, digest: Digest | None,
+                        part) -> tuple[RemoteInfo, dict[str, str]]:
         """The download loop: open, append, retry with backoff, resume; return info and digests.
 
         Bytes are appended to a partial only when the server answered from the
@@ -378,8 +429,9 @@ class Resolver:
                         part.record(validator=info.validator, total=info.size,
                                     anonymous=remote.anonymous,
                                     identifier=remote.display, digests=info.digests)
-                    progress.start(remote.display, info.size, part.size)
-                    await self._receive(remote, body, part, progress)
+                    self.events.publish(DownloadStarted(remote.cache_key, remote.display,
+                                                        info.size, part.size))
+                    await self._receive(remote, body, part, info.size)
                 if info.size is not None and part.size != info.size:
                     raise TruncatedBody(
                         f"{remote.display}: got {part.size} of {info.size} bytes",
@@ -397,9 +449,9 @@ class Resolver:
                 delay = exc.retry_after or min(self.settings.max_backoff,
                                                self.settings.backoff * 2 ** (attempt - 1))
                 log.warning("%s; retry %d/%d in %.1fs", exc.message, attempt, limit, delay)
+                self.events.publish(Retrying(remote.cache_key, remote.display, attempt, limit,
+                                             delay, exc.message))
                 await asyncio.sleep(delay * (0.5 + random.random() / 2))
-            finally:
-                progress.close()
 
     @contextlib.asynccontextmanager
     async def _answered(self, remote: Remote):
@@ -420,7 +472,7 @@ class Resolver:
                                "HOSTKIT_READ_TIMEOUT for a very slow server",
                           identifier=remote.display) from None
 
-    async def _receive(self, remote: Remote, body, part, progress: Progress) -> None:
+    async def _receive(self, remote: Remote, body, part, total: int | None) -> None:
         """Append the body's chunks, at ``min_rate`` at least.
 
         Each ``read_timeout`` window must bring ``min_rate * read_timeout``
@@ -435,8 +487,9 @@ class Resolver:
             async with asyncio.timeout_at(loop.time() + window if need else None) as watch:
                 async for chunk in body.chunks:
                     await part.write(chunk)
-                    progress.advance(len(chunk))
                     self.stats["bytes_from_origin"] += len(chunk)
+                    self.events.publish(Progressed(remote.cache_key, remote.display, part.size,
+                                                   total))
                     got += len(chunk)
                     if need and got >= need:  # this window is served: the next one starts
                         got = 0
@@ -500,6 +553,8 @@ class Resolver:
             raise
         failpoint("sidecar")
         part.stored()
+        self.events.publish(Finished(remote.cache_key, remote.display, blob.sha256, blob.size,
+                                     part.downloaded))
         if digest is None:
             log.info("%s: no hash given; recorded sha256:%s (trust on first use)",
                      remote.display, blob.sha256)

@@ -37,3 +37,41 @@ class Progress:
 
     def close(self) -> None:
         """The download ended (well or not)."""
+
+
+class ProgressListener:
+    """Turns the resolver's events for one download into :class:`Progress` calls.
+
+    Subscribed for the duration of one resolve, so every caller sees the
+    download's progress: the one that started it, one that joined it, and
+    one waiting for another process's download (from that process's partial).
+    """
+
+    def __init__(self, progress: Progress):
+        self.progress = progress
+        self._done = 0
+        self._open = False
+
+    def __call__(self, event) -> None:
+        """Handle one event (see :mod:`hostkit.events`)."""
+        from . import events
+
+        if isinstance(event, events.DownloadStarted):
+            self._begin(event.identifier, event.total, event.offset)
+        elif isinstance(event, events.Progressed) or (
+                isinstance(event, events.Waiting) and event.done is not None):
+            if not self._open:
+                self._begin(event.identifier, event.total, event.done)
+            self._advance(event.done)
+        elif isinstance(event, events.Finished | events.Failed | events.Retrying):
+            self.progress.close()
+            self._open = False
+
+    def _begin(self, identifier: str, total: int | None, done: int) -> None:
+        self.progress.start(identifier, total, done)
+        self._done, self._open = done, True
+
+    def _advance(self, done: int) -> None:
+        if done > self._done:
+            self.progress.advance(done - self._done)
+            self._done = done

@@ -147,6 +147,21 @@ def finished_blob(cache: Cache, key: str) -> dict | None:
     return None
 
 
+def partial_progress(cache: Cache, key: str) -> tuple[int | None, int | None]:
+    """``(bytes on disk, total)`` of the partial another live process is writing for ``key``."""
+    for part in cache.tmp_dir.glob(f"{key_hash(key)}.*.part"):
+        if not partial_owner_alive(part) or str(part) in _ACTIVE:
+            continue
+        try:
+            done = part.stat().st_size
+        except OSError:
+            continue
+        meta = _read_sidecar(part.with_suffix(".json")) or {}
+        total = meta.get("size")
+        return done, total if isinstance(total, int) else None
+    return None, None
+
+
 def stale_sidecars(cache: Cache, older_than: float) -> list[Path]:
     """Sidecars whose partial is gone, untouched for ``older_than`` seconds (for prune)."""
     import time
@@ -173,6 +188,7 @@ class PartialDownload:
         self.algs: tuple[str, ...] = ()
         self.path, self.meta = claimed if claimed else (_new_name(cache, key), {})
         self.size = self.path.stat().st_size if claimed else 0
+        self._resumed_from = self.size
         self._hasher = MultiHasher()
         # one thread hashes while another writes: both overlap the download
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hostkit-writer")
@@ -187,6 +203,11 @@ class PartialDownload:
     def validator(self) -> str | None:
         """The validator the bytes on disk were fetched under (for resume)."""
         return self.meta.get("validator")
+
+    @property
+    def downloaded(self) -> int:
+        """Bytes written in this run (not counting what an earlier run left)."""
+        return max(self.size - self._resumed_from, 0)
 
     @property
     def complete(self) -> bool:
@@ -209,6 +230,7 @@ class PartialDownload:
             raise _cache_error(exc, self.cache) from None
         self.size = min(offset, self.size)
         await self._run(self._rehash_prefix)
+        self._resumed_from = self.size
 
     def _rehash_prefix(self) -> None:
         self.size = self._hasher.update_from_file(self.path, limit=self.size)
@@ -244,7 +266,7 @@ class PartialDownload:
         await self._drain()
         await self._run(os.ftruncate, self._fd, 0)
         os.lseek(self._fd, 0, os.SEEK_SET)
-        self.size = self._written = self._flushed = 0
+        self.size = self._written = self._flushed = self._resumed_from = 0
         self._hasher = MultiHasher(self.algs)
 
     async def write(self, chunk: bytes) -> None:
