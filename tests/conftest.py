@@ -51,7 +51,7 @@ def origin(origin_server):
 @pytest.fixture
 def settings(isolated_env):
     """Settings read from the isolated environment."""
-    from hostkit.config import load_settings
+    from hostkit.settings import load_settings
 
     return load_settings()
 

@@ -276,7 +276,7 @@ class DaemonThread:
     def __init__(self, cache_dir: Path, token: str | None = None, **app_options):
         import secrets
 
-        from hostkit.config import Settings
+        from hostkit.settings import Settings
 
         # explicit settings: independent of the environment of whichever test starts it
         self.settings = Settings(cache_dir=Path(cache_dir), backoff=0.01, retries=2)

@@ -83,7 +83,7 @@ def test_the_default_daemon_is_a_private_socket_the_cli_and_api_find(tmp_path, g
         assert len(_requests(d, "/v1/resolve")) == 1
         # and so does the Python API
         from hostkit import api
-        from hostkit.config import load_settings
+        from hostkit.settings import load_settings
 
         monkeypatch.setenv("XDG_RUNTIME_DIR", str(run))
         info = api.resolve_info(url, sha, settings=load_settings())

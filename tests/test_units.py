@@ -6,10 +6,10 @@ import pytest
 
 from hostkit import errors
 from hostkit.cli import parse_size
-from hostkit.config import load_settings
 from hostkit.hashes import parse_hash
 from hostkit.identifiers import parse_identifier
 from hostkit.redact import redact_text, redact_url
+from hostkit.settings import load_settings
 
 
 def test_parse_hash_forms():
