@@ -84,6 +84,9 @@ def _parser():
     from hostkit_daemon.commands import add_parsers
 
     add_parsers(sub, common)  # `hostkit daemon`, `hostkit status`
+    from .plugins import load_plugins
+
+    load_plugins().register_commands(sub, common)  # plugins' own (hostkit_register_commands)
     return p
 
 
@@ -141,6 +144,8 @@ def _dispatch(args) -> int:
 
     settings = load_settings().with_overrides(
         cache_dir=_path(args.cache_dir), quiet=args.quiet or None)
+    if handler := getattr(args, "handler", None):  # a plugin's command
+        return handler(args, settings)
     if args.command == "resolve":
         return _resolve(args, settings)
     if args.command == "hash":
