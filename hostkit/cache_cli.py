@@ -6,10 +6,10 @@ import json
 import sys
 from dataclasses import asdict
 
-from .cache import Cache
 from .cli import format_age, format_size, parse_size
 from .errors import UsageError
 from .redact import redact_url
+from .store import Cache
 
 
 def run_cache_command(args, settings) -> int:

@@ -26,7 +26,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .cache import Blob, Cache, Entry, key_hash
 from .errors import (
     CacheError,
     DeadlineExceeded,
@@ -59,6 +58,7 @@ from .identifiers import Ref, parse_identifier
 from .remote import Context, Remote, RemoteInfo
 from .results import Progress, ProgressListener, Resolved
 from .settings import Settings, load_settings
+from .store import Blob, Cache, Entry
 
 if TYPE_CHECKING:
     from .plugins import LoadedPlugins
@@ -309,8 +309,8 @@ class Resolver:
         from filelock import FileLock, Timeout
 
         self.cache.require_writable()
-        lock = FileLock(self.cache.lock_dir / f"{key_hash(remote.cache_key)}.lock",
-                        thread_local=False, mode=0o600)
+        lock = FileLock(self.cache.layout.lock_path(remote.cache_key), thread_local=False,
+                        mode=0o600)
         deadline = self.settings.deadline or None
         try:
             # the download task has its own deadline: nobody may have to wait for it
@@ -348,20 +348,22 @@ class Resolver:
         return self.settings.connect_timeout + self.settings.read_timeout
 
     def _publish_waiting(self, remote: Remote) -> None:
-        from .sink import partial_progress
+        from .store.partials import partial_progress
 
-        done, total = partial_progress(self.cache, remote.cache_key)
+        done, total = partial_progress(self.cache.layout, remote.cache_key)
         self.events.publish(Waiting(remote.cache_key, remote.display, done, total))
 
     async def _fetch(self, remote: Remote, digest: Digest | None) -> Resolved:
         """What an earlier run left on disk first (a stored blob, a partial), then the origin."""
-        from .sink import PartialDownload, claim_partial, finished_blob
+        from .store.partials import PartialDownload, claim_partial, finished_blob
 
-        meta = finished_blob(self.cache, remote.cache_key)
+        layout = self.cache.layout
+        entry = self.cache.entry(remote.cache_key)
+        meta = finished_blob(layout, remote.cache_key, entry.checked if entry else None)
         if meta is not None and (adopted := self._adopt_blob(remote, meta, digest)) is not None:
             return adopted
-        part = PartialDownload(self.cache, remote.cache_key,
-                               claimed=claim_partial(self.cache, remote.cache_key))
+        part = PartialDownload(layout, remote.cache_key,
+                               claimed=claim_partial(layout, remote.cache_key))
         try:
             if part.complete:  # killed after the last byte: verify what is there, no request
                 info = RemoteInfo(size=part.size, validator=part.validator,
@@ -373,7 +375,7 @@ class Resolver:
                              remote.display)
                     return self._store(remote, info, part, digests, digest)
                 part.discard()
-                part = PartialDownload(self.cache, remote.cache_key)
+                part = PartialDownload(layout, remote.cache_key)
             info, digests = await self._transfer(remote, digest, part)
         except BaseException as exc:
             if isinstance(exc, HostkitError):
@@ -505,7 +507,7 @@ class Resolver:
                 identifier=remote.display) from None
 
     def _adopt_blob(self, remote: Remote, meta: dict, digest: Digest | None) -> Resolved | None:
-        """Index the blob a killed run moved into place (:func:`hostkit.sink.finished_blob`)."""
+        """Index the blob a killed run moved into place (see ``partials.finished_blob``)."""
         blob = self.cache.adopt_orphan(str(meta["blob"]))
         if blob is None:
             return None

@@ -178,7 +178,7 @@ def test_demo_runs_offline_and_shows_hits(tmp_path):
 
 
 def test_prune_drops_only_old_abandoned_partials(settings):
-    from hostkit.cache import Cache
+    from hostkit.store import Cache
 
     cache = Cache(settings.cache_dir)
     cache.total_size()  # creates the layout

@@ -220,7 +220,7 @@ def test_an_index_written_before_keys_were_secret_free_is_rewritten(origin, isol
     import hashlib
     import sqlite3
 
-    from hostkit.cache import _SCHEMA
+    from hostkit.store.index import _SCHEMA
 
     cache = isolated_env / "cache"
     blobs = cache / "blobs" / "sha256"

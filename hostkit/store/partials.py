@@ -24,10 +24,10 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from .cache import Cache, key_hash
-from .errors import CacheError
-from .failpoints import failpoint
-from .hashes import CHUNK, MultiHasher
+from ..errors import CacheError
+from ..failpoints import failpoint
+from ..hashes import CHUNK, MultiHasher
+from .layout import Layout
 
 _BATCH_BYTES = CHUNK
 _WINDOW = 4
@@ -47,17 +47,12 @@ def _pid_alive(pid: int) -> bool:
 
 def partial_owner_alive(part: Path) -> bool:
     """Whether the process that named this partial is running (or it is ours and active)."""
-    try:
-        owner = int(part.name.split(".")[1].split("-")[0])
-    except (ValueError, IndexError):
+    owner = Layout.partial_owner(part)
+    if owner is None:
         return False
     if owner == os.getpid():
         return str(part) in _ACTIVE
     return _pid_alive(owner)
-
-
-def _new_name(cache: Cache, key: str) -> Path:
-    return cache.tmp_dir / f"{key_hash(key)}.{os.getpid()}-{secrets.token_hex(4)}.part"
 
 
 def _write_sidecar(path: Path, meta: dict) -> None:
@@ -81,7 +76,7 @@ def _read_sidecar(path: Path) -> dict | None:
     return meta if isinstance(meta, dict) else None
 
 
-def claim_partial(cache: Cache, key: str) -> tuple[Path, dict] | None:
+def claim_partial(layout: Layout, key: str) -> tuple[Path, dict] | None:
     """Take over the largest abandoned partial download of ``key``, if any.
 
     Abandoned means its owner process is gone (killed, crashed) or it is ours
@@ -90,7 +85,7 @@ def claim_partial(cache: Cache, key: str) -> tuple[Path, dict] | None:
     a claimed partial stays resumable however often its download is cut.
     """
     candidates = []
-    for part in cache.tmp_dir.glob(f"{key_hash(key)}.*.part"):
+    for part in layout.partials_of(key):
         try:
             candidates.append((part.stat().st_size, part))
         except OSError:
@@ -98,29 +93,29 @@ def claim_partial(cache: Cache, key: str) -> tuple[Path, dict] | None:
     for _, part in sorted(candidates, reverse=True):
         if partial_owner_alive(part):
             continue
-        meta = _read_sidecar(part.with_suffix(".json"))
-        mine = _new_name(cache, key)
+        meta = _read_sidecar(Layout.sidecar(part))
+        mine = layout.new_partial(key)
         if not meta or meta.get("key") != key:
             with contextlib.suppress(OSError):
                 os.rename(part, mine)  # claimed only to delete it: nobody else may use it
                 mine.unlink()
-                part.with_suffix(".json").unlink(missing_ok=True)
+                Layout.sidecar(part).unlink(missing_ok=True)
             continue
         try:
-            _write_sidecar(mine.with_suffix(".json"), meta)
+            _write_sidecar(Layout.sidecar(mine), meta)
         except OSError:
             return None  # cannot even write a sidecar (full, read-only): leave it be
         try:
             os.rename(part, mine)
         except OSError:
-            mine.with_suffix(".json").unlink(missing_ok=True)
+            Layout.sidecar(mine).unlink(missing_ok=True)
             continue  # somebody else claimed it first
-        part.with_suffix(".json").unlink(missing_ok=True)
+        Layout.sidecar(part).unlink(missing_ok=True)
         return mine, meta
     return None
 
 
-def finished_blob(cache: Cache, key: str) -> dict | None:
+def finished_blob(layout: Layout, key: str, entry_checked: float | None) -> dict | None:
     """The sidecar of a download of ``key`` that was killed after its blob was moved in place.
 
     Such a run stored a whole, verified blob but not (all of) its index rows.
@@ -128,9 +123,8 @@ def finished_blob(cache: Cache, key: str) -> dict | None:
     sidecar older than the key's index entry was left by a run killed after
     writing the entry: it is stale and only deleted.
     """
-    entry = cache.entry(key)
-    for side in cache.tmp_dir.glob(f"{key_hash(key)}.*.json"):
-        if side.with_suffix(".part").exists():
+    for side in layout.sidecars_of(key):
+        if Layout.partial_of(side).exists():
             continue
         meta = _read_sidecar(side)
         try:
@@ -139,38 +133,38 @@ def finished_blob(cache: Cache, key: str) -> dict | None:
             continue
         if not meta or meta.get("key") != key or not meta.get("blob"):
             continue
-        if partial_owner_alive(side.with_suffix(".part")):
+        if partial_owner_alive(Layout.partial_of(side)):
             continue  # its process is storing it right now
         side.unlink(missing_ok=True)
-        if entry is None or entry.checked < written:
+        if entry_checked is None or entry_checked < written:
             return meta
     return None
 
 
-def partial_progress(cache: Cache, key: str) -> tuple[int | None, int | None]:
+def partial_progress(layout: Layout, key: str) -> tuple[int | None, int | None]:
     """``(bytes on disk, total)`` of the partial another live process is writing for ``key``."""
-    for part in cache.tmp_dir.glob(f"{key_hash(key)}.*.part"):
+    for part in layout.partials_of(key):
         if not partial_owner_alive(part) or str(part) in _ACTIVE:
             continue
         try:
             done = part.stat().st_size
         except OSError:
             continue
-        meta = _read_sidecar(part.with_suffix(".json")) or {}
+        meta = _read_sidecar(Layout.sidecar(part)) or {}
         total = meta.get("size")
         return done, total if isinstance(total, int) else None
     return None, None
 
 
-def stale_sidecars(cache: Cache, older_than: float) -> list[Path]:
+def stale_sidecars(layout: Layout, older_than: float) -> list[Path]:
     """Sidecars whose partial is gone, untouched for ``older_than`` seconds (for prune)."""
     import time
 
     cutoff = time.time() - older_than
     out = []
-    for side in cache.tmp_dir.glob("*.json") if cache.tmp_dir.exists() else ():
+    for side in layout.all_sidecars():
         with contextlib.suppress(OSError):
-            if not side.with_suffix(".part").exists() and side.stat().st_mtime < cutoff:
+            if not Layout.partial_of(side).exists() and side.stat().st_mtime < cutoff:
                 out.append(side)
     return out
 
@@ -182,11 +176,11 @@ class PartialDownload:
     ``await finish()`` for the digests, or ``discard()`` / ``keep()`` on failure.
     """
 
-    def __init__(self, cache: Cache, key: str, *, claimed: tuple[Path, dict] | None = None):
-        self.cache = cache
+    def __init__(self, layout: Layout, key: str, *, claimed: tuple[Path, dict] | None = None):
+        self.layout = layout
         self.key = key
         self.algs: tuple[str, ...] = ()
-        self.path, self.meta = claimed if claimed else (_new_name(cache, key), {})
+        self.path, self.meta = claimed if claimed else (layout.new_partial(key), {})
         self.size = self.path.stat().st_size if claimed else 0
         self._resumed_from = self.size
         self._hasher = MultiHasher()
@@ -227,7 +221,7 @@ class PartialDownload:
         try:
             self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600)
         except OSError as exc:
-            raise _cache_error(exc, self.cache) from None
+            raise _cache_error(exc, self.layout) from None
         self.size = min(offset, self.size)
         await self._run(self._rehash_prefix)
         self._resumed_from = self.size
@@ -249,7 +243,7 @@ class PartialDownload:
                      "identifier": identifier, "digests": digests or {},
                      "anonymous": anonymous}
         with contextlib.suppress(OSError):
-            _write_sidecar(self.path.with_suffix(".json"), self.meta)
+            _write_sidecar(Layout.sidecar(self.path), self.meta)
 
     def mark_stored(self, sha256: str, immutable: bool) -> None:
         """Note in the sidecar that the blob is about to be moved in place.
@@ -259,7 +253,7 @@ class PartialDownload:
         """
         self.meta = {**self.meta, "blob": sha256, "immutable": immutable}
         with contextlib.suppress(OSError):
-            _write_sidecar(self.path.with_suffix(".json"), self.meta)
+            _write_sidecar(Layout.sidecar(self.path), self.meta)
 
     async def restart(self) -> None:
         """Drop the bytes so far (the object changed, or the server ignored Range)."""
@@ -306,7 +300,7 @@ class PartialDownload:
                 while rest:
                     rest = rest[os.write(self._fd, rest):]
         except OSError as exc:
-            raise _cache_error(exc, self.cache) from None
+            raise _cache_error(exc, self.layout) from None
         self._written += total
         if self._written - self._flushed >= _WRITEBACK_EVERY:
             # start writing back to disk now so the final fsync has little left to wait for
@@ -352,12 +346,12 @@ class PartialDownload:
         """Delete the partial and its sidecar."""
         self._close()
         self.path.unlink(missing_ok=True)
-        self.path.with_suffix(".json").unlink(missing_ok=True)
+        Layout.sidecar(self.path).unlink(missing_ok=True)
 
     def stored(self) -> None:
         """The blob and its index rows are in place: drop the sidecar (the partial moved)."""
         self._close()
-        self.path.with_suffix(".json").unlink(missing_ok=True)
+        Layout.sidecar(self.path).unlink(missing_ok=True)
 
 
 def _writeback_function():
@@ -384,10 +378,10 @@ def _start_writeback(fd: int, offset: int, nbytes: int) -> None:
         _sync_file_range(fd, offset, nbytes, _SYNC_FILE_RANGE_WRITE)
 
 
-def _cache_error(exc: OSError, cache: Cache) -> CacheError:
+def _cache_error(exc: OSError, layout: Layout) -> CacheError:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return CacheError(f"disk full while writing to the cache at {cache.root}",
+        return CacheError(f"disk full while writing to the cache at {layout.root}",
                           hint="free space, run `hostkit cache prune --max-size SIZE`, "
                                "or set HOSTKIT_CACHE_DIR to a bigger disk; nothing was cached")
-    return CacheError(f"cannot write to the cache at {cache.root}: {exc.strerror or exc}",
+    return CacheError(f"cannot write to the cache at {layout.root}: {exc.strerror or exc}",
                       hint="check permissions or set HOSTKIT_CACHE_DIR")

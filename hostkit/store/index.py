@@ -1,29 +1,19 @@
-"""The content-addressed cache: blobs named by sha256 plus a SQLite index.
+"""The cache's index: one SQLite database (WAL) of entries and blobs, and all its SQL.
 
-Layout under the cache root::
-
-    blobs/sha256/<hex>        whole, verified files, read-only to their owner
-    tmp/<keyhash>.<owner>.part   partial downloads (+ .json sidecar for resume)
-    locks/<keyhash>.lock      advisory locks that avoid duplicate downloads
-    quarantine/<hex>.<time>   blobs whose bytes no longer match their name (bit rot)
-    index.db                  SQLite (WAL): entries (identifier -> blob) and blobs
-
-The cache is private: directories 0700, ``index.db`` 0600, blobs 0400. It
-stays readable when it cannot be written (a read-only mount, a full disk):
-hits, listings and report-only verification work; writes fail with a
-:class:`~hostkit.errors.CacheError` that says why.
-
-A blob enters ``blobs/`` only by ``os.replace`` of a fully written, fsynced,
-verified temp file, so a crash leaves nothing or a whole blob. The index is
-written after the blob is in place; a blob without an index row is an orphan
-that ``verify`` and ``prune`` sweep.
+``entries`` map a backend's cache key (identifier + endpoint/account) to a
+blob; ``blobs`` record each blob's size, every digest computed for it and its
+last use. Opening waits out a busy index (another process creating it or
+recovering its WAL) up to :data:`OPEN_WAIT`; a lock held by a dead process is
+gone with it. When the cache cannot be written (a read-only mount, a full
+disk) the index opens read-only: reads work, writes raise a
+:class:`~hostkit.errors.CacheError` saying why. SQLite errors never escape
+as anything else.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import json
 import logging
 import os
@@ -33,11 +23,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import CacheError, UsageError
-from .failpoints import failpoint
-from .hashes import CONTENT_ALG, hash_file
+from ..errors import CacheError, UsageError
+from .layout import Layout
 
-log = logging.getLogger("hostkit.cache")
+log = logging.getLogger("hostkit.store")
 
 #: ``PRAGMA user_version`` of the index: 1 since keys and identifiers hold no secrets,
 #: 2 since entries say whether their bytes were fetched anonymously.
@@ -105,28 +94,15 @@ class Blob:
     path: Path
 
 
-def key_hash(key: str) -> str:
-    """Short stable file-name-safe name for a cache key (temp and lock files)."""
-    return hashlib.sha256(key.encode()).hexdigest()[:32]
+class Index:
+    """The SQLite index of the cache at ``layout``. Safe across threads and processes."""
 
-
-class Cache:
-    """Blob store and index at ``root``. Safe across threads and processes."""
-
-    def __init__(self, root: Path | str):
-        self.root = Path(root)
-        self.blob_dir = self.root / "blobs" / CONTENT_ALG
-        self.tmp_dir = self.root / "tmp"
-        self.lock_dir = self.root / "locks"
-        self.quarantine_dir = self.root / "quarantine"
-        self.index_path = self.root / "index.db"
+    def __init__(self, layout: Layout):
+        self.layout = layout
         #: Why the index is open read-only (``"read-only"`` or ``"full"``), or None.
         self.read_only: str | None = None
         self._db: sqlite3.Connection | None = None
         self._db_lock = threading.RLock()
-        self._scrub_after = ""
-
-    # -- plumbing -----------------------------------------------------------
 
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:
@@ -162,25 +138,26 @@ class Cache:
     def _prepare_dirs(self) -> str | None:
         """Create the private layout; return why it cannot be written, or None."""
         try:
-            created = not self.root.exists()
-            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            created = not self.layout.root.exists()
+            self.layout.root.mkdir(mode=0o700, parents=True, exist_ok=True)
             if not created:
-                _make_private(self.root, 0o700)
-            for d in (self.root / "blobs", self.blob_dir, self.tmp_dir, self.lock_dir):
+                _make_private(self.layout.root, 0o700)
+            for d in self.layout.private_dirs():
                 d.mkdir(mode=0o700, exist_ok=True)
         except OSError as exc:
-            if self.root.is_dir() and (why := self._unwritable(exc)):
+            if self.layout.root.is_dir() and (why := self._unwritable(exc)):
                 return why
-            raise CacheError(f"cannot create the cache at {self.root}: {exc.strerror or exc}",
+            raise CacheError(f"cannot create the cache at {self.layout.root}: "
+                             f"{exc.strerror or exc}",
                              hint="set HOSTKIT_CACHE_DIR to a writable folder") from None
         return None
 
     def _open_rw(self) -> sqlite3.Connection:
-        if not self.index_path.exists():  # born owner-only; SQLite gives -wal/-shm its mode
-            os.close(os.open(self.index_path, os.O_WRONLY | os.O_CREAT, 0o600))
+        if not self.layout.index_path.exists():  # born owner-only; SQLite gives -wal/-shm its mode
+            os.close(os.open(self.layout.index_path, os.O_WRONLY | os.O_CREAT, 0o600))
         else:
-            _make_private(self.index_path, 0o600)
-        db = sqlite3.connect(self.index_path, timeout=OPEN_WAIT / 2, check_same_thread=False,
+            _make_private(self.layout.index_path, 0o600)
+        db = sqlite3.connect(self.layout.index_path, timeout=OPEN_WAIT / 2, check_same_thread=False,
                              isolation_level=None)
         try:
             if db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
@@ -235,23 +212,23 @@ class Cache:
             raise
         db.execute("VACUUM")
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        for side in self.tmp_dir.glob("*.json"):
+        for side in self.layout.all_sidecars():
             meta = _read_json(side)
             key = meta.get("key") if isinstance(meta, dict) else None
             with contextlib.suppress(ValueError):
                 if isinstance(key, str) and "://" in key and url_cache_key(key) != key:
-                    side.with_suffix(".part").unlink(missing_ok=True)
+                    self.layout.partial_of(side).unlink(missing_ok=True)
                     side.unlink(missing_ok=True)
 
     def _open_ro(self) -> sqlite3.Connection:
         """A read-only view: the index as it is, or an empty one when there is none."""
         from urllib.parse import quote
 
-        if not self.index_path.exists():
+        if not self.layout.index_path.exists():
             db = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
             db.executescript(_SCHEMA)
             return db
-        uri = f"file:{quote(str(self.index_path))}"
+        uri = f"file:{quote(str(self.layout.index_path))}"
         for mode in ("?mode=ro", "?immutable=1"):  # immutable: no -shm can be made here
             db = sqlite3.connect(uri + mode, uri=True, timeout=OPEN_WAIT / 2,
                                  check_same_thread=False, isolation_level=None)
@@ -274,32 +251,33 @@ class Cache:
         if code in (errno.ENOSPC, errno.EDQUOT) or "full" in text:
             return "full"
         if "unable to open" in text or "disk i/o" in text:
-            return "full" if _disk_full(self.root) else "read-only"
+            return "full" if _disk_full(self.layout.root) else "read-only"
         return None
 
     def _index_error(self, exc: BaseException) -> CacheError:
         """A CacheError that says what is wrong with the index and what to do."""
+        index = self.layout.index_path
         if isinstance(exc, sqlite3.Error) and _busy(exc):
-            return CacheError(f"the cache index at {self.index_path} stayed locked by another "
+            return CacheError(f"the cache index at {index} stayed locked by another "
                               "process", hint="wait for the other hostkit process to finish, "
                               "then run the command again")
         why = self.read_only or self._unwritable(exc)
         if why == "full":
-            return CacheError(f"disk full: cannot update the cache index at {self.index_path}",
+            return CacheError(f"disk full: cannot update the cache index at {index}",
                               hint="free space, run `hostkit cache prune --max-size SIZE` or "
                                    "`hostkit cache rm ID`; nothing was half-written")
         if why == "read-only":
-            return CacheError(f"the cache at {self.root} is read-only",
+            return CacheError(f"the cache at {self.layout.root} is read-only",
                               hint="cached files can still be resolved (try --offline); to "
                                    "download, set HOSTKIT_CACHE_DIR to a writable folder")
-        return CacheError(f"cannot use the cache index at {self.index_path}: {exc}",
+        return CacheError(f"cannot use the cache index at {index}: {exc}",
                           hint="check the folder's permissions and free space, or set "
                                "HOSTKIT_CACHE_DIR to another folder")
 
     def require_writable(self) -> None:
         """Raise CacheError when nothing can be stored (read-only cache or full disk)."""
         self._conn()
-        if self.read_only == "full" and not _disk_full(self.root):
+        if self.read_only == "full" and not _disk_full(self.layout.root):
             self._reopen()  # space was freed since
         if self.read_only:
             raise self._index_error(OSError(self.read_only))
@@ -351,45 +329,44 @@ class Cache:
                 self._db.close()
                 self._db = None
 
-    def blob_path(self, sha256: str) -> Path:
-        """Where the blob with this sha256 lives (whether or not it exists)."""
-        return self.blob_dir / sha256
-
-    # -- reads --------------------------------------------------------------
-
     def entry(self, key: str) -> Entry | None:
         """The index row for a cache key, if any."""
         rows = self._query("SELECT * FROM entries WHERE key=?", (key,))
         return _entry(rows[0]) if rows else None
 
-    def blob(self, sha256: str) -> Blob | None:
-        """The blob with this sha256 if its row and its file both exist with the right size."""
-        blob = self._blob_row(sha256)
-        try:
-            if blob is None or blob.path.stat().st_size != blob.size:
-                return None
-        except OSError:
-            return None
-        return blob
-
-    def find_blob(self, alg: str, hexdigest: str) -> Blob | None:
-        """A stored blob with this digest in any algorithm we recorded."""
-        if alg == CONTENT_ALG:
-            return self.blob(hexdigest)
-        pattern = f'%"{alg}": "{hexdigest}"%'
-        for row in self._query("SELECT sha256 FROM blobs WHERE digests LIKE ?", (pattern,)):
-            if blob := self.blob(row["sha256"]):
-                return blob
-        return None
-
     def entries(self) -> list[Entry]:
         """All index rows, most recently used first."""
         return [_entry(r) for r in self._query("SELECT * FROM entries ORDER BY accessed DESC")]
 
-    def blobs(self) -> list[Blob]:
-        """All blob rows, most recently used first."""
-        return [_blob(r, self.blob_path(r["sha256"]))
-                for r in self._query("SELECT * FROM blobs ORDER BY accessed DESC")]
+    def blob_rows(self, *, after: str | None = None, limit: int | None = None,
+                  unpinned_lru: bool = False) -> list[Blob]:
+        """Blob rows: most recently used first; or in sha256 order after ``after``;
+        or (``unpinned_lru``) those no pinned entry holds, least recently used first."""
+        if unpinned_lru:
+            rows = self._query("SELECT * FROM blobs WHERE sha256 NOT IN (SELECT sha256 FROM "
+                               "entries WHERE pinned=1) ORDER BY accessed ASC")
+        elif after is not None:
+            rows = self._query("SELECT * FROM blobs WHERE sha256 > ? ORDER BY sha256 LIMIT ?",
+                               (after, limit or -1))
+        else:
+            rows = self._query("SELECT * FROM blobs ORDER BY accessed DESC")
+        return [_blob(r, self.layout.blob_path(r["sha256"])) for r in rows]
+
+    def blob_row(self, sha256: str) -> Blob | None:
+        """The blob row of ``sha256`` (its file may be missing)."""
+        rows = self._query("SELECT * FROM blobs WHERE sha256=?", (sha256,))
+        return _blob(rows[0], self.layout.blob_path(sha256)) if rows else None
+
+    def shas_with_digest(self, alg: str, hexdigest: str) -> list[str]:
+        """The sha256 of every blob whose recorded digests include ``alg:hexdigest``."""
+        pattern = f'%"{alg}": "{hexdigest}"%'
+        return [r["sha256"] for r in
+                self._query("SELECT sha256 FROM blobs WHERE digests LIKE ?", (pattern,))]
+
+    def keys_of(self, sha256: str) -> list[str]:
+        """The keys of the entries pointing at a blob."""
+        return [r["key"] for r in self._query("SELECT key FROM entries WHERE sha256=?",
+                                              (sha256,))]
 
     def lookup(self, ident: str) -> tuple[list[Entry], list[Blob]]:
         """Entries and blobs matching a key, identifier, sha256 or sha256 prefix (>= 6)."""
@@ -407,12 +384,8 @@ class Cache:
                                  hint="give more digits of the sha256")
             entries = [_entry(r) for s in shas for r in self._query(
                 "SELECT * FROM entries WHERE sha256=?", (s,))]
-        blobs = [b for s in shas if (b := self._blob_row(s))]
+        blobs = [b for s in shas if (b := self.blob_row(s))]
         return entries, blobs
-
-    def _blob_row(self, sha256: str) -> Blob | None:
-        rows = self._query("SELECT * FROM blobs WHERE sha256=?", (sha256,))
-        return _blob(rows[0], self.blob_path(sha256)) if rows else None
 
     def total_size(self) -> int:
         """Bytes held in blobs according to the index."""
@@ -426,33 +399,14 @@ class Cache:
 
     # -- writes -------------------------------------------------------------
 
-    def add_blob(self, temp: Path, digests: dict[str, str], size: int) -> Blob:
-        """Move a fully written, fsynced, verified temp file into place and index it."""
-        sha = digests[CONTENT_ALG]
-        final = self.blob_path(sha)
+    def add_blob_row(self, sha256: str, size: int, digests: dict[str, str]) -> dict[str, str]:
+        """Record a stored blob (or its new use); return every digest now known for it."""
         now = time.time()
-        try:
-            os.chmod(temp, 0o400)
-            os.replace(temp, final)  # atomic; identical content may already be there
-            _fsync_dir(final.parent)
-        except OSError as exc:
-            raise CacheError(f"cannot store blob {sha[:12]} in {self.blob_dir}: {exc}",
-                             hint="free disk space or point HOSTKIT_CACHE_DIR elsewhere") from None
-        failpoint("index")
-        try:
-            with self._tx() as db:
-                db.execute("INSERT OR IGNORE INTO blobs(sha256,size,digests,created,accessed) "
-                           "VALUES(?,?,'{}',?,?)", (sha, size, now, now))
-                db.execute("UPDATE blobs SET accessed=? WHERE sha256=?", (now, sha))
-                merged = _merge_digests(db, sha, digests)
-        except CacheError:
-            # e.g. disk full at the index write: take the file back out unless another
-            # process indexed the same bytes meanwhile, so nothing is left half-stored
-            with contextlib.suppress(CacheError, OSError):
-                if self._blob_row(sha) is None:
-                    final.unlink()
-            raise
-        return Blob(sha, size, merged, now, now, final)
+        with self._tx() as db:
+            db.execute("INSERT OR IGNORE INTO blobs(sha256,size,digests,created,accessed) "
+                       "VALUES(?,?,'{}',?,?)", (sha256, size, now, now))
+            db.execute("UPDATE blobs SET accessed=? WHERE sha256=?", (now, sha256))
+            return _merge_digests(db, sha256, digests)
 
     def add_digests(self, sha256: str, digests: dict[str, str]) -> None:
         """Record more digests for an existing blob (after a re-hash)."""
@@ -500,29 +454,7 @@ class Cache:
                 db.execute("UPDATE entries SET pinned=? WHERE key=?", (int(pinned), e.key))
         return [self.entry(e.key) for e in entries]  # type: ignore[misc]
 
-    def remove(self, ident: str) -> tuple[list[Entry], list[Blob]]:
-        """Drop entries matching ``ident``; drop blobs no entry points at any more.
-
-        Given a digest, removes the blob and every entry pointing at it.
-        """
-        entries, blobs = self.lookup(ident)
-        if self.read_only == "read-only":
-            raise self._index_error(OSError("read-only"))
-        shas = {e.sha256 for e in entries} | {b.sha256 for b in blobs}
-        by_digest = not any(ident.strip() in (e.key, e.identifier) for e in entries)
-        keys = {e.key for e in entries}
-        doomed = [sha for sha in shas if by_digest or not self._query(
-            "SELECT 1 FROM entries WHERE sha256=? LIMIT 1", (sha,)) or all(
-            r["key"] in keys for r in self._query("SELECT key FROM entries WHERE sha256=?",
-                                                  (sha,)))]
-        # files first: on a full disk that frees the space the index update needs; a row
-        # left without its file reads as absent, never as a wrong file
-        for sha in doomed:
-            self.blob_path(sha).unlink(missing_ok=True)
-        self._forget(keys, doomed)
-        return entries, [b for b in blobs if b.sha256 in doomed]
-
-    def _forget(self, keys, shas) -> None:
+    def forget(self, keys, shas) -> None:
         """Drop index rows: entries by key, and blobs (with every entry pointing at them)."""
         if self.read_only == "full":
             self._reopen()
@@ -533,163 +465,6 @@ class Cache:
                 db.execute("DELETE FROM entries WHERE sha256=?", (sha,))
                 db.execute("DELETE FROM blobs WHERE sha256=?", (sha,))
 
-    def abandoned_partials(self, older_than: float = 0.0) -> list[Path]:
-        """Partial downloads whose process is gone, untouched for ``older_than`` seconds."""
-        from .sink import partial_owner_alive
-
-        cutoff = time.time() - older_than
-        out = []
-        for part in self.tmp_dir.glob("*.part") if self.tmp_dir.exists() else ():
-            try:
-                if part.stat().st_mtime < cutoff and not partial_owner_alive(part):
-                    out.append(part)
-            except OSError:
-                continue
-        return out
-
-    def prune(self, max_size: int) -> list[Blob]:
-        """Evict least recently used unpinned blobs until the total is <= ``max_size``.
-
-        Partial downloads abandoned for over a day go too (younger ones are
-        kept so that the next resolve can resume them).
-        """
-        from .sink import stale_sidecars
-
-        for part in self.abandoned_partials(older_than=86400):
-            part.unlink(missing_ok=True)
-            part.with_suffix(".json").unlink(missing_ok=True)
-        for side in stale_sidecars(self, older_than=86400):
-            side.unlink(missing_ok=True)
-        if self.read_only == "read-only":
-            raise self._index_error(OSError("read-only"))
-        total = self.total_size()
-        rows = self._query(
-            "SELECT * FROM blobs WHERE sha256 NOT IN (SELECT sha256 FROM entries WHERE pinned=1) "
-            "ORDER BY accessed ASC")
-        evicted = []
-        for row in rows:
-            if total <= max_size:
-                break
-            total -= row["size"]
-            evicted.append(_blob(row, self.blob_path(row["sha256"])))
-        for blob in evicted:  # files first, as in remove()
-            blob.path.unlink(missing_ok=True)
-        if evicted:
-            self._forget((), [b.sha256 for b in evicted])
-        return evicted
-
-    def verify(self, ident: str | None = None, *, repair: bool = True) -> list[tuple[Blob, str]]:
-        """Re-hash blobs (all, or those matching ``ident``); return ``(blob, problem)`` pairs.
-
-        With ``repair``, corrupt or missing blobs are quarantined (the next
-        resolve downloads them again), and files in ``blobs/`` that the index
-        does not know are adopted when their bytes match their name (a crash
-        between the rename and the index write) and deleted otherwise.
-        """
-        blobs = self.lookup(ident)[1] if ident else self.blobs()
-        problems = [(blob, problem) for blob in blobs
-                    if (problem := self.check_blob(blob)) is not None]
-        if repair:
-            for blob, problem in problems:
-                self.quarantine(blob.sha256, problem)
-            if ident is None:
-                known = {b.sha256 for b in self.blobs()}
-                settled = time.time() - 60  # a just-renamed blob may not be indexed yet
-                for path in self.blob_dir.iterdir():
-                    if path.name not in known and path.stat().st_ctime < settled:
-                        self.adopt_orphan(path.name)
-        return problems
-
-    def adopt_orphan(self, sha256: str) -> Blob | None:
-        """Index a file in ``blobs/`` that has no row, if its bytes match its name; else delete it.
-
-        A process killed between moving a verified blob into place and writing
-        the index leaves such a file: it is whole and verified, so it is kept.
-        """
-        if (blob := self.blob(sha256)) is not None:
-            return blob
-        path = self.blob_path(sha256)
-        try:
-            size = path.stat().st_size
-            digests = hash_file(path, (CONTENT_ALG,))
-        except OSError:
-            return None
-        if digests[CONTENT_ALG] != sha256:
-            path.unlink(missing_ok=True)
-            return None
-        now = time.time()
-        with self._tx() as db:
-            db.execute("INSERT OR IGNORE INTO blobs(sha256,size,digests,created,accessed) "
-                       "VALUES(?,?,?,?,?)", (sha256, size, json.dumps(digests), now, now))
-        log.info("adopted blob %s left unindexed by an interrupted run", sha256[:12])
-        return self.blob(sha256)
-
-    def check_blob(self, blob: Blob, pace=None) -> str | None:
-        """Re-hash one blob; return what is wrong with it, or None when its bytes match.
-
-        ``pace(n)`` is called after each read of ``n`` bytes (a rate limit may sleep there).
-        """
-        try:
-            found = hash_file(blob.path, blob.digests.keys() | {CONTENT_ALG}, pace=pace)
-        except OSError as exc:
-            return f"unreadable: {exc.strerror or exc}"
-        if found[CONTENT_ALG] != blob.sha256 or any(
-                found.get(alg) != hexd for alg, hexd in blob.digests.items()):
-            return f"content changed: sha256 is now {found[CONTENT_ALG]}"
-        return None
-
-    def quarantine(self, sha256: str, reason: str) -> None:
-        """Move a blob whose bytes no longer match out of ``blobs/`` and forget it.
-
-        The file is kept under ``quarantine/`` for inspection; entries that
-        pointed at it are dropped, so the next resolve downloads them again.
-        Raises CacheError when the cache cannot be changed (read-only): the
-        caller must then refuse to serve the blob.
-        """
-        log.warning("quarantining blob %s: %s", sha256[:12], reason)
-        path = self.blob_path(sha256)
-        try:
-            self.quarantine_dir.mkdir(mode=0o700, exist_ok=True)
-            os.replace(path, self.quarantine_dir / f"{sha256}.{int(time.time())}")
-        except FileNotFoundError:
-            pass
-        except OSError:
-            try:
-                path.unlink()  # cannot keep it: never serve it
-            except FileNotFoundError:
-                pass
-            except OSError as exc:
-                raise CacheError(
-                    f"blob {sha256[:12]} in {self.blob_dir} is corrupt ({reason}) and cannot "
-                    f"be removed: {exc.strerror or exc}",
-                    hint=f"the cache at {self.root} is read-only or not yours; delete "
-                         f"{path} or run `hostkit cache verify` where it is writable") from None
-        self._forget((), [sha256])
-
-    def scrub(self, max_bytes: int, pace=None) -> list[tuple[Blob, str]]:
-        """Re-hash the next blobs in turn, about ``max_bytes`` of them; quarantine bad ones.
-
-        Called repeatedly (the daemon's background scrub), it walks every blob
-        in sha256 order and starts over at the end. ``pace(n)`` is called after
-        each read of ``n`` bytes, so a caller can hold the reads under a rate
-        however large a blob is. Returns ``(blob, problem)``.
-        """
-        rows = self._query("SELECT * FROM blobs WHERE sha256 > ? ORDER BY sha256 LIMIT 256",
-                           (self._scrub_after,))
-        if not rows:
-            self._scrub_after = ""
-            return []
-        problems, budget = [], max_bytes
-        for row in rows:
-            blob = _blob(row, self.blob_path(row["sha256"]))
-            self._scrub_after = blob.sha256
-            if (problem := self.check_blob(blob, pace)) is not None:
-                problems.append((blob, problem))
-                self.quarantine(blob.sha256, problem)
-            budget -= max(blob.size, 1)
-            if budget <= 0:
-                break
-        return problems
 
 
 def _read_json(path: Path):
@@ -743,9 +518,3 @@ def _blob(row: sqlite3.Row, path: Path) -> Blob:
                 row["accessed"], path)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -1,0 +1,328 @@
+"""The content-addressed cache: blob tiers plus the index, under one layout.
+
+A blob enters a tier only by an atomic move of a fully written, fsynced,
+verified partial file, so a crash leaves nothing or a whole blob. The index
+is written after the blob is in place; a blob left without its row by a
+crash is adopted when its bytes match its name (:meth:`Cache.adopt_orphan`).
+
+The cache is private: directories 0700, ``index.db`` 0600, blobs 0400. It
+stays readable when it cannot be written (a read-only mount, a full disk):
+hits, listings and report-only verification work; writes fail with a
+:class:`~hostkit.errors.CacheError` that says why. Every method may block
+(SQLite, file I/O, hashing): async callers run them in a worker thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from pathlib import Path
+
+from ..errors import CacheError
+from ..failpoints import failpoint
+from ..hashes import hash_file
+from .index import Blob, Entry, Index
+from .layout import CONTENT_ALG, Layout
+from .partials import partial_owner_alive, stale_sidecars
+from .tiers import LocalTier
+
+log = logging.getLogger("hostkit.store")
+
+#: Partial downloads abandoned for longer than this are deleted by ``prune``.
+PARTIAL_MAX_AGE = 86400.0
+
+
+class Cache:
+    """Blob store and index at ``root``. Safe across threads and processes."""
+
+    def __init__(self, root: Path | str):
+        self.layout = Layout(root)
+        self.index = Index(self.layout)
+        self.tier = LocalTier(self.layout)
+        self._scrub_after = ""
+
+    # -- where things are ------------------------------------------------------
+
+    @property
+    def root(self) -> Path:
+        """The cache's root folder."""
+        return self.layout.root
+
+    @property
+    def blob_dir(self) -> Path:
+        """``blobs/sha256/``."""
+        return self.layout.blob_dir
+
+    @property
+    def tmp_dir(self) -> Path:
+        """``tmp/``: partial downloads and their sidecars."""
+        return self.layout.tmp_dir
+
+    @property
+    def lock_dir(self) -> Path:
+        """``locks/``."""
+        return self.layout.lock_dir
+
+    @property
+    def quarantine_dir(self) -> Path:
+        """``quarantine/``."""
+        return self.layout.quarantine_dir
+
+    @property
+    def read_only(self) -> str | None:
+        """Why the cache cannot be written now (``"read-only"``, ``"full"``), or None."""
+        return self.index.read_only
+
+    def blob_path(self, sha256: str) -> Path:
+        """Where the blob with this sha256 lives (whether or not it exists)."""
+        return self.tier.path(sha256)
+
+    def close(self) -> None:
+        """Close the index connection."""
+        self.index.close()
+
+    def require_writable(self) -> None:
+        """Raise CacheError when nothing can be stored (read-only cache or full disk)."""
+        self.index.require_writable()
+
+    # -- reads -----------------------------------------------------------------
+
+    def entry(self, key: str) -> Entry | None:
+        """The index row for a cache key, if any."""
+        return self.index.entry(key)
+
+    def entries(self) -> list[Entry]:
+        """All index rows, most recently used first."""
+        return self.index.entries()
+
+    def blob(self, sha256: str) -> Blob | None:
+        """The blob with this sha256 if its row and its file both exist with the right size."""
+        blob = self.index.blob_row(sha256)
+        return blob if blob is not None and self.tier.has(sha256, blob.size) else None
+
+    def find_blob(self, alg: str, hexdigest: str) -> Blob | None:
+        """A stored blob with this digest in any algorithm we recorded."""
+        if alg == CONTENT_ALG:
+            return self.blob(hexdigest)
+        for sha in self.index.shas_with_digest(alg, hexdigest):
+            if blob := self.blob(sha):
+                return blob
+        return None
+
+    def blobs(self) -> list[Blob]:
+        """All blob rows, most recently used first."""
+        return self.index.blob_rows()
+
+    def lookup(self, ident: str) -> tuple[list[Entry], list[Blob]]:
+        """Entries and blobs matching a key, identifier, sha256 or sha256 prefix (>= 6)."""
+        return self.index.lookup(ident)
+
+    def total_size(self) -> int:
+        """Bytes held in blobs according to the index."""
+        return self.index.total_size()
+
+    def counts(self) -> tuple[int, int]:
+        """``(entries, blobs)`` in the index."""
+        return self.index.counts()
+
+    # -- writes ----------------------------------------------------------------
+
+    def add_blob(self, temp: Path, digests: dict[str, str], size: int) -> Blob:
+        """Move a fully written, fsynced, verified temp file into place and index it."""
+        sha = digests[CONTENT_ALG]
+        try:
+            final = self.tier.put(temp, sha)
+        except OSError as exc:
+            raise CacheError(f"cannot store blob {sha[:12]} in {self.blob_dir}: {exc}",
+                             hint="free disk space or point HOSTKIT_CACHE_DIR elsewhere") from None
+        failpoint("index")
+        try:
+            merged = self.index.add_blob_row(sha, size, digests)
+        except CacheError:
+            # e.g. disk full at the index write: take the file back out unless another
+            # process indexed the same bytes meanwhile, so nothing is left half-stored
+            with contextlib.suppress(CacheError, OSError):
+                if self.index.blob_row(sha) is None:
+                    self.tier.remove(sha)
+            raise
+        now = time.time()
+        return Blob(sha, size, merged, now, now, final)
+
+    def add_digests(self, sha256: str, digests: dict[str, str]) -> None:
+        """Record more digests for an existing blob (after a re-hash)."""
+        self.index.add_digests(sha256, digests)
+
+    def put_entry(self, key: str, identifier: str, blob: Blob, *, validator: str | None,
+                  immutable: bool, verified: bool, anonymous: bool = False) -> Entry:
+        """Point ``key`` at ``blob`` (replacing an older target, keeping the pin)."""
+        return self.index.put_entry(key, identifier, blob, validator=validator,
+                                    immutable=immutable, verified=verified, anonymous=anonymous)
+
+    def touch(self, sha256: str, key: str | None = None, *, checked: bool = False) -> None:
+        """Record a use (best effort: a hit on a read-only or full cache is still a hit)."""
+        self.index.touch(sha256, key, checked=checked)
+
+    def set_pinned(self, ident: str, pinned: bool) -> list[Entry]:
+        """Pin or unpin the entries matching ``ident``; pinned blobs are never evicted."""
+        return self.index.set_pinned(ident, pinned)
+
+    def remove(self, ident: str) -> tuple[list[Entry], list[Blob]]:
+        """Drop entries matching ``ident``; drop blobs no entry points at any more.
+
+        Given a digest, removes the blob and every entry pointing at it.
+        """
+        entries, blobs = self.lookup(ident)
+        if self.read_only == "read-only":
+            self.index.require_writable()
+        shas = {e.sha256 for e in entries} | {b.sha256 for b in blobs}
+        by_digest = not any(ident.strip() in (e.key, e.identifier) for e in entries)
+        keys = {e.key for e in entries}
+        doomed = [sha for sha in shas if by_digest or set(self.index.keys_of(sha)) <= keys]
+        # files first: on a full disk that frees the space the index update needs; a row
+        # left without its file reads as absent, never as a wrong file
+        for sha in doomed:
+            self.tier.remove(sha)
+        self.index.forget(keys, doomed)
+        return entries, [b for b in blobs if b.sha256 in doomed]
+
+    def abandoned_partials(self, older_than: float = 0.0) -> list[Path]:
+        """Partial downloads whose process is gone, untouched for ``older_than`` seconds."""
+        cutoff = time.time() - older_than
+        out = []
+        for part in self.layout.all_partials():
+            with contextlib.suppress(OSError):
+                if part.stat().st_mtime < cutoff and not partial_owner_alive(part):
+                    out.append(part)
+        return out
+
+    def prune(self, max_size: int) -> list[Blob]:
+        """Evict least recently used unpinned blobs until the total is <= ``max_size``.
+
+        Partial downloads abandoned for over a day go too (younger ones are
+        kept so that the next resolve can resume them).
+        """
+        for part in self.abandoned_partials(older_than=PARTIAL_MAX_AGE):
+            part.unlink(missing_ok=True)
+            Layout.sidecar(part).unlink(missing_ok=True)
+        for side in stale_sidecars(self.layout, older_than=PARTIAL_MAX_AGE):
+            side.unlink(missing_ok=True)
+        if self.read_only == "read-only":
+            self.index.require_writable()
+        total = self.total_size()
+        evicted = []
+        for blob in self.index.blob_rows(unpinned_lru=True):
+            if total <= max_size:
+                break
+            total -= blob.size
+            evicted.append(blob)
+        for blob in evicted:  # files first, as in remove()
+            self.tier.remove(blob.sha256)
+        if evicted:
+            self.index.forget((), [b.sha256 for b in evicted])
+        return evicted
+
+    # -- integrity ---------------------------------------------------------------
+
+    def verify(self, ident: str | None = None, *, repair: bool = True) -> list[tuple[Blob, str]]:
+        """Re-hash blobs (all, or those matching ``ident``); return ``(blob, problem)`` pairs.
+
+        With ``repair``, corrupt or missing blobs are quarantined (the next
+        resolve downloads them again), and files in ``blobs/`` that the index
+        does not know are adopted when their bytes match their name (a crash
+        between the rename and the index write) and deleted otherwise.
+        """
+        blobs = self.lookup(ident)[1] if ident else self.blobs()
+        problems = [(blob, problem) for blob in blobs
+                    if (problem := self.check_blob(blob)) is not None]
+        if repair:
+            for blob, problem in problems:
+                self.quarantine(blob.sha256, problem)
+            if ident is None:
+                known = {b.sha256 for b in self.blobs()}
+                settled = time.time() - 60  # a just-renamed blob may not be indexed yet
+                for name in list(self.tier.names()):
+                    with contextlib.suppress(OSError):
+                        if name not in known and \
+                                self.tier.path(name).stat().st_ctime < settled:
+                            self.adopt_orphan(name)
+        return problems
+
+    def adopt_orphan(self, sha256: str) -> Blob | None:
+        """Index a blob file that has no row, if its bytes match its name; else delete it.
+
+        A process killed between moving a verified blob into place and writing
+        the index leaves such a file: it is whole and verified, so it is kept.
+        """
+        if (blob := self.blob(sha256)) is not None:
+            return blob
+        path = self.tier.path(sha256)
+        try:
+            size = path.stat().st_size
+            digests = hash_file(path, (CONTENT_ALG,))
+        except OSError:
+            return None
+        if digests[CONTENT_ALG] != sha256:
+            self.tier.remove(sha256)
+            return None
+        self.index.add_blob_row(sha256, size, digests)
+        log.info("adopted blob %s left unindexed by an interrupted run", sha256[:12])
+        return self.blob(sha256)
+
+    def check_blob(self, blob: Blob, pace=None) -> str | None:
+        """Re-hash one blob; return what is wrong with it, or None when its bytes match.
+
+        ``pace(n)`` is called after each read of ``n`` bytes (a rate limit may sleep there).
+        """
+        try:
+            found = hash_file(blob.path, blob.digests.keys() | {CONTENT_ALG}, pace=pace)
+        except OSError as exc:
+            return f"unreadable: {exc.strerror or exc}"
+        if found[CONTENT_ALG] != blob.sha256 or any(
+                found.get(alg) != hexd for alg, hexd in blob.digests.items()):
+            return f"content changed: sha256 is now {found[CONTENT_ALG]}"
+        return None
+
+    def quarantine(self, sha256: str, reason: str) -> None:
+        """Move a blob whose bytes no longer match aside and forget it.
+
+        The file is kept under ``quarantine/`` for inspection; entries that
+        pointed at it are dropped, so the next resolve downloads them again.
+
+        :raises CacheError: the cache cannot be changed (read-only): the caller
+            must then refuse to serve the blob.
+        """
+        log.warning("quarantining blob %s: %s", sha256[:12], reason)
+        try:
+            self.tier.quarantine(sha256)
+        except OSError as exc:
+            raise CacheError(
+                f"blob {sha256[:12]} in {self.blob_dir} is corrupt ({reason}) and cannot "
+                f"be removed: {exc.strerror or exc}",
+                hint=f"the cache at {self.root} is read-only or not yours; delete "
+                     f"{self.blob_path(sha256)} or run `hostkit cache verify` where it is "
+                     "writable") from None
+        self.index.forget((), [sha256])
+
+    def scrub(self, max_bytes: int, pace=None) -> list[tuple[Blob, str]]:
+        """Re-hash the next blobs in turn, about ``max_bytes`` of them; quarantine bad ones.
+
+        Called repeatedly (the daemon's background scrub), it walks every blob
+        in sha256 order and starts over at the end. ``pace(n)`` is called after
+        each read of ``n`` bytes, so a caller can hold the reads under a rate
+        however large a blob is. Returns ``(blob, problem)``.
+        """
+        rows = self.index.blob_rows(after=self._scrub_after, limit=256)
+        if not rows:
+            self._scrub_after = ""
+            return []
+        problems, budget = [], max_bytes
+        for blob in rows:
+            self._scrub_after = blob.sha256
+            if (problem := self.check_blob(blob, pace)) is not None:
+                problems.append((blob, problem))
+                self.quarantine(blob.sha256, problem)
+            budget -= max(blob.size, 1)
+            if budget <= 0:
+                break
+        return problems

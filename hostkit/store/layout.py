@@ -1,0 +1,94 @@
+"""Every path name in the cache, and nothing else: the one owner of the layout.
+
+::
+
+    blobs/sha256/<hex>                 whole, verified files, read-only to their owner
+    tmp/<keyhash>.<pid>-<rand>.part    partial downloads, with a ``.json`` sidecar for resume
+    locks/<keyhash>.lock               advisory locks that avoid duplicate downloads
+    quarantine/<hex>.<time>            blobs whose bytes no longer match their name
+    index.db                           SQLite (WAL): entries (identifier -> blob) and blobs
+
+The CLI's fast path, the store and the resolver all build paths here, so the
+layout can change in one place. No I/O happens in this module.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+from pathlib import Path
+
+#: The content address of every blob.
+CONTENT_ALG = "sha256"
+
+
+def key_hash(key: str) -> str:
+    """Short stable file-name-safe name for a cache key (partials and lock files)."""
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+class Layout:
+    """The paths of one cache rooted at ``root``."""
+
+    def __init__(self, root: Path | str):
+        self.root = Path(root)
+        self.blob_dir = self.root / "blobs" / CONTENT_ALG
+        self.tmp_dir = self.root / "tmp"
+        self.lock_dir = self.root / "locks"
+        self.quarantine_dir = self.root / "quarantine"
+        self.index_path = self.root / "index.db"
+
+    def private_dirs(self) -> tuple[Path, ...]:
+        """The directories a writable cache has, created 0700, parents first."""
+        return (self.root / "blobs", self.blob_dir, self.tmp_dir, self.lock_dir)
+
+    def blob_path(self, sha256: str) -> Path:
+        """Where the blob with this sha256 lives (whether or not it exists)."""
+        return self.blob_dir / sha256
+
+    def lock_path(self, key: str) -> Path:
+        """The advisory lock file of a cache key."""
+        return self.lock_dir / f"{key_hash(key)}.lock"
+
+    def new_partial(self, key: str) -> Path:
+        """A fresh, unique partial file name for ``key``, owned by this process."""
+        return self.tmp_dir / f"{key_hash(key)}.{os.getpid()}-{secrets.token_hex(4)}.part"
+
+    def partials_of(self, key: str) -> list[Path]:
+        """The partial files of ``key`` that exist now (any owner)."""
+        return list(self.tmp_dir.glob(f"{key_hash(key)}.*.part"))
+
+    def sidecars_of(self, key: str) -> list[Path]:
+        """The resume sidecars of ``key`` that exist now (any owner)."""
+        return list(self.tmp_dir.glob(f"{key_hash(key)}.*.json"))
+
+    def all_partials(self) -> list[Path]:
+        """Every partial file under ``tmp/``."""
+        return list(self.tmp_dir.glob("*.part")) if self.tmp_dir.exists() else []
+
+    def all_sidecars(self) -> list[Path]:
+        """Every sidecar under ``tmp/``."""
+        return list(self.tmp_dir.glob("*.json")) if self.tmp_dir.exists() else []
+
+    @staticmethod
+    def sidecar(partial: Path) -> Path:
+        """The resume sidecar of a partial file."""
+        return partial.with_suffix(".json")
+
+    @staticmethod
+    def partial_of(sidecar: Path) -> Path:
+        """The partial file a sidecar describes."""
+        return sidecar.with_suffix(".part")
+
+    @staticmethod
+    def partial_owner(partial: Path) -> int | None:
+        """The pid that named a partial file, or None for a name not made here."""
+        try:
+            return int(partial.name.split(".")[1].split("-")[0])
+        except (ValueError, IndexError):
+            return None
+
+    def quarantine_path(self, sha256: str, when: float) -> Path:
+        """Where a rotten blob is kept for inspection."""
+        return self.quarantine_dir / f"{sha256}.{int(when)}"

@@ -1,0 +1,117 @@
+"""Blob tiers: where verified blobs are kept, behind one interface.
+
+A tier stores whole blobs named by their sha256. The local directory
+(:class:`LocalTier`, ``blobs/sha256/``) is the first tier; a shared tier
+(an object store a site's nodes share) implements the same interface, and
+the cache asks tiers in order: local first.
+
+Every tier keeps the store's promise: a blob appears only whole and
+verified (moved into place atomically), and a blob whose bytes no longer
+match its name is never handed out once found.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Protocol
+
+from .layout import Layout
+
+
+class BlobTier(Protocol):
+    """What the cache needs from a place that keeps blobs."""
+
+    def path(self, sha256: str) -> Path:
+        """The local file of a blob (it may not exist)."""
+        ...
+
+    def has(self, sha256: str, size: int) -> bool:
+        """Whether a blob of this size is there."""
+        ...
+
+    def put(self, temp: Path, sha256: str) -> Path:
+        """Move a fully written, fsynced, verified file in as ``sha256``; return its path."""
+        ...
+
+    def remove(self, sha256: str) -> None:
+        """Delete a blob (missing is fine)."""
+        ...
+
+    def quarantine(self, sha256: str) -> Path | None:
+        """Move a rotten blob aside (deleting it if it cannot be kept); None if missing."""
+        ...
+
+    def names(self) -> Iterator[str]:
+        """The sha256 of every blob file there."""
+        ...
+
+
+class LocalTier:
+    """The cache's own ``blobs/sha256/`` directory: files 0400, moved in by rename."""
+
+    def __init__(self, layout: Layout):
+        self.layout = layout
+
+    def path(self, sha256: str) -> Path:
+        """``blobs/sha256/<hex>``."""
+        return self.layout.blob_path(sha256)
+
+    def has(self, sha256: str, size: int) -> bool:
+        """The file exists with the size the index records."""
+        try:
+            return self.path(sha256).stat().st_size == size
+        except OSError:
+            return False
+
+    def put(self, temp: Path, sha256: str) -> Path:
+        """Rename ``temp`` into place (atomic; identical bytes may already be there).
+
+        :raises OSError: the rename or the directory fsync failed.
+        """
+        final = self.path(sha256)
+        os.chmod(temp, 0o400)
+        os.replace(temp, final)
+        _fsync_dir(final.parent)
+        return final
+
+    def remove(self, sha256: str) -> None:
+        """Delete the file."""
+        self.path(sha256).unlink(missing_ok=True)
+
+    def quarantine(self, sha256: str) -> Path | None:
+        """Move the file to ``quarantine/``; delete it if that fails.
+
+        :raises OSError: it can be neither moved nor deleted (a read-only cache).
+        """
+        path = self.path(sha256)
+        if not path.exists():
+            return None
+        target = self.layout.quarantine_path(sha256, time.time())
+        try:
+            self.layout.quarantine_dir.mkdir(mode=0o700, exist_ok=True)
+            os.replace(path, target)
+            return target
+        except FileNotFoundError:
+            return None
+        except OSError:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()  # cannot keep it: never serve it
+            return None
+
+    def names(self) -> Iterator[str]:
+        """Every file name in ``blobs/sha256/``."""
+        if self.layout.blob_dir.exists():
+            for path in self.layout.blob_dir.iterdir():
+                yield path.name
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
