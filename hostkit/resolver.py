@@ -145,7 +145,7 @@ class Resolver:
                         progress=progress)
                     if not (resolved.cached and self.settings.verify_on_hit):
                         return resolved
-                    blob = self.cache.blob(resolved.sha256)
+                    blob = await _io(self.cache.blob, resolved.sha256)
                     problem = await asyncio.to_thread(self.cache.check_blob, blob) \
                         if blob else "gone"
                     if problem is None:
@@ -171,9 +171,9 @@ class Resolver:
         looked = time.time()
         # the backend sees every identifier first (its rules, no I/O), even for a cached answer
         remote = self.remote_for(ref)
-        if digest and (blob := self.cache.find_blob(digest.alg, digest.hex)):
-            return self._hit(blob, shown, verified=True, event_key=remote.cache_key)
-        entry = self.cache.entry(remote.cache_key)
+        if digest and (blob := await _io(self.cache.find_blob, digest.alg, digest.hex)):
+            return await self._hit(blob, shown, verified=True, event_key=remote.cache_key)
+        entry = await _io(self.cache.entry, remote.cache_key)
         if entry and (hit := await self._cached(remote, entry, digest, offline)):
             return hit
         if offline:
@@ -188,7 +188,7 @@ class Resolver:
             if unsubscribe is not None:
                 unsubscribe()
         if digest:  # the download may have been started with another (or no) expected hash
-            found = self._digest(resolved, digest.alg)
+            found = await _io(self._digest, resolved, digest.alg)
             if found != digest.hex:
                 raise HashMismatch(remote.display, str(digest), f"{digest.alg}:{found}")
             resolved.verified = True
@@ -260,9 +260,9 @@ class Resolver:
 
     # -- cache answers --------------------------------------------------------
 
-    def _hit(self, blob: Blob, identifier: str, *, verified: bool, key: str | None = None,
-             checked: bool = False, event_key: str | None = None) -> Resolved:
-        self.cache.touch(blob.sha256, key, checked=checked)
+    async def _hit(self, blob: Blob, identifier: str, *, verified: bool, key: str | None = None,
+                   checked: bool = False, event_key: str | None = None) -> Resolved:
+        await _io(self.cache.touch, blob.sha256, key, checked=checked)
         self.stats["hits"] += 1
         self.events.publish(Hit(event_key or key or blob.sha256, identifier, blob.sha256,
                                 blob.size, revalidated=checked))
@@ -270,7 +270,10 @@ class Resolver:
                         blob.digests)
 
     def _digest(self, stored: Blob | Resolved, alg: str) -> str:
-        """A stored file's digest in ``alg``: recorded, or computed once and recorded."""
+        """A stored file's digest in ``alg``: recorded, or computed once and recorded.
+
+        Blocking (it may hash the whole file): call it in a worker thread.
+        """
         if alg not in stored.digests:
             found = hash_file(stored.path, (alg,))
             self.cache.add_digests(stored.sha256, found)
@@ -279,25 +282,28 @@ class Resolver:
 
     async def _cached(self, remote: Remote, entry: Entry, digest: Digest | None,
                       offline: bool) -> Resolved | None:
-        blob = self.cache.blob(entry.sha256)
+        blob = await _io(self.cache.blob, entry.sha256)
         if blob is None:
             return None  # index row without its file: download again
         if digest:
             # a different hash than cached means the publisher moved on: fetch again
-            return self._hit(blob, entry.identifier, verified=True, key=entry.key) \
-                if self._digest(blob, digest.alg) == digest.hex else None
+            same = await _io(self._digest, blob, digest.alg) == digest.hex
+            return await self._hit(blob, entry.identifier, verified=True, key=entry.key) \
+                if same else None
         if offline or entry.immutable or remote.immutable or not self.settings.revalidate:
-            return self._hit(blob, entry.identifier, verified=entry.verified, key=entry.key)
+            return await self._hit(blob, entry.identifier, verified=entry.verified,
+                                   key=entry.key)
         try:
             async with asyncio.timeout(self._answer_limit()):  # a trickled HEAD ends too
                 info = await remote.stat()
         except (TransientError, TimeoutError) as exc:
             log.warning("could not revalidate %s (%s); serving the cached copy",
                         remote.display, getattr(exc, "message", "no answer in time"))
-            return self._hit(blob, entry.identifier, verified=entry.verified, key=entry.key)
+            return await self._hit(blob, entry.identifier, verified=entry.verified,
+                                   key=entry.key)
         if info.validator and info.validator == entry.validator:
-            return self._hit(blob, entry.identifier, verified=entry.verified, key=entry.key,
-                             checked=True)
+            return await self._hit(blob, entry.identifier, verified=entry.verified,
+                                   key=entry.key, checked=True)
         log.info("%s changed at the origin (%s -> %s); downloading again", remote.display,
                  entry.validator, info.validator)
         return None
@@ -308,7 +314,7 @@ class Resolver:
         """Download under the key's advisory lock, unless another process just did."""
         from filelock import FileLock, Timeout
 
-        self.cache.require_writable()
+        await _io(self.cache.require_writable)
         lock = FileLock(self.cache.layout.lock_path(remote.cache_key), thread_local=False,
                         mode=0o600)
         deadline = self.settings.deadline or None
@@ -322,16 +328,16 @@ class Resolver:
                         break
                     except Timeout:
                         if waited % 10 == 0:  # twice a second: how far the other process is
-                            self._publish_waiting(remote)
+                            await self._publish_waiting(remote)
                         waited += 1
                         await asyncio.sleep(0.05)
                 try:
                     # another process may have finished it while we waited for the lock
-                    entry = self.cache.entry(remote.cache_key)
-                    blob = self.cache.blob(entry.sha256) \
+                    entry = await _io(self.cache.entry, remote.cache_key)
+                    blob = await _io(self.cache.blob, entry.sha256) \
                         if entry and entry.checked >= looked else None
                     if blob and (not digest or blob.digests.get(digest.alg) == digest.hex):
-                        return self._hit(blob, entry.identifier,
+                        return await self._hit(blob, entry.identifier,
                                          verified=bool(digest) or entry.verified, key=entry.key)
                     self.stats["misses"] += 1
                     self.stats["downloads"] += 1
@@ -347,10 +353,10 @@ class Resolver:
         """Seconds a server may take to answer a request (its headers), however it trickles."""
         return self.settings.connect_timeout + self.settings.read_timeout
 
-    def _publish_waiting(self, remote: Remote) -> None:
+    async def _publish_waiting(self, remote: Remote) -> None:
         from .store.partials import partial_progress
 
-        done, total = partial_progress(self.cache.layout, remote.cache_key)
+        done, total = await _io(partial_progress, self.cache.layout, remote.cache_key)
         self.events.publish(Waiting(remote.cache_key, remote.display, done, total))
 
     async def _fetch(self, remote: Remote, digest: Digest | None) -> Resolved:
@@ -358,12 +364,14 @@ class Resolver:
         from .store.partials import PartialDownload, claim_partial, finished_blob
 
         layout = self.cache.layout
-        entry = self.cache.entry(remote.cache_key)
-        meta = finished_blob(layout, remote.cache_key, entry.checked if entry else None)
-        if meta is not None and (adopted := self._adopt_blob(remote, meta, digest)) is not None:
+        entry = await _io(self.cache.entry, remote.cache_key)
+        meta = await _io(finished_blob, layout, remote.cache_key,
+                         entry.checked if entry else None)
+        if meta is not None and \
+                (adopted := await _io(self._adopt_blob, remote, meta, digest)) is not None:
             return adopted
-        part = PartialDownload(layout, remote.cache_key,
-                               claimed=claim_partial(layout, remote.cache_key))
+        claimed = await _io(claim_partial, layout, remote.cache_key)
+        part = PartialDownload(layout, remote.cache_key, claimed=claimed)
         try:
             if part.complete:  # killed after the last byte: verify what is there, no request
                 info = RemoteInfo(size=part.size, validator=part.validator,
@@ -373,7 +381,7 @@ class Resolver:
                 if _matches(digests, info, digest):
                     log.info("%s: adopted the complete download an interrupted run left",
                              remote.display)
-                    return self._store(remote, info, part, digests, digest)
+                    return await self._stored(remote, info, part, digests, digest)
                 part.discard()
                 part = PartialDownload(layout, remote.cache_key)
             info, digests = await self._transfer(remote, digest, part)
@@ -389,7 +397,7 @@ class Resolver:
             else:
                 await part.keep()
             raise
-        return self._store(remote, info, part, digests, digest)
+        return await self._stored(remote, info, part, digests, digest)
 
     async def _transfer(self, remote: Remote, digest: Digest | None,
                         part) -> tuple[RemoteInfo, dict[str, str]]:
@@ -428,7 +436,7 @@ class Resolver:
                     elif body.offset != part.size:
                         await part.restart()
                     if body.offset == 0:
-                        part.record(validator=info.validator, total=info.size,
+                        await _io(part.record, validator=info.validator, total=info.size,
                                     anonymous=remote.anonymous,
                                     identifier=remote.display, digests=info.digests)
                     self.events.publish(DownloadStarted(remote.cache_key, remote.display,
@@ -506,6 +514,14 @@ class Resolver:
                      "(0 turns the check off) for a very slow link",
                 identifier=remote.display) from None
 
+    async def _stored(self, remote: Remote, info: RemoteInfo, part, digests: dict[str, str],
+                      digest: Digest | None) -> Resolved:
+        """Verify and store the finished partial (in a worker thread), then say so."""
+        resolved = await _io(self._store, remote, info, part, digests, digest)
+        self.events.publish(Finished(remote.cache_key, remote.display, resolved.sha256,
+                                     resolved.size, part.downloaded))
+        return resolved
+
     def _adopt_blob(self, remote: Remote, meta: dict, digest: Digest | None) -> Resolved | None:
         """Index the blob a killed run moved into place (see ``partials.finished_blob``)."""
         blob = self.cache.adopt_orphan(str(meta["blob"]))
@@ -555,8 +571,6 @@ class Resolver:
             raise
         failpoint("sidecar")
         part.stored()
-        self.events.publish(Finished(remote.cache_key, remote.display, blob.sha256, blob.size,
-                                     part.downloaded))
         if digest is None:
             log.info("%s: no hash given; recorded sha256:%s (trust on first use)",
                      remote.display, blob.sha256)
@@ -573,6 +587,12 @@ def _deadline_error(display: str, deadline: float) -> DeadlineExceeded:
         f"{display}: not resolved within the {deadline:g} s deadline",
         hint="run again: the bytes downloaded so far are kept and resumed; or raise "
              "HOSTKIT_DEADLINE (0: no limit)", identifier=display)
+
+
+async def _io(fn, /, *args, **kwargs):
+    """Run blocking store work (SQLite and its busy waits, file I/O, hashing, fsync) in a
+    worker thread, so the event loop (the daemon's, serving everyone) never stalls on it."""
+    return await asyncio.to_thread(fn, *args, **kwargs)
 
 
 def _flight_key(remote: Remote) -> str:
