@@ -61,6 +61,13 @@ def _requests(d: DaemonProcess, route: str) -> list[dict]:
     return [e for e in d.events("request") if e["route"] == route]
 
 
+def _wait_for_requests(d: DaemonProcess, n: int) -> None:
+    """Exactly ``n`` resolve requests logged (a line may follow its answer by a moment)."""
+    wait_until(lambda: len(_requests(d, "/v1/resolve")) >= n, timeout=5,
+               what=f"{n} logged resolve requests")
+    assert len(_requests(d, "/v1/resolve")) == n
+
+
 # -- the default: a private socket, found with no configuration --------------------------
 
 
@@ -80,7 +87,7 @@ def test_the_default_daemon_is_a_private_socket_the_cli_and_api_find(tmp_path, g
         # the CLI, on its own cache and with no HOSTKIT_DAEMON_URL, goes through the daemon
         proc = run_cli("resolve", url, "--json", env={"XDG_RUNTIME_DIR": str(run)}, check=True)
         assert json.loads(proc.stdout)["path"] == str(daemon_cache / "blobs/sha256" / sha)
-        assert len(_requests(d, "/v1/resolve")) == 1
+        _wait_for_requests(d, 1)
         # and so does the Python API
         from hostkit import api
         from hostkit.settings import load_settings
@@ -88,7 +95,7 @@ def test_the_default_daemon_is_a_private_socket_the_cli_and_api_find(tmp_path, g
         monkeypatch.setenv("XDG_RUNTIME_DIR", str(run))
         info = api.resolve_info(url, sha, settings=load_settings())
         assert info.path == daemon_cache / "blobs/sha256" / sha
-        assert len(_requests(d, "/v1/resolve")) == 2
+        _wait_for_requests(d, 2)
         assert run_cli("status", "--json", env={"XDG_RUNTIME_DIR": str(run)}).returncode == 0
     finally:
         d.signal(signal.SIGTERM)
@@ -108,7 +115,7 @@ def test_without_a_runtime_dir_the_socket_lives_in_a_private_dir_of_the_cache(tm
         assert _mode(sock) == 0o600 and _mode(sock.parent) == 0o700
         proc = run_cli("resolve", gated.file_url("noxdg.bin"), sha, check=True)
         assert proc.stdout.strip() == str(cache / "blobs/sha256" / sha)
-        assert len(_requests(d, "/v1/resolve")) == 1
+        _wait_for_requests(d, 1)
     finally:
         d.stop()
 

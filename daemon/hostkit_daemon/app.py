@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 
 from aiohttp import hdrs, web
 
-from hostkit.errors import HostkitError
+from hostkit.errors import HostkitError, Stalled
 from hostkit.hashes import parse_hash
 from hostkit.resolver import Resolver
 
@@ -26,6 +26,7 @@ from . import access, logs
 from .access import Caller, Policy
 from .blobs import VerifiedBlobs, send_verified, verify_blob
 from .downloads import DownloadTracker
+from .downloads import stop as _stop
 from .errors import ApiError
 from .jobs import Item, Jobs
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -78,6 +79,12 @@ class DaemonState:
         self.verified.discard(sha256)
         self.warm.forget()
 
+    def stats(self) -> dict:
+        """The resolver's counters, with the hits the daemon answered itself (warm memo)."""
+        stats = dict(self.resolver.stats)
+        stats["hits"] = stats.get("hits", 0) + self.warm.hits
+        return stats
+
     def observe(self, seconds: float, outcome: str, error: str | None) -> None:
         """Count one resolve answer (and its error kind) for /metrics."""
         self.metrics.observe_resolve(seconds, outcome)
@@ -107,6 +114,7 @@ def create_app(settings=None, *, token: str | None = None, resolver: Resolver | 
     owns = resolver is None
     state = DaemonState(resolver or Resolver(settings), token=token or None, listen=listen,
                         owns_resolver=owns, policy=policy or Policy(), scrub_rate=scrub_rate)
+    state.downloads.attach(state.resolver)
     state.jobs = Jobs(state.resolver, state.downloads, state.observe, **job_options)
     state.warm = WarmHits(state.resolver)
     app = web.Application(middlewares=[frontdoor], client_max_size=MAX_BODY)
@@ -155,6 +163,7 @@ async def _cleanup(app: web.Application) -> None:
     for task in state.jobs.tasks():
         task.cancel()
     state.warm.close()
+    state.downloads.detach()
     if state.owns_resolver:
         await state.resolver.aclose()
 
@@ -312,8 +321,8 @@ def _item(resolver: Resolver, identifier: str, expected: str | None, **options) 
     """Validate an identifier and hash without I/O (UsageError subclasses -> 400)."""
     if expected is not None:
         parse_hash(expected)
-    return Item(identifier, expected, resolver.remote_for(identifier).display,
-                options=options)
+    remote = resolver.remote_for(identifier)
+    return Item(identifier, expected, remote.display, remote.cache_key, options=options)
 
 
 # -- handlers ------------------------------------------------------------------------
@@ -355,31 +364,24 @@ async def resolve(request: web.Request) -> web.Response:
         request[LOG].update(outcome="hit", bytes=warm[1])
         return web.Response(body=warm[0], content_type="application/json")
     try:
-        display = resolver.remote_for(identifier).display  # the download's name, if one runs
+        key = resolver.remote_for(identifier).cache_key  # the download's name, if one runs
     except HostkitError:
-        display = None  # the resolver raises it again (or answers a hash hit without one)
+        key = None  # the resolver raises it again
+    # a task of its own: awaited through asyncio.wait, its cancellation (the download was
+    # cancelled) is told apart from this request's (the client hung up)
+    resolving = asyncio.ensure_future(resolver.resolve(
+        identifier, expected, offline=offline, require_hash=require_hash))
+    with state.downloads.waiting(key):  # a stalled job item never cancels it under us
+        try:
+            await asyncio.wait({resolving})
+        except asyncio.CancelledError:
+            _stop(resolving)  # the download goes on for others (the resolver shields it)
+            raise
     try:
-        with state.downloads.waiting(display):  # a stalled job item never cancels it under us
-            resolved = await resolver.resolve(identifier, expected, offline=offline,
-                                              require_hash=require_hash,
-                                              progress=state.downloads.progress())
+        resolved = _outcome(state, resolving)
     except HostkitError:
         state.metrics.observe_resolve(time.monotonic() - started, "error")
         request[LOG]["outcome"] = "error"
-        raise
-    except asyncio.CancelledError:
-        task = asyncio.current_task()
-        if task is not None and not task.cancelling():
-            # the download itself was cancelled: at the end of the shutdown grace period,
-            # or (a narrow race) abandoned by a stalled job item just as we joined it
-            state.metrics.observe_resolve(time.monotonic() - started, "error")
-            request[LOG]["outcome"] = "error"
-            if state.draining:
-                raise ApiError(503, "shutting_down", "the daemon stopped before the download "
-                               "finished", hint="run again: the download resumes where it "
-                               "stopped") from None
-            raise ApiError(503, "stalled", "the download was stopped: it made no progress",
-                           hint="run again: the download resumes where it stopped") from None
         raise
     outcome = "hit" if resolved.cached else "miss"
     state.metrics.observe_resolve(time.monotonic() - started, outcome)
@@ -389,6 +391,19 @@ async def resolve(request: web.Request) -> web.Response:
     body = resolved.to_dict()
     body["blob"] = f"/v1/blobs/{resolved.sha256}"
     return web.json_response(body)
+
+
+def _outcome(state: DaemonState, resolving: asyncio.Future):
+    """The resolve's answer; a cancelled download is a 503 (stopping, or stalled)."""
+    if resolving.cancelled():
+        # the download itself was cancelled: at the end of the shutdown grace period,
+        # or (a narrow race) abandoned by a stalled job item just as we joined it
+        if state.draining:
+            raise ApiError(503, "shutting_down", "the daemon stopped before the download "
+                           "finished", hint="run again: the download resumes where it stopped")
+        raise Stalled("the download was stopped: it made no progress",
+                      hint="run again: the download resumes where it stopped")
+    return resolving.result()
 
 
 async def blob(request: web.Request) -> web.StreamResponse:
@@ -641,10 +656,10 @@ async def status(request: web.Request) -> web.Response:
         "auth": state.token is not None, "draining": state.draining,
         "cache": {"root": str(cache.root), "total_bytes": cache.total_size(),
                   "entries": entries, "blobs": blobs},
-        "in_flight": [p.to_dict() for p in state.downloads.active.values()],
+        "in_flight": [d.to_dict() for d in state.downloads.active.values()],
         "in_flight_count": len(resolver.in_flight()),
         "jobs": {"active": state.jobs.active(), "known": len(state.jobs)},
-        "stats": dict(resolver.stats),
+        "stats": state.stats(),
     })
 
 
@@ -653,7 +668,7 @@ async def metrics(request: web.Request) -> web.Response:
     state = request.app[STATE]
     cache = state.resolver.cache
     text = state.metrics.render(
-        stats=state.resolver.stats, in_flight=len(state.resolver.in_flight()),
+        stats=state.stats(), in_flight=len(state.resolver.in_flight()),
         cache_bytes=cache.total_size(), cache_entries=cache.counts()[0],
         jobs_active=state.jobs.active(), downloads=state.downloads.finished,
         scrubbed_bytes=state.scrubber.bytes_read if state.scrubber is not None else 0)

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from hostkit.errors import HostkitError, Stalled
 
 from . import logs
+from .downloads import stop
 from .errors import ApiError
 
 #: Items resolved at a time, across all jobs.
@@ -51,7 +52,8 @@ class Item:
 
     identifier: str
     hash: str | None
-    display: str  # the resolver's redacted name for it: the key of its running download
+    display: str  # the resolver's redacted name for it
+    key: str  # its cache key: the name of its download in the resolver's events
     state: str = "queued"  # queued | running | done | failed | cancelled
     result: dict | None = None
     error: dict | None = None
@@ -63,7 +65,7 @@ class Item:
     def to_dict(self, downloads) -> dict:
         """JSON form; running items read live progress from the download tracker."""
         done, total = self.bytes_done, self.bytes_total
-        if self.state == "running" and (p := downloads.get(self.display)) is not None:
+        if self.state == "running" and (p := downloads.get(self.key)) is not None:
             done, total = p.done, p.total
         d = {"identifier": self.display, "hash": self.hash, "state": self.state,
              "bytes_done": done, "bytes_total": total}
@@ -207,17 +209,29 @@ class Jobs:
 
     async def _run_item(self, job: Job, item: Item, caller: str) -> None:
         item.state = "running"
-        task = asyncio.current_task()
-        watch = asyncio.ensure_future(self._watch(item, task))
+        started = time.monotonic()
+        # the resolve runs as a task of its own: the stall watch stops it, and awaiting it
+        # through asyncio.wait tells its stop (or its download's) from this item's own
+        # cancellation at shutdown
+        resolving = asyncio.ensure_future(
+            self.resolver.resolve(item.identifier, item.hash, **item.options))
+        watch = asyncio.ensure_future(self._watch(item, resolving))
         try:
-            await self._resolve(item, task)
+            with self.downloads.waiting(item.key):
+                try:
+                    await asyncio.wait({resolving})
+                except asyncio.CancelledError:
+                    stop(resolving)
+                    item.state = "cancelled"
+                    raise
+            self._settle(item, resolving, started)
         finally:
             watch.cancel()
             self._release(caller)
             self._finish(job, item, caller)
 
-    async def _watch(self, item: Item, task: asyncio.Task) -> None:
-        """Stop the item (cancel its task) once its download stops making progress.
+    async def _watch(self, item: Item, resolving: asyncio.Future) -> None:
+        """Stop the item's resolve once its download stops making progress.
 
         Progress is at least the ``min_rate`` setting (bytes/s; at least one byte)
         over each window of ``stall_seconds``: a server trickling a byte a second
@@ -227,7 +241,7 @@ class Jobs:
         start_done, since = -1, time.monotonic()
         while True:
             await asyncio.sleep(min(1.0, self.stall_seconds / 4))
-            p = self.downloads.get(item.display)
+            p = self.downloads.get(item.key)
             done = p.done if p is not None else -1
             now = time.monotonic()
             if done >= 0 > start_done or done < start_done:  # (re)started: a fresh window
@@ -239,56 +253,46 @@ class Jobs:
                 item.stalled = True
                 logs.event("job_item_stalled", identifier=item.display,
                            bytes_done=max(done, 0), seconds=round(now - since, 1))
-                task.cancel()
+                resolving.cancel()
                 return
 
-    async def _resolve(self, item: Item, task: asyncio.Task | None) -> None:
-        started = time.monotonic()
-        stopped = False
-        with self.downloads.waiting(item.display):
-            try:
-                resolved = await self.resolver.resolve(item.identifier, item.hash,
-                                                       progress=self.downloads.progress(),
-                                                       **item.options)
-            except HostkitError as exc:
-                item.state, item.error = "failed", exc.to_dict()
-                self.observe(time.monotonic() - started, "error", exc.kind)
+    def _settle(self, item: Item, resolving: asyncio.Future, started: float) -> None:
+        """Record the outcome of the item's finished resolve."""
+        seconds = time.monotonic() - started
+        if resolving.cancelled():
+            if not self.accepting:  # the download was cancelled as the daemon stops
+                item.state = "cancelled"
                 return
-            except asyncio.CancelledError:
-                own = task.cancelling() if task is not None else 1
-                # stopped by our stall watch, or the download itself was cancelled under us
-                # (abandoned as stalled): a failure of this item, not the daemon stopping
-                if not self.accepting or own > (1 if item.stalled else 0):
-                    item.state = "cancelled"
-                    raise
-                if own:
-                    task.uncancel()
-                stopped = True
-            except Exception as exc:  # a bug, not the caller's mistake: report it, keep going
-                item.state = "failed"
-                item.error = {"error": "internal", "message": f"internal error: {exc!r}",
-                              "hint": "see the daemon log", "identifier": item.display}
-                logs.event("internal_error", where="job", message=repr(exc))
-                self.observe(time.monotonic() - started, "error", "internal")
-                return
-        if stopped:
-            # no longer waiting: the download stops too unless someone else waits for it
-            abandoned = self.downloads.abandon(item.display)
+            # stopped by the stall watch, or its download was abandoned as stalled under
+            # it; no longer waiting: the download stops too unless someone else waits for it
+            abandoned = self.downloads.abandon(item.key)
             item.stalled = True
             item.state = "failed"
             item.error = Stalled(
                 f"{item.display}: no progress for {self.stall_seconds:g} s; stopped to free "
                 "its job slot" + (" (its download goes on for others waiting for it)"
-                                  if not abandoned and self.downloads.waiters.get(item.display)
+                                  if not abandoned and self.downloads.waiters.get(item.key)
                                   else ""),
                 hint="the origin is not sending; what was received is kept, so a later "
                      "prefetch or resolve resumes it (start the daemon with a larger --stall "
                      "for very slow origins)", identifier=item.display).to_dict()
-            self.observe(time.monotonic() - started, "error", "stalled")
+            self.observe(seconds, "error", "stalled")
             return
-        item.state, item.result = "done", resolved.to_dict()
-        item.bytes_done = item.bytes_total = resolved.size
-        self.observe(time.monotonic() - started, "hit" if resolved.cached else "miss", None)
+        exc = resolving.exception()
+        if isinstance(exc, HostkitError):
+            item.state, item.error = "failed", exc.to_dict()
+            self.observe(seconds, "error", exc.kind)
+        elif exc is not None:  # a bug, not the caller's mistake: report it, keep going
+            item.state = "failed"
+            item.error = {"error": "internal", "message": f"internal error: {exc!r}",
+                          "hint": "see the daemon log", "identifier": item.display}
+            logs.event("internal_error", where="job", message=repr(exc))
+            self.observe(seconds, "error", "internal")
+        else:
+            resolved = resolving.result()
+            item.state, item.result = "done", resolved.to_dict()
+            item.bytes_done = item.bytes_total = resolved.size
+            self.observe(seconds, "hit" if resolved.cached else "miss", None)
 
     def _expire(self) -> None:
         now = time.time()

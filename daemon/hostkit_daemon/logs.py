@@ -97,8 +97,10 @@ def _value(key: str, value) -> str:
     return _dumps(value)
 
 
-def event(kind: str, **fields) -> None:
+def event(kind: str, /, **fields) -> None:
     """Write one JSON line ``{"ts", "event": kind, ...fields}`` (None fields left out).
+
+    ``kind`` is positional only, so a field may be called ``kind`` too (a job's kind).
 
     Formatted by hand (strings through the json module's C quoting): this runs
     once per request, so it is kept to a few microseconds.

@@ -41,6 +41,8 @@ class WarmHits:
         self._answers: dict[tuple[str, str], tuple[str, int, str, bytes]] = {}
         self._touched: set[str] = set()
         self._flusher: asyncio.Task | None = None
+        #: Resolves answered here (the resolver's own ``stats`` count the others).
+        self.hits = 0
 
     def get(self, identifier: str, expected: str) -> tuple[bytes, int] | None:
         """(JSON answer, size) for a repeat of a verified hit whose blob is still there.
@@ -60,7 +62,7 @@ class WarmHits:
             del self._answers[(identifier, expected)]
             return None
         self._touched.add(sha)
-        self.resolver.stats["hits"] += 1
+        self.hits += 1
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.ensure_future(self._flush_later())
         return body, size
