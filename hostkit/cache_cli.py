@@ -9,7 +9,7 @@ from dataclasses import asdict
 from .cli import format_age, format_size, parse_size
 from .errors import UsageError
 from .redact import redact_url
-from .store import Cache
+from .store.cache import Cache
 
 
 def run_cache_command(args, settings) -> int:

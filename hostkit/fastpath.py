@@ -1,11 +1,13 @@
 """The warm-cache fast path of ``hostkit resolve IDENTIFIER HASH``.
 
 Most runs of a MedPerf client ask for something already cached by its sha256.
-Answering that must cost about a Python start-up, so this module imports only
-``os``, ``sys`` and ``sqlite3`` and handles just the common case: a sha256
-given, no daemon configured, no config file, a blob that is present. Anything
-else returns None and the full CLI takes over with the same result. The
-tests check that both paths print the same thing.
+Answering that must cost about a Python start-up, so this module loads only
+the identifier parser and the store's layout (no plugins, no asyncio) and
+handles just the common case: a sha256 given, no daemon configured, no config
+file, and an index entry of this very identifier holding that blob (so its
+backend accepted the identifier when the entry was written). Anything else
+returns None and the full CLI takes over with the same result. The tests
+check that both paths print the same thing.
 """
 
 from __future__ import annotations
@@ -34,8 +36,7 @@ def _sha256_hex(text: str) -> str | None:
 def try_resolve(argv: list[str]) -> int | None:
     """Answer ``resolve ID HASH [--json] [-q]`` from the cache, or None to fall back."""
     if len(argv) < 3 or argv[0] != "resolve" or any(
-            k in os.environ for k in ("HOSTKIT_DAEMON_URL", "HOSTKIT_CONFIG",
-                                      "HOSTKIT_VERIFY_ON_HIT")):
+            k in os.environ for k in ("HOSTKIT_DAEMON_URL", "HOSTKIT_VERIFY_ON_HIT")):
         return None
     positional, as_json, hash_opt = [], False, None
     it = iter(argv[1:])
@@ -58,23 +59,44 @@ def try_resolve(argv: list[str]) -> int | None:
         return None
     digest = _sha256_hex(hash_opt)
     config_dir = _user_dir("XDG_CONFIG_HOME", "~/.config")
-    if digest is None or config_dir is None or os.path.exists(os.path.join(config_dir,
-                                                                           "config.toml")):
+    if digest is None or config_dir is None:
         return None
+    config = os.environ.get("HOSTKIT_CONFIG") or os.path.join(config_dir, "config.toml")
+    if os.path.exists(config):
+        return None  # settings the fast path does not read: the full path applies them
     cache_dir = os.environ.get("HOSTKIT_CACHE_DIR") or _user_dir("XDG_CACHE_HOME", "~/.cache")
     return _answer(os.path.expanduser(cache_dir), positional[0], digest, as_json)
 
 
 def _answer(cache_dir: str, identifier: str, digest: str, as_json: bool) -> int | None:
+    """Print the cached blob when this identifier's backend accepted it before.
+
+    The identifier is parsed as the resolver parses it, and the answer is given
+    only when an index entry of that very identifier holds this blob: its
+    backend checked the identifier (its rules, e.g. a commit pin) when the
+    entry was written. Anything else (``ftp://…``, a branch-pinned github
+    identifier, an identifier never resolved here) goes to the full resolver.
+    """
     import sqlite3
 
-    index = os.path.join(cache_dir, "index.db")
-    path = os.path.join(cache_dir, "blobs", "sha256", digest)
-    if not os.path.exists(index):
+    from .errors import HostkitError
+    from .identifiers import parse_identifier
+    from .store.layout import Layout
+
+    try:
+        ref = parse_identifier(identifier)
+    except HostkitError:
+        return None  # the full path explains what is wrong
+    layout = Layout(cache_dir)
+    path = layout.blob_path(digest)
+    if not layout.index_path.exists():
         return None
     try:
-        db = sqlite3.connect(index, timeout=30, isolation_level=None)
-        row = db.execute("SELECT size, digests FROM blobs WHERE sha256=?", (digest,)).fetchone()
+        db = sqlite3.connect(layout.index_path, timeout=30, isolation_level=None)
+        row = db.execute(
+            "SELECT size, digests FROM blobs WHERE sha256=? AND EXISTS (SELECT 1 FROM entries "
+            "WHERE entries.sha256=blobs.sha256 AND entries.identifier=?)",
+            (digest, ref.display)).fetchone()
         if row is None or os.stat(path).st_size != row[0]:
             return None
     except (OSError, sqlite3.Error):
@@ -84,20 +106,11 @@ def _answer(cache_dir: str, identifier: str, digest: str, as_json: bool) -> int 
     except sqlite3.Error as exc:
         del exc
     db.close()
-    identifier = identifier.strip()
-    if identifier.lower().startswith("direct:"):
-        identifier = identifier[7:].strip()
-    scheme, sep, rest = identifier.partition(":")
-    if not sep or not scheme.isalnum():
-        return None  # let the full parser explain what is wrong
-    identifier = f"{scheme.lower()}:{rest}"
     if as_json:
         import json
 
-        from .redact import redact_url  # as the resolver shows it: no credentials
-
-        print(json.dumps({"path": path, "sha256": digest, "size": row[0], "cached": True,
-                          "identifier": redact_url(identifier), "verified": True,
+        print(json.dumps({"path": str(path), "sha256": digest, "size": row[0], "cached": True,
+                          "identifier": ref.display, "verified": True,
                           "digests": json.loads(row[1])}, indent=2))
     else:
         print(path)

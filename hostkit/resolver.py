@@ -58,7 +58,8 @@ from .identifiers import Ref, parse_identifier
 from .remote import Context, Remote, RemoteInfo
 from .results import Progress, ProgressListener, Resolved
 from .settings import Settings, load_settings
-from .store import Blob, Cache, Entry
+from .store.cache import Cache
+from .store.index import Blob, Entry
 
 if TYPE_CHECKING:
     from .plugins import LoadedPlugins

@@ -178,7 +178,7 @@ def test_demo_runs_offline_and_shows_hits(tmp_path):
 
 
 def test_prune_drops_only_old_abandoned_partials(settings):
-    from hostkit.store import Cache
+    from hostkit.store.cache import Cache
 
     cache = Cache(settings.cache_dir)
     cache.total_size()  # creates the layout
@@ -201,3 +201,36 @@ def test_demo_assets_are_the_same_bytes_every_time():
     first = {name: hashlib.sha256(b).hexdigest() for name, b in sample_files().items()}
     time.sleep(1.1)  # gzip headers carry seconds
     assert {name: hashlib.sha256(b).hexdigest() for name, b in sample_files().items()} == first
+
+
+def test_a_cached_hash_never_answers_for_an_identifier_its_backend_refuses(origin):
+    """Fast path and full path both check the identifier before any cached answer."""
+    sha = origin.add("rules.bin", b"r" * 5000)
+    run_cli("resolve", f"{origin.url}/f/rules.bin", sha, check=True)  # the blob is cached
+    unknown = run_cli("resolve", "ftp://x/y", sha)
+    assert unknown.returncode == 2 and "no backend accepts" in unknown.stderr
+    branch = run_cli("resolve", "github:owner/repo@main/rules.bin", sha)
+    assert branch.returncode == 4 and "branch or tag" in branch.stderr
+    never = run_cli("resolve", f"{origin.url}/f/other-name.bin", sha, "--offline")
+    assert never.returncode == 0  # a hash held answers for an identifier its backend accepts
+
+
+def test_the_fast_path_answers_a_warm_hit_without_loading_plugins(origin):
+    """The common MedPerf call (identifier + sha256, cached) costs about a Python start-up."""
+    import os
+    import subprocess
+    import sys
+
+    sha = origin.add("fast.bin", data(2000, 33))
+    url = f"{origin.url}/f/fast.bin"
+    run_cli("resolve", url, sha, check=True)
+    probe = ("import sys, hostkit.cli as c; rc = c.main(['resolve', sys.argv[1], sys.argv[2]]); "
+             "print('plugins loaded' if 'hostkit.plugins' in sys.modules else 'fast'); "
+             "sys.exit(rc)")
+    proc = subprocess.run([sys.executable, "-c", probe, url, sha], capture_output=True,
+                          text=True, env=os.environ, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1] == "fast"
+    other = subprocess.run([sys.executable, "-c", probe, "ftp://x/y", sha], capture_output=True,
+                           text=True, env=os.environ, timeout=60)
+    assert other.returncode == 2 and other.stdout.splitlines()[-1] == "plugins loaded"

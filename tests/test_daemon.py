@@ -182,7 +182,7 @@ def test_prefetch_reports_progress_and_errors_per_item(daemon, gated):
 
 
 def test_warm_answers_equal_the_resolvers_and_notice_removals(daemon, gated):
-    from hostkit.store import Cache
+    from hostkit.store.cache import Cache
 
     sha = gated.add("warm.bin", payload(50_000, 20))
     body = {"identifier": f"direct:{gated.file_url('warm.bin')}", "hash": sha}

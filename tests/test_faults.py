@@ -299,7 +299,7 @@ def test_a_busy_index_is_waited_for_when_opening(cache):
     import sqlite3
     import threading
 
-    from hostkit.store import Cache
+    from hostkit.store.cache import Cache
 
     first = Cache(cache)
     first.entries()

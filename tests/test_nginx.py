@@ -33,7 +33,7 @@ def test_cold_and_warm_through_nginx(nginx, resolver):
 
 def test_resume_with_if_range_against_nginx(nginx, resolver):
     """A partial left by a dead process is resumed with a 206 from nginx."""
-    from hostkit.store import key_hash
+    from hostkit.store.layout import key_hash
 
     url = f"{nginx.url}/model.bin"
     remote = resolver.remote_for(url)

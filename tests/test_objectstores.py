@@ -278,7 +278,7 @@ def test_same_bucket_and_key_on_two_endpoints_never_collide(s3env, seaweed):
         a_again, _ = resolve(f"minio://127.0.0.1:{seaweed.port}/plain/same.bin")
         assert a_again.cached and a_again.sha256 == a.sha256
         from hostkit.settings import load_settings
-        from hostkit.store import Cache
+        from hostkit.store.cache import Cache
 
         keys = {e.key for e in Cache(load_settings().cache_dir).entries()}
         assert keys == {f"s3+http://127.0.0.1:{port}/plain/same.bin"
@@ -586,7 +586,7 @@ def test_malformed_object_store_identifiers(identifier, hint, monkeypatch, tmp_p
 def _refused_wrong_hash(src, destination: str):
     """Upload ``src``, resolve it with a wrong sha256: HashMismatch and nothing cached."""
     from hostkit.settings import load_settings
-    from hostkit.store import Cache
+    from hostkit.store.cache import Cache
 
     ident = upload(src, destination).identifier
     wrong = "sha256:" + "0" * 64

@@ -9,14 +9,13 @@
     index.db                           SQLite (WAL): entries (identifier -> blob) and blobs
 
 The CLI's fast path, the store and the resolver all build paths here, so the
-layout can change in one place. No I/O happens in this module.
+layout can change in one place. No I/O happens in this module, and it imports
+almost nothing (the fast path loads it on every warm ``hostkit resolve``).
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
-import secrets
 from pathlib import Path
 
 #: The content address of every blob.
@@ -25,6 +24,8 @@ CONTENT_ALG = "sha256"
 
 def key_hash(key: str) -> str:
     """Short stable file-name-safe name for a cache key (partials and lock files)."""
+    import hashlib
+
     return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
@@ -53,6 +54,8 @@ class Layout:
 
     def new_partial(self, key: str) -> Path:
         """A fresh, unique partial file name for ``key``, owned by this process."""
+        import secrets
+
         return self.tmp_dir / f"{key_hash(key)}.{os.getpid()}-{secrets.token_hex(4)}.part"
 
     def partials_of(self, key: str) -> list[Path]:
