@@ -12,12 +12,13 @@ COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 @pytest.fixture
 def raw_host(origin, monkeypatch):
-    """The test origin stands in for raw.githubusercontent.com."""
+    """The test origin stands in for raw.githubusercontent.com (set before the resolver
+    fixture reads the settings: request it first)."""
     monkeypatch.setenv("HOSTKIT_GITHUB_RAW_URL", f"{origin.url}/f")
     return f"{origin.url}/f"
 
 
-def test_pinned_commit_is_immutable_and_never_revalidated(resolver, origin, raw_host):
+def test_pinned_commit_is_immutable_and_never_revalidated(raw_host, resolver, origin):
     sha = origin.add(f"o/r/{COMMIT}/mlcube.yaml", data(700, 70))
     ident = f"github:o/r@{COMMIT}/mlcube.yaml"
     remote = resolver.remote_for(ident)

@@ -153,13 +153,13 @@ def test_upload_over_a_different_size_reads_the_file_once(s3env, tmp_path, monke
     src.write_bytes(b"short")
     upload(src, f"{s3env}/plain/sized.bin", overwrite=True)
     hashed = []
-    real = objectstore._hash_file
+    real = objectstore.hash_file
 
     async def counting(path, algs):
         hashed.append(algs)
         return await real(path, algs)
 
-    monkeypatch.setattr(objectstore, "_hash_file", counting)
+    monkeypatch.setattr(objectstore, "hash_file", counting)
     digest = write_random(src, 70_000)
     result = upload(src, f"{s3env}/plain/sized.bin", overwrite=True)
     assert result.created and result.sha256 == digest
@@ -621,10 +621,13 @@ def test_gcs_refused_credentials_are_told_apart_from_anonymous(monkeypatch, tmp_
     from hostkit_backends import gcs
 
     from hostkit.identifiers import parse_identifier
+    from hostkit.plugins import load_plugins
+    from hostkit.remote import Context
     from hostkit.settings import load_settings
 
     fx._clear_cloud_env(monkeypatch, tmp_path)
-    loc, conf = gcs.parse(parse_identifier("gs://gbucket/x.bin"), load_settings())
+    context = Context(load_settings(), declared=load_plugins().options())
+    loc, conf = gcs.parse(parse_identifier("gs://gbucket/x.bin"), context)
     body = json.dumps({"error": {"message": "caller does not have storage.objects.get"}})
     refused = gcs.GcsStore(conf, None)._status_error(403, body, loc)
     assert isinstance(refused, CredentialsRefused) and "storage.objects.get" in refused.message

@@ -42,6 +42,20 @@ def synapse(synapse_server, monkeypatch, tmp_path):
     return synapse_server
 
 
+@pytest.fixture
+def resolver(synapse):
+    """A resolver whose settings are read once the stand-in's are in the environment."""
+    return reloaded()
+
+
+def reloaded():
+    """A resolver reading the settings now in the environment (they are read once, when made)."""
+    from hostkit.resolver import Resolver
+    from hostkit.settings import load_settings
+
+    return Resolver(load_settings())
+
+
 def upload(resolver, *args, **kwargs):
     async def go():
         try:
@@ -143,6 +157,7 @@ def test_token_and_endpoints_from_the_synapse_config_file(resolver, synapse, mon
     config.chmod(0o600)
     monkeypatch.setenv("HOSTKIT_SYNAPSE_CONFIG", str(config))
     monkeypatch.delenv("HOSTKIT_SYNAPSE_ENDPOINT")
+    resolver = reloaded()
     sid = synapse.add_file("cfg.bin", data(10_000, 18), access="login")
     got = resolve(resolver, f"synapse:{sid}")
     assert got.path.read_bytes() == data(10_000, 18)
@@ -235,6 +250,7 @@ def test_refused_presigned_url_is_retried_and_never_shown(resolver, synapse):
 
 def test_unreachable_endpoint_fails_fast(resolver, synapse, monkeypatch):
     monkeypatch.setenv("HOSTKIT_SYNAPSE_ENDPOINT", "http://127.0.0.1:9")
+    resolver = reloaded()
     started = time.monotonic()
     with pytest.raises(errors.Unreachable):
         resolve(resolver, "synapse:syn123")

@@ -81,7 +81,7 @@ def test_parts_waiting_for_their_turn_read_ahead_only_their_share():
     import asyncio
     import collections
 
-    from hostkit_backends.objectstore import ordered_parts
+    from hostkit.backend import ordered_parts
 
     MiB, step = 1 << 20, 64 << 10
     data = bytes(range(256)) * (16 * MiB // 256)

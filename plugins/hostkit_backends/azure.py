@@ -27,6 +27,7 @@ import os
 import re
 from dataclasses import dataclass
 
+from hostkit.backend import network_error, require, status_error
 from hostkit.errors import (
     BackendError,
     CredentialsNeeded,
@@ -39,20 +40,18 @@ from hostkit.errors import (
 )
 from hostkit.hookspecs import hookimpl
 from hostkit.remote import BackendInfo
+from hostkit.settings import Option
 
 from .objectstore import (
     Location,
     ObjectMeta,
     Store,
     after_slashes,
-    busy,
     changed,
     created_meanwhile,
     env_true,
-    network_error,
     no_bucket,
     object_store_hooks,
-    require,
     shown,
     vanished,
 )
@@ -66,6 +65,13 @@ def hostkit_backends():
         summary="Azure Blob Storage: connection string, account key, SAS or Azure identity; "
                 "version pins, parallel ranged reads, upload",
         examples=("az://container/blob", "az://container/blob?versionid=ID"), extra="azure")]
+
+
+@hookimpl
+def hostkit_settings():
+    """``HOSTKIT_AZURE_ANONYMOUS`` (or ``anonymous`` in ``[backends.azure]``)."""
+    return [Option("azure", "anonymous", "bool", False,
+                   "read public containers without credentials")]
 
 
 @dataclass(frozen=True)
@@ -86,7 +92,7 @@ class AzureConfig:
         return f"azure|{self.endpoint}|{self.account}|{self.anonymous}|{secret}"
 
 
-def parse(ref, settings) -> tuple[Location, AzureConfig]:
+def parse(ref, context) -> tuple[Location, AzureConfig]:
     """Split ``az://container/blob[?versionid=ID]``; find the account in the environment."""
     body, _, query = after_slashes(ref, "az://container/blob").partition("?")
     version = None
@@ -100,15 +106,15 @@ def parse(ref, settings) -> tuple[Location, AzureConfig]:
     if not 3 <= len(container) <= 63 or not re.fullmatch(r"[a-z0-9-]+|\$root|\$web", container):
         raise UsageError(f"{shown(ref)}: {container!r} is not a container name",
                          hint="write az://container/blob (container names are lowercase)")
-    conf = _config(settings)
+    conf = _config(context)
     loc = Location(backend="az", base="az://",
                    endpoint=conf.endpoint or "https://<no-azure-account>", bucket=container,
                    key=blob, version=version, version_form="?versionid={}")
     return loc, conf
 
 
-def _config(settings) -> AzureConfig:
-    anonymous = settings.azure_anonymous or env_true("AZURE_STORAGE_ANON")
+def _config(context) -> AzureConfig:
+    anonymous = context.option("azure", "anonymous") or env_true("AZURE_STORAGE_ANON")
     conn = os.environ.get("AZURE_STORAGE_CONNECTION_STRING")
     if conn:
         return AzureConfig(_endpoint_of(conn), connection_string=conn, anonymous=anonymous)
@@ -322,7 +328,9 @@ class AzureStore(Store):
         if isinstance(exc, ax.ResourceModifiedError) or status == 412:
             return changed(display, "blob")
         if status is not None and (status == 429 or status >= 500):
-            return busy(display, f"{status} {code}".strip())
+            return status_error(status, display, texts={"busy": (
+                f"the server answered {status} {code}".strip(),
+                "the server is busy or failing; try again later")})
         if isinstance(exc, ax.ServiceRequestError):
             return Unreachable(f"{display}: cannot connect to {where}",
                                hint="check the account endpoint and your network; the server "

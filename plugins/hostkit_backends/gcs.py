@@ -29,6 +29,14 @@ import secrets
 from dataclasses import dataclass
 from urllib.parse import quote
 
+from hostkit.backend import (
+    HttpStatus,
+    ObjectChanged,
+    network_error,
+    ranged_get,
+    require,
+    status_error,
+)
 from hostkit.errors import (
     BackendError,
     CredentialsNeeded,
@@ -41,22 +49,17 @@ from hostkit.errors import (
 from hostkit.headers import md5_from_base64
 from hostkit.hookspecs import hookimpl
 from hostkit.remote import BackendInfo
+from hostkit.settings import Option
 
 from .objectstore import (
-    HttpStatus,
     Location,
-    ObjectChanged,
     ObjectMeta,
     Store,
     after_slashes,
-    busy,
     changed,
     created_meanwhile,
-    network_error,
     no_bucket,
     object_store_hooks,
-    ranged_get,
-    require,
     shown,
     vanished,
 )
@@ -74,6 +77,13 @@ def hostkit_backends():
         examples=("gs://bucket/key", "gs://bucket/key#GENERATION"), extra="gcs")]
 
 
+@hookimpl
+def hostkit_settings():
+    """``HOSTKIT_GCS_ANONYMOUS`` (or ``anonymous`` in ``[backends.gcs]``)."""
+    return [Option("gcs", "anonymous", "bool", False,
+                   "send unauthenticated requests (public buckets)")]
+
+
 @dataclass(frozen=True)
 class GcsConfig:
     """The endpoint and which credentials to use, decided without I/O."""
@@ -86,7 +96,7 @@ class GcsConfig:
         return f"gcs|{self.endpoint}|{self.token}"
 
 
-def parse(ref, settings) -> tuple[Location, GcsConfig]:
+def parse(ref, context) -> tuple[Location, GcsConfig]:
     """Split ``gs://bucket/key[#generation]`` and decide endpoint and credentials."""
     body, version = after_slashes(ref, "gs://bucket/key or gs://bucket/key#GENERATION"), None
     if match := re.fullmatch(r"(.*?)(?:#|\?generation=)(\d+)", body, re.S):
@@ -104,7 +114,7 @@ def parse(ref, settings) -> tuple[Location, GcsConfig]:
     else:
         endpoint = GOOGLE_ENDPOINT
     endpoint = endpoint.rstrip("/")
-    if settings.gcs_anonymous:
+    if context.option("gcs", "anonymous"):
         token = "anon"
     elif path := os.environ.get("GOOGLE_APPLICATION_CREDENTIALS"):
         token = path
@@ -321,32 +331,25 @@ class GcsStore(Store):
             reason = json.loads(body)["error"]["message"][:160]
         except (ValueError, KeyError, TypeError):
             reason = ""
-        if status == 404:
-            if reading:
-                return vanished(display)
-            what = "that generation" if loc.version else "that object"
-            return NotFound(f"{display}: no such object ({what} is not in bucket "
-                            f"{loc.bucket!r} at {self.conf.endpoint})",
-                            hint="check the key and generation; `gcloud storage ls "
-                                 "gs://BUCKET/PREFIX/` lists what is there", identifier=display)
-        if status in (401, 403):
-            if self.conf.token == "anon":
-                return CredentialsNeeded(f"{display}: anonymous access was refused ({status})",
-                                         hint="the bucket is not public: unset "
-                                              "HOSTKIT_GCS_ANONYMOUS and log in (gcloud auth "
-                                              "application-default login)", identifier=display)
-            return CredentialsRefused(f"{display}: Google refused the credentials ({status}"
-                                      f"{': ' + reason if reason else ''})",
-                                      hint="check that the account may read this bucket "
-                                           "(roles/storage.objectViewer)", identifier=display)
+        if status == 404 and reading:
+            return vanished(display)
         if status == 412:
             return _PreconditionFailed(f"{display}: precondition failed (412): the object changed",
-                                  hint="run again", identifier=display)
-        if status == 429 or status >= 500:
-            return busy(display, status)
-        return BackendError(f"{display}: the server answered {status}"
-                            f"{': ' + reason if reason else ''}",
-                            hint="run with -v for details", identifier=display)
+                                       hint="run again", identifier=display)
+        what = "that generation" if loc.version else "that object"
+        said = f": {reason}" if reason else ""
+        anonymous = self.conf.token == "anon"
+        refused = (f"anonymous access was refused ({status})", "the bucket is not public: "
+                   "unset HOSTKIT_GCS_ANONYMOUS and log in (gcloud auth application-default "
+                   "login)") if anonymous else (
+            f"Google refused the credentials ({status}{said})",
+            "check that the account may read this bucket (roles/storage.objectViewer)")
+        return status_error(status, display, credentials_sent=not anonymous, texts={
+            "not_found": (f"no such object ({what} is not in bucket {loc.bucket!r} at "
+                          f"{self.conf.endpoint})", "check the key and generation; `gcloud "
+                          "storage ls gs://BUCKET/PREFIX/` lists what is there"),
+            "credentials": refused,
+            "other": (f"the server answered {status}{said}", "run with -v for details")})
 
     def _error(self, exc: BaseException, loc: Location) -> HostkitError:
         if isinstance(exc, HostkitError):

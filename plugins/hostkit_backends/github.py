@@ -4,18 +4,18 @@ Accepts ``https://raw.githubusercontent.com/OWNER/REPO/COMMIT/PATH`` and the
 shorthand ``github:OWNER/REPO@COMMIT/PATH``. A 40-hex commit makes the
 reference immutable, so a cached copy is served with no network call. A
 branch or tag can move under the same name: refused, with the way to find the
-commit. ``HOSTKIT_GITHUB_RAW_URL`` points at another raw host (GitHub
-Enterprise, a mirror).
+commit. The ``raw_url`` setting (``HOSTKIT_GITHUB_RAW_URL``, or ``[backends.github]``)
+points at another raw host (GitHub Enterprise, a mirror).
 """
 
 from __future__ import annotations
 
-import os
 import re
 
 from hostkit.errors import NotPermanent, UsageError
 from hostkit.hookspecs import hookimpl
 from hostkit.remote import BackendInfo
+from hostkit.settings import Option
 
 from .http import HttpRemote
 
@@ -34,14 +34,21 @@ def hostkit_backends():
                   "https://raw.githubusercontent.com/owner/repo/<commit>/path"))]
 
 
-def _raw_base() -> str:
-    return os.environ.get("HOSTKIT_GITHUB_RAW_URL", RAW_HOST).rstrip("/")
+@hookimpl
+def hostkit_settings():
+    """``raw_url``: the raw host (``HOSTKIT_GITHUB_RAW_URL``)."""
+    return [Option("github", "raw_url", "str", RAW_HOST,
+                   "where raw files are served (GitHub Enterprise, a mirror)")]
+
+
+def _raw_base(context) -> str:
+    return (context.option("github", "raw_url") or RAW_HOST).rstrip("/")
 
 
 @hookimpl
 def hostkit_resolve(ref, context):
     """Claim ``github:`` identifiers and raw.githubusercontent.com URLs."""
-    base = _raw_base()
+    base = _raw_base(context)
     if ref.scheme == "github":
         match = _SHORTHAND.match(ref.rest)
         if not match:

@@ -7,28 +7,40 @@ did not change. Share links and web pages are refused with a hint.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import re
 from urllib.parse import parse_qs, urlsplit
 
-from hostkit.errors import (
-    BackendError,
-    CredentialsNeeded,
-    HostkitError,
-    NotDirectLink,
-    NotFound,
-    TransientError,
-    TruncatedBody,
-    Unreachable,
+from hostkit.backend import (
+    IDENTITY,
+    HttpStatus,
+    network_error,
+    open_range,
+    raise_for_status,
+    request,
+    retry_after,
+    status_error,
 )
-from hostkit.headers import content_range, md5_from_base64
+from hostkit.errors import HostkitError, NotDirectLink, TransientError
+from hostkit.headers import md5_from_base64
 from hostkit.hookspecs import hookimpl
 from hostkit.redact import redact_url, url_cache_key
 from hostkit.remote import BackendInfo, Body, Remote, RemoteInfo
 
 _HTML_START = re.compile(rb"^\s*(<!doctype\s+html|<html|<head|<body)", re.I)
-_REQUEST_HEADERS = {"Accept-Encoding": "identity"}  # we hash the bytes as published
+#: What a direct link's answers mean, in this backend's words (see ``status_error``).
+_TEXTS = {
+    "not_found": ("not found ({status})",
+                  "check the link; the file may have moved or been deleted"),
+    "credentials": ("the server refused anonymous access ({status})",
+                    "direct links must allow anonymous GET; ask the publisher for a public "
+                    "link or use a backend with credentials (synapse:, s3://)"),
+    "changed": ("server answered {status} {reason}", "check the link"),
+    "busy": ("server answered {status}", "the server is busy or failing; try again later"),
+    "other": ("server answered {status} {reason}", "check the link"),
+}
+_HINTS = {"unreachable": "check the host name and your network; the server may be down",
+          "failed": "try again"}
 
 
 @hookimpl
@@ -89,12 +101,11 @@ class HttpRemote(Remote):
 
     async def stat(self) -> RemoteInfo:
         """HEAD the URL (following redirects) for size and validator."""
-        session = await self.context.http_session()
         try:
-            async with session.head(self.url, allow_redirects=True, headers=_REQUEST_HEADERS,
-                                    **self.context.proxy_for(self.url)) as resp:
-                self._check_status(resp)
-                return _info(resp)
+            async with request(self.context, "HEAD", self.url, headers=IDENTITY,
+                               encoded=False, max_redirects=10) as resp:
+                raise_for_status(resp, self.display, texts=_TEXTS)
+                return _info(resp.headers)
         except HostkitError:
             raise  # ours (NotFound is an OSError too): not a network failure
         except (TimeoutError, OSError, _client_errors()) as exc:
@@ -102,45 +113,43 @@ class HttpRemote(Remote):
 
     @contextlib.asynccontextmanager
     async def open(self, offset: int = 0, validator: str | None = None):
-        """GET from ``offset`` when ``validator`` can be checked by the server, else from 0."""
-        session = await self.context.http_session()
-        headers = dict(_REQUEST_HEADERS)
-        if offset and _usable_for_if_range(validator):
-            headers["Range"] = f"bytes={offset}-"
-            headers["If-Range"] = validator
-        else:
+        """GET from ``offset`` when ``validator`` can be checked by the server, else from 0.
+
+        The toolkit's ranged GET sends ``If-Range`` and drops any answer that
+        does not continue at ``offset`` under that validator (starting over
+        from 0).
+        """
+        if not _usable_for_if_range(validator):
             offset = 0
-        try:
-            proxy = self.context.proxy_for(self.url)
-            resp = await session.get(self.url, headers=headers, max_redirects=10, **proxy)
+        async with contextlib.AsyncExitStack() as stack:
             try:
-                if resp.status == 416 and offset:  # nothing past offset: start over
-                    resp.release()
-                    offset, headers = 0, dict(_REQUEST_HEADERS)
-                    resp = await session.get(self.url, headers=headers, max_redirects=10,
-                                             **proxy)
-                self._check_status(resp)
-                info = _info(resp)
-                start = 0
-                if resp.status == 206:
-                    # the resolver appends only from the offset it asked for, under its
-                    # validator; any other answer makes it start over
-                    start, info.size = self._content_range(resp.headers)
-                yield Body(info, start, self._chunks(resp, info))
-            finally:
-                resp.release()
+                ranged = await stack.enter_async_context(
+                    open_range(self.context, self.url, offset, if_range=validator,
+                               encoded=False, max_redirects=10))
+            except HttpStatus as exc:
+                raise status_error(exc.status, self.display, texts=_TEXTS, reason=exc.reason,
+                                   retry_after=retry_after(exc.headers)) from None
+            except HostkitError:
+                raise  # ours (NotFound is an OSError too): not a network failure
+            except (TimeoutError, OSError, _client_errors()) as exc:
+                raise self._network_error(exc) from None
+            info = _info(ranged.response.headers)
+            if ranged.start or ranged.response.status == 206:
+                info.size = ranged.total
+            yield Body(info, ranged.start, self._chunks(ranged.chunks(), info))
+
+    async def _chunks(self, chunks, info: RemoteInfo):
+        first = True
+        try:
+            async for chunk in chunks:
+                if first:
+                    first = False
+                    self._refuse_html(info, chunk)
+                yield chunk
         except HostkitError:
-            raise  # ours (NotFound is an OSError too): not a network failure
+            raise
         except (TimeoutError, OSError, _client_errors()) as exc:
             raise self._network_error(exc) from None
-
-    async def _chunks(self, resp, info: RemoteInfo):
-        first = True
-        async for chunk in resp.content.iter_any():
-            if first:
-                first = False
-                self._refuse_html(info, chunk)
-            yield chunk
 
     def _refuse_html(self, info: RemoteInfo, first_chunk: bytes) -> None:
         looks_html = _HTML_START.match(first_chunk[:512]) is not None
@@ -152,61 +161,10 @@ class HttpRemote(Remote):
                 hint="this is a share or login page; use a permanent direct download link "
                      "(`wget URL` must download the file itself)", identifier=self.display)
 
-    def _check_status(self, resp) -> None:
-        status = resp.status
-        if status in (200, 206):
-            return
-        where = self.display
-        if status in (404, 410):
-            raise NotFound(f"{where}: not found ({status})",
-                           hint="check the link; the file may have moved or been deleted",
-                           identifier=where)
-        if status in (401, 403):
-            raise CredentialsNeeded(
-                f"{where}: the server refused anonymous access ({status})",
-                hint="direct links must allow anonymous GET; ask the publisher for a public "
-                     "link or use a backend with credentials (synapse:, s3://)",
-                identifier=where)
-        if status == 429 or status >= 500:
-            raise TransientError(f"{where}: server answered {status}",
-                                 retry_after=_retry_after(resp), identifier=where,
-                                 hint="the server is busy or failing; try again later")
-        raise BackendError(f"{where}: server answered {status} {resp.reason or ''}".strip(),
-                           hint="check the link", identifier=where)
-
-    def _content_range(self, headers) -> tuple[int, int | None]:
-        parsed = content_range(headers)
-        if parsed is None:
-            raise TransientError(f"{self.display}: 206 without a usable Content-Range")
-        return parsed
-
-    def _network_error(self, exc: BaseException) -> BackendError:
-        import aiohttp
-
-        if isinstance(exc, aiohttp.ClientPayloadError):
-            return TruncatedBody(f"{self.display}: the body ended early ({_short(exc)})",
-                                 identifier=self.display,
-                                 hint="the connection dropped; run again to resume")
-        if isinstance(exc, aiohttp.TooManyRedirects):
-            return BackendError(f"{self.display}: too many redirects",
-                               hint="the link loops; ask the publisher for a direct link",
-                               identifier=self.display)
-        if isinstance(exc, aiohttp.RedirectClientError):
-            # file://, data:, or a URL without a host: a permanent answer, never retried
-            return BackendError(f"{self.display}: the server redirected to a URL that is not "
-                                f"an http(s) URL with a host ({_short(exc)})",
-                                hint="ask the publisher for a direct http(s) link",
-                                identifier=self.display)
-        if isinstance(exc, TimeoutError | asyncio.TimeoutError):
-            return TransientError(f"{self.display}: timed out", identifier=self.display,
-                                  hint="the server is slow or unreachable; raise "
-                                       "HOSTKIT_READ_TIMEOUT or try again later")
-        if isinstance(exc, aiohttp.ClientConnectorError | ConnectionRefusedError):
-            return Unreachable(f"{self.display}: cannot connect ({_short(exc)})",
-                               identifier=self.display,
-                               hint="check the host name and your network; the server may be down")
-        return TransientError(f"{self.display}: connection failed ({_short(exc)})",
-                              identifier=self.display, hint="try again")
+    def _network_error(self, exc: BaseException) -> HostkitError:
+        return network_error(exc, self.display, hints=_HINTS) or TransientError(
+            f"{self.display}: connection failed ({type(exc).__name__})", hint="try again",
+            identifier=self.display)
 
 
 def _client_errors():
@@ -215,14 +173,7 @@ def _client_errors():
     return aiohttp.ClientError
 
 
-def _short(exc: BaseException) -> str:
-    from hostkit.redact import redact_text
-
-    return redact_text(str(exc) or type(exc).__name__)[:200]
-
-
-def _info(resp) -> RemoteInfo:
-    headers = resp.headers
+def _info(headers) -> RemoteInfo:
     etag = headers.get("ETag")
     size = headers.get("Content-Length")
     validator = etag or (f"lm:{headers['Last-Modified']}" if "Last-Modified" in headers else None)
@@ -236,8 +187,3 @@ def _usable_for_if_range(validator: str | None) -> bool:
     # only a strong ETag guards a resume: weak ones may not be used in If-Range, and
     # Last-Modified has one-second resolution
     return bool(validator) and not validator.startswith("W/") and not validator.startswith("lm:")
-
-
-def _retry_after(resp) -> float | None:
-    value = resp.headers.get("Retry-After", "")
-    return min(float(value), 60.0) if value.isdigit() else None

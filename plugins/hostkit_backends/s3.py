@@ -34,11 +34,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
+from hostkit.backend import (
+    HttpStatus,
+    ObjectChanged,
+    network_error,
+    range_headers,
+    ranged_get,
+    request,
+    require,
+    status_error,
+)
 from hostkit.errors import (
     BackendError,
     BucketNotFound,
     CredentialsNeeded,
-    CredentialsRefused,
     HostkitError,
     NotFound,
     TransientError,
@@ -47,25 +56,18 @@ from hostkit.errors import (
 )
 from hostkit.hookspecs import hookimpl
 from hostkit.remote import BackendInfo
+from hostkit.settings import Option
 
 from .objectstore import (
-    HttpStatus,
     Location,
-    ObjectChanged,
     ObjectMeta,
     Store,
     after_slashes,
-    busy,
     changed,
     created_meanwhile,
     env_true,
-    http_request,
-    network_error,
     no_bucket,
     object_store_hooks,
-    range_headers,
-    ranged_get,
-    require,
     shown,
     vanished,
 )
@@ -95,6 +97,16 @@ def hostkit_backends():
         extra="s3")]
 
 
+@hookimpl
+def hostkit_settings():
+    """``HOSTKIT_S3_ANONYMOUS`` and ``HOSTKIT_MINIO_INSECURE_HOSTS`` (or ``[backends.*]``)."""
+    return [Option("s3", "anonymous", "bool", False,
+                   "send unsigned requests (public buckets) instead of looking for credentials"),
+            Option("minio", "insecure_hosts", "str", None,
+                   "minio:// hosts (host or host:port, comma-separated) spoken to over plain "
+                   "http instead of https")]
+
+
 # -- identifiers and configuration ---------------------------------------------
 
 
@@ -121,7 +133,7 @@ class S3Config:
         return f"{self.endpoint} ({self.source})" if self.endpoint else "AWS S3"
 
 
-def parse(ref, settings) -> tuple[Location, S3Config]:
+def parse(ref, context) -> tuple[Location, S3Config]:
     """Split an ``s3://`` / ``minio://`` identifier and decide the endpoint and credentials."""
     form = "minio://host:port/bucket/key" if ref.scheme == "minio" else "s3://bucket/key"
     body, version = _split_version(ref, after_slashes(ref, form))
@@ -129,10 +141,10 @@ def parse(ref, settings) -> tuple[Location, S3Config]:
         host, _, body = body.partition("/")
         if not host:
             raise UsageError(f"{shown(ref)}: no host", hint=f"write {form}")
-        conf = _minio_config(host.lower(), settings)
+        conf = _minio_config(host.lower(), context)
         base = f"minio://{host.lower()}/"
     else:
-        conf = _aws_config(settings)
+        conf = _aws_config(context)
         base = "s3://"
     bucket, _, key = body.partition("/")
     if not 3 <= len(bucket) <= 63 or not re.fullmatch(r"[A-Za-z0-9._-]+", bucket):
@@ -200,7 +212,7 @@ def _region(cfg, section) -> str | None:
             or section.get("region"))
 
 
-def _aws_config(settings) -> S3Config:
+def _aws_config(context) -> S3Config:
     """The endpoint botocore would use for S3, then MLflow's fallback; else AWS."""
     cfg = _aws_file("AWS_CONFIG_FILE", "~/.aws/config")
     profile = os.environ.get("AWS_PROFILE") or os.environ.get("AWS_DEFAULT_PROFILE") or "default"
@@ -218,15 +230,15 @@ def _aws_config(settings) -> S3Config:
     if endpoint is None and os.environ.get("MLFLOW_S3_ENDPOINT_URL"):
         endpoint, source = os.environ["MLFLOW_S3_ENDPOINT_URL"], "MLFLOW_S3_ENDPOINT_URL"
     if endpoint is None:
-        return S3Config(None, anonymous=settings.s3_anonymous)
+        return S3Config(None, anonymous=context.option("s3", "anonymous"))
     return S3Config(_normalize(endpoint), region=_region(cfg, section) or "us-east-1",
-                    anonymous=settings.s3_anonymous, verify=not env_true("MLFLOW_S3_IGNORE_TLS"),
-                    path_style=True, source=source)
+                    anonymous=context.option("s3", "anonymous"),
+                    verify=not env_true("MLFLOW_S3_IGNORE_TLS"), path_style=True, source=source)
 
 
-def _minio_config(host: str, settings) -> S3Config:
-    insecure = {h.strip().lower() for h in (settings.minio_insecure_hosts or "").split(",")
-                if h.strip()}
+def _minio_config(host: str, context) -> S3Config:
+    listed = context.option("minio", "insecure_hosts") or ""
+    insecure = {h.strip().lower() for h in listed.split(",") if h.strip()}
     plain = host in insecure or host.rsplit(":", 1)[0] in insecure
     endpoint = _normalize(f"{'http' if plain else 'https'}://{host}")
     cfg = _aws_file("AWS_CONFIG_FILE", "~/.aws/config")
@@ -237,8 +249,8 @@ def _minio_config(host: str, settings) -> S3Config:
     section = _section(cfg, explicit or profile or "default")
     source = f"the identifier, profile {explicit}" if explicit else "the identifier"
     return S3Config(endpoint, region=_region(cfg, section) or "us-east-1", profile=explicit,
-                    anonymous=settings.s3_anonymous, verify=not env_true("MLFLOW_S3_IGNORE_TLS"),
-                    path_style=True, source=source)
+                    anonymous=context.option("s3", "anonymous"),
+                    verify=not env_true("MLFLOW_S3_IGNORE_TLS"), path_style=True, source=source)
 
 
 def _profile_for_host(cfg, host: str) -> str | None:
@@ -357,7 +369,7 @@ class S3Store(Store):
         for _ in range(2):
             url = self._url(loc, region, version=version, bucket_only=bucket_only)
             try:
-                async with http_request(self.context, "HEAD", url,
+                async with request(self.context, "HEAD", url,
                                         headers=signer.sign("HEAD", url, {}, region),
                                         ssl=self._ssl()) as resp:
                     status, headers = resp.status, resp.headers
@@ -568,35 +580,35 @@ class S3Store(Store):
         conf = self.conf
         if code == "NoSuchBucket" and loc is not None:
             return self._bucket_missing(loc)
-        if code in _NOT_FOUND or status == 404:
-            if reading:  # the HEAD just saw it: it changed or vanished meanwhile
-                return vanished(display)
-            what = "that version of the object" if loc and loc.version else "that key"
-            return NotFound(f"{display}: no such object ({what} is not in bucket "
-                            f"{loc.bucket if loc else '?'!r} at {conf.where})",
-                            hint="check the key and version; `aws s3 ls s3://BUCKET/PREFIX/` "
-                                 "lists what is there", identifier=display)
-        if code in _REFUSED or status in (401, 403):
-            if conf.anonymous:
-                return CredentialsNeeded(
-                    f"{display}: anonymous access was refused ({code})",
-                    hint="the bucket is not public: unset HOSTKIT_S3_ANONYMOUS and "
-                         + _KEYS_HINT.split("; for")[0], identifier=display)
-            return CredentialsRefused(
-                f"{display}: {conf.where} refused the credentials ({code})",
-                hint="check that the access key and secret are right and allowed to use "
-                     f"bucket {loc.bucket if loc else '?'!r} (AWS_ACCESS_KEY_ID / "
-                     "AWS_PROFILE); for a public bucket set HOSTKIT_S3_ANONYMOUS=1",
-                identifier=display)
-        if code == "PreconditionFailed" or status == 412:
-            return changed(display)
-        if code in _TRANSIENT or (status or 0) >= 500 or status == 429:
-            return busy(display, code or status)
         if code == "InvalidRange":
             return TransientError(f"{display}: the object shrank during the download",
                                   hint="run again", identifier=display)
-        return BackendError(f"{display}: the server answered {code or status}",
-                            hint="run with -v for details", identifier=display)
+        # S3's error code says more than its status (a HEAD's answer has no body at all)
+        status = (404 if code in _NOT_FOUND else 403 if code in _REFUSED
+                  else 412 if code == "PreconditionFailed" else 503 if code in _TRANSIENT
+                  else status or 0)
+        if status == 404 and reading:  # the HEAD just saw it: it changed or vanished meanwhile
+            return vanished(display)
+        what = "that version of the object" if loc and loc.version else "that key"
+        bucket = loc.bucket if loc else "?"
+        answer = code or str(status)
+        if conf.anonymous:
+            refused = (f"anonymous access was refused ({code})",
+                       "the bucket is not public: unset HOSTKIT_S3_ANONYMOUS and "
+                       + _KEYS_HINT.split("; for")[0])
+        else:
+            refused = (f"{conf.where} refused the credentials ({code})",
+                       "check that the access key and secret are right and allowed to use "
+                       f"bucket {bucket!r} (AWS_ACCESS_KEY_ID / AWS_PROFILE); for a public "
+                       "bucket set HOSTKIT_S3_ANONYMOUS=1")
+        return status_error(status, display, credentials_sent=not conf.anonymous, texts={
+            "not_found": (f"no such object ({what} is not in bucket {bucket!r} at "
+                          f"{conf.where})", "check the key and version; `aws s3 ls "
+                          "s3://BUCKET/PREFIX/` lists what is there"),
+            "credentials": refused,
+            "busy": (f"the server answered {answer}",
+                     "the server is busy or failing; try again later"),
+            "other": (f"the server answered {answer}", "run with -v for details")})
 
 
 def _tls_failure(exc: BaseException) -> bool:

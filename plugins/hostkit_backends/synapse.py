@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from hostkit.backend import HttpStatus, network_error, open_range, require, status_error
 from hostkit.errors import (
     AlreadyExists,
     BackendError,
@@ -53,7 +54,6 @@ from hostkit.errors import (
     NotFound,
     SourceChanged,
     TransientError,
-    TruncatedBody,
     Unreachable,
     UsageError,
 )
@@ -68,6 +68,7 @@ from hostkit.remote import (
     UploadResult,
     upload_source_size,
 )
+from hostkit.settings import Option
 
 log = logging.getLogger("hostkit.synapse")
 
@@ -159,10 +160,20 @@ class SynapseConfig:
         return "Synapse" if self.production else f"Synapse at {redact_url(self.repo_effective)}"
 
 
+@hookimpl
+def hostkit_settings():
+    """``config`` and ``endpoint`` (``HOSTKIT_SYNAPSE_CONFIG``, ``HOSTKIT_SYNAPSE_ENDPOINT``)."""
+    return [Option("synapse", "config", "path", None,
+                   "the Synapse config file (default ~/.synapseConfig)"),
+            Option("synapse", "endpoint", "str", None,
+                   "one base URL serving /repo/v1, /auth/v1 and /file/v1 (default: the "
+                   "config file's [endpoints], else production)")]
+
+
 def config_for(context) -> SynapseConfig:
-    """Endpoints and config file from the environment, cached per resolver."""
-    path = os.environ.get("HOSTKIT_SYNAPSE_CONFIG") or str(Path.home() / ".synapseConfig")
-    base = (os.environ.get("HOSTKIT_SYNAPSE_ENDPOINT") or "").strip().rstrip("/")
+    """Endpoints and config file from this backend's settings (no I/O but the config file)."""
+    path = str(context.option("synapse", "config") or Path.home() / ".synapseConfig")
+    base = (context.option("synapse", "endpoint") or "").strip().rstrip("/")
     cache_root = str(Path(context.settings.cache_dir) / "synapse-client")
     if base:
         base = re.sub(r"/repo/v1$", "", base)
@@ -214,8 +225,6 @@ def _token_hint(conf: SynapseConfig) -> str:
 
 
 def _synapseclient():
-    from .objectstore import require
-
     return require("synapseclient", "synapse", "synapse:")
 
 
@@ -548,90 +557,49 @@ class SynapseRemote(Remote):
             raise no_access(self.display, self.client) if answer.get("failureCode") \
                 else BackendError(f"{self.display}: Synapse gave no download URL",
                                   hint="try again later", identifier=self.display)
-        async with self._get(url, offset) as (resp, start, total):
-            if info.size is None:
-                info.size = total
-            yield Body(info, start, self._chunks(resp, url))
-
-    @contextlib.asynccontextmanager
-    async def _get(self, url: str, offset: int):
-        from yarl import URL
-
-        from hostkit.headers import content_range
-
-        session = await self.context.http_session()
         host = _host(url)
-
-        async def get(offset: int):
-            headers = {"Accept-Encoding": "identity"}  # no Authorization: the URL is signed
-            if offset:
-                headers["Range"] = f"bytes={offset}-"
+        # no Authorization: the URL is signed. A storage host that cannot continue at
+        # offset (416, a 206 from elsewhere) is asked for the whole file instead
+        async with contextlib.AsyncExitStack() as stack:
             try:
-                return await session.get(URL(url, encoded=True), headers=headers,
-                                         max_redirects=5, **self.context.proxy_for(url))
+                ranged = await stack.enter_async_context(
+                    open_range(self.context, url, offset, max_redirects=5))
+            except HttpStatus as exc:
+                raise self._refused(exc.status, host) from None
+            except HostkitError:
+                raise
             except Exception as exc:
                 raise self._network_error(exc, host) from None
+            if info.size is None:
+                info.size = ranged.total
+            yield Body(info, ranged.start, self._chunks(ranged.chunks(), host))
 
-        resp = await get(offset)
-        if resp.status == 416 and offset:  # nothing past offset (stale partial): start over
-            resp.release()
-            offset = 0
-            resp = await get(0)
-        try:
-            start, total = 0, None
-            if resp.status == 206:
-                start, total = content_range(resp.headers) or ("?", None)
-                if start != offset:
-                    raise TruncatedBody(
-                        f"{self.display}: asked {host} for bytes from {offset}, got from "
-                        f"{start}", identifier=self.display,
-                        hint="the storage host ignored the range; try again")
-            elif resp.status != 200:
-                await self._refuse(resp, host)
-            yield resp, start, total
-        finally:
-            resp.release()
-
-    async def _refuse(self, resp, host: str):
-        status = resp.status
-        where = f"{self.display}: the storage host {host} answered {status}"
+    def _refused(self, status: int, host: str) -> HostkitError:
+        """The error for a storage host's answer that is not the file."""
+        where = f"the storage host {host} answered {status}"
         if status in (400, 401, 403):
             # an expired or refused presigned URL: a retry asks Synapse for a fresh one
-            raise TransientError(f"{where} (presigned URL refused or expired)",
-                                 identifier=self.display,
-                                 hint="try again; each attempt gets a fresh URL from Synapse")
-        if status in (404, 410):
-            raise NotFound(f"{where}: the file is missing from its storage",
-                           identifier=self.display,
-                           hint="the file's storage lost it; tell the entity's owner")
-        if status == 429 or status >= 500:
-            raise TransientError(where, identifier=self.display,
-                                 hint="the storage host is busy or failing; try again later")
-        raise BackendError(where, identifier=self.display, hint="try again later")
+            return TransientError(f"{self.display}: {where} (presigned URL refused or expired)",
+                                  identifier=self.display,
+                                  hint="try again; each attempt gets a fresh URL from Synapse")
+        return status_error(status, self.display, texts={
+            "not_found": (f"{where}: the file is missing from its storage",
+                          "the file's storage lost it; tell the entity's owner"),
+            "busy": (where, "the storage host is busy or failing; try again later"),
+            "changed": (where, "try again later"),
+            "other": (where, "try again later")})
 
-    async def _chunks(self, resp, url: str):
+    async def _chunks(self, chunks, host: str):
         try:
-            async for chunk in resp.content.iter_any():
+            async for chunk in chunks:
                 yield chunk
         except Exception as exc:
-            raise self._network_error(exc, _host(url)) from None
+            raise self._network_error(exc, host) from None
 
     def _network_error(self, exc: BaseException, host: str) -> HostkitError:
-        import aiohttp
-
-        from .objectstore import network_error
-
-        if isinstance(exc, HostkitError):
-            return exc
-        if isinstance(exc, aiohttp.TooManyRedirects):
-            return BackendError(f"{self.display}: too many redirects from {host}",
-                                identifier=self.display, hint="try again later")
-        mapped = network_error(exc, self.display, host)
-        if mapped is not None:
-            return mapped
-        return BackendError(f"{self.display}: download from {host} failed "
-                            f"({type(exc).__name__})", identifier=self.display,
-                            hint="try again")
+        return network_error(exc, self.display, host) or BackendError(
+            f"{self.display}: download from {host} failed ({type(exc).__name__})",
+            identifier=self.display, hint="try again")
 
 
 def _host(url: str) -> str:
