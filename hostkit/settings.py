@@ -78,12 +78,6 @@ class Settings:
     #: CPU), the same memory (parts waiting for their turn hold at most 56 MiB).
     part_size: int = 16 << 20
     concurrency: int = 4
-    #: ``minio://`` hosts (``host`` or ``host:port``, comma-separated) spoken to over plain http.
-    minio_insecure_hosts: str | None = None
-    #: Send unsigned requests (public buckets) instead of looking for credentials.
-    s3_anonymous: bool = False
-    gcs_anonymous: bool = False
-    azure_anonymous: bool = False
     #: Where each core value came from: ``default``, the config file, ``HOSTKIT_X``, a flag.
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False,
                                        hash=False)
@@ -191,6 +185,10 @@ def load_settings(env=None) -> Settings:
             raise UsageError(f"{path}: [backends] must hold one table per backend",
                              hint="write [backends.NAME] tables, e.g. [backends.s3]")
         core = data.get("hostkit", data)
+        for key, (backend, option) in _MOVED.items():
+            # backends' settings once sat at the top level: read them where they are now
+            if key in core:
+                backends.setdefault(backend, {}).setdefault(option, core.pop(key))
         values.update(core)
         sources.update(dict.fromkeys(core, str(path)))
     known = {f.name: f for f in fields(Settings) if f.name not in _NOT_SETTINGS}
@@ -213,6 +211,12 @@ def load_settings(env=None) -> Settings:
                     environment={k: v for k, v in env.items() if k.startswith("HOSTKIT_")},
                     config_file=path)
 
+
+#: Top-level keys older config files used for what backends now declare themselves:
+#: key -> ([backends.NAME], key there).
+_MOVED = {"minio_insecure_hosts": ("minio", "insecure_hosts"),
+          "s3_anonymous": ("s3", "anonymous"), "gcs_anonymous": ("gcs", "anonymous"),
+          "azure_anonymous": ("azure", "anonymous")}
 
 #: Fields of :class:`Settings` that are bookkeeping, not settings.
 _NOT_SETTINGS = frozenset({"sources", "backend_tables", "environment", "config_file"})
