@@ -130,15 +130,16 @@ def resolve_info(identifier: str, expected: str | None = None, *, offline: bool 
     if cache_dir is not None:
         settings = settings.with_overrides(cache_dir=Path(cache_dir))
     else:
-        from hostkit_daemon.runtime import daemon_url
+        from .client import daemon_url
 
         # HOSTKIT_DAEMON_URL or this user's default socket (one stat when there is none);
         # the daemon's answer, or None when no daemon answers: then resolve here, same result
         if url := daemon_url(settings):
-            from hostkit_daemon.client import resolve_through_daemon
+            from .client import resolve_through_daemon
 
             resolved = resolve_through_daemon(settings, url, identifier, expected,
-                                              offline=offline, require_hash=require_hash)
+                                              offline=offline, require_hash=require_hash,
+                                              progress=progress)
             if resolved is not None:
                 return resolved
     resolver = get_resolver(settings)

@@ -6,8 +6,8 @@ import json
 import sys
 from dataclasses import asdict
 
-from .cli import format_age, format_size, parse_size
 from .errors import UsageError
+from .formatting import format_age, format_size, parse_size, print_json
 from .redact import redact_url
 from .store.cache import Cache
 
@@ -37,7 +37,10 @@ def run_cache_command(args, settings) -> int:
                             "removed_blobs": [b.sha256 for b in blobs],
                             "freed_bytes": sum(b.size for b in blobs)})
     if action == "prune":
-        budget = parse_size(args.max_size)
+        try:
+            budget = parse_size(args.max_size)
+        except ValueError as exc:
+            raise UsageError(str(exc), hint="write e.g. 10G, 500M or 0") from None
         evicted = cache.prune(budget)
         return _emit(args, {"evicted": [b.sha256 for b in evicted],
                             "freed_bytes": sum(b.size for b in evicted),
@@ -90,9 +93,9 @@ def _blob_dict(blob) -> dict:
 def _ls(cache: Cache, args) -> int:
     entries, blobs = cache.entries(), cache.blobs()
     if args.json:
-        print(json.dumps({"root": str(cache.root), "total_bytes": cache.total_size(),
-                          "entries": [_entry_dict(e) for e in entries],
-                          "blobs": [_blob_dict(b) for b in blobs]}, indent=2))
+        print_json({"root": str(cache.root), "total_bytes": cache.total_size(),
+                    "entries": [_entry_dict(e) for e in entries],
+                    "blobs": [_blob_dict(b) for b in blobs]})
         return 0
     print(f"{'SHA256':<14}{'SIZE':>11}  {'USED':>5}  {'':<3} IDENTIFIER")
     referenced = set()
@@ -114,7 +117,7 @@ def _ls(cache: Cache, args) -> int:
 
 def _emit(args, data: dict) -> int:
     if args.json:
-        print(json.dumps(data, indent=2, default=str))
+        print_json(data)
     else:
         for key, value in data.items():
             if isinstance(value, list):

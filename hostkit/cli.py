@@ -81,12 +81,10 @@ def _parser():
     sub.add_parser("plugins", parents=[common], help="list backends and identifier forms")
     sub.add_parser("demo", parents=[common],
                    help="serve sample files from a local origin and resolve them (offline)")
-    from hostkit_daemon.commands import add_parsers
-
-    add_parsers(sub, common)  # `hostkit daemon`, `hostkit status`
     from .plugins import load_plugins
 
-    load_plugins().register_commands(sub, common)  # plugins' own (hostkit_register_commands)
+    # plugins' own commands (hostkit_register_commands): the daemon adds `daemon` and `status`
+    load_plugins().register_commands(sub, common)
     return p
 
 
@@ -140,6 +138,7 @@ def _refuse_undecodable(args) -> None:
 
 def _dispatch(args) -> int:
     from .errors import UsageError
+    from .formatting import print_json
     from .settings import load_settings
 
     settings = load_settings().with_overrides(
@@ -157,7 +156,7 @@ def _dispatch(args) -> int:
             raise UsageError(f"cannot read {args.file}: {exc.strerror}") from None
         algs = args.alg or ["sha256"]
         if args.json:
-            _print_json({"file": args.file, **{a: digests[a] for a in algs}})
+            print_json({"file": args.file, **{a: digests[a] for a in algs}})
         else:
             for alg in algs:
                 print(f"{alg}:{digests[alg]}  {args.file}")
@@ -170,10 +169,6 @@ def _dispatch(args) -> int:
         return _upload(args, settings)
     if args.command == "plugins":
         return _plugins(args)
-    if args.command in ("daemon", "status"):
-        from hostkit_daemon import commands
-
-        return getattr(commands, f"{args.command}_command")(args, settings)
     if args.command == "demo":
         from .demo import run_demo
 
@@ -183,6 +178,7 @@ def _dispatch(args) -> int:
 
 def _resolve(args, settings) -> int:
     from .errors import UsageError
+    from .formatting import print_json
 
     expected = args.hash_opt or args.hash
     if args.hash_opt and args.hash and args.hash_opt != args.hash:
@@ -195,7 +191,7 @@ def _resolve(args, settings) -> int:
     resolved = api.resolve_info(args.identifier, expected, settings=settings,
                                 cache_dir=_path(args.cache_dir), progress=progress_for(settings))
     if args.json:
-        _print_json(resolved.to_dict())
+        print_json(resolved.to_dict())
     else:
         print(resolved.path)
         if not resolved.verified and not args.quiet:
@@ -207,14 +203,15 @@ def _resolve(args, settings) -> int:
 def _upload(args, settings) -> int:
     """``hostkit upload FILE DEST``: print ``IDENTIFIER sha256:HEX`` (or JSON)."""
     from . import api
+    from .formatting import print_json
     from .progress import progress_for
 
     result = api.upload(args.file, args.dest, overwrite=args.overwrite,
                         content_addressed=args.content_addressed, settings=settings,
                         progress=progress_for(settings))
     if args.json:
-        _print_json({"identifier": result.identifier, "sha256": result.sha256,
-                     "size": result.size, "created": result.created})
+        print_json({"identifier": result.identifier, "sha256": result.sha256,
+                    "size": result.size, "created": result.created})
     else:
         print(f"{result.identifier} sha256:{result.sha256}")
         if not result.created and not args.quiet:
@@ -224,6 +221,7 @@ def _upload(args, settings) -> int:
 
 
 def _plugins(args) -> int:
+    from .formatting import print_json
     from .plugins import load_plugins
 
     loaded = load_plugins()
@@ -232,7 +230,7 @@ def _plugins(args) -> int:
              "examples": list(info.examples), "extra": info.extra}
             for name, info in loaded.backends()]
     if args.json:
-        _print_json({"backends": rows, "broken": loaded.failures})
+        print_json({"backends": rows, "broken": loaded.failures})
     else:
         for row in rows:
             extra = f"  (pip install 'hostkit[{row['extra']}]')" if row["extra"] else ""
@@ -244,15 +242,11 @@ def _plugins(args) -> int:
 
 
 def _fail(exc, args) -> None:
+    from .formatting import print_json
+
     if getattr(args, "json", False):
-        _print_json(exc.to_dict())
+        print_json(exc.to_dict())
     print(f"error: {exc}", file=sys.stderr)
-
-
-def _print_json(data) -> None:
-    import json
-
-    print(json.dumps(data, indent=2, default=str))
 
 
 def _path(value):
@@ -265,39 +259,6 @@ def _version() -> str:
     from . import __version__
 
     return __version__
-
-
-def parse_size(text: str) -> int:
-    """``10G``, ``500M``, ``1.5GiB``, ``0`` -> bytes (powers of 1024)."""
-    from .errors import UsageError
-
-    units = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-    s = text.strip().lower().removesuffix("ib").removesuffix("b")
-    unit = s[-1] if s and s[-1] in units else ""
-    try:
-        return int(float(s[:len(s) - len(unit)]) * units[unit])
-    except ValueError:
-        raise UsageError(f"cannot read size {text!r}", hint="write e.g. 10G, 500M or 0") from None
-
-
-def format_size(n: int) -> str:
-    """Bytes as a short human string."""
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
-
-
-def format_age(ts: float) -> str:
-    """Seconds since ``ts`` as ``5s``, ``5m``, ``3h``, ``2d``."""
-    import time
-
-    age = max(0.0, time.time() - ts)
-    for limit, div, unit in ((60, 1, "s"), (3600, 60, "m"), (86400, 3600, "h")):
-        if age < limit:
-            return f"{int(age // div)}{unit}"
-    return f"{int(age // 86400)}d"
 
 
 if __name__ == "__main__":

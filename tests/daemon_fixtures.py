@@ -204,11 +204,9 @@ def call(url: str, method: str, path: str, body=None, *, raw: bytes | None = Non
 
     The daemon's token goes along unless ``anonymous`` or ``headers`` has an Authorization.
     """
-    from hostkit_daemon.client import _UnixConnection, parse_url
+    from hostkit.client import connection, parse_url
 
-    address = parse_url(url)
-    conn = (_UnixConnection(address.path, timeout) if address.path
-            else http.client.HTTPConnection(address.host, address.port, timeout=timeout))
+    conn = connection(parse_url(url), timeout)
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
     headers = dict(headers or {})
     if not anonymous and not any(k.lower() == "authorization" for k in headers):

@@ -33,7 +33,13 @@ from aiohttp import hdrs, web
 from hostkit.errors import UsageError
 from hostkit.identifiers import parse_identifier
 
-from .errors import ApiError
+from .errors import (
+    CredentialsNotAccepted,
+    CredentialsNotLent,
+    Forbidden,
+    ForbiddenHost,
+    ForbiddenOrigin,
+)
 
 #: Schemes the daemon fetches without any credential of its own (when the URL carries none).
 ANONYMOUS_SCHEMES = frozenset({"http", "https"})
@@ -71,15 +77,13 @@ class Policy:
         host = request.headers.get(hdrs.HOST, "")
         sockname = request.transport.get_extra_info("sockname") if request.transport else None
         if isinstance(sockname, tuple) and not self._host_ok(host, sockname):
-            raise ApiError(403, "forbidden_host",
-                           f"Host {host[:100]!r} is not this daemon's address",
-                           hint="connect to the address the daemon listens on (127.0.0.1:PORT "
-                                "or localhost:PORT), or start it with --allow-host NAME")
+            raise ForbiddenHost(f"Host {host[:100]!r} is not this daemon's address",
+                                hint="connect to the address the daemon listens on (127.0.0.1:PORT "
+                                     "or localhost:PORT), or start it with --allow-host NAME")
         origin = request.headers.get(hdrs.ORIGIN)
         if origin is not None and origin.strip().lower() != f"http://{host.lower()}":
-            raise ApiError(403, "forbidden_origin",
-                           "requests from web pages of other origins are refused",
-                           hint="call the daemon from a program, not from a browser page")
+            raise ForbiddenOrigin("requests from web pages of other origins are refused",
+                                  hint="call the daemon from a program, not from a browser page")
 
     def _host_ok(self, host: str, sockname: tuple) -> bool:
         name, port = split_host(host)
@@ -140,24 +144,24 @@ def require_lendable(caller: Caller, identifier: str) -> None:
         return
     ref = parse_identifier(identifier)
     if ref.scheme not in ANONYMOUS_SCHEMES:
-        raise ApiError(403, "credentials_not_lent",
-                       f"this daemon does not use its credentials for uid {caller.uid}",
-                       hint="resolve it in-process with your own credentials (`hostkit "
-                            "resolve --cache-dir DIR`, or without HOSTKIT_DAEMON_URL), or ask "
-                            "the daemon's owner to add you with --allow-user")
+        raise CredentialsNotLent(
+            f"this daemon does not use its credentials for uid {caller.uid}",
+            hint="resolve it in-process with your own credentials (`hostkit resolve "
+                 "--cache-dir DIR`, or without HOSTKIT_DAEMON_URL), or ask the daemon's owner "
+                 "to add you with --allow-user")
     if ref.credentialed:
-        raise ApiError(403, "credentials_not_accepted",
-                       f"this daemon does not fetch with credentials sent by uid {caller.uid} "
-                       "(the bytes would be shared through its cache)",
-                       hint="resolve it in-process, into your own cache (`hostkit resolve "
-                            "--cache-dir DIR`, or without HOSTKIT_DAEMON_URL)")
+        raise CredentialsNotAccepted(
+            f"this daemon does not fetch with credentials sent by uid {caller.uid} "
+            "(the bytes would be shared through its cache)",
+            hint="resolve it in-process, into your own cache (`hostkit resolve --cache-dir "
+                 "DIR`, or without HOSTKIT_DAEMON_URL)")
 
 
 def require_trusted(caller: Caller, what: str) -> None:
     """403 for an untrusted caller (cache management)."""
     if not caller.trusted:
-        raise ApiError(403, "forbidden", f"{what} is for the daemon's allowed users only",
-                       hint="ask the daemon's owner to add you with --allow-user")
+        raise Forbidden(f"{what} is for the daemon's allowed users only",
+                        hint="ask the daemon's owner to add you with --allow-user")
 
 
 def blob_is_public(cache, sha256: str) -> bool:

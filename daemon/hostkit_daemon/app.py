@@ -27,7 +27,24 @@ from .access import Caller, Policy
 from .blobs import VerifiedBlobs, send_verified, verify_blob
 from .downloads import DownloadTracker
 from .downloads import stop as _stop
-from .errors import ApiError
+from .errors import (
+    ApiError,
+    BadDigest,
+    BadJson,
+    BadRequest,
+    BlobCorrupt,
+    BlobNotFound,
+    HttpError,
+    InternalError,
+    MethodNotAllowed,
+    NoRoute,
+    NotInCache,
+    PreconditionFailed,
+    ShuttingDown,
+    TooLarge,
+    Unauthorized,
+    UnknownJob,
+)
 from .jobs import Item, Jobs
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Metrics
@@ -184,8 +201,8 @@ async def frontdoor(request: web.Request, handler):
     try:
         if route not in PUBLIC_ROUTES:
             if state.draining:
-                raise ApiError(503, "shutting_down", "the daemon is shutting down",
-                               hint="retry in a moment, or resolve in-process")
+                raise ShuttingDown("the daemon is shutting down",
+                                   hint="retry in a moment, or resolve in-process")
             state.policy.check_address(request)
             if state.token is not None:
                 _check_token(request, state.token)
@@ -195,8 +212,6 @@ async def frontdoor(request: web.Request, handler):
         response = _error_response(exc, info)
     except web.HTTPException as exc:  # aiohttp's own: no route, wrong method, body too large
         response = exc if exc.status < 400 else _error_response(_http_error(exc, request), info)
-        if exc.status == 405 and (allow := exc.headers.get(hdrs.ALLOW)):
-            response.headers[hdrs.ALLOW] = allow
     except asyncio.CancelledError:
         # the client went away; a download it waited for goes on (the resolver shields it)
         _log_request(state, request, route, 499, started, info)
@@ -204,9 +219,9 @@ async def frontdoor(request: web.Request, handler):
     except Exception as exc:
         logs.event("internal_error", route=route, message=repr(exc),
                    traceback=traceback.format_exc(limit=20))
-        response = _error_response(ApiError(500, "internal", "internal error",
-                                            hint="this is a bug in hostkit; see the daemon log"),
-                                   info)
+        response = _error_response(
+            InternalError("internal error", hint="this is a bug in hostkit; see the daemon log"),
+            info)
     finally:
         state.metrics.in_progress -= 1
     _log_request(state, request, route, response.status, started, info)
@@ -223,29 +238,33 @@ def _check_token(request: web.Request, token: str) -> None:
     scheme, _, value = given.partition(" ")
     sent = value.strip().encode("utf-8", "surrogateescape")
     if scheme.lower() != "bearer" or not hmac.compare_digest(sent, token.encode()):
-        raise ApiError(401, "unauthorized",
-                       "this daemon requires a token" if not given else "wrong token",
-                       hint="send 'Authorization: Bearer <token>' (the CLI reads "
-                            "HOSTKIT_DAEMON_TOKEN)")
+        raise Unauthorized("this daemon requires a token" if not given else "wrong token",
+                           hint="send 'Authorization: Bearer <token>' (the CLI reads "
+                                "HOSTKIT_DAEMON_TOKEN)")
 
 
 def _error_response(exc: HostkitError, info: dict) -> web.Response:
     """The JSON answer for an error (``HostkitError.to_dict``), its kind noted for the log."""
     info["error_kind"] = exc.kind
     return web.json_response(exc.to_dict(), status=exc.http_status,
-                             headers=getattr(exc, "headers", None))
+                             headers=exc.headers if isinstance(exc, ApiError) else None)
 
 
-_HTTP_KINDS = {404: ("no_route", "no such route; see GET /v1/openapi.json"),
-               405: ("method_not_allowed", "see GET /v1/openapi.json for each route's method"),
-               413: ("too_large", f"send at most {MAX_BODY} bytes; split a prefetch into "
-                                  f"batches of at most {MAX_ITEMS} items")}
+_ROUTES_HINT = "see GET /v1/openapi.json for each route's method"
+_TOO_LARGE_HINT = (f"send at most {MAX_BODY} bytes; split a prefetch into batches of at "
+                   f"most {MAX_ITEMS} items")
 
 
 def _http_error(exc: web.HTTPException, request: web.Request) -> ApiError:
-    kind, hint = _HTTP_KINDS.get(exc.status, ("http_error", None))
+    """The daemon's error for a refusal of aiohttp's own (no route, method, body size)."""
     message = f"{request.method} {logs.redact_identifier(request.path)[:200]}: {exc.reason}"
-    return ApiError(exc.status, kind, message, hint=hint)
+    if exc.status == 404:
+        return NoRoute(message, hint="no such route; see GET /v1/openapi.json")
+    if exc.status == 405:
+        return MethodNotAllowed(message, hint=_ROUTES_HINT, allow=exc.headers.get(hdrs.ALLOW))
+    if exc.status == 413:
+        return TooLarge(message, hint=_TOO_LARGE_HINT)
+    return HttpError(message, status=exc.status)
 
 
 def _log_request(state: DaemonState, request: web.Request, route: str, status: int,
@@ -263,8 +282,8 @@ def _log_request(state: DaemonState, request: web.Request, route: str, status: i
 async def _json_object(request: web.Request) -> dict:
     length = request.content_length
     if length is not None and length > MAX_BODY:
-        raise ApiError(413, "too_large", f"request body of {length} bytes is over the "
-                       f"{MAX_BODY} byte limit", hint=_HTTP_KINDS[413][1])
+        raise TooLarge(f"request body of {length} bytes is over the "
+                       f"{MAX_BODY} byte limit", hint=_TOO_LARGE_HINT)
     payload = request.content
     if length is not None and payload.is_eof():
         raw = payload.read_nowait()  # the usual small body, already buffered: no await
@@ -275,16 +294,16 @@ async def _json_object(request: web.Request) -> dict:
         if _SURROGATE_ESCAPE.search(raw):  # rare: only then re-encode to find a lone one
             json.dumps(data, ensure_ascii=False).encode()
     except (ValueError, UnicodeError) as exc:
-        raise ApiError(400, "bad_json", f"the body is not valid JSON ({_short(exc)})",
-                       hint='send a JSON object of UTF-8 text, e.g. {"identifier": '
-                            '"https://host/file"}') from None
+        raise BadJson(f"the body is not valid JSON ({_short(exc)})",
+                      hint='send a JSON object of UTF-8 text, e.g. {"identifier": '
+                           '"https://host/file"}') from None
     except RecursionError:
-        raise ApiError(400, "bad_json", "the body's JSON is nested too deeply",
-                       hint='send a flat JSON object, e.g. {"identifier": "https://host/file"}'
-                       ) from None
+        raise BadJson("the body's JSON is nested too deeply",
+                      hint='send a flat JSON object, e.g. {"identifier": "https://host/file"}'
+                      ) from None
     if not isinstance(data, dict):
-        raise ApiError(400, "bad_request", "the body must be a JSON object",
-                       hint='send e.g. {"identifier": "https://host/file"}')
+        raise BadRequest("the body must be a JSON object",
+                         hint='send e.g. {"identifier": "https://host/file"}')
     return data
 
 
@@ -298,22 +317,21 @@ def _field(data: dict, name: str, kind: type[str] | type[bool], *, where: str = 
     value = data.get(name)
     if value is None:
         if required:
-            raise ApiError(400, "bad_request", f"{where}{name!r} is required",
-                           hint='send e.g. {"identifier": "https://host/file", '
-                                '"hash": "sha256:<64 hex>"}')
+            raise BadRequest(f"{where}{name!r} is required",
+                             hint='send e.g. {"identifier": "https://host/file", '
+                                  '"hash": "sha256:<64 hex>"}')
         return None
     if not isinstance(value, kind):
-        raise ApiError(400, "bad_request", f"{where}{name!r} must be {kind.__name__}, "
-                       f"not {type(value).__name__}", hint="fix the field's type")
+        raise BadRequest(f"{where}{name!r} must be {kind.__name__}, "
+                         f"not {type(value).__name__}", hint="fix the field's type")
     return value
 
 
 def _identifier(data: dict, where: str = "") -> str:
     identifier = _field(data, "identifier", str, where=where, required=True)
     if not identifier.strip() or len(identifier) > MAX_IDENTIFIER:
-        raise ApiError(400, "bad_request",
-                       f"{where}'identifier' must be 1 to {MAX_IDENTIFIER} characters",
-                       hint="send the identifier as written, e.g. synapse:syn123")
+        raise BadRequest(f"{where}'identifier' must be 1 to {MAX_IDENTIFIER} characters",
+                         hint="send the identifier as written, e.g. synapse:syn123")
     return identifier
 
 
@@ -341,8 +359,8 @@ async def resolve(request: web.Request) -> web.Response:
     data = await _json_object(request)
     unknown = set(data) - _RESOLVE_FIELDS
     if unknown:
-        raise ApiError(400, "bad_request", f"unknown fields: {', '.join(sorted(unknown))}",
-                       hint=f"known fields: {', '.join(sorted(_RESOLVE_FIELDS))}")
+        raise BadRequest(f"unknown fields: {', '.join(sorted(unknown))}",
+                         hint=f"known fields: {', '.join(sorted(_RESOLVE_FIELDS))}")
     identifier = _identifier(data)
     request[LOG]["identifier"] = identifier
     access.require_lendable(request[CALLER], identifier)
@@ -399,8 +417,8 @@ def _outcome(state: DaemonState, resolving: asyncio.Future):
         # the download itself was cancelled: at the end of the shutdown grace period,
         # or (a narrow race) abandoned by a stalled job item just as we joined it
         if state.draining:
-            raise ApiError(503, "shutting_down", "the daemon stopped before the download "
-                           "finished", hint="run again: the download resumes where it stopped")
+            raise ShuttingDown("the daemon stopped before the download "
+                               "finished", hint="run again: the download resumes where it stopped")
         raise Stalled("the download was stopped: it made no progress",
                       hint="run again: the download resumes where it stopped")
     return resolving.result()
@@ -411,23 +429,23 @@ async def blob(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     digest = request.match_info["sha256"]
     if not _DIGEST.match(digest):
-        raise ApiError(400, "bad_digest", "a blob is named by its sha256: 64 hex digits",
-                       hint="GET /v1/blobs/<sha256 hex> as returned by /v1/resolve")
+        raise BadDigest("a blob is named by its sha256: 64 hex digits",
+                        hint="GET /v1/blobs/<sha256 hex> as returned by /v1/resolve")
     digest = digest.lower()
     found = state.resolver.cache.blob(digest)
     if found is None or not (request[CALLER].trusted
                              or access.blob_is_public(state.resolver.cache, digest)):
         # a blob only credentials gave is, for anyone else, as good as absent
-        raise ApiError(404, "blob_not_found", f"no blob sha256:{digest} in the cache",
-                       hint="POST /v1/resolve the identifier first")
+        raise BlobNotFound(f"no blob sha256:{digest} in the cache",
+                           hint="POST /v1/resolve the identifier first")
     request[LOG]["sha256"] = digest
     etag = f'"{digest}"'
     headers = {hdrs.ETAG: etag, hdrs.CACHE_CONTROL: _IMMUTABLE}
     if (inm := request.headers.get(hdrs.IF_NONE_MATCH)) and _etag_listed(inm, digest):
         return web.Response(status=304, headers=headers)
     if (im := request.headers.get(hdrs.IF_MATCH)) and not _etag_listed(im, digest):
-        raise ApiError(412, "precondition_failed", "If-Match does not name this blob",
-                       hint=f"the blob's ETag is {etag}")
+        raise PreconditionFailed("If-Match does not name this blob",
+                                 hint=f"the blob's ETag is {etag}")
     state.resolver.cache.touch(digest)
 
     async def corrupt() -> None:
@@ -439,14 +457,13 @@ async def blob(request: web.Request) -> web.StreamResponse:
         # part of the bytes (or none) under ETag = the digest: only for a blob hashed whole
         good = await verify_blob(found.path, digest, found.size, state.verified)
         if good is None:
-            raise ApiError(404, "blob_not_found", f"no blob sha256:{digest} in the cache",
-                           hint="POST /v1/resolve the identifier first")
+            raise BlobNotFound(f"no blob sha256:{digest} in the cache",
+                               hint="POST /v1/resolve the identifier first")
         if not good:
             await corrupt()
-            raise ApiError(404, "blob_corrupt",
-                           f"the stored bytes of sha256:{digest} no longer match it; the blob "
-                           "was quarantined", hint="POST /v1/resolve the identifier again to "
-                           "download it, then retry")
+            raise BlobCorrupt(f"the stored bytes of sha256:{digest} no longer match it; the blob "
+                              "was quarantined", hint="POST /v1/resolve the identifier again to "
+                              "download it, then retry")
         return BlobResponse(found.path, digest, state.metrics)  # sendfile, Range, HEAD
 
     def count(n: int) -> None:
@@ -527,16 +544,15 @@ async def prefetch(request: web.Request) -> web.Response:
     unknown = set(data) - {"items"}
     items = data.get("items")
     if unknown or not isinstance(items, list) or not 1 <= len(items) <= MAX_ITEMS:
-        raise ApiError(400, "bad_request",
-                       f"send {{\"items\": [...]}} with 1 to {MAX_ITEMS} items",
-                       hint='items are identifiers or {"identifier": ..., "hash": ...} objects')
+        raise BadRequest(f"send {{\"items\": [...]}} with 1 to {MAX_ITEMS} items",
+                         hint='items are identifiers or {"identifier": ..., "hash": ...} objects')
     parsed = []
     for n, raw in enumerate(items):
         where = f"items[{n}]: "
         entry = {"identifier": raw} if isinstance(raw, str) else raw
         if not isinstance(entry, dict) or set(entry) - {"identifier", "hash"}:
-            raise ApiError(400, "bad_request", f"{where}must be a string or an object with "
-                           "'identifier' and optional 'hash'", hint="fix that item")
+            raise BadRequest(f"{where}must be a string or an object with "
+                             "'identifier' and optional 'hash'", hint="fix that item")
         identifier = _identifier(entry, where)
         expected = _field(entry, "hash", str, where=where)
         try:
@@ -557,9 +573,9 @@ async def job(request: web.Request) -> web.Response:
     job_id = request.match_info["job_id"]
     found = state.jobs.get(job_id) if _JOB_ID.match(job_id) else None
     if found is None:
-        raise ApiError(404, "unknown_job", f"no job {job_id[:40]!r}",
-                       hint="job ids come from POST /v1/prefetch or /v1/resolve with "
-                            '"wait": false; finished jobs are kept for an hour')
+        raise UnknownJob(f"no job {job_id[:40]!r}",
+                         hint="job ids come from POST /v1/prefetch or /v1/resolve with "
+                              '"wait": false; finished jobs are kept for an hour')
     return web.json_response(found.to_dict(state.downloads))
 
 
@@ -589,15 +605,15 @@ def _ident(request: web.Request) -> str:
     ident = request.match_info["ident"]
     request[LOG]["identifier"] = ident
     if not ident.strip() or len(ident) > MAX_IDENTIFIER:
-        raise ApiError(400, "bad_request", "empty or overlong identifier",
-                       hint="percent-encode the identifier or digest into the path")
+        raise BadRequest("empty or overlong identifier",
+                         hint="percent-encode the identifier or digest into the path")
     return ident
 
 
 def _not_in_cache(ident: str) -> ApiError:
-    return ApiError(404, "not_in_cache", f"nothing in the cache matches {ident[:200]!r}",
-                    hint="GET /v1/cache lists identifiers and digests; percent-encode "
-                         "'/', '?' and '#' of an identifier in the path")
+    return NotInCache(f"nothing in the cache matches {ident[:200]!r}",
+                      hint="GET /v1/cache lists identifiers and digests; percent-encode "
+                           "'/', '?' and '#' of an identifier in the path")
 
 
 async def cache_info(request: web.Request) -> web.Response:

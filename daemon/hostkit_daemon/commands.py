@@ -1,9 +1,14 @@
-"""The ``hostkit daemon`` and ``hostkit status`` commands (hostkit/cli.py dispatches here)."""
+"""The ``hostkit daemon`` and ``hostkit status`` commands, added through the plugin hook.
+
+Each parser sets ``handler``; the CLI runs ``handler(args, settings)`` (see
+:func:`hostkit.hookspecs.hostkit_register_commands`).
+"""
 
 from __future__ import annotations
 
-import json
 import time
+
+from hostkit.formatting import format_age, format_size, print_json
 
 from . import DEFAULT_HOST, DEFAULT_PORT, jobs, scrub
 
@@ -46,8 +51,10 @@ def add_parsers(sub, common) -> None:
                         f"0 turns it off (default {scrub.DEFAULT_RATE >> 20} MiB/s)")
     d.add_argument("--grace", type=float, default=30.0, metavar="SECONDS",
                    help="on SIGTERM, let downloads in flight finish for this long (default 30)")
-    sub.add_parser("status", parents=[common],
-                   help="is a daemon running; its cache; what it is downloading")
+    d.set_defaults(handler=daemon_command)
+    status = sub.add_parser("status", parents=[common],
+                            help="is a daemon running; its cache; what it is downloading")
+    status.set_defaults(handler=status_command)
 
 
 def daemon_command(args, settings) -> int:
@@ -70,29 +77,26 @@ def daemon_command(args, settings) -> int:
 
 def status_command(args, settings) -> int:
     """``hostkit status``: 0 when a daemon answers, 3 when none does."""
-    from .client import DaemonUnavailable, client_for
-    from .runtime import daemon_url, default_socket
+    from hostkit.client import DaemonUnavailable, client_for, daemon_url, default_socket
 
     url = daemon_url(settings) or f"unix:{default_socket(settings)}"
     try:
         data = client_for(settings, url).status()
     except DaemonUnavailable as exc:
         if args.json:
-            print(json.dumps({"url": url, "running": False, "reason": str(exc)}, indent=2))
+            print_json({"url": url, "running": False, "reason": str(exc)})
         else:
             print(f"no daemon: {exc}\nhostkit resolves in-process (cache "
                   f"{settings.cache_dir}); start one with `hostkit daemon`")
         return NOT_RUNNING
     if args.json:
-        print(json.dumps({"url": url, "running": True, **data}, indent=2))
+        print_json({"url": url, "running": True, **data})
         return 0
     _print_status(url, data)
     return 0
 
 
 def _print_status(url: str, d: dict) -> None:
-    from hostkit.cli import format_size
-
     c, s = d["cache"], d["stats"]
     auth = ", token required" if d.get("auth") else ""
     state = " (shutting down)" if d.get("draining") else ""
@@ -112,6 +116,4 @@ def _print_status(url: str, d: dict) -> None:
 
 
 def _age(seconds: float) -> str:
-    from hostkit.cli import format_age
-
     return format_age(time.time() - seconds)

@@ -32,7 +32,7 @@ from hostkit.errors import HostkitError, Stalled
 
 from . import logs
 from .downloads import stop
-from .errors import ApiError
+from .errors import QueueFull, ShuttingDown
 
 #: Items resolved at a time, across all jobs.
 CONCURRENCY = 4
@@ -143,18 +143,17 @@ class Jobs:
         return self._jobs.get(job_id)
 
     def submit(self, kind: str, items: list[Item], caller: str = "") -> Job:
-        """Queue ``items`` for ``caller``; return the job at once (ApiError 429 when full)."""
+        """Queue ``items`` for ``caller``; return the job at once (QueueFull, 429, when full)."""
         if not self.accepting:
-            raise ApiError(503, "shutting_down", "the daemon is shutting down",
-                           hint="retry in a moment, or resolve in-process")
+            raise ShuttingDown("the daemon is shutting down",
+                               hint="retry in a moment, or resolve in-process")
         pending = self._pending.get(caller, 0)
         if (pending + len(items) > self.max_pending
                 or sum(self._pending.values()) + len(items) > 4 * self.max_pending):
-            raise ApiError(429, "queue_full",
-                           f"the job queue is full ({pending} of your items are waiting or "
-                           f"running; at most {self.max_pending})",
-                           hint=f"retry after {RETRY_AFTER} s, or wait for your jobs to finish",
-                           headers={"Retry-After": str(RETRY_AFTER)})
+            raise QueueFull(f"the job queue is full ({pending} of your items are waiting or "
+                            f"running; at most {self.max_pending})",
+                            hint=f"retry after {RETRY_AFTER} s, or wait for your jobs to finish",
+                            retry_after=RETRY_AFTER)
         self._expire()
         job = Job(secrets.token_hex(8), kind, items, left=len(items))
         self._jobs[job.id] = job

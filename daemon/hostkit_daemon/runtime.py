@@ -1,13 +1,13 @@
-"""Where this user's daemon listens, found with no configuration (as Jupyter's runtime files).
+"""The daemon's side of discovery: the private runtime directory and its token files.
 
-- :func:`runtime_dir`: ``$XDG_RUNTIME_DIR/hostkit``, or ``<cache dir>/run`` when there is
-  no ``XDG_RUNTIME_DIR``; created 0700 and owned by this user.
-- ``daemon.sock`` there is the default address: ``hostkit daemon`` with no address listens
-  on it (0600) and the CLI and the Python API try it when ``daemon_url`` is not set.
-- ``daemon-<port>.json`` there (0600) holds ``{"url", "token", "pid"}`` of a TCP daemon, so
-  the same user's CLI and API send its token without being told.
+Where the files are is :mod:`hostkit.client`'s to say (:func:`~hostkit.client.runtime_dir`,
+:func:`~hostkit.client.default_socket`, :func:`~hostkit.client.token_file`), so the
+daemon writes exactly where this user's CLI and API look:
 
-Standard library only, and cheap: with no daemon, discovery is one ``stat``.
+- ``daemon.sock`` in the runtime directory is the default address: ``hostkit daemon``
+  with no address listens on it (0600);
+- ``daemon-<port>.json`` there (0600) holds ``{"url", "token", "pid"}`` of a TCP
+  daemon, so the same user's CLI and API send its token without being told.
 """
 
 from __future__ import annotations
@@ -18,22 +18,8 @@ import os
 import stat
 from pathlib import Path
 
+from hostkit.client import token_file
 from hostkit.errors import UsageError
-
-SOCKET_NAME = "daemon.sock"
-TOKEN_ENV = "HOSTKIT_DAEMON_TOKEN"
-_LOOPBACK_NAMES = {"127.0.0.1", "localhost", "::1"}
-
-
-def runtime_dir(settings) -> Path:
-    """``$XDG_RUNTIME_DIR/hostkit``, or ``run`` inside the cache dir."""
-    base = os.environ.get("XDG_RUNTIME_DIR")
-    return Path(base) / "hostkit" if base else Path(settings.cache_dir) / "run"
-
-
-def default_socket(settings) -> Path:
-    """The unix socket ``hostkit daemon`` listens on when given no address."""
-    return runtime_dir(settings) / SOCKET_NAME
 
 
 def private_dir(path: Path) -> Path:
@@ -46,24 +32,6 @@ def private_dir(path: Path) -> Path:
     if stat.S_IMODE(st.st_mode) & 0o077:
         os.chmod(path, 0o700)
     return path
-
-
-def daemon_url(settings) -> str | None:
-    """``settings.daemon_url``, else the default socket if one exists, else None."""
-    if settings.daemon_url:
-        return settings.daemon_url
-    path = default_socket(settings)
-    try:
-        if stat.S_ISSOCK(os.stat(path).st_mode):
-            return f"unix:{path}"
-    except OSError:
-        pass
-    return None
-
-
-def token_file(settings, port: int) -> Path:
-    """Where a TCP daemon on ``port`` writes its URL and token."""
-    return runtime_dir(settings) / f"daemon-{port}.json"
 
 
 def write_token_file(settings, url: str, port: int, token: str) -> Path:
@@ -86,24 +54,3 @@ def remove_token_file(path: Path) -> None:
     with contextlib.suppress(OSError, ValueError):
         if json.loads(path.read_text()).get("pid") == os.getpid():
             path.unlink()
-
-
-def token_for(settings, host: str | None, port: int | None) -> str | None:
-    """``HOSTKIT_DAEMON_TOKEN``, else the token a daemon of this user wrote for that address."""
-    if env := os.environ.get(TOKEN_ENV, "").strip():
-        return env
-    if host is None or port is None:
-        return None
-    path = token_file(settings, port)
-    try:
-        if os.stat(path).st_uid != os.geteuid():  # planted by someone else: not ours to send
-            return None
-        data = json.loads(path.read_text())
-        from .client import parse_url
-
-        written = parse_url(data["url"])
-    except (OSError, ValueError, KeyError, TypeError, UsageError):
-        return None
-    same_host = written.host == host or {written.host, host} <= _LOOPBACK_NAMES
-    token = data.get("token")
-    return token if same_host and written.port == port and isinstance(token, str) else None

@@ -34,12 +34,12 @@ from pathlib import Path
 
 from aiohttp import web
 
+from hostkit.client import TOKEN_ENV, Address, default_socket, parse_url, runtime_dir
 from hostkit.errors import UsageError
 
 from . import DEFAULT_HOST, logs, runtime
 from .access import Policy, uids
 from .app import STATE, create_app, stop_scrub
-from .client import TOKEN_ENV, Address, parse_url
 from .scrub import DEFAULT_RATE
 
 #: Seconds to wait for the handlers of open connections once downloads are settled.
@@ -73,7 +73,7 @@ def bind_address(settings, host: str | None = None, port: int | None = None,
         return Address(host=host or DEFAULT_HOST, port=DEFAULT_PORT if port is None else port)
     if settings.daemon_url:
         return parse_url(settings.daemon_url)
-    return Address(path=str(runtime.default_socket(settings)))
+    return Address(path=str(default_socket(settings)))
 
 
 def read_token(token: str | None = None, token_file: str | None = None) -> str | None:
@@ -176,7 +176,7 @@ async def _start_site(runner: web.AppRunner, address: Address, gid: int | None, 
         path = address.path
         _clear_stale_socket(path)
         parent = Path(path).parent
-        if parent == runtime.runtime_dir(settings):
+        if parent == runtime_dir(settings):
             runtime.private_dir(parent)
         elif not parent.exists():
             parent.mkdir(mode=0o700, parents=True)
