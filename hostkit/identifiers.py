@@ -11,7 +11,6 @@ normalise away, so the bytes fetched would not be the ones the key names).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from urllib.parse import unquote
 
 from .errors import UsageError
@@ -27,26 +26,52 @@ _FORMS_HINT = ("use a URL such as https://host/file, direct:https://..., synapse
                "s3://bucket/key; `hostkit plugins` lists all forms")
 
 
-@dataclass(frozen=True)
 class Ref:
-    """A parsed identifier.
+    """A parsed identifier (immutable).
 
     ``display`` is the identifier to show (userinfo dropped, secret query
     values masked); ``key`` has every secret removed (the basis of cache keys).
     ``identifier`` is the canonical form the request uses (``direct:`` stripped,
     whitespace trimmed, the host IDNA-encoded): it may hold credentials, so it
-    lives only in memory for the request. ``scheme`` is lowercase (``https``,
-    ``synapse``, ``s3``...); ``rest`` is everything after ``scheme:`` (secrets
-    included, like ``identifier``).
+    lives only in memory for the request and is left out of ``repr``.
+    ``scheme`` is lowercase (``https``, ``synapse``, ``s3``...); ``rest`` is
+    everything after ``scheme:`` (secrets included, like ``identifier``).
+    ``credentialed`` is true when the identifier itself carries a credential
+    (userinfo, a token, a signature).
+
+    A plain class rather than a dataclass: the CLI's fast path parses one on
+    every warm hit, and importing :mod:`dataclasses` costs more than that.
     """
 
-    identifier: str = field(repr=False)
+    __slots__ = ("identifier", "scheme", "rest", "display", "key", "credentialed")
+
+    identifier: str
     scheme: str
-    rest: str = field(repr=False)
+    rest: str
     display: str
     key: str
-    #: The identifier itself carries a credential (userinfo, a token, a signature).
-    credentialed: bool = False
+    credentialed: bool
+
+    def __init__(self, *, identifier: str, scheme: str, rest: str, display: str, key: str,
+                 credentialed: bool = False):
+        for name, value in (("identifier", identifier), ("scheme", scheme), ("rest", rest),
+                            ("display", display), ("key", key),
+                            ("credentialed", credentialed)):
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name: str, value) -> None:
+        raise AttributeError(f"Ref is immutable: cannot set {name!r}")
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Ref) and all(
+            getattr(self, n) == getattr(other, n) for n in Ref.__slots__)
+
+    def __hash__(self) -> int:
+        return hash(tuple(getattr(self, n) for n in Ref.__slots__))
+
+    def __repr__(self) -> str:
+        return (f"Ref(scheme={self.scheme!r}, display={self.display!r}, key={self.key!r}, "
+                f"credentialed={self.credentialed!r})")
 
     @property
     def raw(self) -> str:
