@@ -3,34 +3,32 @@
 >>> import hostkit
 >>> path = hostkit.resolve("https://example.org/w.bin", expected="sha256:...")  # doctest: +SKIP
 
-Imports are lazy so ``hostkit resolve`` on a cache hit starts fast.
+The names below load on first use, so ``hostkit resolve`` on a cache hit starts
+fast; type checkers see them with their real signatures.
 """
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-__all__ = ["resolve", "resolve_info", "Resolver", "Resolved", "HostkitError", "hookimpl"]
+from ._version import __version__
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING would import typing on every CLI start
+if TYPE_CHECKING:
+    from .api import resolve, resolve_info, upload
+    from .errors import HostkitError
+    from .hookspecs import hookimpl
+    from .resolver import Resolver
+    from .results import Resolved
+
+__all__ = ["HostkitError", "Resolved", "Resolver", "__version__", "hookimpl", "resolve",
+           "resolve_info", "upload"]
+
+_LAZY = {"resolve": "api", "resolve_info": "api", "upload": "api", "Resolver": "resolver",
+         "Resolved": "results", "HostkitError": "errors", "hookimpl": "hookspecs"}
 
 
 def __getattr__(name: str):
-    if name in ("resolve", "resolve_info"):
-        from . import api
+    if name in _LAZY:
+        import importlib
 
-        return getattr(api, name)
-    if name == "Resolver":
-        from .resolver import Resolver
-
-        return Resolver
-    if name == "Resolved":
-        from .results import Resolved
-
-        return Resolved
-    if name == "HostkitError":
-        from .errors import HostkitError
-
-        return HostkitError
-    if name == "hookimpl":
-        from .hookspecs import hookimpl
-
-        return hookimpl
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module 'hostkit' has no attribute {name!r}")

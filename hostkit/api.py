@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .resolver import Resolver
 from .results import Progress, Resolved
+from .settings import Settings
 
 _lock = threading.Lock()
 _loop: asyncio.AbstractEventLoop | None = None
@@ -109,10 +110,14 @@ def get_resolver(settings=None) -> Resolver:
 
 def resolve(identifier: str, expected: str | None = None, *, offline: bool | None = None,
             require_hash: bool | None = None, cache_dir: str | Path | None = None,
-            progress: Progress | None = None, settings=None) -> Path:
+            progress: Progress | bool | None = None, settings: Settings | None = None) -> Path:
     """Return the local path of the verified bytes ``identifier`` names.
 
-    ``expected`` is ``alg:hex`` or bare sha256 hex (MedPerf). Raises a
+    ``expected`` is ``alg:hex`` or bare sha256 hex (MedPerf). ``progress=True``
+    shows a bar (``tqdm.auto``: a widget in a notebook, text in a terminal)
+    while bytes arrive, whether this call downloads them, joins another
+    thread's download or waits for another process's; or pass a
+    :class:`~hostkit.results.Progress` of your own. Raises a
     :class:`hostkit.errors.HostkitError` subclass on any failure; nothing
     partial or unverified is ever left at the returned path.
     """
@@ -122,11 +127,18 @@ def resolve(identifier: str, expected: str | None = None, *, offline: bool | Non
 
 def resolve_info(identifier: str, expected: str | None = None, *, offline: bool | None = None,
                  require_hash: bool | None = None, cache_dir: str | Path | None = None,
-                 progress: Progress | None = None, settings=None) -> Resolved:
-    """Like :func:`resolve`, but return the full :class:`~hostkit.resolver.Resolved` record."""
+                 progress: Progress | bool | None = None,
+                 settings: Settings | None = None) -> Resolved:
+    """Like :func:`resolve`, but return the full :class:`~hostkit.results.Resolved` record."""
     from .settings import load_settings
 
     settings = settings or load_settings()
+    if progress is True:
+        from .progress import BarProgress
+
+        progress = BarProgress(settings.progress_min_bytes, notebook_aware=True)
+    elif progress is False:
+        progress = None
     if cache_dir is not None:
         settings = settings.with_overrides(cache_dir=Path(cache_dir))
     else:

@@ -9,6 +9,10 @@ from __future__ import annotations
 import os
 import sys
 
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing slows every warm hit
+if TYPE_CHECKING:
+    from typing import Any
+
 EPILOG = """\
 identifiers: https://host/file, direct:https://host/file, synapse:syn123, s3://bucket/key,
 minio://host:port/bucket/key, gs://bucket/key, az://container/blob  (`hostkit plugins`)
@@ -225,7 +229,8 @@ def _plugins(args) -> int:
     from .plugins import load_plugins
 
     loaded = load_plugins()
-    rows = [{"plugin": name, "source": loaded.sources.get(name, "?"), "backend": info.name,
+    rows: list[dict[str, Any]] = [
+            {"plugin": name, "source": loaded.sources.get(name, "?"), "backend": info.name,
              "schemes": list(info.schemes), "summary": info.summary,
              "examples": list(info.examples), "extra": info.extra}
             for name, info in loaded.backends()]
@@ -256,7 +261,7 @@ def _path(value):
 
 
 def _version() -> str:
-    from . import __version__
+    from ._version import __version__
 
     return __version__
 

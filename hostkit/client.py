@@ -176,7 +176,7 @@ def error_from_dict(data: dict, status: int | None = None) -> HostkitError:
     err = cls.__new__(cls)  # subclasses' own __init__ take other arguments: set the fields
     HostkitError.__init__(err, message, **extra)
     if isinstance(err, HashMismatch):
-        err.expected, err.found = data.get("expected"), data.get("found")
+        err.expected, err.found = str(data.get("expected")), str(data.get("found"))
     if isinstance(err, TransientError):
         err.retry_after = data.get("retry_after")
     return err
@@ -241,7 +241,8 @@ def connection(address: Address, timeout: float | None) -> http.client.HTTPConne
     """An (unconnected) HTTP connection to ``address``: TCP or unix socket."""
     if address.path is not None:
         return _UnixConnection(address.path, timeout)
-    return http.client.HTTPConnection(address.host, address.port, timeout=timeout)
+    return http.client.HTTPConnection(address.host or "127.0.0.1", address.port,
+                                      timeout=timeout)
 
 
 class DaemonClient:

@@ -65,6 +65,8 @@ def try_resolve(argv: list[str]) -> int | None:
     if os.path.exists(config):
         return None  # settings the fast path does not read: the full path applies them
     cache_dir = os.environ.get("HOSTKIT_CACHE_DIR") or _user_dir("XDG_CACHE_HOME", "~/.cache")
+    if not cache_dir:
+        return None
     return _answer(os.path.expanduser(cache_dir), positional[0], digest, as_json)
 
 

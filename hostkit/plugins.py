@@ -26,7 +26,7 @@ class LoadedPlugins:
 
     def backends(self) -> list[tuple[str, BackendInfo]]:
         """``(plugin name, info)`` for every backend, in registration order."""
-        out = []
+        out: list[tuple[str, BackendInfo]] = []
         for name, plugin in self.manager.list_name_plugin():  # registration order: stable
             impl = getattr(plugin, "hostkit_backends", None)
             if impl is None:

@@ -10,8 +10,10 @@ from .results import Progress
 class BarProgress(Progress):
     """Draws one bar per download on stderr once it is worth showing."""
 
-    def __init__(self, min_bytes: int):
+    def __init__(self, min_bytes: int, *, notebook_aware: bool = False):
         self.min_bytes = min_bytes
+        #: ``tqdm.auto``: a widget in Jupyter, text elsewhere (for the Python API).
+        self.notebook_aware = notebook_aware
         self._bar = None
 
     def start(self, identifier: str, total: int | None, done: int) -> None:
@@ -19,7 +21,10 @@ class BarProgress(Progress):
         self.close()
         if total is not None and total < self.min_bytes:
             return
-        from tqdm import tqdm
+        if self.notebook_aware:
+            from tqdm.auto import tqdm
+        else:
+            from tqdm import tqdm
 
         name = identifier.rsplit("/", 1)[-1][:40]
         self._bar = tqdm(total=total, initial=done, unit="B", unit_scale=True,

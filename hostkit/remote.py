@@ -196,6 +196,6 @@ class Context:
 
 
 def _version() -> str:
-    from . import __version__
+    from ._version import __version__
 
     return __version__

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import time
@@ -206,7 +207,7 @@ class Resolver:
                 task = asyncio.ensure_future(self._download(remote, digest, looked))
                 self._inflight[flight] = task
                 self._started_with[task] = digest
-                task.add_done_callback(lambda t, key=flight: self._forget(key, t))
+                task.add_done_callback(functools.partial(self._forget, flight))
             else:
                 log.debug("joining the download already running for %s", remote.display)
             try:
@@ -583,7 +584,7 @@ class Resolver:
 _BYTES_NO_GOOD = (HashMismatch, CacheError, NotFound, NotDirectLink, NotAFile)
 
 
-def _deadline_error(display: str, deadline: float) -> DeadlineExceeded:
+def _deadline_error(display: str, deadline: float | None) -> DeadlineExceeded:
     return DeadlineExceeded(
         f"{display}: not resolved within the {deadline:g} s deadline",
         hint="run again: the bytes downloaded so far are kept and resumed; or raise "
@@ -609,7 +610,8 @@ def _algs(digest: Digest | None, info: RemoteInfo) -> list[str]:
 
 def _strong(validator: str | None) -> bool:
     """A validator that names exact bytes: a strong ETag, a version id or a generation."""
-    return bool(validator) and not validator.startswith(("W/", "lm:"))
+    return validator is not None and validator != "" and \
+        not validator.startswith(("W/", "lm:"))
 
 
 def _may_append(part, body, asked: int) -> bool:

@@ -58,8 +58,9 @@ class ProgressListener:
 
         if isinstance(event, events.DownloadStarted):
             self._begin(event.identifier, event.total, event.offset)
-        elif isinstance(event, events.Progressed) or (
-                isinstance(event, events.Waiting) and event.done is not None):
+        elif isinstance(event, events.Progressed | events.Waiting):
+            if event.done is None:  # waiting on a download whose bytes cannot be seen
+                return
             if not self._open:
                 self._begin(event.identifier, event.total, event.done)
             self._advance(event.done)

@@ -139,8 +139,8 @@ async def _send_parts(target: MultipartTarget, upload, f, size: int, part_size: 
             while len(running) >= limit:
                 await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
                 for t in tasks:
-                    if t.done() and t.exception() is not None:
-                        raise t.exception()
+                    if t.done() and (failure := t.exception()) is not None:
+                        raise failure
         if f.read(1):
             raise _changed("the file", "grew")
         return list(await asyncio.gather(*tasks))

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 
 from hostkit.errors import TruncatedBody
 
@@ -76,7 +76,7 @@ async def ordered_parts(fetch: Callable[[int, int], AsyncIterator[bytes]], start
         await asyncio.gather(*(part.task for part in window), return_exceptions=True)
 
 
-async def _exact(fetch, a: int, b: int) -> AsyncIterator[bytes]:
+async def _exact(fetch, a: int, b: int) -> AsyncGenerator[bytes, None]:
     """``fetch(a, b)``, raising TruncatedBody unless it gave exactly ``b - a`` bytes."""
     got = 0
     async with contextlib.aclosing(fetch(a, b)) as chunks:
