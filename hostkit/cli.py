@@ -83,6 +83,14 @@ def _parser():
     u.add_argument("--content-addressed", action="store_true",
                    help="name the object by its sha256 under DEST (a prefix)")
     sub.add_parser("plugins", parents=[common], help="list backends and identifier forms")
+    sub.add_parser("config", parents=[common], help="show every setting and where it came from",
+                   description="Print the effective settings: the core's, then each plugin's "
+                               "([backends.NAME] in config.toml, HOSTKIT_NAME_KEY in the "
+                               "environment), each with its source (default, the config "
+                               "file, an environment variable or a flag).",
+                   epilog="examples:\n  hostkit config\n  hostkit config --json | jq "
+                          "'.core.cache_dir'\n  HOSTKIT_OFFLINE=1 hostkit config",
+                   formatter_class=argparse.RawDescriptionHelpFormatter)
     sub.add_parser("demo", parents=[common],
                    help="serve sample files from a local origin and resolve them (offline)")
     from .plugins import load_plugins
@@ -171,6 +179,8 @@ def _dispatch(args) -> int:
         return run_cache_command(args, settings)
     if args.command == "upload":
         return _upload(args, settings)
+    if args.command == "config":
+        return _config(args, settings)
     if args.command == "plugins":
         return _plugins(args)
     if args.command == "demo":
@@ -221,6 +231,43 @@ def _upload(args, settings) -> int:
         if not result.created and not args.quiet:
             print("note: identical bytes were already there; nothing was uploaded",
                   file=sys.stderr)
+    return 0
+
+
+def _config(args, settings) -> int:
+    """``hostkit config``: the effective settings, core then plugins', with their sources."""
+    from .formatting import print_json
+    from .plugins import load_plugins
+    from .settings import Option, core_settings
+
+    def shown(value):
+        return str(value) if value is not None else ""
+
+    core = [{"name": name, "value": shown(value), "source": source}
+            for name, value, source in core_settings(settings)]
+    options: list[Option] = sorted(load_plugins().options().values(),
+                                   key=lambda o: (o.backend, o.key))
+    plugin_rows = []
+    for option in options:
+        value, source = settings.option_source(option)
+        plugin_rows.append({"backend": option.backend, "key": option.key, "value": shown(value),
+                            "source": source, "env": option.env, "help": option.help})
+    if args.json:
+        print_json({"config_file": str(settings.config_file),
+                    "config_file_exists": bool(settings.config_file
+                                               and settings.config_file.is_file()),
+                    "core": {r["name"]: r for r in core}, "backends": plugin_rows})
+        return 0
+    exists = settings.config_file is not None and settings.config_file.is_file()
+    print(f"config file: {settings.config_file}{'' if exists else ' (none)'}")
+    width = max(len(r["name"]) for r in core)
+    for row in core:
+        print(f"  {row['name']:<{width}}  {row['value']:<28} {row['source']}")
+    for backend in sorted({r["backend"] for r in plugin_rows}):
+        print(f"[backends.{backend}]")
+        for row in (r for r in plugin_rows if r["backend"] == backend):
+            source = row["source"] if row["source"] != "default" else f"default ({row['env']})"
+            print(f"  {row['key']:<{width}}  {row['value']:<28} {source}")
     return 0
 
 

@@ -33,10 +33,33 @@ def _sha256_hex(text: str) -> str | None:
     return None
 
 
+_BOOLS = ("OFFLINE", "REQUIRE_HASH", "REVALIDATE", "QUIET")
+_NUMBERS = ("CONNECT_TIMEOUT", "READ_TIMEOUT", "MIN_RATE", "DEADLINE", "RETRIES", "BACKOFF",
+            "MAX_BACKOFF", "PROGRESS_MIN_BYTES", "PART_SIZE", "CONCURRENCY")
+
+
+def _settings_parse() -> bool:
+    """Whether the core settings in the environment parse (else the full path says why)."""
+    for name in _BOOLS:
+        value = os.environ.get(f"HOSTKIT_{name}")
+        if value is not None and value.strip().lower() not in (
+                "1", "true", "yes", "on", "0", "false", "no", "off", ""):
+            return False
+    for name in _NUMBERS:
+        value = os.environ.get(f"HOSTKIT_{name}")
+        if value is not None:
+            try:
+                float(value)
+            except ValueError:
+                return False
+    return True
+
+
 def try_resolve(argv: list[str]) -> int | None:
     """Answer ``resolve ID HASH [--json] [-q]`` from the cache, or None to fall back."""
     if len(argv) < 3 or argv[0] != "resolve" or any(
-            k in os.environ for k in ("HOSTKIT_DAEMON_URL", "HOSTKIT_VERIFY_ON_HIT")):
+            k in os.environ for k in ("HOSTKIT_DAEMON_URL", "HOSTKIT_VERIFY_ON_HIT")) \
+            or not _settings_parse():
         return None
     positional, as_json, hash_opt = [], False, None
     it = iter(argv[1:])

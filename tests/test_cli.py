@@ -234,3 +234,27 @@ def test_the_fast_path_answers_a_warm_hit_without_loading_plugins(origin):
     other = subprocess.run([sys.executable, "-c", probe, "ftp://x/y", sha], capture_output=True,
                            text=True, env=os.environ, timeout=60)
     assert other.returncode == 2 and other.stdout.splitlines()[-1] == "plugins loaded"
+
+
+def test_config_shows_every_setting_and_its_source(isolated_env, monkeypatch):
+    (isolated_env / "config.toml").write_text("retries = 7\n[backends.s3]\nanonymous = true\n")
+    proc = run_cli("config", "--json", env={"HOSTKIT_OFFLINE": "yes"}, check=True)
+    shown = json.loads(proc.stdout)
+    assert shown["core"]["retries"]["value"] == "7"
+    assert shown["core"]["retries"]["source"].endswith("config.toml")
+    assert shown["core"]["offline"] == {"name": "offline", "value": "True",
+                                        "source": "HOSTKIT_OFFLINE"}
+    assert shown["core"]["read_timeout"]["source"] == "default"
+    s3 = next(r for r in shown["backends"] if (r["backend"], r["key"]) == ("s3", "anonymous"))
+    assert s3["value"] == "True" and "[backends.s3]" in s3["source"]
+    plain = run_cli("config", env={"HOSTKIT_OFFLINE": "1"}, check=True).stdout
+    assert "[backends.s3]" in plain and "HOSTKIT_OFFLINE" in plain
+
+
+def test_a_setting_that_does_not_parse_is_an_error_naming_it(origin):
+    sha = origin.add("strict.bin", b"s" * 100)
+    run_cli("resolve", f"{origin.url}/f/strict.bin", sha, check=True)
+    for args in (("resolve", f"{origin.url}/f/strict.bin", sha), ("config",)):
+        proc = run_cli(*args, env={"HOSTKIT_OFFLINE": "ture"})
+        assert proc.returncode == 2, proc.stdout
+        assert "HOSTKIT_OFFLINE" in proc.stderr and "ture" in proc.stderr
