@@ -189,7 +189,7 @@ class Index:
         row wins when two collapse into one key), zero the freed pages, and drop
         resume sidecars that name the old keys.
         """
-        from .redact import redact_url, url_cache_key
+        from ..redact import redact_url, url_cache_key
 
         db.execute("PRAGMA secure_delete=ON")
         db.execute("BEGIN IMMEDIATE")
