@@ -18,7 +18,9 @@ from dataclasses import asdict, dataclass, field
 
 from aiohttp import hdrs, web
 
+from hostkit.client import NDJSON, event_to_dict
 from hostkit.errors import HostkitError, Stalled
+from hostkit.events import Event
 from hostkit.hashes import parse_hash
 from hostkit.resolver import Resolver
 
@@ -64,7 +66,9 @@ _DIGEST = re.compile(r"^[0-9a-fA-F]{64}$")
 #: A JSON escape of a UTF-16 surrogate: the body may hold a lone one (not encodable text).
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 _JOB_ID = re.compile(r"^[0-9a-f]{16}$")
-_RESOLVE_FIELDS = {"identifier", "hash", "wait", "offline", "require_hash"}
+_RESOLVE_FIELDS = {"identifier", "hash", "wait", "offline", "require_hash", "progress"}
+#: Seconds between two batches of a streamed resolve's events (progress is coalesced).
+STREAM_EVERY = 0.1
 _IMMUTABLE = "public, max-age=31536000, immutable"
 
 
@@ -376,25 +380,40 @@ async def resolve(request: web.Request) -> web.Response:
         request[LOG]["job"] = job.id
         return web.json_response({"job": job.id, "state": job.state, "href": f"/v1/jobs/{job.id}"},
                                  status=202)
+    streamed = _field(data, "progress", bool) or NDJSON in request.headers.get(hdrs.ACCEPT, "")
     started = time.monotonic()
-    if expected is not None and (warm := state.warm.get(identifier, expected)) is not None:
+    if not streamed and expected is not None and (
+            warm := state.warm.get(identifier, expected)) is not None:
         state.metrics.observe_resolve(time.monotonic() - started, "hit")
         request[LOG].update(outcome="hit", bytes=warm[1])
         return web.Response(body=warm[0], content_type="application/json")
     try:
         key = resolver.remote_for(identifier).cache_key  # the download's name, if one runs
     except HostkitError:
+        if streamed:  # refused before anything runs: a plain error answer, with its status
+            state.metrics.observe_resolve(time.monotonic() - started, "error")
+            request[LOG]["outcome"] = "error"
+            raise
         key = None  # the resolver raises it again
     # a task of its own: awaited through asyncio.wait, its cancellation (the download was
     # cancelled) is told apart from this request's (the client hung up)
     resolving = asyncio.ensure_future(resolver.resolve(
         identifier, expected, offline=offline, require_hash=require_hash))
+    if streamed:
+        return await _stream(request, resolving, key, identifier, expected, started)
     with state.downloads.waiting(key):  # a stalled job item never cancels it under us
         try:
             await asyncio.wait({resolving})
         except asyncio.CancelledError:
             _stop(resolving)  # the download goes on for others (the resolver shields it)
             raise
+    return web.json_response(_answer(request, resolving, identifier, expected, started))
+
+
+def _answer(request: web.Request, resolving: asyncio.Future, identifier: str,
+            expected: str | None, started: float) -> dict:
+    """The finished resolve's JSON answer, counted and logged; raises its error."""
+    state = request.app[STATE]
     try:
         resolved = _outcome(state, resolving)
     except HostkitError:
@@ -408,7 +427,69 @@ async def resolve(request: web.Request) -> web.Response:
         state.warm.remember(identifier, expected)
     body = resolved.to_dict()
     body["blob"] = f"/v1/blobs/{resolved.sha256}"
-    return web.json_response(body)
+    return body
+
+
+async def _stream(request: web.Request, resolving: asyncio.Future, key: str | None,
+                  identifier: str, expected: str | None,
+                  started: float) -> web.StreamResponse:
+    """Answer a resolve as NDJSON: its download's events as they come, then the answer.
+
+    One line per event (:func:`hostkit.client.event_to_dict`: no cache key), sent every
+    :data:`STREAM_EVERY` seconds with progress coalesced to its latest count; the last
+    line is ``{"event": "resolved", ...}`` or ``{"event": "error", "status", ...}``.
+    The status is 200 once streaming started: the last line says how it ended.
+    """
+    state = request.app[STATE]
+    pending: list[dict] = []
+
+    def on_event(event: Event) -> None:
+        line = event_to_dict(event)
+        if pending and line["event"] == pending[-1]["event"] == "Progressed":
+            pending[-1] = line  # the latest count says it all
+        else:
+            pending.append(line)
+
+    unsubscribe = state.resolver.events.subscribe(on_event, key=key) if key else None
+    response = web.StreamResponse(headers={hdrs.CONTENT_TYPE: NDJSON,
+                                           hdrs.CACHE_CONTROL: "no-store"})
+    try:
+        with state.downloads.waiting(key):
+            await response.prepare(request)
+            while True:
+                await asyncio.wait({resolving}, timeout=STREAM_EVERY)
+                if pending:
+                    lines = b"".join(_ndjson(line) for line in pending)
+                    pending.clear()
+                    await response.write(lines)
+                if resolving.done():
+                    break
+    except asyncio.CancelledError:
+        _stop(resolving)  # the client went away; the download goes on for others
+        raise
+    except ConnectionError:  # a write found the client gone: the same, as the front door sees it
+        _stop(resolving)
+        raise asyncio.CancelledError from None
+    finally:
+        if unsubscribe is not None:
+            unsubscribe()
+    try:
+        last = {"event": "resolved", **_answer(request, resolving, identifier, expected, started)}
+    except Exception as exc:
+        if not isinstance(exc, HostkitError):  # a bug: logged as the front door would
+            logs.event("internal_error", route="/v1/resolve", message=repr(exc))
+            exc = InternalError("internal error",
+                                hint="this is a bug in hostkit; see the daemon log")
+        request[LOG]["error_kind"] = exc.kind
+        state.metrics.errors[exc.kind] += 1  # answered 200: the request line does not count it
+        last = {"event": "error", "status": exc.http_status, **exc.to_dict()}
+    await response.write(_ndjson(last))
+    await response.write_eof()
+    return response
+
+
+def _ndjson(data: dict) -> bytes:
+    return json.dumps(data, default=str).encode() + b"\n"
 
 
 def _outcome(state: DaemonState, resolving: asyncio.Future):
