@@ -19,7 +19,18 @@ from dataclasses import asdict, dataclass, field
 from aiohttp import hdrs, web
 
 from hostkit.client import NDJSON, event_to_dict
-from hostkit.errors import HostkitError, Stalled
+from hostkit.errors import (
+    BadHash,
+    CacheError,
+    HostkitError,
+    MissingExtra,
+    NotAFile,
+    NotDirectLink,
+    NotPermanent,
+    Stalled,
+    UnknownScheme,
+    UsageError,
+)
 from hostkit.events import Event
 from hostkit.hashes import parse_hash
 from hostkit.resolver import Resolver
@@ -36,12 +47,16 @@ from .errors import (
     BadRequest,
     BlobCorrupt,
     BlobNotFound,
+    CredentialsNotAccepted,
+    CredentialsNotLent,
+    Forbidden,
     HttpError,
     InternalError,
     MethodNotAllowed,
     NoRoute,
     NotInCache,
     PreconditionFailed,
+    QueueFull,
     ShuttingDown,
     TooLarge,
     Unauthorized,
@@ -50,6 +65,7 @@ from .errors import (
 from .jobs import Item, Jobs
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Metrics
+from .openapi import IDENT, RESOLVER_ERRORS, ROUTES, document, json_answer, path_parameter, route
 from .scrub import Scrubber
 from .warm import WarmHits
 
@@ -140,21 +156,11 @@ def create_app(settings=None, *, token: str | None = None, resolver: Resolver | 
     state.warm = WarmHits(state.resolver)
     app = web.Application(middlewares=[frontdoor], client_max_size=MAX_BODY)
     app[STATE] = state
-    app.router.add_routes([
-        web.get("/healthz", healthz),
-        web.get("/metrics", metrics),
-        web.get("/v1/openapi.json", openapi),
-        web.get("/v1/status", status),
-        web.post("/v1/resolve", resolve),
-        web.get("/v1/blobs/{sha256}", blob),
-        web.post("/v1/prefetch", prefetch),
-        web.get("/v1/jobs/{job_id}", job),
-        web.get("/v1/cache", cache_list),
-        web.get("/v1/cache/{ident}", cache_info),
-        web.delete("/v1/cache/{ident}", cache_remove),
-        web.post("/v1/cache/{ident}/pin", pin),
-        web.delete("/v1/cache/{ident}/pin", unpin),
-    ])
+    for r in ROUTES:  # exactly the declared routes (a GET answers HEAD too)
+        if r.method == "GET":
+            app.router.add_get(r.path, r.handler)
+        else:
+            app.router.add_route(r.method, r.path, r.handler)
     app.on_startup.append(_startup)
     app.on_cleanup.append(_cleanup)
     return app
@@ -350,6 +356,9 @@ def _item(resolver: Resolver, identifier: str, expected: str | None, **options) 
 # -- handlers ------------------------------------------------------------------------
 
 
+@route("GET", "/healthz", "liveness", public=True, answers={
+    200: json_answer({"type": "object"}, "serving"),
+    503: json_answer({"type": "object"}, "draining: shutting down")})
 async def healthz(request: web.Request) -> web.Response:
     """``GET /healthz``: 200 ``{"status": "ok"}`` while serving, 503 while draining."""
     if request.app[STATE].draining:
@@ -357,6 +366,17 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
+@route("POST", "/v1/resolve", "identifier (+ hash) -> verified local file",
+       request="ResolveRequest", answers={
+           200: {**json_answer("Resolved", "resolved; streamed (progress) answers are NDJSON: "
+                                           "events, then {event: resolved|error, ...} last"),
+                 "content": {"application/json": {"schema": {
+                     "$ref": "#/components/schemas/Resolved"}},
+                     NDJSON: {"schema": {"type": "object"}}}},
+           202: json_answer({"type": "object", "properties": {
+               "job": {"type": "string"}, "href": {"type": "string"}}},
+               "wait=false: poll the job")},
+       raises=(*RESOLVER_ERRORS, CredentialsNotLent, CredentialsNotAccepted, QueueFull))
 async def resolve(request: web.Request) -> web.Response:
     """``POST /v1/resolve``: identifier (+ hash) -> verified path, or a job with wait=false."""
     state = request.app[STATE]
@@ -505,6 +525,15 @@ def _outcome(state: DaemonState, resolving: asyncio.Future):
     return resolving.result()
 
 
+@route("GET", "/v1/blobs/{sha256}", "the bytes of a cached blob (Range, HEAD, ETag = sha256, "
+       "If-None-Match); a range or HEAD only for a blob hashed whole",
+       parameters=[path_parameter("sha256", "the blob's sha256", "^[0-9a-fA-F]{64}$")],
+       answers={200: {"description": "the bytes", "content": {"application/octet-stream": {
+                    "schema": {"type": "string", "format": "binary"}}}},
+                206: {"description": "a byte range"},
+                304: {"description": "If-None-Match matched"},
+                416: {"description": "range not satisfiable"}},
+       raises=(BadDigest, BlobNotFound, BlobCorrupt, PreconditionFailed))
 async def blob(request: web.Request) -> web.StreamResponse:
     """``GET /v1/blobs/{sha256}``: the bytes, with Range, ETag = digest, If-None-Match."""
     state = request.app[STATE]
@@ -618,6 +647,10 @@ class BlobResponse(web.FileResponse):
         return writer
 
 
+@route("POST", "/v1/prefetch", "resolve many identifiers in the background",
+       request="PrefetchRequest", answers={202: json_answer("Job", "job started")},
+       raises=(UsageError, UnknownScheme, BadHash, MissingExtra, NotPermanent, NotDirectLink,
+               NotAFile, CredentialsNotLent, CredentialsNotAccepted, QueueFull))
 async def prefetch(request: web.Request) -> web.Response:
     """``POST /v1/prefetch`` ``{"items": [{"identifier", "hash"?} | "identifier", ...]}``."""
     state = request.app[STATE]
@@ -648,6 +681,9 @@ async def prefetch(request: web.Request) -> web.Response:
                              status=202)
 
 
+@route("GET", "/v1/jobs/{job_id}", "state of a job",
+       parameters=[path_parameter("job_id", "as POST /v1/prefetch answered")],
+       answers={200: json_answer("Job", "the job")}, raises=(UnknownJob,))
 async def job(request: web.Request) -> web.Response:
     """``GET /v1/jobs/{id}``: state, bytes done / total, result or error per item."""
     state = request.app[STATE]
@@ -672,6 +708,8 @@ def _blob_dict(b) -> dict:
     return d
 
 
+@route("GET", "/v1/cache", "entries and blobs",
+       answers={200: json_answer({"type": "object"}, "listing")}, raises=(Forbidden,))
 async def cache_list(request: web.Request) -> web.Response:
     """``GET /v1/cache``: every entry and blob, most recently used first."""
     access.require_trusted(request[CALLER], "listing the cache")
@@ -697,6 +735,9 @@ def _not_in_cache(ident: str) -> ApiError:
                            "'/', '?' and '#' of an identifier in the path")
 
 
+@route("GET", "/v1/cache/{ident}", "entries and blobs matching", parameters=[IDENT],
+       answers={200: json_answer({"type": "object"}, "found")},
+       raises=(Forbidden, BadRequest, NotInCache))
 async def cache_info(request: web.Request) -> web.Response:
     """``GET /v1/cache/{identifier or digest}``: matching entries and blobs."""
     ident = _ident(request)
@@ -707,6 +748,9 @@ async def cache_info(request: web.Request) -> web.Response:
                               "blobs": [_blob_dict(b) for b in blobs]})
 
 
+@route("DELETE", "/v1/cache/{ident}", "remove entries (and blobs no longer used)",
+       parameters=[IDENT], answers={200: json_answer({"type": "object"}, "removed")},
+       raises=(Forbidden, BadRequest, NotInCache, CacheError))
 async def cache_remove(request: web.Request) -> web.Response:
     """``DELETE /v1/cache/{identifier or digest}``: drop entries and unused blobs."""
     ident = _ident(request)
@@ -720,11 +764,17 @@ async def cache_remove(request: web.Request) -> web.Response:
                               "freed_bytes": sum(b.size for b in blobs)})
 
 
+@route("POST", "/v1/cache/{ident}/pin", "pin (survives prune)", parameters=[IDENT],
+       answers={200: json_answer({"type": "object"}, "pinned")},
+       raises=(Forbidden, BadRequest, NotInCache, CacheError))
 async def pin(request: web.Request) -> web.Response:
     """``POST /v1/cache/{identifier or digest}/pin``: keep it through prune."""
     return _set_pinned(request, True)
 
 
+@route("DELETE", "/v1/cache/{ident}/pin", "unpin", parameters=[IDENT],
+       answers={200: json_answer({"type": "object"}, "unpinned")},
+       raises=(Forbidden, BadRequest, NotInCache, CacheError))
 async def unpin(request: web.Request) -> web.Response:
     """``DELETE /v1/cache/{identifier or digest}/pin``: allow pruning again."""
     return _set_pinned(request, False)
@@ -739,6 +789,8 @@ def _set_pinned(request: web.Request, pinned: bool) -> web.Response:
                               [e.identifier for e in entries]})
 
 
+@route("GET", "/v1/status", "version, cache summary, downloads in flight",
+       answers={200: json_answer({"type": "object"}, "status")})
 async def status(request: web.Request) -> web.Response:
     """``GET /v1/status``: version, listen address, cache summary, what is in flight."""
     from hostkit import __version__
@@ -760,6 +812,8 @@ async def status(request: web.Request) -> web.Response:
     })
 
 
+@route("GET", "/metrics", "Prometheus text format", answers={
+    200: {"description": "metrics", "content": {"text/plain": {"schema": {"type": "string"}}}}})
 async def metrics(request: web.Request) -> web.Response:
     """``GET /metrics``: Prometheus text format."""
     state = request.app[STATE]
@@ -772,8 +826,8 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=text.encode(), headers={hdrs.CONTENT_TYPE: METRICS_CONTENT_TYPE})
 
 
+@route("GET", "/v1/openapi.json", "this document",
+       answers={200: json_answer({}, "OpenAPI 3.1")})
 async def openapi(request: web.Request) -> web.Response:
     """``GET /v1/openapi.json``: this API, described."""
-    from .openapi import document
-
     return web.json_response(document())

@@ -1,26 +1,159 @@
-"""The OpenAPI 3.1 document served at ``GET /v1/openapi.json``.
+"""The OpenAPI 3.1 document at ``GET /v1/openapi.json``, generated from the routes' declarations.
 
-Written by hand next to the handlers it describes (:mod:`hostkit_daemon.app`);
-``tests/test_daemon.py`` checks that every route the app serves is described.
+Each handler in :mod:`hostkit_daemon.app` is declared with :func:`route`: its
+method, path, summary, request body schema, the answers it gives when it works,
+and the :class:`~hostkit.errors.HostkitError` classes it raises. The app adds
+exactly the declared routes, and :func:`document` describes them: each error
+status comes from the raised classes' ``http_status`` (with their kinds listed),
+plus what the front door answers on every route (:data:`FRONT_DOOR`) and for
+every body (:data:`BODY_ERRORS`). ``tests/test_openapi.py`` drives every route
+and checks each status it answered is declared.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 
-def _json(schema: dict | str, description: str) -> dict:
+from hostkit.errors import (
+    BackendError,
+    BadHash,
+    BucketNotFound,
+    CacheError,
+    CredentialsNeeded,
+    CredentialsRefused,
+    DeadlineExceeded,
+    HashMismatch,
+    HashRequired,
+    HostkitError,
+    MissingExtra,
+    NotAFile,
+    NotDirectLink,
+    NotFound,
+    NotPermanent,
+    OfflineMiss,
+    PluginError,
+    Stalled,
+    TransientError,
+    TruncatedBody,
+    UnknownScheme,
+    Unreachable,
+    UsageError,
+)
+
+from .errors import (
+    BadJson,
+    BadRequest,
+    ForbiddenHost,
+    ForbiddenOrigin,
+    InternalError,
+    ShuttingDown,
+    TooLarge,
+    Unauthorized,
+)
+
+#: What the front door may answer on any route but the public ones (before the handler).
+FRONT_DOOR: tuple[type[HostkitError], ...] = (
+    Unauthorized, ForbiddenHost, ForbiddenOrigin, ShuttingDown, InternalError)
+#: What reading a JSON body may answer.
+BODY_ERRORS: tuple[type[HostkitError], ...] = (BadJson, BadRequest, TooLarge)
+#: What a resolve may raise: every error of the resolver and the backends it asks.
+RESOLVER_ERRORS: tuple[type[HostkitError], ...] = (
+    UsageError, UnknownScheme, BadHash, HashRequired, MissingExtra, HashMismatch, BackendError,
+    NotFound, BucketNotFound, CredentialsNeeded, CredentialsRefused, NotAFile, NotPermanent,
+    NotDirectLink, TransientError, Unreachable, TruncatedBody, Stalled, DeadlineExceeded,
+    OfflineMiss, CacheError, PluginError)
+
+
+@dataclass(frozen=True)
+class Route:
+    """One route: what the app serves and what the document says of it."""
+
+    method: str
+    path: str
+    handler: Callable
+    summary: str
+    #: Statuses answered when it works -> OpenAPI response objects.
+    answers: dict[int, dict]
+    raises: tuple[type[HostkitError], ...] = ()
+    #: Schema name (``components/schemas``) of the JSON body it reads, if any.
+    request: str | None = None
+    parameters: tuple[dict, ...] = ()
+    #: Open without a token and before the address checks (``/healthz``).
+    public: bool = False
+    errors: tuple[type[HostkitError], ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        found = (*self.raises, *(BODY_ERRORS if self.request else ()),
+                 *((InternalError,) if self.public else FRONT_DOOR))
+        object.__setattr__(self, "errors", tuple(dict.fromkeys(found)))
+
+
+#: Every declared route, in declaration order (the app adds exactly these).
+ROUTES: list[Route] = []
+
+
+def route(method: str, path: str, summary: str, *, answers: dict[int, dict],
+          raises: Iterable[type[HostkitError]] = (), request: str | None = None,
+          parameters: Iterable[dict] = (), public: bool = False) -> Callable:
+    """Declare the decorated handler as the route ``method path`` (see :class:`Route`)."""
+    def declare(handler: Callable) -> Callable:
+        ROUTES.append(Route(method.upper(), path, handler, summary, answers, tuple(raises),
+                            request, tuple(parameters), public))
+        return handler
+
+    return declare
+
+
+def json_answer(schema: dict | str, description: str) -> dict:
+    """A JSON response object (``schema`` a schema, or the name of one in components)."""
     if isinstance(schema, str):
         schema = {"$ref": f"#/components/schemas/{schema}"}
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-def _error(description: str) -> dict:
-    return _json("Error", description)
+def path_parameter(name: str, description: str, pattern: str | None = None) -> dict:
+    """A required string parameter of the path."""
+    schema = {"type": "string", **({"pattern": pattern} if pattern else {})}
+    return {"name": name, "in": "path", "required": True, "description": description,
+            "schema": schema}
 
 
-_IDENT = {"name": "ident", "in": "path", "required": True,
-          "description": "an identifier (percent-encoded: '/' as %2F, '?' as %3F), "
-                         "a sha256 or a sha256 prefix of at least 6 hex digits",
-          "schema": {"type": "string"}}
+IDENT = path_parameter("ident", "an identifier (percent-encoded: '/' as %2F, '?' as %3F), "
+                                "a sha256 or a sha256 prefix of at least 6 hex digits")
+
+
+def _error_answers(errors: Iterable[type[HostkitError]]) -> dict[str, dict]:
+    by_status: dict[int, list[type[HostkitError]]] = {}
+    for cls in errors:
+        by_status.setdefault(cls.http_status, []).append(cls)
+    out = {}
+    for status in sorted(by_status):
+        classes = by_status[status]
+        kinds = sorted({c.kind for c in classes})
+        text = "; ".join(f"{c.kind}: {(c.__doc__ or '').strip().splitlines()[0].rstrip('.')}"
+                         for c in sorted(classes, key=lambda c: c.kind))
+        out[str(status)] = {"description": text, "content": {"application/json": {"schema": {
+            "allOf": [{"$ref": "#/components/schemas/Error"},
+                      {"properties": {"error": {"enum": kinds}}}]}}}}
+    return out
+
+
+def _operation(r: Route) -> dict:
+    op: dict = {"summary": r.summary, "operationId": r.handler.__name__}
+    if r.handler.__doc__:
+        op["description"] = r.handler.__doc__.strip()
+    if r.public:
+        op["security"] = []
+    if r.parameters:
+        op["parameters"] = list(r.parameters)
+    if r.request:
+        op["requestBody"] = {"required": True, "content": {"application/json": {
+            "schema": {"$ref": f"#/components/schemas/{r.request}"}}}}
+    op["responses"] = {**{str(s): a for s, a in sorted(r.answers.items())},
+                       **_error_answers(r.errors)}
+    return op
+
 
 _SCHEMAS = {
     "Error": {
@@ -42,6 +175,9 @@ _SCHEMAS = {
                      "description": "false: answer 202 with a job id at once"},
             "offline": {"type": ["boolean", "null"]},
             "require_hash": {"type": ["boolean", "null"]},
+            "progress": {"type": ["boolean", "null"],
+                         "description": "true (or Accept: application/x-ndjson): stream the "
+                                        "download's events as NDJSON, the answer last"},
         }},
     "Resolved": {
         "type": "object",
@@ -80,95 +216,25 @@ _SCHEMAS = {
 }
 
 
-def document() -> dict:
-    """The OpenAPI description of the daemon's HTTP API."""
+def document(routes: Iterable[Route] = ()) -> dict:
+    """The OpenAPI description of the daemon's HTTP API: ``routes``, or every declared one."""
     from hostkit import __version__
 
+    paths: dict[str, dict] = {}
+    for r in routes or ROUTES:
+        paths.setdefault(r.path, {})[r.method.lower()] = _operation(r)
     return {
         "openapi": "3.1.0",
         "info": {"title": "hostkit daemon", "version": __version__,
                  "description": "Resolve ML asset identifiers into verified, cached local "
-                                "files. Errors are JSON {error, message, hint}."},
+                                "files. Errors are JSON {error, message, hint}. Any path "
+                                "answers 404 no_route when there is no such route, and 405 "
+                                "method_not_allowed (with Allow) for a method it lacks."},
         "components": {
             "schemas": _SCHEMAS,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
                                            "description": "required when the daemon was "
                                                           "started with a token"}}},
         "security": [{}, {"bearer": []}],
-        "paths": {
-            "/healthz": {"get": {"summary": "liveness", "security": [], "responses": {
-                "200": _json({"type": "object"}, "serving"),
-                "503": _json({"type": "object"}, "shutting down")}}},
-            "/metrics": {"get": {"summary": "Prometheus text format", "responses": {
-                "200": {"description": "metrics",
-                        "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
-            "/v1/openapi.json": {"get": {"summary": "this document",
-                                         "responses": {"200": _json({}, "OpenAPI 3.1")}}},
-            "/v1/status": {"get": {"summary": "version, cache summary, downloads in flight",
-                                   "responses": {"200": _json({"type": "object"}, "status")}}},
-            "/v1/resolve": {"post": {
-                "summary": "identifier (+ hash) -> verified local file",
-                "requestBody": {"required": True, "content": {"application/json": {
-                    "schema": {"$ref": "#/components/schemas/ResolveRequest"}}}},
-                "responses": {
-                    "200": _json("Resolved", "resolved"),
-                    "202": _json({"type": "object", "properties": {
-                        "job": {"type": "string"}, "href": {"type": "string"}}},
-                        "wait=false: poll the job"),
-                    "400": _error("bad JSON, bad identifier, unknown scheme, bad hash"),
-                    "401": _error("token missing or wrong"),
-                    "403": _error("credentials_not_lent / credentials_not_accepted: a shared "
-                                  "daemon fetches nothing with credentials for untrusted "
-                                  "callers (neither its own nor theirs)"),
-                    "404": _error("not found at the origin, or offline and not cached"),
-                    "413": _error("body too large"),
-                    "502": _error("hash mismatch or backend failure"),
-                    "503": _error("origin unreachable / transient / stalled, or daemon "
-                                  "shutting down")}}},
-            "/v1/blobs/{sha256}": {"get": {
-                "summary": "the bytes of a cached blob (Range, HEAD, ETag = sha256, "
-                           "If-None-Match); a range or HEAD only for a blob hashed whole",
-                "parameters": [{"name": "sha256", "in": "path", "required": True,
-                                "schema": {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"}}],
-                "responses": {
-                    "200": {"description": "the bytes", "content": {
-                        "application/octet-stream": {"schema": {"type": "string",
-                                                                "format": "binary"}}}},
-                    "206": {"description": "a byte range"},
-                    "304": {"description": "If-None-Match matched"},
-                    "400": _error("not a 64-hex sha256"),
-                    "404": _error("no such blob (blob_not_found), or its bytes no longer "
-                                  "match and it was quarantined (blob_corrupt)"),
-                    "412": _error("If-Match did not match"),
-                    "416": {"description": "range not satisfiable"}}}},
-            "/v1/prefetch": {"post": {
-                "summary": "resolve many identifiers in the background",
-                "requestBody": {"required": True, "content": {"application/json": {
-                    "schema": {"$ref": "#/components/schemas/PrefetchRequest"}}}},
-                "responses": {"202": _json("Job", "job started"),
-                              "400": _error("bad item (index in the message)")}}},
-            "/v1/jobs/{job_id}": {"get": {
-                "summary": "state of a job",
-                "parameters": [{"name": "job_id", "in": "path", "required": True,
-                                "schema": {"type": "string"}}],
-                "responses": {"200": _json("Job", "the job"),
-                              "404": _error("unknown or expired job")}}},
-            "/v1/cache": {"get": {"summary": "entries and blobs",
-                                  "responses": {"200": _json({"type": "object"}, "listing")}}},
-            "/v1/cache/{ident}": {
-                "get": {"summary": "entries and blobs matching", "parameters": [_IDENT],
-                        "responses": {"200": _json({"type": "object"}, "found"),
-                                      "404": _error("nothing matches")}},
-                "delete": {"summary": "remove entries (and blobs no longer used)",
-                           "parameters": [_IDENT],
-                           "responses": {"200": _json({"type": "object"}, "removed"),
-                                         "404": _error("nothing matches")}}},
-            "/v1/cache/{ident}/pin": {
-                "post": {"summary": "pin (survives prune)", "parameters": [_IDENT],
-                         "responses": {"200": _json({"type": "object"}, "pinned"),
-                                       "404": _error("nothing matches")}},
-                "delete": {"summary": "unpin", "parameters": [_IDENT],
-                           "responses": {"200": _json({"type": "object"}, "unpinned"),
-                                         "404": _error("nothing matches")}}},
-        },
+        "paths": paths,
     }
