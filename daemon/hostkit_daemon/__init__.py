@@ -4,12 +4,18 @@ Modules, one idea each:
 
 - :mod:`.app`        routes and thin handlers; state on the app; startup/cleanup hooks
 - :mod:`.jobs`       background resolves (``"wait": false``) and prefetch jobs
-- :mod:`.downloads`  what is downloading right now (progress, one log line per download)
+- :mod:`.downloads`  what is downloading right now, from the resolver's events
 - :mod:`.metrics`    counters and the Prometheus text at ``/metrics``
-- :mod:`.openapi`    the OpenAPI document at ``/v1/openapi.json``
+- :mod:`.openapi`    route declarations and the OpenAPI document generated from them
 - :mod:`.logs`       one JSON line per request and per download, secrets redacted
 - :mod:`.server`     binding (TCP or unix socket), token rules, graceful shutdown
-- :mod:`.client`     the small synchronous client the CLI and ``hostkit.resolve`` use
+- :mod:`.errors`     the daemon's refusals, registered error classes
+- :mod:`.runtime`    the private runtime directory and the token files
+- :mod:`.commands`   ``hostkit daemon`` and ``hostkit status``
+- :mod:`.plugin`     the entry point: registers the commands (hook) and error kinds
+
+The client the CLI and ``hostkit.resolve`` use is the core's
+:mod:`hostkit.client`; the core never imports this package.
 
 The daemon never downloads by itself: every byte comes through
 :meth:`hostkit.resolver.Resolver.resolve`, whose single flight (in-process
