@@ -72,3 +72,23 @@ def run_cli(*args, env=None, timeout=120, check=False) -> subprocess.CompletedPr
     if check and proc.returncode != 0:
         raise AssertionError(f"hostkit {args} failed ({proc.returncode}):\n{proc.stderr}")
     return proc
+
+
+@pytest.fixture(scope="module")
+def gated():
+    """An origin that holds, refuses or serves files on the test's command (daemon tests)."""
+    from tests.daemon_fixtures import GatedOrigin
+
+    origin = GatedOrigin().start()
+    yield origin
+    origin.stop()
+
+
+@pytest.fixture
+def daemon(tmp_path):
+    """A daemon on the test's own cache, served from a thread of this process."""
+    from tests.daemon_fixtures import DaemonThread
+
+    d = DaemonThread(tmp_path / "dcache").start()
+    yield d
+    d.stop()

@@ -28,8 +28,6 @@ import pytest
 from tests.conftest import run_cli
 from tests.daemon_fixtures import (
     DaemonProcess,
-    DaemonThread,
-    GatedOrigin,
     auth,
     call,
     call_json,
@@ -39,20 +37,6 @@ from tests.daemon_fixtures import (
 from tests.servers import free_port
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture(scope="module")
-def gated():
-    origin = GatedOrigin().start()
-    yield origin
-    origin.stop()
-
-
-@pytest.fixture
-def daemon(tmp_path):
-    d = DaemonThread(tmp_path / "dcache").start()
-    yield d
-    d.stop()
 
 
 def _blob_path(cache: Path, sha: str) -> Path:

@@ -23,28 +23,12 @@ import pytest
 
 from tests.daemon_fixtures import (
     DaemonProcess,
-    DaemonThread,
-    GatedOrigin,
     auth,
     payload,
     wait_until,
 )
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture(scope="module")
-def gated():
-    origin = GatedOrigin().start()
-    yield origin
-    origin.stop()
-
-
-@pytest.fixture
-def daemon(tmp_path):
-    d = DaemonThread(tmp_path / "dcache").start()
-    yield d
-    d.stop()
 
 
 class Lines:

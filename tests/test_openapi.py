@@ -12,25 +12,11 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.daemon_fixtures import DaemonThread, GatedOrigin, call, call_json, payload
+from tests.daemon_fixtures import call, call_json, payload
 from tests.servers import free_port
 from tests.test_daemon import HOSTILE, HOSTILE_HEADERS, _raw_request
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture(scope="module")
-def gated():
-    origin = GatedOrigin().start()
-    yield origin
-    origin.stop()
-
-
-@pytest.fixture
-def daemon(tmp_path):
-    d = DaemonThread(tmp_path / "dcache").start()
-    yield d
-    d.stop()
 
 
 def _drive_every_route(daemon, gated, monkeypatch) -> None:
