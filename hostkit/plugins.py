@@ -24,20 +24,26 @@ class LoadedPlugins:
     failures: dict[str, str] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)  # plugin name -> dist name
 
-    def backends(self) -> list[tuple[str, BackendInfo]]:
-        """``(plugin name, info)`` for every backend, in registration order."""
-        out: list[tuple[str, BackendInfo]] = []
-        for name, plugin in self.manager.list_name_plugin():  # registration order: stable
-            impl = getattr(plugin, "hostkit_backends", None)
+    def each(self, hook_name: str) -> list[tuple[str, list]]:
+        """``(plugin name, its list)`` from every plugin implementing a list-returning hook.
+
+        In registration order (stable). A plugin whose hook raises is recorded in
+        :attr:`failures` and skipped: a broken plugin must not hide the others.
+        """
+        out = []
+        for name, plugin in self.manager.list_name_plugin():
+            impl = getattr(plugin, hook_name, None)
             if impl is None:
                 continue
             try:
-                infos = impl() or []
-            except Exception as exc:  # a broken plugin must not hide the others
-                self.failures[name] = f"hostkit_backends() raised {exc!r}"
-                continue
-            out.extend((name, info) for info in infos)
+                out.append((name, list(impl() or [])))
+            except Exception as exc:
+                self.failures[name] = f"{hook_name}() raised {exc!r}"
         return out
+
+    def backends(self) -> list[tuple[str, BackendInfo]]:
+        """``(plugin name, info)`` for every backend, in registration order."""
+        return [(name, info) for name, infos in self.each("hostkit_backends") for info in infos]
 
     def upload_schemes(self) -> list[str]:
         """Schemes of the backends whose plugin implements ``hostkit_upload``."""
@@ -47,19 +53,8 @@ class LoadedPlugins:
 
     def options(self) -> dict[tuple[str, str], Option]:
         """Every option plugins declare (``hostkit_settings``), by ``(backend, key)``."""
-        found: dict[tuple[str, str], Option] = {}
-        for name, plugin in self.manager.list_name_plugin():
-            impl = getattr(plugin, "hostkit_settings", None)
-            if impl is None:
-                continue
-            try:
-                declared = impl() or []
-            except Exception as exc:  # a broken plugin must not hide the others
-                self.failures[name] = f"hostkit_settings() raised {exc!r}"
-                continue
-            for option in declared:
-                found[(option.backend, option.key)] = option
-        return found
+        return {(option.backend, option.key): option
+                for _, declared in self.each("hostkit_settings") for option in declared}
 
     def register_commands(self, subparsers, common) -> None:
         """Let every plugin add its subcommands (``hostkit_register_commands``)."""
