@@ -110,7 +110,8 @@ def get_resolver(settings=None) -> Resolver:
 
 def resolve(identifier: str, expected: str | None = None, *, offline: bool | None = None,
             require_hash: bool | None = None, cache_dir: str | Path | None = None,
-            progress: Progress | bool | None = None, settings: Settings | None = None) -> Path:
+            progress: Progress | bool | None = None, settings: Settings | None = None,
+            output: str | Path | None = None) -> Path:
     """Return the local path of the verified bytes ``identifier`` names.
 
     ``expected`` is ``alg:hex`` or bare sha256 hex (MedPerf). ``progress=True``
@@ -120,16 +121,42 @@ def resolve(identifier: str, expected: str | None = None, *, offline: bool | Non
     :class:`~hostkit.results.Progress` of your own. Raises a
     :class:`hostkit.errors.HostkitError` subclass on any failure; nothing
     partial or unverified is ever left at the returned path.
+
+    ``output=PATH`` also places the verified file at PATH (a hard link from
+    the cache, else a reflink or copy; atomically; read-only: see
+    :func:`hostkit.place.place`) and returns PATH. On any failure, a hash
+    mismatch included, PATH is left as it was.
     """
     return resolve_info(identifier, expected, offline=offline, require_hash=require_hash,
-                        cache_dir=cache_dir, progress=progress, settings=settings).path
+                        cache_dir=cache_dir, progress=progress, settings=settings,
+                        output=output).path
 
 
 def resolve_info(identifier: str, expected: str | None = None, *, offline: bool | None = None,
                  require_hash: bool | None = None, cache_dir: str | Path | None = None,
                  progress: Progress | bool | None = None,
-                 settings: Settings | None = None) -> Resolved:
-    """Like :func:`resolve`, but return the full :class:`~hostkit.results.Resolved` record."""
+                 settings: Settings | None = None,
+                 output: str | Path | None = None) -> Resolved:
+    """Like :func:`resolve`, but return the full :class:`~hostkit.results.Resolved` record.
+
+    With ``output=PATH`` the file is placed at PATH (see :func:`resolve`) and
+    the record's ``path`` is PATH, the file that is yours to read; without it,
+    ``path`` is the cache's blob.
+    """
+    resolved = _resolve_info(identifier, expected, offline=offline, require_hash=require_hash,
+                             cache_dir=cache_dir, progress=progress, settings=settings)
+    if output is None:
+        return resolved
+    import dataclasses
+
+    from .place import place
+
+    return dataclasses.replace(resolved, path=place(resolved.path, Path(output)))
+
+
+def _resolve_info(identifier: str, expected: str | None, *, offline: bool | None,
+                  require_hash: bool | None, cache_dir: str | Path | None,
+                  progress: Progress | bool | None, settings: Settings | None) -> Resolved:
     from .settings import load_settings
 
     settings = settings or load_settings()

@@ -49,6 +49,9 @@ def _parser():
                    help="never use the network; answer from the cache or fail")
     r.add_argument("--require-hash", action="store_true", default=None,
                    help="refuse to resolve without an expected hash")
+    r.add_argument("-o", "--output", metavar="PATH",
+                   help="also place the verified file at PATH (a read-only hard link from the "
+                        "cache, else a copy; atomic; replaces an existing file) and print PATH")
 
     h = sub.add_parser("hash", parents=[common], help="hash a local file")
     h.add_argument("file")
@@ -197,6 +200,8 @@ def _resolve(args, settings) -> int:
     expected = args.hash_opt or args.hash
     if args.hash_opt and args.hash and args.hash_opt != args.hash:
         raise UsageError("two different hashes given", hint="pass one hash")
+    if args.output is not None and not args.output:
+        raise UsageError("-o needs a file path", hint="pass -o PATH")
     settings = settings.with_overrides(offline=args.offline, require_hash=args.require_hash)
     from . import api
     from .progress import progress_for
@@ -204,10 +209,15 @@ def _resolve(args, settings) -> int:
     # through the daemon when HOSTKIT_DAEMON_URL is set, unless --cache-dir names another cache
     resolved = api.resolve_info(args.identifier, expected, settings=settings,
                                 cache_dir=_path(args.cache_dir), progress=progress_for(settings))
+    placed = None
+    if args.output is not None:
+        from .place import place
+
+        placed = place(resolved.path, _path(args.output))
     if args.json:
-        print_json(resolved.to_dict())
+        print_json({**resolved.to_dict(), **({"placed": str(placed)} if placed else {})})
     else:
-        print(resolved.path)
+        print(placed or resolved.path)
         if not resolved.verified and not args.quiet:
             print(f"note: no hash given; sha256:{resolved.sha256} recorded on first use. "
                   "Pass it with --hash to pin these bytes.", file=sys.stderr)

@@ -1,0 +1,159 @@
+"""Place a cached blob at a path the caller chose (``hostkit resolve ... -o PATH``).
+
+:func:`place` puts the bytes of a verified cache blob at ``target``:
+
+- a **hard link** to the blob when ``target`` is on the cache's file system
+  (no bytes copied, no space used);
+- else a **reflink** (``ioctl FICLONE``: copy-on-write, on btrfs, XFS, ...) when
+  the file system offers one, best effort;
+- else a **copy**.
+
+Always atomically: the link or copy is made under a temporary name in
+``target``'s own folder, fsynced, then renamed over ``target`` (and the folder
+fsynced). ``target`` therefore holds either its old content (or nothing) or the
+whole verified file, never a partial one; an existing file is replaced, missing
+parent folders are created, and the cache entry is kept.
+
+**The placed file is read-only.** A hard link *is* the cache's blob (one inode,
+mode 0400): writing to it would change the bytes the cache serves under their
+hash. So every placed file is read-only, a copy too (mode 0400, like the blob),
+whichever way it was made: what is at ``target`` behaves the same on one file
+system or two. MedPerf's code only reads what it downloads. To edit a placed
+file, copy it first (``cp --no-preserve=mode``); ``hostkit cache verify`` finds
+and quarantines a blob whose bytes were changed anyway (root ignores modes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+from pathlib import Path
+
+from .errors import CacheError, UsageError
+
+#: ``ioctl(dst, FICLONE, src)``: share src's extents (Linux, btrfs/XFS/bcachefs/...).
+FICLONE = 0x40049409
+
+#: The mode of a placed file: read-only, like the cache's blobs.
+PLACED_MODE = 0o400
+
+_CHUNK = 1 << 20
+
+
+def place(blob_path: Path, target: Path) -> Path:
+    """Put the bytes of ``blob_path`` (a cache blob) at ``target``, atomically; return ``target``.
+
+    A hard link when both are on one file system, else a reflink or a copy,
+    made under a temporary name next to ``target`` and renamed over it, so
+    ``target`` never holds a partial file. Parent folders are created and an
+    existing file is replaced; the placed file is read-only (see the module's
+    docstring). Raises :class:`~hostkit.errors.UsageError` when ``target`` is
+    an existing folder, :class:`~hostkit.errors.CacheError` (exit 6) when the
+    file cannot be written (disk full, permissions); ``target`` is then left
+    as it was.
+    """
+    blob_path, target = Path(blob_path), Path(os.path.abspath(target))
+    if target.is_dir():
+        raise UsageError(f"cannot place the file at {target}: it is a folder",
+                         hint=f"name the file to create, e.g. {target}/FILE")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _failed(target, exc) from None
+    temp = target.parent / f".{target.name[:200]}.hostkit-{secrets.token_hex(6)}.tmp"
+    try:
+        try:
+            os.link(blob_path, temp)
+        except OSError as exc:
+            if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EACCES, errno.EMLINK,
+                                 errno.ENOTSUP, errno.EOPNOTSUPP):
+                raise
+            _copy(blob_path, temp)
+        if os.path.lexists(target) and os.path.samefile(temp, target):
+            # rename(2) of two links to one inode does nothing: target already is the blob
+            os.unlink(temp)
+            return target
+        os.replace(temp, target)
+        _fsync_dir(target.parent)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise _failed(target, exc) from None
+    except BaseException:  # KeyboardInterrupt mid-copy: no temporary file left behind
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+    return target
+
+
+def _copy(source: Path, temp: Path) -> None:
+    """Reflink ``source`` to ``temp`` if the file system can, else copy it; fsync; read-only."""
+    fd_in = os.open(source, os.O_RDONLY)
+    try:
+        fd_out = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PLACED_MODE)
+        try:
+            if not _reflink(fd_in, fd_out):
+                _copy_bytes(fd_in, fd_out)
+            os.fsync(fd_out)
+        finally:
+            os.close(fd_out)
+    finally:
+        os.close(fd_in)
+
+
+def _reflink(fd_in: int, fd_out: int) -> bool:
+    try:
+        import fcntl
+
+        fcntl.ioctl(fd_out, FICLONE, fd_in)
+        return True
+    except (ImportError, OSError):  # not Linux, another file system, not supported
+        return False
+
+
+def _copy_bytes(fd_in: int, fd_out: int) -> None:
+    size = os.fstat(fd_in).st_size
+    done = 0
+    try:  # in the kernel where it can (Linux): no bytes through Python
+        while done < size:
+            n = os.copy_file_range(fd_in, fd_out, size - done)
+            if n == 0:
+                break
+            done += n
+    except (AttributeError, OSError) as exc:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO):
+            raise
+    if done >= size:
+        return
+    os.lseek(fd_in, done, os.SEEK_SET)
+    os.lseek(fd_out, done, os.SEEK_SET)
+    while chunk := os.read(fd_in, _CHUNK):
+        view = memoryview(chunk)
+        while view:
+            view = view[os.write(fd_out, view):]
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _failed(target: Path, exc: OSError) -> CacheError:
+    reason = "disk full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else (
+        exc.strerror or str(exc))
+    return CacheError(f"cannot place the file at {target}: {reason}; "
+                      f"{target} was left as it was",
+                      hint="free space or choose another path" if reason == "disk full"
+                      else "check the folder exists and is writable")
+
+

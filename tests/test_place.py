@@ -1,0 +1,154 @@
+"""``hostkit resolve ... -o PATH`` and ``hostkit.place``: a verified file put where asked.
+
+Same file system: a read-only hard link sharing the blob's inode. Another file
+system (a tmpfs mounted in the test): a copy, atomically; a full disk is a
+clean exit 6 with nothing half-written at PATH.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+
+import pytest
+
+from tests.conftest import run_cli
+from tests.test_resolve import data
+
+
+def _require_root():
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """A 4 MiB tmpfs: another file system than the cache's."""
+    _require_root()
+    mount = tmp_path / "other-fs"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], check=True)
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def _blob(settings, sha):
+    return settings.cache_dir / "blobs" / "sha256" / sha
+
+
+def test_same_file_system_is_a_read_only_hard_link(origin, settings, tmp_path):
+    sha = origin.add("placed.bin", data(50_000, 1))
+    target = tmp_path / "out" / "deep" / "weights.bin"  # parents created
+    proc = run_cli("resolve", f"{origin.url}/f/placed.bin", sha, "-o", target, check=True)
+    assert proc.stdout.strip() == str(target)
+    blob = _blob(settings, sha)
+    assert os.stat(target).st_ino == os.stat(blob).st_ino  # one inode, no bytes copied
+    assert stat.S_IMODE(os.stat(target).st_mode) == 0o400
+    assert target.read_bytes() == data(50_000, 1)
+    assert [p.name for p in target.parent.iterdir()] == ["weights.bin"]  # no temp left
+    # placing again over itself (rename of two links to one inode) keeps one name
+    again = json.loads(run_cli("resolve", f"{origin.url}/f/placed.bin", sha, "-o", target,
+                               "--json", check=True).stdout)
+    assert again["placed"] == str(target) and again["path"] == str(blob)
+    assert again["cached"] is True
+    assert [p.name for p in target.parent.iterdir()] == ["weights.bin"]
+    assert blob.exists()  # the cache entry is kept
+
+
+def test_another_file_system_gets_a_read_only_copy(origin, settings, tmpfs):
+    sha = origin.add("cross.bin", data(300_000, 2))
+    target = tmpfs / "a" / "cross.bin"
+    out = json.loads(run_cli("resolve", f"{origin.url}/f/cross.bin", sha, "-o", target,
+                             "--json", check=True).stdout)
+    assert out["placed"] == str(target) and out["sha256"] == sha
+    assert os.stat(target).st_dev != os.stat(_blob(settings, sha)).st_dev
+    assert target.read_bytes() == data(300_000, 2)
+    assert stat.S_IMODE(os.stat(target).st_mode) == 0o400
+    assert os.listdir(target.parent) == ["cross.bin"]
+
+
+def test_an_existing_file_is_replaced(origin, tmp_path, tmpfs):
+    sha = origin.add("new.bin", data(20_000, 3))
+    for target in (tmp_path / "old.bin", tmpfs / "old.bin"):  # link and copy
+        target.write_bytes(b"old content")
+        run_cli("resolve", f"{origin.url}/f/new.bin", sha, "-o", target, check=True)
+        assert target.read_bytes() == data(20_000, 3)
+        assert not [n for n in os.listdir(target.parent) if n.endswith(".tmp")]
+
+
+def test_a_full_disk_leaves_the_old_file_and_no_partial(origin, tmpfs):
+    sha = origin.add("big.bin", data(3 << 20, 4))  # 3 MiB into a 4 MiB tmpfs holding 2 MiB
+    target = tmpfs / "big.bin"
+    target.write_bytes(b"old" * 1000)
+    (tmpfs / "filler").write_bytes(b"\0" * (2 << 20))
+    proc = run_cli("resolve", f"{origin.url}/f/big.bin", sha, "-o", target)
+    assert proc.returncode == 6, proc.stderr
+    assert "disk full" in proc.stderr and "Traceback" not in proc.stderr
+    assert target.read_bytes() == b"old" * 1000
+    assert sorted(os.listdir(tmpfs)) == ["big.bin", "filler"]  # the temporary copy is gone
+    (tmpfs / "filler").unlink()
+    target.unlink()
+    proc = run_cli("resolve", f"{origin.url}/f/big.bin", sha, "-o", target, "--json")
+    assert proc.returncode == 0, proc.stderr  # the cache kept the blob: a hit, then the copy
+    assert json.loads(proc.stdout)["cached"] is True
+    assert target.read_bytes() == data(3 << 20, 4)
+
+
+def test_a_hash_mismatch_leaves_path_untouched(origin, tmp_path):
+    origin.add("bad.bin", data(10_000, 5))
+    target = tmp_path / "bad.bin"
+    target.write_bytes(b"previous")
+    proc = run_cli("resolve", f"{origin.url}/f/bad.bin", "0" * 64, "-o", target)
+    assert proc.returncode == 3, proc.stderr
+    assert target.read_bytes() == b"previous"
+    assert os.listdir(tmp_path).count("bad.bin") == 1
+    missing = tmp_path / "never" / "x.bin"
+    assert run_cli("resolve", f"{origin.url}/f/bad.bin", "0" * 64, "-o", missing).returncode == 3
+    assert not missing.exists()
+
+
+def test_a_folder_as_target_is_refused(origin, tmp_path):
+    sha = origin.add("dir.bin", data(1000, 6))
+    proc = run_cli("resolve", f"{origin.url}/f/dir.bin", sha, "-o", tmp_path, "--json")
+    assert proc.returncode == 2
+    assert json.loads(proc.stdout)["error"] == "usage"
+
+
+def test_a_failing_copy_leaves_no_temporary_file(tmp_path, monkeypatch):
+    """An error mid-copy (here: the write fails) removes the temp name; PATH stays as it was."""
+    from hostkit import place as place_module
+    from hostkit.errors import CacheError
+
+    blob = tmp_path / "blob"
+    blob.write_bytes(data(100_000, 7))
+    target = tmp_path / "dest" / "file.bin"
+    target.parent.mkdir()
+    target.write_bytes(b"old")
+
+    def no_link(*_):
+        raise OSError(18, "Invalid cross-device link")  # EXDEV: take the copy path
+
+    def broken(fd_in, fd_out):
+        os.write(fd_out, b"half")
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(place_module.os, "link", no_link)
+    monkeypatch.setattr(place_module, "_copy_bytes", broken)
+    monkeypatch.setattr(place_module, "_reflink", lambda *_: False)
+    with pytest.raises(CacheError):
+        place_module.place(blob, target)
+    assert target.read_bytes() == b"old"
+    assert os.listdir(target.parent) == ["file.bin"]
+
+
+def test_python_api_output(origin, tmp_path):
+    import hostkit
+
+    sha = origin.add("api.bin", data(5000, 8))
+    target = tmp_path / "api" / "w.bin"
+    path = hostkit.resolve(f"{origin.url}/f/api.bin", sha, output=target)
+    assert path == target and target.read_bytes() == data(5000, 8)
+    info = hostkit.resolve_info(f"{origin.url}/f/api.bin", sha, output=str(target))
+    assert info.path == target and info.cached and info.sha256 == sha
