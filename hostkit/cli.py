@@ -96,6 +96,9 @@ def _parser():
                    formatter_class=argparse.RawDescriptionHelpFormatter)
     sub.add_parser("demo", parents=[common],
                    help="serve sample files from a local origin and resolve them (offline)")
+    from .workflows_cli import add_workflow_commands
+
+    add_workflow_commands(sub, common)  # `hostkit package`, `hostkit pull` (MedPerf)
     from .plugins import load_plugins
 
     # plugins' own commands (hostkit_register_commands): the daemon adds `daemon` and `status`

@@ -6,6 +6,7 @@
     tmp/<keyhash>.<pid>-<rand>.part    partial downloads, with a ``.json`` sidecar for resume
     locks/<keyhash>.lock               advisory locks that avoid duplicate downloads
     quarantine/<hex>.<time>            blobs whose bytes no longer match their name
+    trees/<sha256>/                    archives safely extracted, by the archive's sha256
     index.db                           SQLite (WAL): entries (identifier -> blob) and blobs
 
 The CLI's fast path, the store and the resolver all build paths here, so the
@@ -39,6 +40,7 @@ class Layout:
         self.lock_dir = self.root / "locks"
         self.quarantine_dir = self.root / "quarantine"
         self.index_path = self.root / "index.db"
+        self.tree_dir = self.root / "trees"
 
     def private_dirs(self) -> tuple[Path, ...]:
         """The directories a writable cache has, created 0700, parents first."""
@@ -47,6 +49,16 @@ class Layout:
     def blob_path(self, sha256: str) -> Path:
         """Where the blob with this sha256 lives (whether or not it exists)."""
         return self.blob_dir / sha256
+
+    def tree_path(self, sha256: str) -> Path:
+        """Where the extracted tree of the archive with this sha256 lives (if it exists)."""
+        return self.tree_dir / sha256
+
+    def new_tree_tmp(self, sha256: str) -> Path:
+        """A fresh, unique folder under ``tmp/`` to extract an archive into before renaming."""
+        import secrets
+
+        return self.tmp_dir / f"tree-{sha256[:16]}.{os.getpid()}-{secrets.token_hex(4)}.d"
 
     def lock_path(self, key: str) -> Path:
         """The advisory lock file of a cache key."""
