@@ -181,3 +181,21 @@ def test_synapse_through_the_standin(synapse, tmp_path, monkeypatch):  # noqa: F
     monkeypatch.setenv("SYNAPSE_AUTH_TOKEN", TOKEN)
     assert call(f"synapse:{private}", tmp_path / "p.bin", None, medperf=True) == {
         "sha256": hashlib.sha256(data(1000, 109)).hexdigest()}
+
+
+def test_through_the_machines_daemon(origin, tmp_path, daemon, settings):
+    payload = data(50_000, 110)
+    sha = origin.add("daemon.bin", payload)
+    out = tmp_path / "via-daemon.bin"
+    assert call(f"{origin.url}/f/daemon.bin", out, sha, medperf=True, env=daemon.env) == {
+        "sha256": sha}
+    blob = tmp_path / "dcache" / "blobs" / "sha256" / sha
+    assert out.stat().st_ino == blob.stat().st_ino  # the daemon's cache, not this process's
+    assert not (settings.cache_dir / "blobs" / "sha256" / sha).exists()
+    got = call(f"{origin.url}/f/daemon.bin", tmp_path / "no.bin", "ef" * 32, medperf=True,
+               env=daemon.env)
+    assert got["caught_by_invalid_entity"] is True and "HashMismatch" in got["hostkit"]
+    assert got["message"].startswith(f"Hash mismatch: {origin.url}/f/daemon.bin")
+    assert not (tmp_path / "no.bin").exists()
+    got = call("ftp://nowhere/x", tmp_path / "no.bin", None, medperf=True, env=daemon.env)
+    assert got["medperf"] == ["InvalidArgumentError", "MedperfException"]
