@@ -71,7 +71,7 @@ def place(blob_path: Path, target: Path) -> Path:
                                  errno.ENOTSUP, errno.EOPNOTSUPP):
                 raise
             _copy(blob_path, temp)
-        if os.path.lexists(target) and os.path.samefile(temp, target):
+        if _same_inode(temp, target):
             # rename(2) of two links to one inode does nothing: target already is the blob
             os.unlink(temp)
             return target
@@ -86,6 +86,15 @@ def place(blob_path: Path, target: Path) -> Path:
             os.unlink(temp)
         raise
     return target
+
+
+def _same_inode(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` are links to one file (a symbolic link is never followed)."""
+    try:
+        sa, sb = os.lstat(a), os.lstat(b)
+    except FileNotFoundError:
+        return False
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
 
 
 def _copy(source: Path, temp: Path) -> None:

@@ -152,3 +152,19 @@ def test_python_api_output(origin, tmp_path):
     assert path == target and target.read_bytes() == data(5000, 8)
     info = hostkit.resolve_info(f"{origin.url}/f/api.bin", sha, output=str(target))
     assert info.path == target and info.cached and info.sha256 == sha
+
+
+def test_a_symlink_at_path_is_replaced_not_followed(origin, settings, tmp_path):
+    sha = origin.add("sym.bin", data(3000, 9))
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"not yours")
+    link = tmp_path / "link.bin"
+    link.symlink_to(victim)
+    run_cli("resolve", f"{origin.url}/f/sym.bin", sha, "-o", link, check=True)
+    assert not link.is_symlink() and link.read_bytes() == data(3000, 9)
+    assert victim.read_bytes() == b"not yours"
+    blob = _blob(settings, sha)
+    link.unlink()
+    link.symlink_to(blob)  # a symbolic link to the blob itself becomes a hard link
+    run_cli("resolve", f"{origin.url}/f/sym.bin", sha, "-o", link, check=True)
+    assert not link.is_symlink() and os.stat(link).st_ino == os.stat(blob).st_ino
