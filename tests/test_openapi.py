@@ -92,8 +92,10 @@ def test_every_status_a_route_answers_is_declared_for_it(daemon, gated, monkeypa
         if operation is None:
             assert statuses == {405}, (route, method, statuses)  # no such method on it
             continue
+        # 499 is the log's mark for a client that hung up mid-answer (the blob route's
+        # tests do, and the test client may): the daemon never sends it
         missing += [(method, route, s) for s in statuses
-                    if str(s) not in operation["responses"]]
+                    if s != 499 and str(s) not in operation["responses"]]
     assert not missing, missing
     # what the hand-written document lacked is answered, and declared
     resolve = answered[("/v1/resolve", "POST")]
