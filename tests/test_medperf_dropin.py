@@ -199,3 +199,16 @@ def test_through_the_machines_daemon(origin, tmp_path, daemon, settings):
     assert not (tmp_path / "no.bin").exists()
     got = call("ftp://nowhere/x", tmp_path / "no.bin", None, medperf=True, env=daemon.env)
     assert got["medperf"] == ["InvalidArgumentError", "MedperfException"]
+
+
+def test_a_full_output_disk_is_a_retrieval_error_and_no_partial(origin, tmpfs):  # noqa: F811
+    payload = data(3 << 20, 111)
+    sha = origin.add("full.bin", payload)
+    (tmpfs / "filler").write_bytes(b"\0" * (2 << 20))
+    out = tmpfs / "image.sif"
+    out.write_bytes(b"old image")
+    got = call(f"{origin.url}/f/full.bin", out, sha, medperf=True)
+    assert "CacheError" in got["hostkit"] and "disk full" in got["message"], got
+    assert "CommunicationRetrievalError" in got["medperf"]
+    assert out.read_bytes() == b"old image"
+    assert sorted(os.listdir(tmpfs)) == ["filler", "image.sif"]
