@@ -169,7 +169,8 @@ def _check_task(cube: Cube, task: str, spec: Any, inputs: tuple[str, ...],
     add = cube.problems.append
     key = f"tasks.{task}"
     if spec is None:
-        add(Problem("mlcube.yaml", key, f"missing: a {cube.cube_type} cube needs the {task!r} task"))
+        add(Problem("mlcube.yaml", key,
+                    f"missing: a {cube.cube_type} cube needs the {task!r} task"))
         return
     if not isinstance(spec, dict) or not isinstance(spec.get("parameters"), dict):
         add(Problem("mlcube.yaml", f"{key}.parameters", "missing or not a mapping"))
