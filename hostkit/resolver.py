@@ -388,9 +388,7 @@ class Resolver:
                 part = PartialDownload(layout, remote.cache_key)
             info, digests = await self._transfer(remote, digest, part)
         except BaseException as exc:
-            if isinstance(exc, HostkitError):
-                self.events.publish(Failed(remote.cache_key, remote.display, exc.kind,
-                                           exc.message))
+            self.events.publish(_failed(remote, exc))
             # kept for a later resume unless the failure shows the bytes are no good, or
             # they carry no validator to resume against (a cut, Ctrl-C, a deadline: kept)
             if isinstance(exc, _BYTES_NO_GOOD) or not (
@@ -519,7 +517,11 @@ class Resolver:
     async def _stored(self, remote: Remote, info: RemoteInfo, part, digests: dict[str, str],
                       digest: Digest | None) -> Resolved:
         """Verify and store the finished partial (in a worker thread), then say so."""
-        resolved = await _io(self._store, remote, info, part, digests, digest)
+        try:
+            resolved = await _io(self._store, remote, info, part, digests, digest)
+        except BaseException as exc:  # a mismatch with the hash or the server's digests
+            self.events.publish(_failed(remote, exc))
+            raise
         self.events.publish(Finished(remote.cache_key, remote.display, resolved.sha256,
                                      resolved.size, part.downloaded))
         return resolved
@@ -595,6 +597,16 @@ async def _io(fn, /, *args, **kwargs):
     """Run blocking store work (SQLite and its busy waits, file I/O, hashing, fsync) in a
     worker thread, so the event loop (the daemon's, serving everyone) never stalls on it."""
     return await asyncio.to_thread(fn, *args, **kwargs)
+
+
+def _failed(remote: Remote, exc: BaseException) -> Failed:
+    """The event for a download that ends in ``exc`` (a cancel or Ctrl-C included)."""
+    if isinstance(exc, HostkitError):
+        return Failed(remote.cache_key, remote.display, exc.kind, exc.message)
+    if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt):
+        return Failed(remote.cache_key, remote.display, "cancelled",
+                      "the download was stopped; its partial file is kept for a resume")
+    return Failed(remote.cache_key, remote.display, "error", type(exc).__name__)
 
 
 def _flight_key(remote: Remote) -> str:
