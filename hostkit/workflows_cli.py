@@ -75,7 +75,8 @@ def run_pull(args, settings) -> int:
     from .formatting import print_json
     from .workflows.pull import load_record, pull
 
-    pulled = pull(load_record(args.record), args.into, force=args.force, settings=settings)
+    pulled = pull(load_record(args.record), args.into, force=args.force, settings=settings,
+                  cache_dir=settings.cache_dir if args.cache_dir else None)
     if args.json:
         print_json(pulled.to_dict())
         return 0

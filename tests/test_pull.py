@@ -319,3 +319,16 @@ def test_safe_extract_without_the_stdlib_filter(tmp_path, monkeypatch, with_filt
     (tmp_path / "bad.tar.gz").write_bytes(b"not a tar at all")
     with pytest.raises(UnsafeArchive, match="not a readable tar"):
         safe_extract(tmp_path / "bad.tar.gz", tmp_path / "out" / "bad")
+
+
+def test_leftovers_of_a_killed_pull_are_removed(origin, packaged, tmp_path):
+    served = publish(origin, packaged / "assets")
+    into = tmp_path / "d"
+    dead = tmp_path / ".d.pull-999999999-abcd1234"  # no such pid: a run killed mid-build
+    (dead / "workspace").mkdir(parents=True)
+    proc = run_cli("pull", write(tmp_path / "c.json", mlcube_record(served)), "--into", into,
+                   "--cache-dir", tmp_path / "other-cache", check=True)
+    assert proc.stdout.strip() == str(into)
+    check_layout(into, packaged)
+    assert siblings(into) == []
+    assert (tmp_path / "other-cache" / "trees").is_dir()

@@ -128,8 +128,9 @@ def _plain_file_name(url: str, default: str) -> str:
     return name if name and name not in (".", "..") and "\\" not in name else default
 
 
-def _resolve(part: Part, settings, pulled: Pulled) -> Path:
-    resolved = api.resolve_info(part.url, part.expected or None, settings=settings)
+def _resolve(part: Part, settings, pulled: Pulled, cache_dir: Path | None = None) -> Path:
+    resolved = api.resolve_info(part.url, part.expected or None, settings=settings,
+                                cache_dir=cache_dir)
     pulled.parts[part.name] = {"identifier": part.url, "sha256": resolved.sha256,
                                "size": resolved.size, "verified": bool(part.expected),
                                "cached": resolved.cached}
@@ -161,18 +162,22 @@ def _check_target(into: Path, force: bool) -> None:
 
 
 def pull(record: dict[str, Any], into: Path | str, *, force: bool = False,
-         settings=None) -> Pulled:
+         settings=None, cache_dir: Path | str | None = None) -> Pulled:
     """Build MedPerf's cube layout in ``into`` from ``record``'s hosted parts.
 
     Resolves every part first (verified when hashed), then builds the folder
     next to ``into`` and renames it into place. Raises a
     :class:`~hostkit.errors.HostkitError` on any failure, leaving ``into``
     absent, empty, or (with ``force``) as it was. Refuses a non-empty
-    ``into`` unless ``force``.
+    ``into`` unless ``force``. Parts resolve through the machine's daemon
+    when one runs, unless ``cache_dir`` names a cache to use in-process.
     """
     from ..settings import load_settings
 
     settings = settings or load_settings()
+    if cache_dir is not None:
+        settings = settings.with_overrides(cache_dir=Path(cache_dir))
+    local = Path(cache_dir) if cache_dir is not None else None
     into = Path(into)
     _check_target(into, force)
     form, rec = record_form(record)
@@ -183,23 +188,27 @@ def pull(record: dict[str, Any], into: Path | str, *, force: bool = False,
     files: dict[str, Path] = {}  # relative path in DIR -> source (a cache blob)
     texts: dict[str, str] = {}   # relative path in DIR -> text written
     archive: tuple[Part, Path] | None = None
+
+    def fetch(part: Part) -> Path:
+        return _resolve(part, settings, pulled, local)
+
     if form == "mlcube":
         parts = {name: Part(name, _text(rec, u), h, _text(rec, h) or None)
                  for name, (u, h) in MLCUBE_FIELDS.items() if _text(rec, u)}
-        manifest = _resolve(parts["mlcube"], settings, pulled)
+        manifest = fetch(parts["mlcube"])
         files["mlcube.yaml"] = manifest
         try:
             config = read_manifest(manifest.read_text(encoding="utf-8"))
         except UnicodeDecodeError:
             raise UsageError("the record's mlcube.yaml is not text") from None
         if "parameters" in parts:
-            files[f"workspace/{PARAMETERS}"] = _resolve(parts["parameters"], settings, pulled)
+            files[f"workspace/{PARAMETERS}"] = fetch(parts["parameters"])
         if "image" in parts:
             name = singularity_image(config) or _plain_file_name(parts["image"].url, "image")
-            files[f"workspace/{IMAGE_DIR}/{name}"] = _resolve(parts["image"], settings, pulled)
+            files[f"workspace/{IMAGE_DIR}/{name}"] = fetch(parts["image"])
         if "additional_files" in parts:
             part = parts["additional_files"]
-            archive = (part, _resolve(part, settings, pulled))
+            archive = (part, fetch(part))
     else:
         config = _inline(rec, "container_config")
         if not isinstance(config, dict):
@@ -227,12 +236,12 @@ def pull(record: dict[str, Any], into: Path | str, *, force: bool = False,
         else:
             part = Part("image", image, "image_hash", image_hash or None)
             name = _plain_file_name(image, "image")
-            files[f"workspace/{IMAGE_DIR}/{name}"] = _resolve(part, settings, pulled)
+            files[f"workspace/{IMAGE_DIR}/{name}"] = fetch(part)
         url = _text(rec, "additional_files_tarball_url")
         if url:
             part = Part("additional_files", url, "additional_files_tarball_hash",
                         _text(rec, "additional_files_tarball_hash") or None)
-            archive = (part, _resolve(part, settings, pulled))
+            archive = (part, fetch(part))
     tree = None
     if archive is not None:
         part, blob = archive
@@ -249,6 +258,7 @@ def _build(into: Path, force: bool, files: dict[str, Path], texts: dict[str, str
         into.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UsageError(f"cannot create {into.parent}: {exc.strerror}") from None
+    _remove_stale(into)
     tmp = into.with_name(f".{into.name}.pull-{os.getpid()}-{secrets.token_hex(4)}")
     try:
         tmp.mkdir()
@@ -271,6 +281,27 @@ def _build(into: Path, force: bool, files: dict[str, Path], texts: dict[str, str
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _remove_stale(into: Path) -> None:
+    """Remove the temporary folders that killed pulls into ``into`` left next to it."""
+    for leftover in into.parent.glob(f".{into.name}.pull-*-*"):
+        try:
+            pid = int(leftover.name.rsplit(".pull-", 1)[1].split("-")[0])
+        except (IndexError, ValueError):
+            continue
+        if pid != os.getpid() and not _alive(pid):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
 
 
 def _link_tree(tree: Path, dest: Path) -> None:
