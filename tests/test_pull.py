@@ -332,3 +332,18 @@ def test_leftovers_of_a_killed_pull_are_removed(origin, packaged, tmp_path):
     check_layout(into, packaged)
     assert siblings(into) == []
     assert (tmp_path / "other-cache" / "trees").is_dir()
+
+
+def test_pull_through_the_daemon(origin, packaged, tmp_path, daemon):
+    """With a daemon running, every part resolves through it (its cache holds the blobs)."""
+    served = publish(origin, packaged / "assets")
+    record = write(tmp_path / "c.json", mlcube_record(served))
+    out = json.loads(run_cli("pull", record, "--into", tmp_path / "d", "--json",
+                             env=daemon.env, check=True).stdout)
+    check_layout(tmp_path / "d", packaged)
+    blobs = tmp_path / "dcache" / "blobs" / "sha256"
+    assert {p["sha256"] for p in out["parts"].values()} <= {p.name for p in blobs.iterdir()}
+    origin.hits.clear()
+    run_cli("pull", record, "--into", tmp_path / "e", env=daemon.env, check=True)
+    check_layout(tmp_path / "e", packaged)
+    assert origin.hits == []
