@@ -240,3 +240,20 @@ def test_not_a_folder_is_a_clean_error(tmp_path):
     proc = run_cli("package", tmp_path / "nothing", "--type", "model")
     assert proc.returncode == 2 and "not a folder" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_additional_files_links_and_special_files(tmp_path):
+    cube = make_cube(tmp_path / "c", "model")
+    extra = cube / "workspace" / "additional_files"
+    (extra / "alias.pth").symlink_to("cnn_weights.pth")  # inside: packed as a link
+    package(cube, "model")
+    with tarfile.open(cube / "assets" / "additional_files.tar.gz") as tar:
+        alias = tar.getmember("alias.pth")
+        assert alias.issym() and alias.linkname == "cnn_weights.pth"
+    (extra / "escape").symlink_to(tmp_path)
+    os.mkfifo(extra / "pipe")
+    with pytest.raises(InvalidCube) as caught:
+        package(cube, "model")
+    assert {p.file: p.message.split(" (")[0] for p in caught.value.problems} == {
+        "workspace/additional_files/escape": "a symlink pointing outside additional_files/",
+        "workspace/additional_files/pipe": "not a regular file or folder"}
