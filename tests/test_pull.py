@@ -347,3 +347,14 @@ def test_pull_through_the_daemon(origin, packaged, tmp_path, daemon):
     run_cli("pull", record, "--into", tmp_path / "e", env=daemon.env, check=True)
     check_layout(tmp_path / "e", packaged)
     assert origin.hits == []
+
+
+def test_current_form_without_hashes_is_trusted_on_first_use(origin, packaged, tmp_path):
+    served = publish(origin, packaged / "assets")
+    record = {**current_record(origin, packaged, served), "image_hash": "",
+              "additional_files_tarball_hash": ""}
+    out = json.loads(run_cli("pull", write(tmp_path / "c.json", record), "--into",
+                             tmp_path / "d", "--json", check=True).stdout)
+    assert out["hashes"] == {"image_hash": served["cube.sif"][1],
+                             "additional_files_tarball_hash":
+                                 served["additional_files.tar.gz"][1]}
