@@ -358,3 +358,15 @@ def test_current_form_without_hashes_is_trusted_on_first_use(origin, packaged, t
     assert out["hashes"] == {"image_hash": served["cube.sif"][1],
                              "additional_files_tarball_hash":
                                  served["additional_files.tar.gz"][1]}
+
+
+def test_pruning_an_archive_drops_its_extracted_tree(origin, packaged, tmp_path, isolated_env):
+    served = publish(origin, packaged / "assets")
+    record = write(tmp_path / "cube.json", mlcube_record(served))
+    run_cli("pull", record, "--into", tmp_path / "one", check=True)
+    trees = isolated_env / "cache" / "trees"
+    assert [p.name for p in trees.iterdir()]  # the tarball's tree is cached
+    run_cli("cache", "prune", "--max-size", "0", check=True)
+    assert list(trees.iterdir()) == []  # gone with the archive's blob
+    run_cli("pull", record, "--into", tmp_path / "two", check=True)  # and rebuilt on demand
+    check_layout(tmp_path / "two", packaged)

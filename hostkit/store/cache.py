@@ -26,6 +26,7 @@ from .index import Blob, Entry, Index
 from .layout import CONTENT_ALG, Layout
 from .partials import partial_owner_alive, stale_sidecars
 from .tiers import LocalTier
+from .trees import drop_tree
 
 log = logging.getLogger("hostkit.store")
 
@@ -183,6 +184,7 @@ class Cache:
         # left without its file reads as absent, never as a wrong file
         for sha in doomed:
             self.tier.remove(sha)
+            drop_tree(self.layout, sha)  # an archive's extracted tree goes with it
         self.index.forget(keys, doomed)
         return entries, [b for b in blobs if b.sha256 in doomed]
 
@@ -218,6 +220,7 @@ class Cache:
             evicted.append(blob)
         for blob in evicted:  # files first, as in remove()
             self.tier.remove(blob.sha256)
+            drop_tree(self.layout, blob.sha256)
         if evicted:
             self.index.forget((), [b.sha256 for b in evicted])
         return evicted
@@ -302,6 +305,7 @@ class Cache:
                 hint=f"the cache at {self.root} is read-only or not yours; delete "
                      f"{self.blob_path(sha256)} or run `hostkit cache verify` where it is "
                      "writable") from None
+        drop_tree(self.layout, sha256)  # extracted from bytes no longer trusted
         self.index.forget((), [sha256])
 
     def scrub(self, max_bytes: int, pace=None) -> list[tuple[Blob, str]]:

@@ -221,3 +221,11 @@ def _make_writable(root: Path) -> None:
         for name in dirs:
             with contextlib.suppress(OSError):
                 os.chmod(os.path.join(here, name), 0o700)
+
+
+def drop_tree(layout: Layout, sha256: str) -> None:
+    """Delete the extracted tree of an archive (when its blob leaves the cache)."""
+    root = layout.tree_path(sha256)
+    if root.is_dir():
+        _make_writable(root)
+        shutil.rmtree(root, ignore_errors=True)
