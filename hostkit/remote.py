@@ -90,6 +90,9 @@ class UploadResult:
     sha256: str
     size: int
     created: bool = True  # False when identical bytes were already there
+    #: A plain http(s) URL of the object, when the store has one (a GET with no
+    #: credentials reads it only if the object is public); None otherwise.
+    url: str | None = None
 
 
 def upload_source_size(source: Path) -> int:

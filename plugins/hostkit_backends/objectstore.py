@@ -161,6 +161,10 @@ class Store:
         """
         raise NotImplementedError
 
+    def public_url(self, loc: Location, version: str | None = None) -> str | None:
+        """The plain http(s) URL of ``loc`` (readable with no credentials only if public)."""
+        return None
+
     async def exists(self, loc: Location) -> ObjectMeta | None:
         """Metadata of ``loc``, or None when there is no such object (the bucket must exist)."""
         try:
@@ -345,7 +349,8 @@ class ObjectUploader(Uploader):
             if same:
                 log.info("%s already holds these bytes; nothing uploaded", loc.identifier())
                 return UploadResult(loc.identifier(version=existing.version), known["sha256"],
-                                    size, created=False)
+                                    size, created=False,
+                                    url=store.public_url(loc, existing.version))
             if not overwrite:
                 raise AlreadyExists(
                     f"{loc.identifier()} already exists and holds different bytes "
@@ -365,7 +370,8 @@ class ObjectUploader(Uploader):
         if known.get("sha256") and known["sha256"] != sha256:
             raise SourceChanged(f"{source} changed while it was being uploaded",
                                hint="upload it again once nothing writes to it")
-        return UploadResult(loc.identifier(version=version), sha256, size, created=True)
+        return UploadResult(loc.identifier(version=version), sha256, size, created=True,
+                            url=store.public_url(loc, version))
 
     async def _same(self, store: Store, loc: Location, existing: ObjectMeta, source: Path,
                     size: int, known: dict[str, str]) -> tuple[bool, dict[str, str]]:

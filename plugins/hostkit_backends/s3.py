@@ -356,6 +356,11 @@ class S3Store(Store):
         query = f"?versionId={quote(version, safe='')}" if version else ""
         return f"{base}{quote(loc.key, safe='/~')}{query}"
 
+    def public_url(self, loc: Location, version: str | None = None) -> str | None:
+        """The endpoint's path-style URL (MinIO, SeaweedFS), else AWS's (us-east-1 form)."""
+        region = self._regions.get(loc.bucket) or self.conf.region or "us-east-1"
+        return self._url(loc, region, version=version)
+
     async def _head(self, loc: Location, *, version: str | None = None,
                     bucket_only: bool = False):
         """A signed HEAD of the object (or its bucket): (status, headers).
