@@ -23,9 +23,21 @@ or the current form (container_config, parameters_config, image_hash, additional
 environment: HOSTKIT_EXTRACT_MAX_MEMBERS, HOSTKIT_EXTRACT_MAX_BYTES (tar bomb caps)
 """
 
+PUBLISH_EPILOG = """\
+examples:
+  hostkit publish ./my_model --type model --to minio://host:9000/cubes/ --json
+  hostkit publish ./my_model --type model --to synapse:syn123 --json > cube.json
+  hostkit publish ./my_model --type model --to s3://private-bucket/cubes/ --private
+Object-store keys are DEST/<sha256>/<name>: publishing again uploads nothing, prints the same.
+Printed identifiers are checked by a resolve with no credentials (anonymous GET, public Synapse).
+--json prints MedPerf's fields (git_mlcube_url, mlcube_hash, ...; "" when absent) and the
+current form under "container"; `hostkit pull` takes that output as its RECORD.
+exit codes: 0 published, 2 invalid cube, 4 a part is not anonymously readable (see --private)
+"""
+
 
 def add_workflow_commands(sub, common) -> None:
-    """Add ``package`` and ``pull`` to the ``hostkit`` subparsers."""
+    """Add ``package``, ``pull`` and ``publish`` to the ``hostkit`` subparsers."""
     import argparse
 
     from .workflows.mlcube import TYPES
@@ -52,6 +64,20 @@ def add_workflow_commands(sub, common) -> None:
     q.add_argument("--into", required=True, metavar="DIR")
     q.add_argument("--force", action="store_true", help="replace a non-empty DIR")
     q.set_defaults(handler=run_pull)
+    r = sub.add_parser("publish", parents=[common], epilog=PUBLISH_EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       help="package a cube, upload its parts and print MedPerf's record",
+                       description="Package DIR (as `hostkit package`), upload each part under "
+                                   "DEST through its backend, check every printed identifier "
+                                   "resolves anonymously to the same sha256, and print the "
+                                   "fields to submit to MedPerf.")
+    r.add_argument("dir")
+    r.add_argument("--type", required=True, choices=TYPES, dest="cube_type")
+    r.add_argument("--to", required=True, metavar="DEST", dest="dest")
+    r.add_argument("--private", action="store_true",
+                   help="print private identifiers (s3://...) instead of failing; MedPerf "
+                        "cannot use them")
+    r.set_defaults(handler=run_publish)
 
 
 def run_package(args, settings) -> int:
@@ -87,4 +113,28 @@ def run_pull(args, settings) -> int:
         for name, sha in pulled.trusted_on_first_use.items():
             print(f"note: no {name} in the record; {sha} trusted on first use. "
                   f"Store it as {name} to pin these bytes.", file=sys.stderr)
+    return 0
+
+
+def run_publish(args, settings) -> int:
+    """``hostkit publish DIR --type T --to DEST [--private]``."""
+    from .formatting import print_json
+    from .workflows.publish import publish
+
+    published = publish(args.dir, args.cube_type, args.dest, private=args.private,
+                        settings=settings)
+    if not published.public:
+        private = ", ".join(p.file for p in published.parts.values() if not p.public)
+        print(f"warning: {private}: not anonymously readable; printed as private identifiers, "
+              "which MedPerf cannot use", file=sys.stderr)
+    if args.json:
+        print_json(published.to_dict())
+        return 0
+    for key, value in published.record().items():
+        if key != "container":
+            print(f"{key}: {value}")
+    if not args.quiet:
+        uploaded = sum(p.created for p in published.parts.values())
+        print(f"{uploaded} part(s) uploaded, {len(published.parts) - uploaded} already there",
+              file=sys.stderr)
     return 0

@@ -364,7 +364,9 @@ class SeaweedS3Server(_Server):
     term_timeout = 0.5  # its graceful shutdown can hang; the data is throwaway
     region = "us-east-1"
 
-    def __init__(self, access_key: str = "testkey", secret_key: str = "testsecret") -> None:
+    def __init__(self, access_key: str = "testkey", secret_key: str = "testsecret",
+                 anonymous_read: tuple[str, ...] = ()) -> None:
+        """``anonymous_read``: buckets unsigned requests may read (an ``anonymous`` identity)."""
         super().__init__()
         self.access_key = access_key
         self.secret_key = secret_key
@@ -388,6 +390,9 @@ class SeaweedS3Server(_Server):
                 }
             ]
         }
+        if anonymous_read:
+            identities["identities"].append(
+                {"name": "anonymous", "actions": [f"Read:{b}" for b in anonymous_read]})
         (self.tmp_dir / "s3.json").write_text(json.dumps(identities))
         (self.tmp_dir / "data").mkdir()
         # Read from the working directory: grow 2 volumes per new bucket, not 7.
