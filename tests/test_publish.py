@@ -14,7 +14,7 @@ import urllib.request
 import pytest
 
 from tests.conftest import run_cli
-from tests.objectstore_fixtures import KEY, SECRET, s3_admin
+from tests.objectstore_fixtures import KEY, SECRET, gcs_emulator, s3_admin  # noqa: F401
 from tests.servers import SeaweedS3Server
 from tests.synapse_standin import TOKEN
 from tests.test_mlcube import make_cube
@@ -123,13 +123,14 @@ def test_private_bucket_fails_unless_private(weed, env, tmp_path):
     assert json.loads(proc.stdout)["error"] == "credentials_needed"  # no record printed
     assert "git_mlcube_url" not in proc.stdout
     assert SECRET not in proc.stdout + proc.stderr
-    with pytest.raises(urllib.error.HTTPError):  # indeed not readable anonymously
-        urllib.request.urlopen(f"http://127.0.0.1:{weed.port}/private/cubes/", timeout=30)
     record = publish_json(cube, dest, env, "--private")
     assert "MedPerf cannot use" in run_cli("publish", cube, "--type", "model", "--to", dest,
                                            "--private", env=env).stderr
     for field in FIELDS[::2]:
         assert record[field].startswith(f"minio://127.0.0.1:{weed.port}/private/cubes/")
+        with pytest.raises(urllib.error.HTTPError) as refused:  # indeed not anonymous
+            urllib.request.urlopen(record[field].replace("minio://", "http://"), timeout=30)
+        assert refused.value.code == 403
     check_record(record, cube)
 
 
@@ -155,3 +156,20 @@ def test_synapse_publish_then_pull_round_trip(synapse, tmp_path):  # noqa: F811
     pull(record, tmp_path / "pulled", tmp_path, {"SYNAPSE_AUTH_TOKEN": ""})
     check_layout(tmp_path / "pulled", cube)
     assert publish_json(cube, f"synapse:{folder}", env) == record
+
+
+def test_gcs_emulator_publish_prints_media_urls_and_pulls_back(gcs_emulator, tmp_path):  # noqa: F811
+    """gs:// destinations print the object's plain download URL (the emulator checks no
+    credentials, so this shows the URL form and the round trip, not access control)."""
+    server = gcs_emulator
+    cube = make_cube(tmp_path / "model", "model")
+    env = {"STORAGE_EMULATOR_HOST": server.endpoint_url, "HOSTKIT_GCS_ANONYMOUS": "1",
+           "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false", "HOME": str(tmp_path / "home"),
+           "HOSTKIT_CACHE_DIR": str(tmp_path / "cache"), "HOSTKIT_DAEMON_URL": ""}
+    record = publish_json(cube, "gs://gbucket/cubes/", env)
+    check_record(record, cube)
+    for field in FIELDS[::2]:
+        assert record[field].startswith(f"{server.endpoint_url}/download/storage/v1/b/"
+                                        "gbucket/o/cubes%2F")
+    pull(record, tmp_path / "pulled", tmp_path, {"HOME": str(tmp_path / "nobody")})
+    check_layout(tmp_path / "pulled", cube)

@@ -207,6 +207,17 @@ class AzureStore(Store):
 
     # reading
 
+    def public_url(self, loc: Location, version: str | None = None) -> str | None:
+        """The blob's URL on the account endpoint (anonymous GETs need a public container).
+
+        Unpinned: a plain GET cannot name a version (that needs an x-ms-version header).
+        """
+        if not self.conf.endpoint:
+            return None
+        from urllib.parse import quote
+
+        return f"{self.conf.endpoint.rstrip('/')}/{quote(loc.bucket)}/{quote(loc.key, safe='/~')}"
+
     async def head(self, loc: Location) -> ObjectMeta:
         blob = await self._blob(loc)
         try:

@@ -209,6 +209,15 @@ class GcsStore(Store):
 
     # reading
 
+    def public_url(self, loc: Location, version: str | None = None) -> str | None:
+        """``storage.googleapis.com/BUCKET/KEY`` on GCS; an emulator's media download URL."""
+        if self.conf.endpoint == GOOGLE_ENDPOINT:
+            return (f"{GOOGLE_ENDPOINT}/{quote(loc.bucket)}/{quote(loc.key, safe='/~')}"
+                    + (f"?generation={version}" if version else ""))
+        return (f"{self.conf.endpoint}/download/storage/v1/b/{quote(loc.bucket)}/o/"
+                f"{quote(loc.key, safe='')}?alt=media"
+                + (f"&generation={version}" if version else ""))
+
     async def head(self, loc: Location) -> ObjectMeta:
         params = {"generation": loc.version} if loc.version else None
         try:
