@@ -1,4 +1,4 @@
-"""Workflows built on the resolver: MedPerf's MLCube packaging (``mlcube``) and ``pull``.
+"""Workflows built on the resolver: MedPerf's MLCube packaging (``mlcube``), ``pull``, ``publish``.
 
 They sit above :mod:`hostkit.api` (they resolve through it, hence through the
 cache or the machine's daemon) and below the command line.
