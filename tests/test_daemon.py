@@ -808,3 +808,29 @@ def test_python_api_uses_the_daemon_and_rebuilds_its_errors(daemon, gated, setti
             api.resolve(url + "?v=2", "sha256:" + "2" * 64, settings=s)
         errors.append(bad.value)
     assert errors[0].to_dict() == errors[1].to_dict() and errors[0].found == f"sha256:{sha}"
+
+
+def test_a_locked_index_never_stalls_the_event_loop(daemon, gated):
+    """Cache routes wait for a busy index in a worker thread; other requests go on meanwhile."""
+    import sqlite3
+    import threading
+
+    sha = gated.add("lockwait.bin", payload(10_000, 77))
+    assert call_json(daemon.url, "POST", "/v1/resolve",
+                     {"identifier": gated.file_url("lockwait.bin"), "hash": sha})[0] == 200
+    holder = sqlite3.connect(daemon.settings.cache_dir / "index.db", isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # another process is writing the index
+    answers: list[int] = []
+    pinning = threading.Thread(target=lambda: answers.append(
+        call(daemon.url, "POST", f"/v1/cache/{sha}/pin")[0]))
+    pinning.start()  # a write: it waits for the lock
+    time.sleep(0.5)
+    started = time.monotonic()
+    for path in ("/healthz", "/v1/openapi.json"):  # routes that need no index
+        assert call(daemon.url, "GET", path, timeout=60)[0] == 200
+    stalled = time.monotonic() - started
+    holder.execute("COMMIT")
+    holder.close()
+    pinning.join(60)
+    assert answers == [200]  # the pin went through once the lock was free
+    assert stalled < 1.5, f"the event loop stalled {stalled:.1f} s on the locked index"

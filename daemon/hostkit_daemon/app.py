@@ -444,7 +444,7 @@ def _answer(request: web.Request, resolving: asyncio.Future, identifier: str,
     state.metrics.observe_resolve(time.monotonic() - started, outcome)
     request[LOG].update(outcome=outcome, bytes=resolved.size)
     if expected is not None and resolved.verified:
-        state.warm.remember(identifier, expected)
+        state.warm.remember(identifier, expected, resolved)
     body = resolved.to_dict()
     body["blob"] = f"/v1/blobs/{resolved.sha256}"
     return body
@@ -542,9 +542,10 @@ async def blob(request: web.Request) -> web.StreamResponse:
         raise BadDigest("a blob is named by its sha256: 64 hex digits",
                         hint="GET /v1/blobs/<sha256 hex> as returned by /v1/resolve")
     digest = digest.lower()
-    found = state.resolver.cache.blob(digest)
-    if found is None or not (request[CALLER].trusted
-                             or access.blob_is_public(state.resolver.cache, digest)):
+    cache = state.resolver.cache
+    found = await asyncio.to_thread(cache.blob, digest)  # SQLite waits off the loop
+    if found is None or not (request[CALLER].trusted or await asyncio.to_thread(
+            access.blob_is_public, cache, digest)):
         # a blob only credentials gave is, for anyone else, as good as absent
         raise BlobNotFound(f"no blob sha256:{digest} in the cache",
                            hint="POST /v1/resolve the identifier first")
@@ -556,7 +557,7 @@ async def blob(request: web.Request) -> web.StreamResponse:
     if (im := request.headers.get(hdrs.IF_MATCH)) and not _etag_listed(im, digest):
         raise PreconditionFailed("If-Match does not name this blob",
                                  hint=f"the blob's ETag is {etag}")
-    state.resolver.cache.touch(digest)
+    await asyncio.to_thread(cache.touch, digest)
 
     async def corrupt() -> None:
         reason = f"the bytes read while serving do not hash to {digest}"
@@ -714,9 +715,13 @@ async def cache_list(request: web.Request) -> web.Response:
     """``GET /v1/cache``: every entry and blob, most recently used first."""
     access.require_trusted(request[CALLER], "listing the cache")
     cache = request.app[STATE].resolver.cache
-    return web.json_response({"root": str(cache.root), "total_bytes": cache.total_size(),
-                              "entries": [_entry_dict(e) for e in cache.entries()],
-                              "blobs": [_blob_dict(b) for b in cache.blobs()]})
+
+    def listing() -> dict:
+        return {"root": str(cache.root), "total_bytes": cache.total_size(),
+                "entries": [_entry_dict(e) for e in cache.entries()],
+                "blobs": [_blob_dict(b) for b in cache.blobs()]}
+
+    return web.json_response(await asyncio.to_thread(listing))
 
 
 def _ident(request: web.Request) -> str:
@@ -741,7 +746,7 @@ def _not_in_cache(ident: str) -> ApiError:
 async def cache_info(request: web.Request) -> web.Response:
     """``GET /v1/cache/{identifier or digest}``: matching entries and blobs."""
     ident = _ident(request)
-    entries, blobs = request.app[STATE].resolver.cache.lookup(ident)
+    entries, blobs = await asyncio.to_thread(request.app[STATE].resolver.cache.lookup, ident)
     if not entries and not blobs:
         raise _not_in_cache(ident)
     return web.json_response({"entries": [_entry_dict(e) for e in entries],
@@ -755,7 +760,7 @@ async def cache_remove(request: web.Request) -> web.Response:
     """``DELETE /v1/cache/{identifier or digest}``: drop entries and unused blobs."""
     ident = _ident(request)
     state = request.app[STATE]
-    entries, blobs = state.resolver.cache.remove(ident)
+    entries, blobs = await asyncio.to_thread(state.resolver.cache.remove, ident)
     state.warm.forget()
     if not entries and not blobs:
         raise _not_in_cache(ident)
@@ -769,7 +774,7 @@ async def cache_remove(request: web.Request) -> web.Response:
        raises=(Forbidden, BadRequest, NotInCache, CacheError))
 async def pin(request: web.Request) -> web.Response:
     """``POST /v1/cache/{identifier or digest}/pin``: keep it through prune."""
-    return _set_pinned(request, True)
+    return await _set_pinned(request, True)
 
 
 @route("DELETE", "/v1/cache/{ident}/pin", "unpin", parameters=[IDENT],
@@ -777,12 +782,13 @@ async def pin(request: web.Request) -> web.Response:
        raises=(Forbidden, BadRequest, NotInCache, CacheError))
 async def unpin(request: web.Request) -> web.Response:
     """``DELETE /v1/cache/{identifier or digest}/pin``: allow pruning again."""
-    return _set_pinned(request, False)
+    return await _set_pinned(request, False)
 
 
-def _set_pinned(request: web.Request, pinned: bool) -> web.Response:
+async def _set_pinned(request: web.Request, pinned: bool) -> web.Response:
     ident = _ident(request)
-    entries = request.app[STATE].resolver.cache.set_pinned(ident, pinned)
+    entries = await asyncio.to_thread(request.app[STATE].resolver.cache.set_pinned, ident,
+                                      pinned)
     if not entries:
         raise _not_in_cache(ident)
     return web.json_response({"pinned" if pinned else "unpinned":
@@ -798,12 +804,13 @@ async def status(request: web.Request) -> web.Response:
     state = request.app[STATE]
     resolver = state.resolver
     cache = resolver.cache
-    entries, blobs = cache.counts()
+    (entries, blobs), total = await asyncio.to_thread(lambda: (cache.counts(),
+                                                               cache.total_size()))
     return web.json_response({
         "version": __version__, "pid": os.getpid(), "listen": state.listen,
         "started": state.started, "uptime": round(time.time() - state.started, 3),
         "auth": state.token is not None, "draining": state.draining,
-        "cache": {"root": str(cache.root), "total_bytes": cache.total_size(),
+        "cache": {"root": str(cache.root), "total_bytes": total,
                   "entries": entries, "blobs": blobs},
         "in_flight": [d.to_dict() for d in state.downloads.active.values()],
         "in_flight_count": len(resolver.in_flight()),
@@ -818,9 +825,10 @@ async def metrics(request: web.Request) -> web.Response:
     """``GET /metrics``: Prometheus text format."""
     state = request.app[STATE]
     cache = state.resolver.cache
+    size, (entries, _) = await asyncio.to_thread(lambda: (cache.total_size(), cache.counts()))
     text = state.metrics.render(
         stats=state.stats(), in_flight=len(state.resolver.in_flight()),
-        cache_bytes=cache.total_size(), cache_entries=cache.counts()[0],
+        cache_bytes=size, cache_entries=entries,
         jobs_active=state.jobs.active(), downloads=state.downloads.finished,
         scrubbed_bytes=state.scrubber.bytes_read if state.scrubber is not None else 0)
     return web.Response(body=text.encode(), headers={hdrs.CONTENT_TYPE: METRICS_CONTENT_TYPE})

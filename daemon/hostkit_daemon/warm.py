@@ -22,7 +22,6 @@ import contextlib
 import json
 import os
 
-from hostkit.hashes import parse_hash
 from hostkit.identifiers import parse_identifier
 from hostkit.redact import redact_url
 from hostkit.results import Resolved
@@ -67,24 +66,23 @@ class WarmHits:
             self._flusher = asyncio.ensure_future(self._flush_later())
         return body, size
 
-    def remember(self, identifier: str, expected: str) -> None:
-        """After a successful resolve with a hash: remember step 1's answer for the pair."""
+    def remember(self, identifier: str, expected: str, resolved: Resolved) -> None:
+        """After a successful resolve with a hash: remember step 1's answer for the pair.
+
+        Built from the resolver's own answer (no index query on the event loop).
+        """
         if self.resolver.settings.verify_on_hit:
             return  # every hit is the resolver's, to be re-hashed
-        digest = parse_hash(expected)
-        blob = self.resolver.cache.find_blob(digest.alg, digest.hex)
-        if blob is None:
-            return
         # exactly what Resolver.resolve returns for a stored blob matching the given hash,
         # with the identifier redacted as the resolver does (no presigned secrets echoed)
         shown = redact_url(parse_identifier(identifier).identifier)
-        answer = Resolved(blob.path, blob.sha256, blob.size, True, shown, True,
-                          blob.digests).to_dict()
-        answer["blob"] = f"/v1/blobs/{blob.sha256}"
+        answer = Resolved(resolved.path, resolved.sha256, resolved.size, True, shown, True,
+                          dict(resolved.digests)).to_dict()
+        answer["blob"] = f"/v1/blobs/{resolved.sha256}"
         if len(self._answers) >= MAX_ENTRIES:
             self._answers.pop(next(iter(self._answers)))
-        self._answers[(identifier, expected)] = (str(blob.path), blob.size, blob.sha256,
-                                                 json.dumps(answer).encode())
+        self._answers[(identifier, expected)] = (str(resolved.path), resolved.size,
+                                                 resolved.sha256, json.dumps(answer).encode())
 
     def forget(self) -> None:
         """Drop every remembered answer (after cache removals)."""
@@ -92,7 +90,7 @@ class WarmHits:
 
     async def _flush_later(self) -> None:
         await asyncio.sleep(TOUCH_EVERY)
-        self.flush()
+        await asyncio.to_thread(self.flush)  # SQLite (and its busy waits) off the loop
 
     def flush(self) -> None:
         """Write collected access times to the index."""
