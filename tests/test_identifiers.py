@@ -107,10 +107,19 @@ def test_github_escape_is_refused_by_the_cli(origin):
     assert origin.requests() == []
 
 
-def test_plain_http_keeps_empty_segments_and_queries(resolver):
-    # clients send '//' as written, so the key names exactly what is fetched
-    assert resolver.remote_for("https://host/a//b.bin?id=3").cache_key == \
-        "https://host/a//b.bin?id=3"
+@pytest.mark.parametrize("url,kind", [
+    ("https://host/a//b.bin", errors.UsageError), ("https://host//b.bin", errors.UsageError),
+    ("https://host/models/", errors.NotAFile), ("https://host/", errors.NotAFile),
+    ("https://host", errors.NotAFile)])
+def test_http_refuses_empty_segments_and_folders(resolver, url, kind):
+    # servers merge or keep '//' as they please: the key might not name what is fetched
+    with pytest.raises(kind):
+        resolver.remote_for(url)
+
+
+def test_plain_http_keeps_queries_in_the_key(resolver):
+    assert resolver.remote_for("https://host/a/b.bin?id=3").cache_key == \
+        "https://host/a/b.bin?id=3"
 
 
 def test_object_store_upload_prefix_may_end_with_slash(resolver):

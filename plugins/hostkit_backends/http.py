@@ -21,7 +21,7 @@ from hostkit.backend import (
     retry_after,
     status_error,
 )
-from hostkit.errors import HostkitError, NotDirectLink, TransientError
+from hostkit.errors import HostkitError, NotAFile, NotDirectLink, TransientError, UsageError
 from hostkit.headers import md5_from_base64
 from hostkit.hookspecs import hookimpl
 from hostkit.redact import redact_url, url_cache_key
@@ -57,9 +57,27 @@ def hostkit_resolve(ref, context):
     """Claim ``http``/``https`` identifiers (after more specific backends had their turn)."""
     if ref.scheme not in ("http", "https"):
         return None
+    refuse_empty_segments(ref)
     refuse_share_links(ref.identifier)
     return HttpRemote(ref.identifier, context, display=ref.display, key=ref.key,
                       anonymous=not ref.credentialed)
+
+
+def refuse_empty_segments(ref) -> None:
+    """Refuse a path with an empty segment (``//``, a trailing ``/``) or no file at all.
+
+    Servers and proxies merge or keep ``//`` as they please, so such a link may
+    name another file than its cache key says; and a path ending in ``/`` names
+    a folder (an index page), never one file.
+    """
+    path = urlsplit(ref.identifier).path
+    if path in ("", "/") or path.endswith("/"):
+        raise NotAFile(f"{ref.display} names a folder or a site, not one file",
+                       hint="link the file itself: https://host/path/file",
+                       identifier=ref.display)
+    if "//" in path:
+        raise UsageError(f"{ref.display!r} has an empty path segment ('//')",
+                         hint="write the path without empty segments")
 
 
 def refuse_share_links(url: str) -> None:
