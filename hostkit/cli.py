@@ -251,15 +251,16 @@ def _config(args, settings) -> int:
     """``hostkit config``: the effective settings, core then plugins', with their sources."""
     from .formatting import print_json
     from .plugins import load_plugins
-    from .settings import Option, core_settings
+    from .settings import Option, check_options, core_settings
 
     def shown(value):
         return str(value) if value is not None else ""
 
     core = [{"name": name, "value": shown(value), "source": source}
             for name, value, source in core_settings(settings)]
-    options: list[Option] = sorted(load_plugins().options().values(),
-                                   key=lambda o: (o.backend, o.key))
+    declared = load_plugins().options()
+    check_options(settings, declared)
+    options: list[Option] = sorted(declared.values(), key=lambda o: (o.backend, o.key))
     plugin_rows = []
     for option in options:
         value, source = settings.option_source(option)

@@ -95,7 +95,11 @@ class Resolver:
 
             self._plugins = load_plugins()
         if not self.context.declared:
-            self.context.declared = self._plugins.options()
+            from .settings import check_options
+
+            declared = self._plugins.options()
+            check_options(self.settings, declared)  # a bad value fails every resolve
+            self.context.declared = declared
         return self._plugins
 
     def in_flight(self) -> list[str]:

@@ -140,12 +140,15 @@ def _coerce(name: str, kind, value, source: str):
         if kind == "int":
             if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
                 raise ValueError(value)
-            return int(str(value).strip()) if isinstance(value, str) else int(value)
+            whole = int(str(value).strip()) if isinstance(value, str) else int(value)
+            if whole < 0:  # counts, sizes, rates: none is negative
+                raise ValueError(value)
+            return whole
         if kind == "float":
             if isinstance(value, bool):
                 raise ValueError(value)
             number = float(value)
-            if number != number or number in (float("inf"), float("-inf")):
+            if number != number or number in (float("inf"), float("-inf")) or number < 0:
                 raise ValueError(value)
             return number
         if kind == "path":
@@ -154,8 +157,9 @@ def _coerce(name: str, kind, value, source: str):
             raise ValueError(value)
         return str(value) if value not in ("", None) else None
     except (TypeError, ValueError):
-        expected = {"bool": "true or false (1/0, yes/no, on/off)", "int": "a whole number",
-                    "float": "a number", "path": "a path", "str": "a string"}.get(kind, kind)
+        expected = {"bool": "true or false (1/0, yes/no, on/off)",
+                    "int": "a whole number (0 or more)", "float": "a number (0 or more)",
+                    "path": "a path", "str": "a string"}.get(kind, kind)
         raise UsageError(f"{source}: {name} = {value!r} is not {expected}",
                          hint=f"fix {name} in {source}") from None
 
@@ -217,6 +221,28 @@ def load_settings(env=None) -> Settings:
 _MOVED = {"minio_insecure_hosts": ("minio", "insecure_hosts"),
           "s3_anonymous": ("s3", "anonymous"), "gcs_anonymous": ("gcs", "anonymous"),
           "azure_anonymous": ("azure", "anonymous")}
+
+def check_options(settings: Settings, declared: Mapping[tuple[str, str], Option]) -> None:
+    """Check every plugin option at once, not only when its backend is used.
+
+    :raises UsageError: a value that does not parse (naming the variable or
+        key), or a key in a ``[backends.NAME]`` table that backend does not
+        declare (a typo would otherwise be ignored). Tables of backends that are
+        not installed are left alone.
+    """
+    for option in declared.values():
+        settings.option(option)
+    backends = {backend for backend, _ in declared}
+    for backend, table in settings.backend_tables.items():
+        if backend not in backends:
+            continue
+        unknown = sorted(set(table) - {key for b, key in declared if b == backend})
+        if unknown:
+            known = sorted(key for b, key in declared if b == backend)
+            raise UsageError(f"{settings.config_file}: unknown settings in [backends.{backend}]: "
+                             f"{', '.join(unknown)}",
+                             hint=f"known: {', '.join(known)}; `hostkit config` lists them")
+
 
 #: Fields of :class:`Settings` that are bookkeeping, not settings.
 _NOT_SETTINGS = frozenset({"sources", "backend_tables", "environment", "config_file"})

@@ -92,3 +92,31 @@ def test_the_synapse_and_github_settings_reach_their_backends(isolated_env, monk
     monkeypatch.setenv("HOSTKIT_SYNAPSE_ENDPOINT", "not a url")
     with pytest.raises(errors.UsageError, match="HOSTKIT_SYNAPSE_ENDPOINT"):
         synapse.config_for(context())
+
+
+def test_a_plugin_setting_that_does_not_parse_fails_every_resolve(origin, isolated_env):
+    """Not only a resolve through that backend: the value is checked when plugins load."""
+    from tests.conftest import run_cli
+
+    sha = origin.add("plain.bin", b"p" * 100)
+    url = f"{origin.url}/f/plain.bin"
+    run_cli("resolve", url, sha, check=True)
+    bad = run_cli("resolve", url, sha, env={"HOSTKIT_S3_ANONYMOUS": "ture"})  # warm hit too
+    assert bad.returncode == 2 and "HOSTKIT_S3_ANONYMOUS" in bad.stderr, bad.stderr
+    (isolated_env / "config.toml").write_text("[backends.s3]\nanonymus = true\n")
+    typo = run_cli("resolve", url, sha)
+    assert typo.returncode == 2 and "anonymus" in typo.stderr and "anonymous" in typo.stderr
+    config = run_cli("config")
+    assert config.returncode == 2 and "anonymus" in config.stderr
+
+
+def test_numbers_that_are_not_settings_are_refused_on_every_path(origin):
+    from tests.conftest import run_cli
+
+    sha = origin.add("nums.bin", b"n" * 100)
+    url = f"{origin.url}/f/nums.bin"
+    run_cli("resolve", url, sha, check=True)
+    for var, value in (("HOSTKIT_READ_TIMEOUT", "nan"), ("HOSTKIT_RETRIES", "1.5"),
+                       ("HOSTKIT_DEADLINE", "inf"), ("HOSTKIT_MIN_RATE", "-5")):
+        proc = run_cli("resolve", url, sha, env={var: value})  # a warm hit: the fast path
+        assert proc.returncode == 2 and var in proc.stderr, (var, proc.stderr)
