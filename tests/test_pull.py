@@ -370,3 +370,23 @@ def test_pruning_an_archive_drops_its_extracted_tree(origin, packaged, tmp_path,
     assert list(trees.iterdir()) == []  # gone with the archive's blob
     run_cli("pull", record, "--into", tmp_path / "two", check=True)  # and rebuilt on demand
     check_layout(tmp_path / "two", packaged)
+
+
+def test_signed_part_urls_never_appear_in_pull_output(origin, packaged, tmp_path):
+    """A record may hold presigned URLs: pull shows them as the resolver does, signature masked."""
+    secret = "SigPull7731"
+    served = publish(origin, packaged / "assets")
+    signed = {n: (f"{url}?X-Amz-Credential=AKIA{secret}&X-Amz-Signature={secret}", sha)
+              for n, (url, sha) in served.items()}
+    record = write(tmp_path / "cube.json", mlcube_record(signed))
+    ok = run_cli("pull", record, "--into", tmp_path / "ok", "--json", check=True)
+    assert secret not in ok.stdout + ok.stderr
+    name = f"hostile-{uuid.uuid4().hex[:8]}.tar.gz"
+    digest = origin.add(name, _tar([_file("../evil-signed", b"x")]))
+    hostile = {**mlcube_record(signed),
+               "additional_files_tarball_url": f"{origin.url}/f/{name}?X-Amz-Signature={secret}",
+               "additional_files_tarball_hash": digest}
+    bad = run_cli("pull", write(tmp_path / "h.json", hostile), "--into", tmp_path / "bad",
+                  "--json")
+    assert bad.returncode == 2 and "unsafe_archive" in bad.stdout, bad.stdout
+    assert secret not in bad.stdout + bad.stderr

@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 from .. import api
 from ..errors import AlreadyExists, HostkitError, UsageError
 from ..place import place
+from ..redact import redact_url
 from ..store import trees
 from ..store.layout import Layout
 from .mlcube import ADDITIONAL, IMAGE_DIR, PARAMETERS, read_manifest, singularity_image
@@ -131,7 +132,8 @@ def _plain_file_name(url: str, default: str) -> str:
 def _resolve(part: Part, settings, pulled: Pulled, cache_dir: Path | None = None) -> Path:
     resolved = api.resolve_info(part.url, part.expected or None, settings=settings,
                                 cache_dir=cache_dir)
-    pulled.parts[part.name] = {"identifier": part.url, "sha256": resolved.sha256,
+    # as the resolver shows it (a presigned URL's signature masked), never as given
+    pulled.parts[part.name] = {"identifier": resolved.identifier, "sha256": resolved.sha256,
                                "size": resolved.size, "verified": bool(part.expected),
                                "cached": resolved.cached}
     if not part.expected:
@@ -246,7 +248,8 @@ def pull(record: dict[str, Any], into: Path | str, *, force: bool = False,
     if archive is not None:
         part, blob = archive
         sha = pulled.parts[part.name]["sha256"]
-        tree, was_cached = trees.cached_tree(layout, blob, sha, label=part.url, **caps)
+        tree, was_cached = trees.cached_tree(layout, blob, sha, label=redact_url(part.url),
+                                             **caps)
         pulled.extracted = not was_cached
     _build(into, force, files, texts, tree, pulled)
     return pulled
