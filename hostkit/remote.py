@@ -36,6 +36,17 @@ class RemoteInfo:
     filename: str | None = None
 
 
+def strong_validator(validator: str | None) -> bool:
+    """Whether a validator names exact bytes: a strong ETag, a version id or a generation.
+
+    Only such a validator may guard a resume (``If-Range``, or appending a 206 to
+    a partial): a weak ETag (``W/...``) may stand for other bytes, and
+    ``Last-Modified`` (``lm:...``) has a one-second resolution.
+    """
+    return validator is not None and validator != "" and \
+        not validator.startswith(("W/", "lm:"))
+
+
 @dataclass
 class Body:
     """An open download: metadata and an async stream of chunks.

@@ -56,7 +56,7 @@ from .events import (
 from .failpoints import failpoint
 from .hashes import Digest, hash_file, parse_hash
 from .identifiers import Ref, parse_identifier
-from .remote import Context, Remote, RemoteInfo
+from .remote import Context, Remote, RemoteInfo, strong_validator
 from .results import Progress, ProgressListener, Resolved
 from .settings import Settings, load_settings
 from .store.cache import Cache
@@ -396,7 +396,7 @@ class Resolver:
             # kept for a later resume unless the failure shows the bytes are no good, or
             # they carry no validator to resume against (a cut, Ctrl-C, a deadline: kept)
             if isinstance(exc, _BYTES_NO_GOOD) or not (
-                    part.size and (_strong(part.validator) or part.complete)):
+                    part.size and (strong_validator(part.validator) or part.complete)):
                 part.discard()
             else:
                 await part.keep()
@@ -416,7 +416,7 @@ class Resolver:
         info = RemoteInfo()
         attempt, started = 0, False
         while True:
-            asked = part.size if part.size and _strong(part.validator) else 0
+            asked = part.size if part.size and strong_validator(part.validator) else 0
             try:
                 async with self._answered(remote) as guard, \
                         remote.open(asked, part.validator if asked else None) as body:
@@ -624,16 +624,10 @@ def _algs(digest: Digest | None, info: RemoteInfo) -> list[str]:
     return [a for a in (digest and digest.alg, *info.digests) if a]
 
 
-def _strong(validator: str | None) -> bool:
-    """A validator that names exact bytes: a strong ETag, a version id or a generation."""
-    return validator is not None and validator != "" and \
-        not validator.startswith(("W/", "lm:"))
-
-
 def _may_append(part, body, asked: int) -> bool:
     """Whether a ranged answer continues the bytes on disk (see ``Resolver._transfer``)."""
     total = part.meta.get("size")
-    return (body.offset == asked == part.size and _strong(body.info.validator)
+    return (body.offset == asked == part.size and strong_validator(body.info.validator)
             and body.info.validator == part.validator
             and (total is None or body.info.size is None or total == body.info.size))
 

@@ -83,7 +83,7 @@ def test_resume_against_a_server_ignoring_if_range_never_mixes(origin, cache, mo
 
 
 def test_a_weak_etag_never_resumes():
-    from hostkit.resolver import _strong
+    from hostkit.remote import strong_validator as _strong
 
     assert not _strong('W/"abc"') and not _strong("lm:Tue, 01 Jan 2030 00:00:00 GMT")
     assert not _strong(None) and _strong('"abc"') and _strong("3HL4kqtJlcpXroDTDmJ+rmSpXd3dIbrHY")

@@ -25,7 +25,7 @@ from hostkit.errors import HostkitError, NotAFile, NotDirectLink, TransientError
 from hostkit.headers import md5_from_base64
 from hostkit.hookspecs import hookimpl
 from hostkit.redact import redact_url, url_cache_key
-from hostkit.remote import BackendInfo, Body, Remote, RemoteInfo
+from hostkit.remote import BackendInfo, Body, Remote, RemoteInfo, strong_validator
 
 _HTML_START = re.compile(rb"^\s*(<!doctype\s+html|<html|<head|<body)", re.I)
 #: What a direct link's answers mean, in this backend's words (see ``status_error``).
@@ -137,7 +137,7 @@ class HttpRemote(Remote):
         does not continue at ``offset`` under that validator (starting over
         from 0).
         """
-        if not _usable_for_if_range(validator):
+        if not strong_validator(validator):
             offset = 0
         async with contextlib.AsyncExitStack() as stack:
             try:
@@ -199,9 +199,3 @@ def _info(headers) -> RemoteInfo:
     digests = {"md5": md5} if md5 else {}
     return RemoteInfo(size=int(size) if size and size.isdigit() else None, validator=validator,
                       digests=digests, content_type=headers.get("Content-Type"))
-
-
-def _usable_for_if_range(validator: str | None) -> bool:
-    # only a strong ETag guards a resume: weak ones may not be used in If-Range, and
-    # Last-Modified has one-second resolution
-    return bool(validator) and not validator.startswith("W/") and not validator.startswith("lm:")
