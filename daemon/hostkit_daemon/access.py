@@ -127,11 +127,6 @@ def peer_uid(request: web.Request) -> int | None:
     return uid
 
 
-def needs_credentials(identifier: str) -> bool:
-    """True unless the identifier's scheme is one the daemon fetches anonymously."""
-    return parse_identifier(identifier).scheme not in ANONYMOUS_SCHEMES
-
-
 def require_lendable(caller: Caller, identifier: str) -> None:
     """403 unless the daemon may fetch this for the caller with nobody's credentials.
 
