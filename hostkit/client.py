@@ -174,7 +174,7 @@ def error_from_dict(data: dict, status: int | None = None) -> HostkitError:
     if cls is HostkitError and kind != HostkitError.kind:
         return UnknownDaemonError(kind, status, message, **extra)
     err = cls.__new__(cls)  # subclasses' own __init__ take other arguments: set the fields
-    HostkitError.__init__(err, message, **extra)
+    HostkitError.__init__(err, message, **extra, suggestion=data.get("suggestion"))
     if isinstance(err, HashMismatch):
         err.expected, err.found = str(data.get("expected")), str(data.get("found"))
     if isinstance(err, TransientError):

@@ -46,19 +46,26 @@ class HostkitError(Exception):
     #: HTTP status the daemon answers with for this error.
     http_status = 500
 
-    def __init__(self, message: str, *, hint: str | None = None, identifier: str | None = None):
+    def __init__(self, message: str, *, hint: str | None = None, identifier: str | None = None,
+                 suggestion: str | None = None):
         super().__init__(message)
         self.message = message
         self.hint = hint
         self.identifier = identifier
+        #: An identifier to use instead (a share link's direct form, a branch's pinned
+        #: URL), when there is exactly one; ``hostkit check --fix`` prints it.
+        self.suggestion = suggestion
 
     def __str__(self) -> str:
         return f"{self.message}\n  hint: {self.hint}" if self.hint else self.message
 
     def to_dict(self) -> dict:
         """JSON form, as printed by ``--json`` and returned by the daemon."""
-        return {"error": self.kind, "message": self.message, "hint": self.hint,
+        data = {"error": self.kind, "message": self.message, "hint": self.hint,
                 "identifier": self.identifier}
+        if self.suggestion is not None:
+            data["suggestion"] = self.suggestion
+        return data
 
 
 @register
