@@ -257,10 +257,16 @@ def test_unreachable_endpoint_fails_fast(resolver, synapse, monkeypatch):
     assert time.monotonic() - started < 15  # synapseclient alone would retry for ~30 min
 
 
-def test_missing_extra_names_it(resolver, synapse, monkeypatch):
+def test_downloads_need_no_synapseclient_and_uploads_name_the_extra(resolver, synapse,
+                                                                     monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "synapseclient", None)  # import fails as if absent
+    sid = synapse.add_file("noclient.bin", data(5000, 31))
+    assert resolve(resolver, f"synapse:{sid}").path.read_bytes() == data(5000, 31)
+    monkeypatch.setenv("SYNAPSE_AUTH_TOKEN", TOKEN)
+    source = tmp_path / "up.bin"
+    source.write_bytes(b"z" * 10)
     with pytest.raises(errors.UsageError) as info:
-        resolve(resolver, "synapse:syn123")
+        upload(fresh(reloaded()), source, f"synapse:{synapse.add_folder('nc')}")
     assert "pip install 'hostkit[synapse]'" in str(info.value)
 
 
