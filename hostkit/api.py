@@ -111,7 +111,7 @@ def get_resolver(settings=None) -> Resolver:
 def resolve(identifier: str, expected: str | None = None, *, offline: bool | None = None,
             require_hash: bool | None = None, cache_dir: str | Path | None = None,
             progress: Progress | bool | None = None, settings: Settings | None = None,
-            output: str | Path | None = None) -> Path:
+            output: str | Path | None = None, pin: bool | None = None) -> Path:
     """Return the local path of the verified bytes ``identifier`` names.
 
     ``expected`` is ``alg:hex`` or bare sha256 hex (MedPerf). ``progress=True``
@@ -126,25 +126,31 @@ def resolve(identifier: str, expected: str | None = None, *, offline: bool | Non
     the cache, else a reflink or copy; atomically; read-only: see
     :func:`hostkit.place.place`) and returns PATH. On any failure, a hash
     mismatch included, PATH is left as it was.
+
+    ``pin=True`` (default: the ``pin`` setting, ``HOSTKIT_PIN``) resolves a
+    movable reference, such as a github branch, as the commit it names now
+    (recorded under the pinned identifier) instead of refusing it.
     """
     return resolve_info(identifier, expected, offline=offline, require_hash=require_hash,
                         cache_dir=cache_dir, progress=progress, settings=settings,
-                        output=output).path
+                        output=output, pin=pin).path
 
 
 def resolve_info(identifier: str, expected: str | None = None, *, offline: bool | None = None,
                  require_hash: bool | None = None, cache_dir: str | Path | None = None,
                  progress: Progress | bool | None = None,
                  settings: Settings | None = None,
-                 output: str | Path | None = None) -> Resolved:
+                 output: str | Path | None = None, pin: bool | None = None) -> Resolved:
     """Like :func:`resolve`, but return the full :class:`~hostkit.results.Resolved` record.
 
     With ``output=PATH`` the file is placed at PATH (see :func:`resolve`) and
     the record's ``path`` is PATH, the file that is yours to read; without it,
-    ``path`` is the cache's blob.
+    ``path`` is the cache's blob. A pinned branch's record names the pinned
+    identifier, and the one asked for as ``pinned_from``.
     """
     resolved = _resolve_info(identifier, expected, offline=offline, require_hash=require_hash,
-                             cache_dir=cache_dir, progress=progress, settings=settings)
+                             cache_dir=cache_dir, progress=progress, settings=settings,
+                             pin=pin)
     if output is None:
         return resolved
     import dataclasses
@@ -156,10 +162,12 @@ def resolve_info(identifier: str, expected: str | None = None, *, offline: bool 
 
 def _resolve_info(identifier: str, expected: str | None, *, offline: bool | None,
                   require_hash: bool | None, cache_dir: str | Path | None,
-                  progress: Progress | bool | None, settings: Settings | None) -> Resolved:
+                  progress: Progress | bool | None, settings: Settings | None,
+                  pin: bool | None = None) -> Resolved:
     from .settings import load_settings
 
     settings = settings or load_settings()
+    pinning = settings.pin if pin is None else pin
     if progress is True:
         from .progress import BarProgress
 
@@ -173,7 +181,9 @@ def _resolve_info(identifier: str, expected: str | None, *, offline: bool | None
 
         # HOSTKIT_DAEMON_URL or this user's default socket (one stat when there is none);
         # the daemon's answer, or None when no daemon answers: then resolve here, same result
-        if url := daemon_url(settings):
+        if (url := daemon_url(settings)) and not (
+                pinning and get_resolver(settings).remote_for(identifier).movable):
+            # (the daemon's protocol has no pin: a branch to pin is looked up here)
             from .client import resolve_through_daemon
 
             resolved = resolve_through_daemon(settings, url, identifier, expected,
@@ -183,7 +193,7 @@ def _resolve_info(identifier: str, expected: str | None, *, offline: bool | None
                 return resolved
     resolver = get_resolver(settings)
     return run(resolver.resolve(identifier, expected, offline=offline,
-                                require_hash=require_hash, progress=progress))
+                                require_hash=require_hash, progress=progress, pin=pin))
 
 
 def upload(source: str | Path, destination: str, *, overwrite: bool = False,

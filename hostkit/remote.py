@@ -82,6 +82,22 @@ class Remote:
     #: GET of a URL without userinfo, token or signature). Such blobs may be shown
     #: to callers a shared daemon does not lend its credentials to.
     anonymous: bool = False
+    #: True when the identifier names something that can move (a branch, a tag) or must
+    #: be looked up to name one object (a short commit id): the resolver first calls
+    #: :meth:`pin` and goes on with the Remote it returns, so the cache entry and the
+    #: answer name the pinned identifier.
+    movable: bool = False
+
+    async def pin(self, *, allow: bool, offline: bool) -> Remote:
+        """The Remote of the one immutable object this reference names now (a lookup).
+
+        Called by the resolver, only when ``movable``, before any cached answer.
+        ``allow`` is the ``pin`` setting (``hostkit resolve --pin``): without it a
+        reference that may move later raises :class:`~hostkit.errors.NotPermanent`,
+        with the pinned identifier in its message and as its ``suggestion``. With
+        ``offline`` nothing can be looked up: raise an error that says so.
+        """
+        raise NotImplementedError
 
     async def stat(self) -> RemoteInfo:
         """Metadata without the body (HEAD or the backend's equivalent)."""

@@ -21,6 +21,9 @@ def add_resolve_command(sub, common, epilog: str) -> None:
                    help="never use the network; answer from the cache or fail")
     r.add_argument("--require-hash", action="store_true", default=None,
                    help="refuse to resolve without an expected hash")
+    r.add_argument("--pin", action="store_true", default=None,
+                   help="resolve a branch or tag (github:) as the commit it names now and "
+                        "record that pinned identifier, instead of refusing it")
     r.add_argument("-o", "--output", metavar="PATH",
                    help="also place the verified file at PATH (a read-only hard link from the "
                         "cache, else a copy; atomic; replaces an existing file) and print PATH")
@@ -42,7 +45,8 @@ def run_resolve(args, settings) -> int:
 
     # through the daemon when HOSTKIT_DAEMON_URL is set, unless --cache-dir names another cache
     resolved = api.resolve_info(args.identifier, expected, settings=settings,
-                                cache_dir=_path(args.cache_dir), progress=progress_for(settings))
+                                cache_dir=_path(args.cache_dir), progress=progress_for(settings),
+                                pin=args.pin)
     placed = None
     if args.output is not None:
         from .place import place
@@ -52,6 +56,9 @@ def run_resolve(args, settings) -> int:
         print_json({**resolved.to_dict(), **({"placed": str(placed)} if placed else {})})
     else:
         print(placed or resolved.path)
+        if resolved.pinned_from and not args.quiet:
+            print(f"note: {resolved.pinned_from} pinned as {resolved.identifier}",
+                  file=sys.stderr)
         if not resolved.verified and not args.quiet:
             print(f"note: no hash given; sha256:{resolved.sha256} recorded on first use. "
                   "Pass it with --hash to pin these bytes.", file=sys.stderr)

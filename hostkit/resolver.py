@@ -4,7 +4,9 @@ Order of business for ``resolve(identifier, expected)``:
 
 1. A given hash whose blob is already stored answers at once: no plugin,
    no network, no re-hash (content addressing).
-2. The backend plugin turns the identifier into a Remote (no I/O).
+2. The backend plugin turns the identifier into a Remote (no I/O). A movable
+   one (a branch) is looked up first (``Remote.pin``): refused, or with the
+   ``pin`` setting replaced by the Remote of what it names now.
 3. An index entry for the Remote's cache key answers when it is still good:
    the hash matches, or the reference is immutable, or a cheap ``stat``
    shows the same validator (mutable references, when revalidation is on).
@@ -134,13 +136,16 @@ class Resolver:
 
     async def resolve(self, identifier: str, expected: str | None = None, *,
                       offline: bool | None = None, require_hash: bool | None = None,
-                      progress: Progress | None = None) -> Resolved:
+                      progress: Progress | None = None, pin: bool | None = None) -> Resolved:
         """Return a local path holding exactly the bytes ``identifier`` names.
 
         ``expected`` is ``alg:hex`` or bare sha256 hex; without it the computed
         sha256 is recorded as trust on first use. Raises :mod:`hostkit.errors`.
         With the ``verify_on_hit`` setting a cached answer is re-hashed first; a
         blob whose bytes changed on disk is quarantined and fetched again.
+        ``pin`` (default: the ``pin`` setting) resolves a movable reference (a
+        branch) as what it names now, under the pinned identifier, instead of
+        refusing it (see :meth:`hostkit.remote.Remote.pin`).
         """
         deadline = self.settings.deadline or None
         try:
@@ -148,7 +153,7 @@ class Resolver:
                 while True:
                     resolved = await self._resolve_once(
                         identifier, expected, offline=offline, require_hash=require_hash,
-                        progress=progress)
+                        progress=progress, pin=pin)
                     if not (resolved.cached and self.settings.verify_on_hit):
                         return resolved
                     blob = await _io(self.cache.blob, resolved.sha256)
@@ -164,7 +169,7 @@ class Resolver:
 
     async def _resolve_once(self, identifier: str, expected: str | None, *,
                             offline: bool | None, require_hash: bool | None,
-                            progress: Progress | None) -> Resolved:
+                            progress: Progress | None, pin: bool | None = None) -> Resolved:
         offline = self.settings.offline if offline is None else offline
         strict = self.settings.require_hash if require_hash is None else require_hash
         ref = parse_identifier(identifier)
@@ -177,6 +182,19 @@ class Resolver:
         looked = time.time()
         # the backend sees every identifier first (its rules, no I/O), even for a cached answer
         remote = self.remote_for(ref)
+        if remote.movable:  # a branch: looked up, then refused or pinned
+            remote = await remote.pin(allow=self.settings.pin if pin is None else pin,
+                                      offline=offline)
+            log.info("%s: pinned as %s", shown, remote.display)
+            resolved = await self._resolve_remote(remote, remote.display, digest, offline,
+                                                  progress, looked)
+            return replace(resolved, pinned_from=shown)
+        return await self._resolve_remote(remote, shown, digest, offline, progress, looked)
+
+    async def _resolve_remote(self, remote: Remote, shown: str, digest: Digest | None,
+                              offline: bool, progress: Progress | None,
+                              looked: float) -> Resolved:
+        """Steps 1, 3 and 4 of the module's order of business, for the backend's Remote."""
         if digest and (blob := await _io(self.cache.find_blob, digest.alg, digest.hex)):
             return await self._hit(blob, shown, verified=True, event_key=remote.cache_key)
         entry = await _io(self.cache.entry, remote.cache_key)
@@ -465,7 +483,9 @@ class Resolver:
                 log.warning("%s; retry %d/%d in %.1fs", exc.message, attempt, limit, delay)
                 self.events.publish(Retrying(remote.cache_key, remote.display, attempt, limit,
                                              delay, exc.message))
-                await asyncio.sleep(delay * (0.5 + random.random() / 2))
+                # a server's Retry-After is the least it asks for: jitter upwards from it
+                await asyncio.sleep(delay * (1 + random.random() / 4) if exc.retry_after
+                                    else delay * (0.5 + random.random() / 2))
 
     @contextlib.asynccontextmanager
     async def _answered(self, remote: Remote):

@@ -18,11 +18,16 @@ class Resolved:
     #: True when the bytes matched a hash the caller gave; False for trust on first use.
     verified: bool
     digests: dict[str, str] = field(default_factory=dict)
+    #: The identifier as asked, when it named a movable reference (a branch) that was
+    #: pinned (``--pin``): ``identifier`` is then the pinned one. None otherwise.
+    pinned_from: str | None = None
 
     def to_dict(self) -> dict:
-        """JSON form (``--json``, daemon answers)."""
+        """JSON form (``--json``, daemon answers); ``pinned_from`` only when set."""
         d = asdict(self)
         d["path"] = str(self.path)
+        if self.pinned_from is None:
+            del d["pinned_from"]
         return d
 
 

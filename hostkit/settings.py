@@ -78,6 +78,9 @@ class Settings:
     #: CPU), the same memory (parts waiting for their turn hold at most 56 MiB).
     part_size: int = 16 << 20
     concurrency: int = 4
+    #: Resolve a movable reference (a github branch or tag) by pinning it to what it names
+    #: now, recorded under the pinned identifier, instead of refusing it (``--pin``).
+    pin: bool = False
     #: Where each core value came from: ``default``, the config file, ``HOSTKIT_X``, a flag.
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False,
                                        hash=False)
@@ -87,11 +90,21 @@ class Settings:
                                                             hash=False)
     environment: Mapping[str, str] = field(default_factory=dict, repr=False, hash=False)
     config_file: Path | None = field(default=None, compare=False, repr=False)
+    #: Plugins' options set by command-line flags (``hostkit upload --branch``), by
+    #: ``(backend, key)``: they win over the environment and the config file.
+    option_flags: Mapping[tuple[str, str], Any] = field(default_factory=dict, repr=False,
+                                                        hash=False)
 
     def with_overrides(self, **values) -> Settings:
         """A copy with the non-None ``values`` applied (command-line flags)."""
         given = {k: v for k, v in values.items() if v is not None}
         return replace(self, **given, sources={**self.sources, **dict.fromkeys(given, "flag")})
+
+    def with_option(self, backend: str, key: str, value: Any) -> Settings:
+        """A copy with a plugin's option set by a command-line flag (None: unchanged)."""
+        if value is None:
+            return self
+        return replace(self, option_flags={**self.option_flags, (backend, key): value})
 
     def option(self, option: Option) -> Any:
         """A plugin's option: its value from the environment, the config file or its default."""
@@ -99,6 +112,9 @@ class Settings:
 
     def option_source(self, option: Option) -> tuple[Any, str]:
         """``(value, where it came from)`` of a plugin's option; UsageError if it does not parse."""
+        if (option.backend, option.key) in self.option_flags:
+            value = self.option_flags[(option.backend, option.key)]
+            return _coerce(option.key, option.type, value, "a flag"), "flag"
         for name in (option.env, *option.aliases):
             if name in self.environment:
                 return _coerce(option.key, option.type, self.environment[name], name), name
@@ -245,7 +261,8 @@ def check_options(settings: Settings, declared: Mapping[tuple[str, str], Option]
 
 
 #: Fields of :class:`Settings` that are bookkeeping, not settings.
-_NOT_SETTINGS = frozenset({"sources", "backend_tables", "environment", "config_file"})
+_NOT_SETTINGS = frozenset({"sources", "backend_tables", "environment", "config_file",
+                           "option_flags"})
 
 
 def core_settings(settings: Settings) -> list[tuple[str, Any, str]]:
