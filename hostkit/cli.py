@@ -20,46 +20,118 @@ hashes: sha256:<hex> (default), sha1:, md5:, sha512:, blake2b:, or bare sha256 h
 environment: HOSTKIT_CACHE_DIR, HOSTKIT_OFFLINE=1, HOSTKIT_REQUIRE_HASH=1, HOSTKIT_CONFIG
 """
 
+MAIN_EPILOG = """\
+examples:
+  hostkit resolve https://example.org/w.bin sha256:3f2a...   # prints the verified file's path
+  hostkit --json cache ls                                    # global options go before or
+  hostkit cache ls --json                                    # after the command
+  hostkit COMMAND --help                                     # a command's options and examples
+global options: --json, -q/--quiet, -v/--verbose, --offline, --cache-dir DIR
+shell completion: eval "$(hostkit completion bash)" (or zsh; fish: see `hostkit completion -h`)
+""" + EPILOG
+
+RESOLVE_EPILOG = """\
+examples:
+  hostkit resolve https://example.org/w.bin sha256:3f2a...   # prints the cached file's path
+  hostkit resolve synapse:syn123 --json                      # path, sha256, size, verified
+  hostkit resolve s3://bucket/w.bin sha256:3f2a... -o w.bin  # also place it at ./w.bin
+  hostkit --offline resolve https://example.org/w.bin        # from the cache, or fail
+""" + EPILOG
+
+HASH_EPILOG = """\
+examples:
+  hostkit hash weights.bin                      # sha256:<hex>  weights.bin
+  hostkit hash weights.bin --alg sha256 --alg md5
+  hostkit hash weights.bin --json               # {"file": ..., "sha256": ...}
+"""
+
+UPLOAD_EPILOG = """\
+examples:
+  hostkit upload weights.bin s3://bucket/models/weights.bin
+  hostkit upload weights.bin minio://127.0.0.1:9000/bucket/models/ --content-addressed
+  hostkit upload weights.bin synapse:syn123 --json   # identifier, sha256, size, created
+"""
+
+PLUGINS_EPILOG = """\
+examples:
+  hostkit plugins
+  hostkit plugins --json | jq '.backends[].schemes'
+exit code 1 when every plugin failed to load (each failure is named on stderr)
+"""
+
+CONFIG_EPILOG = """\
+examples:
+  hostkit config
+  hostkit config --json | jq '.core.cache_dir'
+  HOSTKIT_OFFLINE=1 hostkit config
+"""
+
+DEMO_EPILOG = """\
+examples:
+  hostkit demo
+  hostkit demo --json                          # one object per step
+  hostkit --cache-dir /tmp/demo-cache demo     # keep the demo's files out of your cache
+"""
+
+COMPLETION_EPILOG = """\
+examples:
+  eval "$(hostkit completion bash)"            # add this line to ~/.bashrc
+  eval "$(hostkit completion zsh)"             # add to ~/.zshrc, after compinit
+  hostkit completion fish > ~/.config/fish/completions/hostkit.fish
+"""
+
+#: Global options: accepted before the command (``hostkit --json cache ls``) and after it
+#: (``hostkit cache ls --json``). ``(flags, argparse keywords, default)``.
+GLOBAL_OPTIONS = (
+    (("--cache-dir",), {"metavar": "DIR", "help": "cache location (default: HOSTKIT_CACHE_DIR, "
+                        "cache_dir in config.toml, or the platform's user cache dir)"}, None),
+    (("--json",), {"action": "store_true", "help": "print machine-readable JSON"}, False),
+    (("-q", "--quiet"), {"action": "store_true", "help": "no progress or notes"}, False),
+    (("-v", "--verbose"), {"action": "store_true", "help": "log what happens"}, False),
+    (("--offline",), {"action": "store_true", "help": "never use the network: answer from "
+                      "the cache or fail (also HOSTKIT_OFFLINE=1)"}, None),
+)
+_GLOBAL_TITLE = "global options (before or after the command)"
+
 
 def _parser():
     import argparse
 
+    from .formatting import help_formatter
     from .hashes import ALGORITHMS
 
+    raw = help_formatter()
     p = argparse.ArgumentParser(
         prog="hostkit", description="Turn ML asset identifiers into verified, cached local files.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=MAIN_EPILOG, formatter_class=raw)
     p.add_argument("--version", action="version", version=f"hostkit {_version()}")
+    top = p.add_argument_group(_GLOBAL_TITLE)
+    for flags, kwargs, default in GLOBAL_OPTIONS:
+        top.add_argument(*flags, **kwargs, default=default)
+    # the copies after the command leave a value given before it alone (SUPPRESS: not set
+    # unless given); `common` is every command's parent, plugins' too
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--cache-dir", help="cache location (default: HOSTKIT_CACHE_DIR or the "
-                        "platform's user cache dir)")
-    common.add_argument("--json", action="store_true", help="print machine-readable JSON")
-    common.add_argument("-q", "--quiet", action="store_true", help="no progress or notes")
-    common.add_argument("-v", "--verbose", action="store_true", help="log what happens")
+    group = common.add_argument_group(_GLOBAL_TITLE)
+    for flags, kwargs, _default in GLOBAL_OPTIONS:
+        if flags != ("--offline",):  # resolve declares its own; added to the rest below
+            group.add_argument(*flags, **kwargs, default=argparse.SUPPRESS)
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     from .resolve_cli import add_resolve_command
 
-    add_resolve_command(sub, common, EPILOG)
+    add_resolve_command(sub, common, RESOLVE_EPILOG)
 
-    h = sub.add_parser("hash", parents=[common], help="hash a local file")
+    h = sub.add_parser("hash", parents=[common], help="hash a local file",
+                       description="Print the digests of a local file (sha256 unless --alg "
+                                   "says otherwise) as alg:hex, the form resolve's --hash "
+                                   "takes.", epilog=HASH_EPILOG, formatter_class=raw)
     h.add_argument("file")
     h.add_argument("--alg", action="append", choices=sorted(ALGORITHMS),
                    help="algorithm (repeatable; default sha256)")
 
-    c = sub.add_parser("cache", help="inspect and manage the cache")
-    csub = c.add_subparsers(dest="cache_command", metavar="ACTION", required=True)
-    csub.add_parser("ls", parents=[common], help="list cached identifiers and blobs")
-    for name, text in (("info", "show one entry (identifier, key or sha256 prefix)"),
-                       ("rm", "remove an entry (and its blob if unused) or a blob by digest"),
-                       ("pin", "keep an entry through prune"), ("unpin", "allow pruning again")):
-        csub.add_parser(name, parents=[common], help=text).add_argument("id")
-    v = csub.add_parser("verify", parents=[common],
-                        help="re-hash blobs; remove corrupt ones (--report-only to keep them)")
-    v.add_argument("id", nargs="?")
-    v.add_argument("--report-only", action="store_true")
-    pr = csub.add_parser("prune", parents=[common], help="evict least recently used blobs")
-    pr.add_argument("--max-size", required=True, help="budget, e.g. 10G, 500M, 0")
+    from .cache_cli import add_cache_command
+
+    add_cache_command(sub, common)
 
     u = sub.add_parser("upload", parents=[common],
                        help="upload a file; print its permanent identifier and sha256",
@@ -67,24 +139,37 @@ def _parser():
                                    "bucket/prefix/, gs://..., az://..., synapse:synPARENT; a "
                                    "DEST ending in / is a prefix). Prints `IDENTIFIER "
                                    "sha256:HEX`, ready for `hostkit resolve IDENTIFIER "
-                                   "sha256:HEX`.")
+                                   "sha256:HEX`.", epilog=UPLOAD_EPILOG, formatter_class=raw)
     u.add_argument("file")
     u.add_argument("dest")
     u.add_argument("--overwrite", action="store_true",
                    help="replace an existing object that holds different bytes")
     u.add_argument("--content-addressed", action="store_true",
                    help="name the object by its sha256 under DEST (a prefix)")
-    sub.add_parser("plugins", parents=[common], help="list backends and identifier forms")
+    sub.add_parser("plugins", parents=[common], help="list backends and identifier forms",
+                   description="List the installed backends: the identifier forms each "
+                               "accepts, what it does, the plugin that provides it and the "
+                               "extra to install for it. Plugins that failed to load are "
+                               "named on stderr.", epilog=PLUGINS_EPILOG, formatter_class=raw)
     sub.add_parser("config", parents=[common], help="show every setting and where it came from",
                    description="Print the effective settings: the core's, then each plugin's "
                                "([backends.NAME] in config.toml, HOSTKIT_NAME_KEY in the "
                                "environment), each with its source (default, the config "
                                "file, an environment variable or a flag).",
-                   epilog="examples:\n  hostkit config\n  hostkit config --json | jq "
-                          "'.core.cache_dir'\n  HOSTKIT_OFFLINE=1 hostkit config",
-                   formatter_class=argparse.RawDescriptionHelpFormatter)
+                   epilog=CONFIG_EPILOG, formatter_class=raw)
     sub.add_parser("demo", parents=[common],
-                   help="serve sample files from a local origin and resolve them (offline)")
+                   help="serve sample files from a local origin and resolve them (offline)",
+                   description="Serve sample ML assets (weights, a parameters file, a tarball) "
+                               "from a throwaway origin on 127.0.0.1 and resolve them into the "
+                               "cache: a download, a cache hit, trust on first use and a wrong "
+                               "hash refused. Uses no network beyond this machine.",
+                   epilog=DEMO_EPILOG, formatter_class=raw)
+    comp = sub.add_parser("completion", parents=[common], help="print shell completion code",
+                          description="Print the code that makes TAB complete hostkit's "
+                                      "commands and options in bash, zsh or fish. Source it "
+                                      "from your shell's startup file (examples below).",
+                          epilog=COMPLETION_EPILOG, formatter_class=raw)
+    comp.add_argument("shell", choices=("bash", "zsh", "fish"))
     from .workflows_cli import add_workflow_commands
 
     add_workflow_commands(sub, common)  # `hostkit package`, `hostkit pull` (MedPerf)
@@ -92,12 +177,44 @@ def _parser():
 
     # plugins' own commands (hostkit_register_commands): the daemon adds `daemon` and `status`
     load_plugins().register_commands(sub, common)
+    _globals_everywhere(p)
     return p
+
+
+def _globals_everywhere(parser) -> None:
+    """Give every command (and ``cache``'s actions) every global option, not set by default.
+
+    So ``hostkit --offline resolve X`` keeps the --offline given before the command
+    (argparse would otherwise overwrite it with the command's own default), and an
+    option a command lacks (``--offline`` on most) is still accepted after it.
+    """
+    import argparse
+
+    for action in parser._actions:
+        if not isinstance(action, argparse._SubParsersAction):
+            continue
+        for child in {id(c): c for c in action.choices.values()}.values():
+            taken = child._option_string_actions
+            for flags, kwargs, _default in GLOBAL_OPTIONS:
+                dest = flags[-1].lstrip("-").replace("-", "_")
+                mine = [taken[f] for f in flags if f in taken and taken[f].dest == dest]
+                for own in mine:
+                    own.default = argparse.SUPPRESS
+                free = [f for f in flags if f not in taken]
+                if not mine and free:
+                    group = next((g for g in child._action_groups if g.title == _GLOBAL_TITLE),
+                                 None) or child.add_argument_group(_GLOBAL_TITLE)
+                    group.add_argument(*free, **kwargs, dest=dest, default=argparse.SUPPRESS)
+            _globals_everywhere(child)
 
 
 def main(argv=None) -> int:
     """Entry point of the ``hostkit`` console script."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    if "_ARGCOMPLETE" in os.environ:  # a shell asking for completions (hostkit completion)
+        import argcomplete
+
+        argcomplete.autocomplete(_parser())  # prints them and exits
     from .fastpath import try_resolve
 
     fast = try_resolve(argv)
@@ -149,7 +266,7 @@ def _dispatch(args) -> int:
     from .settings import load_settings
 
     settings = load_settings().with_overrides(
-        cache_dir=_path(args.cache_dir), quiet=args.quiet or None)
+        cache_dir=_path(args.cache_dir), quiet=args.quiet or None, offline=args.offline)
     if handler := getattr(args, "handler", None):  # a plugin's command
         return handler(args, settings)
     if args.command == "resolve":
@@ -184,6 +301,8 @@ def _dispatch(args) -> int:
         from .demo import run_demo
 
         return run_demo(settings, as_json=args.json)
+    if args.command == "completion":
+        return _completion(args.shell)
     raise AssertionError(args.command)
 
 
@@ -265,6 +384,14 @@ def _plugins(args) -> int:
         for name, error in loaded.failures.items():
             print(f"BROKEN     plugin {name!r}: {error}", file=sys.stderr)
     return 1 if loaded.failures and not rows else 0
+
+
+def _completion(shell: str) -> int:
+    """``hostkit completion SHELL``: print argcomplete's completion code for ``hostkit``."""
+    import argcomplete
+
+    print(argcomplete.shellcode(["hostkit"], shell=shell), end="")
+    return 0
 
 
 def _fail(exc, args) -> None:

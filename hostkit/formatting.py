@@ -26,9 +26,9 @@ def parse_size(text: str) -> int:
 
 
 def format_size(n: float) -> str:
-    """Bytes as a short human string."""
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
+    """Bytes as a short human string (powers of 1024: ``97.7 KiB``)."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n} B"
@@ -41,6 +41,62 @@ def format_age(ts: float) -> str:
         if age < limit:
             return f"{int(age // div)}{unit}"
     return f"{int(age // 86400)}d"
+
+
+def iso_time(ts: float) -> str:
+    """A Unix timestamp as ISO-8601 UTC to the second: ``2024-05-01T12:00:00Z``."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def format_table(headers: list[str], rows: list[list[str]], *, right: tuple[int, ...] = ()) -> str:
+    """Rows under headers in aligned columns (``right``: indexes of right-aligned columns).
+
+    The last column is not padded, so a long identifier there never widens the rest.
+    """
+    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
+    lines = []
+    for row in [headers, *rows]:
+        cells = [str(c).rjust(w) if i in right else str(c).ljust(w)
+                 for i, (c, w) in enumerate(zip(row, widths, strict=True))]
+        cells[-1] = str(row[-1])
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def plural(n: int, word: str) -> str:
+    """``1 blob``, ``2 blobs``, ``1 entry``, ``3 entries``."""
+    if n == 1:
+        return f"1 {word}"
+    return f"{n} {word[:-1]}ies" if word.endswith("y") else f"{n} {word}s"
+
+
+def help_formatter():
+    """An argparse formatter class: prose lines are wrapped, indented lines (examples) kept.
+
+    For ``formatter_class=`` of any command's parser, so a description can be one
+    long sentence while an epilog's examples stay as written.
+    """
+    global _HELP_FORMATTER
+    if _HELP_FORMATTER is None:
+        import argparse
+        import textwrap
+
+        class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+            def _fill_text(self, text, width, indent):
+                lines = []
+                for line in text.splitlines():
+                    if line[:1].isspace() or len(indent + line) <= width:
+                        lines.append(indent + line)
+                    else:
+                        lines.extend(textwrap.wrap(line, width, initial_indent=indent,
+                                                   subsequent_indent=indent))
+                return "\n".join(lines)
+
+        _HELP_FORMATTER = HelpFormatter
+    return _HELP_FORMATTER
+
+
+_HELP_FORMATTER = None
 
 
 def print_json(data) -> None:

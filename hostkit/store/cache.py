@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import CacheError
@@ -32,6 +33,50 @@ log = logging.getLogger("hostkit.store")
 
 #: Partial downloads abandoned for longer than this are deleted by ``prune``.
 PARTIAL_MAX_AGE = 86400.0
+
+#: The fewest hex digits of a sha256 that :meth:`Cache.lookup` takes as a prefix
+#: (fewer would name blobs by accident); the index's lookup applies the same number.
+MIN_SHA256_PREFIX = 6
+
+
+@dataclass
+class DeletionPlan:
+    """What a ``remove`` or ``prune`` will delete, worked out before anything is deleted.
+
+    Plan, show (or ask), then :meth:`Cache.execute` the same plan: a dry run and
+    the real run can never disagree about what goes (huggingface_hub's
+    ``DeleteCacheStrategy`` shape). Planning only reads.
+    """
+
+    #: ``"remove"`` or ``"prune"``.
+    action: str
+    #: Index rows that go (for a prune: every entry pointing at an evicted blob).
+    entries: list[Entry]
+    #: Blobs whose files go.
+    blobs: list[Blob]
+    #: Partial downloads (and their sidecars) abandoned long enough to go (prune).
+    partials: list[Path] = field(default_factory=list)
+    stale_sidecars: list[Path] = field(default_factory=list)
+    #: Bytes of the partial files that go.
+    partial_bytes: int = 0
+    #: Bytes held in blobs before the plan runs, and after.
+    total_before: int = 0
+    total_after: int = 0
+    #: Bytes held by blobs that a pinned entry keeps (prune never evicts them).
+    pinned_bytes: int = 0
+    #: Entry keys the plan removes (a remove by identifier keeps blobs others still use).
+    keys: frozenset[str] = frozenset()
+    #: True when the plan removes blobs by digest (every entry pointing at them goes).
+    by_digest: bool = False
+
+    @property
+    def expected_freed_size(self) -> int:
+        """Bytes the plan frees: its blobs and abandoned partial files."""
+        return sum(b.size for b in self.blobs) + self.partial_bytes
+
+    def identifiers_of(self, sha256: str) -> list[str]:
+        """The identifiers (as stored: no secrets) of the planned entries pointing at a blob."""
+        return [e.identifier for e in self.entries if e.sha256 == sha256]
 
 
 class Cache:
@@ -119,6 +164,13 @@ class Cache:
         """Entries and blobs matching a key, identifier, sha256 or sha256 prefix (>= 6)."""
         return self.index.lookup(ident)
 
+    def short_prefix(self, ident: str) -> bool:
+        """Whether ``ident`` looks like a sha256 prefix too short for :meth:`lookup` to take
+        (and names no entry): the caller should ask for more digits, not say "no match"."""
+        text = ident.strip().lower().removeprefix("sha256:")
+        return 0 < len(text) < MIN_SHA256_PREFIX and \
+            all(c in "0123456789abcdef" for c in text) and not self.lookup(ident)[0]
+
     def total_size(self) -> int:
         """Bytes held in blobs according to the index."""
         return self.index.total_size()
@@ -173,20 +225,83 @@ class Cache:
 
         Given a digest, removes the blob and every entry pointing at it.
         """
+        done = self.execute(self.plan_remove(ident))
+        return done.entries, done.blobs
+
+    def plan_remove(self, ident: str) -> DeletionPlan:
+        """What :meth:`remove` would delete for ``ident`` (nothing is deleted)."""
         entries, blobs = self.lookup(ident)
-        if self.read_only == "read-only":
-            self.index.require_writable()
         shas = {e.sha256 for e in entries} | {b.sha256 for b in blobs}
         by_digest = not any(ident.strip() in (e.key, e.identifier) for e in entries)
-        keys = {e.key for e in entries}
-        doomed = [sha for sha in shas if by_digest or set(self.index.keys_of(sha)) <= keys]
-        # files first: on a full disk that frees the space the index update needs; a row
-        # left without its file reads as absent, never as a wrong file
-        for sha in doomed:
-            self.tier.remove(sha)
-            drop_tree(self.layout, sha)  # an archive's extracted tree goes with it
-        self.index.forget(keys, doomed)
-        return entries, [b for b in blobs if b.sha256 in doomed]
+        keys = frozenset(e.key for e in entries)
+        doomed = {sha for sha in shas if by_digest or set(self.index.keys_of(sha)) <= keys}
+        total = self.total_size()
+        gone = [b for b in blobs if b.sha256 in doomed]
+        return DeletionPlan("remove", entries, gone, total_before=total,
+                            total_after=total - sum(b.size for b in gone), keys=keys,
+                            by_digest=by_digest)
+
+    def plan_prune(self, max_size: int) -> DeletionPlan:
+        """What :meth:`prune` would delete to fit ``max_size`` bytes (nothing is deleted)."""
+        partials = self.abandoned_partials(older_than=PARTIAL_MAX_AGE)
+        partial_bytes = 0
+        for part in partials:
+            with contextlib.suppress(OSError):
+                partial_bytes += part.stat().st_size
+        total = self.total_size()
+        unpinned = self.index.blob_rows(unpinned_lru=True)
+        pinned_bytes = total - sum(b.size for b in unpinned)
+        left, evicted = total, []
+        for blob in unpinned:
+            if left <= max_size:
+                break
+            left -= blob.size
+            evicted.append(blob)
+        doomed = {b.sha256 for b in evicted}
+        entries = [e for e in self.entries() if e.sha256 in doomed]
+        return DeletionPlan("prune", entries, evicted, partials=partials,
+                            stale_sidecars=stale_sidecars(self.layout,
+                                                          older_than=PARTIAL_MAX_AGE),
+                            partial_bytes=partial_bytes, total_before=total, total_after=left,
+                            pinned_bytes=pinned_bytes, by_digest=True)
+
+    def execute(self, plan: DeletionPlan) -> DeletionPlan:
+        """Delete what ``plan`` names; return what was deleted.
+
+        Time may pass between planning and executing (a person reading a
+        prompt), so each blob is checked once more: a prune keeps a blob pinned
+        since, a remove by identifier keeps a blob another entry now uses.
+        Files go first: on a full disk that frees the space the index update
+        needs; a row left without its file reads as absent, never as a wrong file.
+        """
+        for part in plan.partials:
+            part.unlink(missing_ok=True)
+            Layout.sidecar(part).unlink(missing_ok=True)
+        for side in plan.stale_sidecars:
+            side.unlink(missing_ok=True)
+        if (plan.blobs or plan.entries) and self.read_only == "read-only":
+            self.index.require_writable()
+        blobs = [b for b in plan.blobs if self._still_doomed(plan, b.sha256)]
+        for blob in blobs:
+            self.tier.remove(blob.sha256)
+            drop_tree(self.layout, blob.sha256)  # an archive's extracted tree goes with it
+        keys = () if plan.action == "prune" else plan.keys
+        if keys or blobs:
+            self.index.forget(keys, [b.sha256 for b in blobs])
+        kept = {b.sha256 for b in plan.blobs} - {b.sha256 for b in blobs}
+        entries = [e for e in plan.entries if e.key in keys or e.sha256 not in kept]
+        return DeletionPlan(plan.action, entries, blobs, partials=plan.partials,
+                            stale_sidecars=plan.stale_sidecars, partial_bytes=plan.partial_bytes,
+                            total_before=plan.total_before,
+                            total_after=plan.total_before - sum(b.size for b in blobs),
+                            pinned_bytes=plan.pinned_bytes, keys=plan.keys,
+                            by_digest=plan.by_digest)
+
+    def _still_doomed(self, plan: DeletionPlan, sha256: str) -> bool:
+        entries = self.index.lookup(sha256)[0]
+        if plan.action == "prune":
+            return not any(e.pinned for e in entries)
+        return plan.by_digest or {e.key for e in entries} <= plan.keys
 
     def abandoned_partials(self, older_than: float = 0.0) -> list[Path]:
         """Partial downloads whose process is gone, untouched for ``older_than`` seconds."""
@@ -204,26 +319,7 @@ class Cache:
         Partial downloads abandoned for over a day go too (younger ones are
         kept so that the next resolve can resume them).
         """
-        for part in self.abandoned_partials(older_than=PARTIAL_MAX_AGE):
-            part.unlink(missing_ok=True)
-            Layout.sidecar(part).unlink(missing_ok=True)
-        for side in stale_sidecars(self.layout, older_than=PARTIAL_MAX_AGE):
-            side.unlink(missing_ok=True)
-        if self.read_only == "read-only":
-            self.index.require_writable()
-        total = self.total_size()
-        evicted = []
-        for blob in self.index.blob_rows(unpinned_lru=True):
-            if total <= max_size:
-                break
-            total -= blob.size
-            evicted.append(blob)
-        for blob in evicted:  # files first, as in remove()
-            self.tier.remove(blob.sha256)
-            drop_tree(self.layout, blob.sha256)
-        if evicted:
-            self.index.forget((), [b.sha256 for b in evicted])
-        return evicted
+        return self.execute(self.plan_prune(max_size)).blobs
 
     # -- integrity ---------------------------------------------------------------
 
