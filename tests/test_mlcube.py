@@ -257,3 +257,26 @@ def test_additional_files_links_and_special_files(tmp_path):
     assert {p.file: p.message.split(" (")[0] for p in caught.value.problems} == {
         "workspace/additional_files/escape": "a symlink pointing outside additional_files/",
         "workspace/additional_files/pipe": "not a regular file or folder"}
+
+
+def test_the_current_container_config_keeps_mlcubes_mounts_and_arguments(tmp_path):
+    from hostkit.workflows.mlcube import container_tasks
+
+    cube = make_cube(tmp_path / "prep", "data-preparator")
+    tasks = container_tasks(yaml.safe_load((cube / "mlcube.yaml").read_text()))
+    assert set(tasks) == {"prepare", "sanity_check", "statistics"}
+    prepare = tasks["prepare"]
+    command = prepare["run_args"]["command"].split()
+    assert command[0] == "prepare"
+    mounts = {**prepare["input_volumes"], **prepare["output_volumes"]}
+    # each label is one MedPerf's client mounts: the task's parameters, parameters_file and
+    # additional_files; each argument points at (or inside) its label's mount
+    assert set(prepare["input_volumes"]) == {"data_path", "labels_path", "parameters_file",
+                                             "additional_files"}
+    assert set(prepare["output_volumes"]) == {"output_path", "output_labels_path",
+                                              "report_file"}
+    for arg in command[1:]:
+        name, _, path = arg.removeprefix("--").partition("=")
+        label = "additional_files" if name == "weights" else name
+        assert path.startswith(mounts[label]["mount_path"]), arg
+    assert len({m["mount_path"] for m in mounts.values()}) == len(mounts)  # no two share one

@@ -65,8 +65,19 @@ def check_record(record: dict, cube) -> None:
     assert record["additional_files_tarball_hash"] == hashes["additional_files.tar.gz"]
     assert record["image_tarball_hash"] == hashes["cube.sif"]
     container = record["container"]
-    assert container["container_config"] == {"container_type": "SingularityFile",
-                                             "image": record["image_tarball_url"]}
+    config = container["container_config"]
+    assert (config["container_type"], config["image"]) == ("SingularityFile",
+                                                           record["image_tarball_url"])
+    # MedPerf's own schema check (SimpleContainerParser.check_schema), then what it mounts
+    for task in config["tasks"].values():
+        for volume in {**task.get("input_volumes", {}), **task.get("output_volumes", {})}.values():
+            assert set(volume) == {"mount_path", "type"} and volume["type"] in ("file",
+                                                                               "directory")
+    infer = config["tasks"]["infer"]
+    assert infer["input_volumes"]["parameters_file"] == {
+        "mount_path": "/mlcube_io1/parameters.yaml", "type": "file"}
+    weights = infer["input_volumes"]["additional_files"]["mount_path"] + "/cnn_weights.pth"
+    assert f"--weights={weights}" in infer["run_args"]["command"].split()
     assert container["parameters_config"] == {"threshold": 0.5, "labels": ["a", "b"]}
     assert container["image_hash"] == hashes["cube.sif"]
     assert container["additional_files_tarball_url"] == record["additional_files_tarball_url"]

@@ -112,6 +112,57 @@ def singularity_image(config: dict[str, Any]) -> str | None:
     return image
 
 
+#: Where MLCube's runners mount a task's N-th parameter; the container form keeps it.
+MOUNT = "/mlcube_io{}"
+
+
+def container_tasks(config: dict[str, Any]) -> dict[str, Any]:
+    """``mlcube.yaml``'s tasks in the form of MedPerf's current ``container_config``.
+
+    MLCube runs ``ENTRYPOINT TASK --NAME=PATH ...`` with each parameter's host
+    folder mounted at ``/mlcube_io<N>``; the current MedPerf client mounts the
+    volumes a ``container_config`` task names (``input_volumes`` /
+    ``output_volumes``: ``mount_path`` and ``type``) from its own paths by label
+    (``data_path``, ``parameters_file``, ``additional_files``...) and runs
+    ``run_args.command``. So each parameter keeps its label and gets a mount
+    point as MLCube gave it, and the command passes the same arguments. An input
+    under ``additional_files/`` mounts the ``additional_files`` folder (MedPerf's
+    label for it) and points inside it.
+    """
+    tasks = config.get("tasks")
+    out: dict[str, Any] = {}
+    if not isinstance(tasks, dict):
+        return out
+    for task, spec in tasks.items():
+        params = spec.get("parameters") if isinstance(spec, dict) else None
+        params = params if isinstance(params, dict) else {}
+        volumes: dict[str, dict[str, Any]] = {"input_volumes": {}, "output_volumes": {}}
+        args = [str(task)]
+        index = 0
+        for side, key in (("inputs", "input_volumes"), ("outputs", "output_volumes")):
+            group = params.get(side)
+            for name, value in (group.items() if isinstance(group, dict) else ()):
+                default = PurePosixPath(str(_input_value(value) or name))
+                kind = value.get("type") if isinstance(value, dict) else None
+                mount = MOUNT.format(index)
+                index += 1
+                if key == "input_volumes" and default.parts[:1] == (ADDITIONAL,):
+                    # the additional_files folder, mounted once, the argument inside it
+                    folder = volumes[key].setdefault(
+                        ADDITIONAL, {"mount_path": mount, "type": "directory"})
+                    path = "/".join((folder["mount_path"], *default.parts[1:]))
+                elif kind == "file":
+                    path = f"{mount}/{default.name}"
+                    volumes[key][str(name)] = {"mount_path": path, "type": "file"}
+                else:
+                    path = mount
+                    volumes[key][str(name)] = {"mount_path": mount, "type": "directory"}
+                args.append(f"--{name}={path}")
+        out[str(task)] = {"run_args": {"command": " ".join(args)},
+                          **{k: v for k, v in volumes.items() if v}}
+    return out
+
+
 def _plain_name(name: str) -> bool:
     return name not in (".", "..") and "/" not in name and "\\" not in name and "\x00" not in name
 

@@ -31,7 +31,14 @@ from typing import Any
 from .. import api
 from ..errors import CredentialsNeeded, HostkitError, UsageError
 from ..redact import redact_text
-from .mlcube import ADDITIONAL_TARBALL, PARAMETERS, package, read_manifest, singularity_image
+from .mlcube import (
+    ADDITIONAL_TARBALL,
+    PARAMETERS,
+    container_tasks,
+    package,
+    read_manifest,
+    singularity_image,
+)
 
 #: part -> (url field, hash field) of MedPerf's MLCube-era record.
 FIELDS = {
@@ -91,12 +98,18 @@ class Published:
         image = self.parts.get("image")
         docker_section = self.config.get("docker")
         docker: dict[str, Any] = docker_section if isinstance(docker_section, dict) else {}
+        tasks = container_tasks(self.config)
         if image is not None:
-            config = {"container_type": "SingularityFile", "image": image.identifier}
+            config = {"container_type": "SingularityFile", "image": image.identifier,
+                      "tasks": tasks}
             image_hash = image.sha256
         elif docker.get("image"):
-            config = {"container_type": "DockerImage", "image": str(docker["image"])}
-            image_hash = ""  # a registry digest: hostkit does not ask registries
+            name = str(docker["image"])
+            config = {"container_type": "DockerImage", "image": name, "tasks": tasks}
+            # a registry digest: hostkit does not ask registries, so only a pinned name
+            # (image@sha256:...) gives one; otherwise MedPerf records it on first pull
+            digest = name.rpartition("@")[2] if "@sha256:" in name else ""
+            image_hash = digest
         else:
             config, image_hash = {}, ""
         extra = self.parts.get("additional_files")
