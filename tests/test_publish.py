@@ -16,7 +16,7 @@ import pytest
 from tests.conftest import run_cli
 from tests.objectstore_fixtures import KEY, SECRET, gcs_emulator, s3_admin  # noqa: F401
 from tests.servers import SeaweedS3Server
-from tests.synapse_standin import TOKEN
+from tests.synapse_standin import TOKEN, config_text
 from tests.test_mlcube import make_cube
 from tests.test_pull import check_layout
 from tests.test_synapse import synapse, synapse_server  # noqa: F401 (fixtures)
@@ -167,6 +167,25 @@ def test_synapse_publish_then_pull_round_trip(synapse, tmp_path):  # noqa: F811
     pull(record, tmp_path / "pulled", tmp_path, {"SYNAPSE_AUTH_TOKEN": ""})
     check_layout(tmp_path / "pulled", cube)
     assert publish_json(cube, f"synapse:{folder}", env) == record
+
+
+def test_synapse_endpoints_from_the_config_file_reach_the_anonymous_check(
+        synapse, tmp_path):  # noqa: F811
+    """A publisher whose Synapse (and token) live in its config file: the anonymous check
+    keeps the [endpoints], never the token, instead of asking production."""
+    folder = synapse.add_folder("cfg-cubes")
+    cube = make_cube(tmp_path / "model", "model", image=None)
+    config = tmp_path / "publisher.synapseConfig"
+    config.write_text(config_text(synapse.url, TOKEN))
+    env = {"HOSTKIT_SYNAPSE_ENDPOINT": "", "HOSTKIT_SYNAPSE_CONFIG": str(config),
+           "SYNAPSE_AUTH_TOKEN": "", "HOSTKIT_CACHE_DIR": str(tmp_path / "cache"),
+           "HOSTKIT_DAEMON_URL": ""}
+    record = publish_json(cube, f"synapse:{folder}", env)
+    assert record["git_mlcube_url"].startswith("synapse:syn")
+    checks = [h for h in synapse.hits if h.path == "/repo/v1/userProfile"]
+    assert checks and all(h.authorization == f"Bearer {TOKEN}" for h in checks)
+    anonymous = [h for h in synapse.requests("/fileHandle/batch") if h.authorization is None]
+    assert anonymous  # the check downloaded through the same Synapse, with no token
 
 
 def test_gcs_emulator_publish_prints_media_urls_and_pulls_back(gcs_emulator, tmp_path):  # noqa: F811

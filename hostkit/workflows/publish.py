@@ -146,7 +146,32 @@ def anonymous_env(home: Path) -> dict[str, str]:
                HOSTKIT_SYNAPSE_CONFIG=str(home / "synapseConfig"),
                AWS_SHARED_CREDENTIALS_FILE=str(home / "none"), AWS_CONFIG_FILE=str(home / "none"),
                HOSTKIT_S3_ANONYMOUS="1", HOSTKIT_GCS_ANONYMOUS="1", HOSTKIT_AZURE_ANONYMOUS="1")
+    _copy_synapse_endpoints(home / "synapseConfig")
     return env
+
+
+def _copy_synapse_endpoints(target: Path) -> None:
+    """Keep the publisher's Synapse ``[endpoints]`` (not its token) for the anonymous check.
+
+    Without them a publisher on another Synapse (a site's own, a stand-in) would be
+    checked against production, where the entity does not exist.
+    """
+    import configparser
+
+    source = os.environ.get("HOSTKIT_SYNAPSE_CONFIG") or str(Path.home() / ".synapseConfig")
+    parser = configparser.RawConfigParser()
+    try:
+        parser.read(source)
+    except (configparser.Error, OSError, UnicodeDecodeError):
+        return  # the resolve in the check reports an unreadable file itself
+    if not parser.has_section("endpoints"):
+        return
+    kept = configparser.RawConfigParser()  # keys are case-blind, as Synapse's client reads them
+    kept.add_section("endpoints")
+    for key, value in parser.items("endpoints"):
+        kept.set("endpoints", key, value)
+    with open(target, "w", encoding="utf-8") as out:
+        kept.write(out)
 
 
 def check_anonymously(identifiers: dict[str, tuple[str, str]], timeout: float = 600.0
