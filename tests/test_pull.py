@@ -334,6 +334,60 @@ def test_leftovers_of_a_killed_pull_are_removed(origin, packaged, tmp_path):
     assert (tmp_path / "other-cache" / "trees").is_dir()
 
 
+def _pull_argv(record: Path, into: Path) -> list[str]:
+    import sys
+
+    return [sys.executable, "-m", "hostkit.cli", "pull", str(record), "--into", str(into)]
+
+
+def test_pull_killed_during_a_download_and_while_building_then_rerun(origin, packaged,
+                                                                     tmp_path):
+    """SIGKILL mid-download, then SIGKILL after DIR was built but before it was put in
+    place: DIR never appears half-built, nothing lands outside it, and each re-run works
+    (the interrupted image download is never fetched twice)."""
+    import signal
+    import subprocess
+    import time
+
+    served = publish(origin, packaged / "assets")
+    image = (packaged / "assets" / "cube.sif").read_bytes()
+    big = image + os.urandom(8 << 20)  # ~2.6 s at the slow route's pace
+    name = f"{uuid.uuid4().hex[:8]}-cube.sif"
+    sha = origin.add(name, big)
+    record = {**mlcube_record(served), "image_tarball_url": f"{origin.url}/slow/{name}",
+              "image_tarball_hash": sha}
+    rec, into, cache = write(tmp_path / "r.json", record), tmp_path / "d", tmp_path / "cache"
+    before = sorted(p.name for p in tmp_path.iterdir())
+    proc = subprocess.Popen(_pull_argv(rec, into), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=os.environ.copy())
+    deadline = time.monotonic() + 30
+    def written() -> int:
+        return sum(p.stat().st_size for p in (cache / "tmp").glob("*.part")) \
+            if (cache / "tmp").is_dir() else 0
+
+    while not written() and time.monotonic() < deadline:  # some bytes of the image are on disk
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    assert not into.exists() and siblings(into) == []
+    # nothing written but the cache (the partial it resumes from)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*before, "cache"])
+
+    killed = subprocess.run(_pull_argv(rec, into), capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "HOSTKIT_FAILPOINT": "pull-swap"})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert not into.exists() and len(siblings(into)) == 1  # built, never renamed in
+    # never fetched twice: resumed with Range, or (killed after its last byte) adopted as is
+    again = origin.gets(name)[1:]
+    assert all(h.range and h.range != "bytes=0-" for h in again), again
+
+    done = subprocess.run(_pull_argv(rec, into), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert (into / "workspace/.image/cube.sif").read_bytes() == big
+    assert siblings(into) == []  # the killed run's folder was cleared
+
+
 def test_pull_through_the_daemon(origin, packaged, tmp_path, daemon):
     """With a daemon running, every part resolves through it (its cache holds the blobs)."""
     served = publish(origin, packaged / "assets")

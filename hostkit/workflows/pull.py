@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 
 from .. import api
 from ..errors import AlreadyExists, HostkitError, UsageError
+from ..failpoints import failpoint
 from ..place import place
 from ..redact import redact_url
 from ..store import trees
@@ -275,6 +276,7 @@ def _build(into: Path, force: bool, files: dict[str, Path], texts: dict[str, str
             _link_tree(tree, tmp / "workspace" / ADDITIONAL)
         pulled.files = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*")
                               if not p.is_dir() or p.is_symlink())
+        failpoint("pull-swap")  # tests kill here: built, not yet in place
         _swap_in(tmp, into, force)
     except OSError as exc:
         if isinstance(exc, HostkitError):
