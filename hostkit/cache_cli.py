@@ -294,7 +294,7 @@ def _info(args, entries, blobs) -> int:
                            ("sha256", b.sha256), ("size", _size_bytes(b.size)),
                            ("stored", _when(b.created)), ("last used", _when(b.accessed)),
                            *_blob_lines(b)])
-    print("\n\n".join("\n".join(f"{k:<13}{v}" for k, v in block) for block in blocks))
+    print("\n\n".join("\n".join(f"{k:<14}{v}" for k, v in block) for block in blocks))
     return 0
 
 

@@ -63,14 +63,22 @@ def _settings_parse() -> bool:
     return True
 
 
+#: Global options the fast path understands before ``resolve`` (any other: the full path).
+_LEADING = ("--json", "-q", "--quiet")
+
+
 def try_resolve(argv: list[str]) -> int | None:
-    """Answer ``resolve ID HASH [--json] [-q]`` from the cache, or None to fall back."""
-    if len(argv) < 3 or argv[0] != "resolve" or any(
+    """Answer ``[--json] [-q] resolve ID HASH [--json] [-q]`` from the cache, or None to
+    fall back to the full path."""
+    start = 0
+    while start < len(argv) and argv[start] in _LEADING:
+        start += 1
+    if len(argv) - start < 3 or argv[start] != "resolve" or any(
             k in os.environ for k in ("HOSTKIT_DAEMON_URL", "HOSTKIT_VERIFY_ON_HIT")) \
             or not _settings_parse():
         return None
-    positional, as_json, hash_opt = [], False, None
-    it = iter(argv[1:])
+    positional, as_json, hash_opt = [], "--json" in argv[:start], None
+    it = iter(argv[start + 1:])
     for arg in it:
         if arg == "--json":
             as_json = True

@@ -71,26 +71,20 @@ def plural(n: int, word: str) -> str:
 
 
 def help_formatter():
-    """An argparse formatter class: prose lines are wrapped, indented lines (examples) kept.
+    """An argparse formatter class: a one-line text (a description) is wrapped to the
+    terminal; a text with line breaks (an epilog of examples) is printed as written.
 
-    For ``formatter_class=`` of any command's parser, so a description can be one
-    long sentence while an epilog's examples stay as written.
+    For ``formatter_class=`` of any command's parser.
     """
     global _HELP_FORMATTER
     if _HELP_FORMATTER is None:
         import argparse
-        import textwrap
 
         class HelpFormatter(argparse.RawDescriptionHelpFormatter):
             def _fill_text(self, text, width, indent):
-                lines = []
-                for line in text.splitlines():
-                    if line[:1].isspace() or len(indent + line) <= width:
-                        lines.append(indent + line)
-                    else:
-                        lines.extend(textwrap.wrap(line, width, initial_indent=indent,
-                                                   subsequent_indent=indent))
-                return "\n".join(lines)
+                if "\n" in text.strip():
+                    return super()._fill_text(text, width, indent)
+                return argparse.HelpFormatter._fill_text(self, text, width, indent)
 
         _HELP_FORMATTER = HelpFormatter
     return _HELP_FORMATTER

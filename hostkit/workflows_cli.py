@@ -38,42 +38,47 @@ exit codes: 0 published, 2 invalid cube, 4 a part is not anonymously readable (s
 
 def add_workflow_commands(sub, common) -> None:
     """Add ``package``, ``pull`` and ``publish`` to the ``hostkit`` subparsers."""
-    import argparse
-
+    from .formatting import help_formatter
     from .workflows.mlcube import TYPES
 
     p = sub.add_parser("package", parents=[common], epilog=PACKAGE_EPILOG,
-                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       formatter_class=help_formatter(),
                        help="validate an MLCube folder for MedPerf and write its assets/",
                        description="Check DIR (mlcube.yaml, workspace/) against MedPerf's rules "
                                    "for its type and write DIR/assets/: mlcube.yaml, "
                                    "parameters.yaml and additional_files.tar.gz when referenced, "
                                    "the singularity image file when named, and assets.json. "
                                    "Archives are reproducible.")
-    p.add_argument("dir")
-    p.add_argument("--type", required=True, choices=TYPES, dest="cube_type")
+    p.add_argument("dir", metavar="DIR", help="the MLCube folder (mlcube.yaml, workspace/)")
+    p.add_argument("--type", required=True, choices=TYPES, dest="cube_type",
+                   help="the cube's MedPerf type: its rules decide what must be there")
     p.add_argument("--output", metavar="FILE", help="also write one tarball of assets/")
     p.set_defaults(handler=run_package)
     q = sub.add_parser("pull", parents=[common], epilog=PULL_EPILOG,
-                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       formatter_class=help_formatter(),
                        help="rebuild a MedPerf cube folder from its record, verified and cached",
                        description="Resolve every hosted part of a MedPerf cube record through "
                                    "the cache (or the daemon), verify it, extract the additional "
                                    "files safely, and build DIR atomically.")
-    q.add_argument("record", metavar="RECORD")
-    q.add_argument("--into", required=True, metavar="DIR")
+    q.add_argument("record", metavar="RECORD",
+                   help="the cube's MedPerf record: a JSON file (either form, see below)")
+    q.add_argument("--into", required=True, metavar="DIR",
+                   help="the folder to build (created; see --force)")
     q.add_argument("--force", action="store_true", help="replace a non-empty DIR")
     q.set_defaults(handler=run_pull)
     r = sub.add_parser("publish", parents=[common], epilog=PUBLISH_EPILOG,
-                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       formatter_class=help_formatter(),
                        help="package a cube, upload its parts and print MedPerf's record",
                        description="Package DIR (as `hostkit package`), upload each part under "
                                    "DEST through its backend, check every printed identifier "
                                    "resolves anonymously to the same sha256, and print the "
                                    "fields to submit to MedPerf.")
-    r.add_argument("dir")
-    r.add_argument("--type", required=True, choices=TYPES, dest="cube_type")
-    r.add_argument("--to", required=True, metavar="DEST", dest="dest")
+    r.add_argument("dir", metavar="DIR", help="the MLCube folder (as for `hostkit package`)")
+    r.add_argument("--type", required=True, choices=TYPES, dest="cube_type",
+                   help="the cube's MedPerf type")
+    r.add_argument("--to", required=True, metavar="DEST", dest="dest",
+                   help="where the parts go: s3://bucket/prefix/, minio://host:port/bucket/"
+                        "prefix/, gs://..., az://..., or synapse:synPARENT")
     r.add_argument("--private", action="store_true",
                    help="print private identifiers (s3://...) instead of failing; MedPerf "
                         "cannot use them")

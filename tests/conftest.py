@@ -66,9 +66,10 @@ def resolver(settings):
 
 def run_cli(*args, env=None, timeout=120, check=False) -> subprocess.CompletedProcess:
     """Run ``hostkit ARGS`` in a subprocess with the test's environment."""
+    # stdin is no terminal, as in CI: `cache rm` and `prune` would ask on one
     proc = subprocess.run([sys.executable, "-m", "hostkit.cli", *map(str, args)],
-                          capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
     if check and proc.returncode != 0:
         raise AssertionError(f"hostkit {args} failed ({proc.returncode}):\n{proc.stderr}")
     return proc

@@ -8,22 +8,40 @@ from __future__ import annotations
 
 import time
 
-from hostkit.formatting import format_age, format_size, print_json
+from hostkit.formatting import format_age, format_size, help_formatter, print_json
 
 from . import DEFAULT_HOST, DEFAULT_PORT, jobs, scrub
 
 #: Exit code of ``hostkit status`` when no daemon answers (as LSB ``status`` uses).
 NOT_RUNNING = 3
 
+DAEMON_EPILOG = """\
+examples:
+  hostkit daemon                                   # this user's socket, until Ctrl-C
+  hostkit daemon --group ml --allow-user alice     # one daemon shared by a group
+  hostkit daemon --host 127.0.0.1 --port 8765 --token-file ~/.hostkit-token
+`hostkit resolve` and the Python API use a daemon on this user's default socket; for
+another one set HOSTKIT_DAEMON_URL (unix:PATH or http://HOST:PORT)
+"""
+
+STATUS_EPILOG = """\
+examples:
+  hostkit status
+  hostkit status --json | jq '.in_flight'
+  HOSTKIT_DAEMON_URL=http://127.0.0.1:8765 hostkit status
+"""
+
 
 def add_parsers(sub, common) -> None:
     """Add ``daemon`` and ``status`` to the CLI's subparsers."""
+    raw = help_formatter()
     d = sub.add_parser(
         "daemon", parents=[common], help="serve the resolver over HTTP (one cache, one download "
         "per file for every process on the machine)",
         description="Serve POST /v1/resolve, GET /v1/blobs/{sha256} and friends on "
                     "$XDG_RUNTIME_DIR/hostkit/daemon.sock (or --socket, --host/--port, or "
-                    "HOSTKIT_DAEMON_URL's address) until SIGTERM/SIGINT. See daemon/README.md.")
+                    "HOSTKIT_DAEMON_URL's address) until SIGTERM/SIGINT. See daemon/README.md.",
+        epilog=DAEMON_EPILOG, formatter_class=raw)
     d.add_argument("--host", help=f"TCP address to bind (default {DEFAULT_HOST} when --port is "
                    "given; anything but loopback requires --token)")
     d.add_argument("--port", type=int, help=f"TCP port (default {DEFAULT_PORT} when --host is "
@@ -53,7 +71,13 @@ def add_parsers(sub, common) -> None:
                    help="on SIGTERM, let downloads in flight finish for this long (default 30)")
     d.set_defaults(handler=daemon_command)
     status = sub.add_parser("status", parents=[common],
-                            help="is a daemon running; its cache; what it is downloading")
+                            help="is a daemon running; its cache; what it is downloading",
+                            description="Ask the daemon (HOSTKIT_DAEMON_URL, else the default "
+                                        "socket) how it is: its address, pid, uptime and "
+                                        "version, its cache, downloads in flight, jobs and "
+                                        "hits since start. Exit code 0 when a daemon answers, "
+                                        f"{NOT_RUNNING} when none does.",
+                            epilog=STATUS_EPILOG, formatter_class=raw)
     status.set_defaults(handler=status_command)
 
 

@@ -8,6 +8,7 @@ import re
 
 from hostkit.backend import HttpStatus, open_range, raise_for_status, request, status_error
 from hostkit.errors import UsageError
+from hostkit.formatting import help_formatter
 from hostkit.hookspecs import hookimpl
 from hostkit.remote import BackendInfo, Body, Remote, RemoteInfo
 from hostkit.settings import Option
@@ -41,8 +42,11 @@ def hostkit_resolve(ref, context):
 @hookimpl
 def hostkit_register_commands(subparsers, common):
     """``hostkit example-url NAME``: where example://NAME is fetched from."""
-    cmd = subparsers.add_parser("example-url", parents=[common], help="URL of example://NAME")
-    cmd.add_argument("name")
+    cmd = subparsers.add_parser(
+        "example-url", parents=[common], help="URL of example://NAME",
+        description="Print the URL example://NAME is fetched from: base_url + NAME.",
+        epilog="example:\n  hostkit example-url weights.bin", formatter_class=help_formatter())
+    cmd.add_argument("name", help="the NAME of example://NAME")
     cmd.set_defaults(handler=show_url)
 
 
