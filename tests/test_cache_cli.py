@@ -27,7 +27,7 @@ def fill(origin, names, size=100_000, pause=0.02) -> dict[str, str]:
     shas = {}
     for i, name in enumerate(names):
         shas[name] = origin.add(name, data(size, zlib.crc32(name.encode()) + i))
-        assert main(["-q", "resolve", f"{origin.url}/f/{name}", shas[name]]) == 0
+        assert main(["resolve", f"{origin.url}/f/{name}", shas[name], "-q"]) == 0
         time.sleep(pause)  # distinct last-use times: LRU order is the order given
     return shas
 
@@ -111,7 +111,7 @@ def test_commands_that_only_look_never_create_a_cache(tmp_path, origin, capsys):
     for args in (["cache", "ls"], ["cache", "info", "abcdef"], ["cache", "verify"],
                  ["cache", "prune", "--max-size", "0"], ["cache", "rm", "abcdef", "-y"],
                  ["cache", "pin", "abcdef"]):
-        code, out, err = cli(capsys, "--cache-dir", str(missing), *args)
+        code, out, err = cli(capsys, *args, "--cache-dir", str(missing))
         assert code == 6, (args, err)
         assert f"no cache at {missing}" in err and "does not exist" in err
         assert "HOSTKIT_CACHE_DIR" in err and "--cache-dir" in err
@@ -160,7 +160,7 @@ def test_rm_of_one_identifier_keeps_a_blob_another_identifier_uses(origin, setti
     sha = origin.add("twin-a.bin", body)
     origin.add("twin-b.bin", body)
     for name in ("twin-a.bin", "twin-b.bin"):  # no hash given: each is downloaded, recorded
-        assert main(["-q", "resolve", f"{origin.url}/f/{name}"]) == 0
+        assert main(["resolve", f"{origin.url}/f/{name}", "-q"]) == 0
     code, out, _ = cli(capsys, "cache", "rm", f"{origin.url}/f/twin-a.bin")
     assert code == 0 and "1 entry, 0 blobs; freed 0 B" in out
     assert "1 blob kept: other identifiers still use it" in out
