@@ -110,10 +110,12 @@ def add_cache_command(sub, common) -> None:
         parsers[name] = csub.add_parser(name, parents=[common], help=short,
                                         description=description, formatter_class=raw,
                                         epilog=f"examples:\n{examples}\n")
-    for name in ("info", "rm", "pin", "unpin"):
-        parsers[name].add_argument("id", metavar="ID", help=ID_HELP)
-    parsers["verify"].add_argument("id", metavar="ID", nargs="?",
-                                   help=f"only the blobs this names (default: all); {ID_HELP}")
+    ids = [parsers[name].add_argument("id", metavar="ID", help=ID_HELP)
+           for name in ("info", "rm", "pin", "unpin")]
+    ids.append(parsers["verify"].add_argument(
+        "id", metavar="ID", nargs="?", help=f"only the blobs this names (default: all); {ID_HELP}"))
+    for action in ids:
+        action.completer = complete_ids  # type: ignore[attr-defined]  # read by argcomplete
     parsers["verify"].add_argument(
         "--report-only", action="store_true",
         help="only report problems: leave corrupt blobs and their entries in place")
@@ -125,6 +127,24 @@ def add_cache_command(sub, common) -> None:
                                         "delete nothing")
         parsers[name].add_argument("-y", "--yes", action="store_true",
                                    help="do not ask for confirmation on a terminal")
+
+
+def complete_ids(prefix: str, parsed_args, **_) -> list[str]:
+    """Shell completion of ID: the cached identifiers and sha256 prefixes starting with
+    ``prefix`` (none when there is no cache: completing never creates one)."""
+    from .settings import load_settings
+
+    try:
+        root = getattr(parsed_args, "cache_dir", None) or load_settings().cache_dir
+        cache = open_existing(Path(root).expanduser())
+        try:
+            entries = cache.entries()
+        finally:
+            cache.close()
+    except Exception:  # a shell's TAB must never print a traceback
+        return []
+    found = {redact_url(e.identifier) for e in entries} | {e.sha256[:12] for e in entries}
+    return sorted(i for i in found if i.startswith(prefix))
 
 
 def run_cache_command(args, settings) -> int:
