@@ -125,7 +125,7 @@ def _parser():
                        description="Print the digests of a local file (sha256 unless --alg "
                                    "says otherwise) as alg:hex, the form resolve's --hash "
                                    "takes.", epilog=HASH_EPILOG, formatter_class=raw)
-    h.add_argument("file")
+    h.add_argument("file", help="the local file to hash")
     h.add_argument("--alg", action="append", choices=sorted(ALGORITHMS),
                    help="algorithm (repeatable; default sha256)")
 
@@ -140,8 +140,10 @@ def _parser():
                                    "DEST ending in / is a prefix). Prints `IDENTIFIER "
                                    "sha256:HEX`, ready for `hostkit resolve IDENTIFIER "
                                    "sha256:HEX`.", epilog=UPLOAD_EPILOG, formatter_class=raw)
-    u.add_argument("file")
-    u.add_argument("dest")
+    u.add_argument("file", help="the local file to upload")
+    u.add_argument("dest", help="where to: s3://bucket/key, minio://host:port/bucket/key, "
+                   "gs://bucket/key, az://container/blob, or synapse:synPARENT (a DEST "
+                   "ending in / is a prefix)")
     u.add_argument("--overwrite", action="store_true",
                    help="replace an existing object that holds different bytes")
     u.add_argument("--content-addressed", action="store_true",
@@ -169,7 +171,7 @@ def _parser():
                                       "commands and options in bash, zsh or fish. Source it "
                                       "from your shell's startup file (examples below).",
                           epilog=COMPLETION_EPILOG, formatter_class=raw)
-    comp.add_argument("shell", choices=("bash", "zsh", "fish"))
+    comp.add_argument("shell", choices=("bash", "zsh", "fish"), help="the shell to complete in")
     from .workflows_cli import add_workflow_commands
 
     add_workflow_commands(sub, common)  # `hostkit package`, `hostkit pull` (MedPerf)
