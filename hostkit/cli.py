@@ -175,6 +175,9 @@ def _parser():
     from .workflows_cli import add_workflow_commands
 
     add_workflow_commands(sub, common)  # `hostkit package`, `hostkit pull` (MedPerf)
+    from .check_cli import add_check_command
+
+    add_check_command(sub, common)  # `hostkit check` (MedPerf's hosting rules)
     from .plugins import load_plugins
 
     # plugins' own commands (hostkit_register_commands): the daemon adds `daemon` and `status`

@@ -12,11 +12,14 @@ never imports them. A plugin implements only the hooks it needs.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 if TYPE_CHECKING:
+    from .errors import HostkitError
     from .identifiers import Ref
     from .remote import BackendInfo, Context, Remote, Uploader
     from .settings import Option
@@ -71,6 +74,73 @@ def hostkit_upload(destination: Ref, context: Context) -> Uploader | None:
     :param destination: where to put a file (a key, or a prefix ending in ``/``).
     :param context: as for :func:`hostkit_resolve`.
     :returns: the Uploader, or None.
+    """
+    raise NotImplementedError
+
+
+@dataclass
+class Verdict:
+    """One answer of ``hostkit check``: passed (``ok``), failed, or not decided (None).
+
+    ``message`` says what was found, ``fix`` what to do about a failure, and
+    ``suggestion`` the one identifier to use instead, when there is one
+    (``hostkit check --fix`` checks it too). None of them may hold a secret.
+    """
+
+    ok: bool | None
+    message: str
+    fix: str | None = None
+    suggestion: str | None = None
+
+    @classmethod
+    def failed(cls, error: HostkitError) -> Verdict:
+        """A failed verdict from an error: its message, its hint as the fix, its suggestion."""
+        return cls(False, error.message, error.hint, error.suggestion)
+
+
+@dataclass
+class Findings:
+    """What a backend found about one identifier for ``hostkit check`` (see :func:`hostkit_check`).
+
+    A verdict left None is decided by the core: ``anonymous`` and ``direct`` by
+    checking ``medperf`` through the backend that claims it (an http(s) URL: the
+    http backend's anonymous GET), ``permanent`` from ``Remote.immutable``.
+    """
+
+    #: The identifier MedPerf accepts for this object (an http(s) URL a plain anonymous
+    #: GET reads, or ``synapse:synN``), None when there is none. It may be shown: no secret.
+    medperf: str | None = None
+    #: Whether anyone can read it with no credential at all (and if not, who can).
+    anonymous: Verdict | None = None
+    #: Whether a plain GET returns the file itself (not a web page or a login page).
+    direct: Verdict | None = None
+    #: Whether the identifier always names the same bytes (a commit, a version, no expiry).
+    permanent: Verdict | None = None
+    #: Whether downloading it with the caller's own settings is worth trying (False when
+    #: the probe showed there is no file to get, e.g. a web page).
+    fetch: bool = True
+
+
+@hookspec(firstresult=True)
+def hostkit_check(ref: Ref, remote: Remote | None, context: Context
+                  ) -> Awaitable[Findings] | None:
+    """Judge ``ref`` for ``hostkit check``, or return None if it is not yours.
+
+    Stops at the first non-None result. Return None at once for identifiers of
+    other backends; for yours return an awaitable (the coroutine of an ``async
+    def``) that resolves to :class:`Findings`. The awaitable may do I/O, but
+    whatever decides ``anonymous`` must send **no credential at all** (no
+    token, no signature, no configured keys: only what the identifier itself
+    carries is the identifier's business), since that is what MedPerf's users
+    have. Look-ups of your own (a bucket's versioning, the current version)
+    may use the caller's credentials. Errors of your I/O are verdicts, not
+    exceptions: raise only for a bug.
+
+    :param ref: the parsed identifier (``ref.identifier`` may hold credentials).
+    :param remote: what ``hostkit_resolve`` returned for it, or None when the
+        backend refused it (a share link, a branch): the probe may still look.
+    :param context: as for :func:`hostkit_resolve`.
+    :returns: None, or an awaitable of :class:`Findings`.
     """
     raise NotImplementedError
 

@@ -189,6 +189,8 @@ class Context:
         if self._http is None or self._http.closed:
             import aiohttp
 
+            from .hostmap import resolver_for
+
             self._http = aiohttp.ClientSession(
                 auto_decompress=False,  # the bytes on the wire are the bytes we hash
                 # no trust_env: it would also apply ~/.netrc, which clashes with signed
@@ -198,7 +200,8 @@ class Context:
                                               connect=self.settings.connect_timeout,
                                               sock_read=self.settings.read_timeout),
                 headers={"User-Agent": f"hostkit/{_version()}"},
-                connector=aiohttp.TCPConnector(limit=64),
+                connector=aiohttp.TCPConnector(limit=64,
+                                               resolver=resolver_for(self.settings.resolve)),
             )
         return self._http
 

@@ -56,6 +56,9 @@ class Settings:
     offline: bool = False
     require_hash: bool = False
     daemon_url: str | None = None
+    #: ``host:port:addr[:port],...``: connect to ``addr`` for ``host:port`` (curl's
+    #: ``--resolve``), for tests and air-gapped mirrors; see :mod:`hostkit.hostmap`.
+    resolve: str | None = None
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
     #: Bytes/s a download must average over each ``read_timeout`` window; slower is a

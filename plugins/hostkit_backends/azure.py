@@ -365,3 +365,36 @@ def _pin(version: str | None) -> dict:
 hostkit_resolve, hostkit_upload = object_store_hooks(
     ("az",), parse, AzureStore, example="az://container/path/to/file",
     container="container", item="blob")
+
+
+@hookimpl
+def hostkit_check(ref, remote, context):
+    """For ``hostkit check``: the blob's URL on its account, probed with no credential."""
+    if ref.scheme != "az" or remote is None:
+        return None
+    return _check(remote, context)
+
+
+async def _check(remote, context):
+    from hostkit.hookspecs import Findings, Verdict
+    from hostkit.identifiers import parse_identifier
+
+    from .http import check_url
+
+    loc = remote.loc
+    url = remote._store().public_url(loc, loc.version)
+    if url is None:
+        return Findings(anonymous=Verdict(
+            False, f"{loc.identifier()}: the storage account's endpoint is not known, so "
+                   "there is no URL to give MedPerf", "set AZURE_STORAGE_CONNECTION_STRING or "
+                   "AZURE_STORAGE_ACCOUNT_NAME"))
+    found = await check_url(parse_identifier(url), context, private=(
+        f"the blob is private ({loc.identifier()})",
+        "give its container anonymous read access for blobs (`az storage container "
+        "set-permission --public-access blob`), or share it otherwise (e.g. on Synapse)"))
+    found.fetch = True  # the caller's own credentials may read what no anonymous GET can
+    if loc.version:
+        found.permanent = Verdict(
+            True, f"pinned to version {loc.version} for hostkit; a plain GET of its URL "
+                  "reads the current blob, so the sha256 you submit is what guards it")
+    return found

@@ -390,3 +390,31 @@ def _meta(obj: dict) -> ObjectMeta:
 
 hostkit_resolve, hostkit_upload = object_store_hooks(
     ("gs",), parse, GcsStore, example="gs://bucket/path/to/file")
+
+
+@hookimpl
+def hostkit_check(ref, remote, context):
+    """For ``hostkit check``: the object's public URL, probed with no credential."""
+    if ref.scheme != "gs" or remote is None:
+        return None
+    return _check(remote, context)
+
+
+async def _check(remote, context):
+    from hostkit.hookspecs import Verdict
+    from hostkit.identifiers import parse_identifier
+
+    from .http import check_url
+
+    loc = remote.loc
+    url = remote._store().public_url(loc, loc.version)
+    found = await check_url(parse_identifier(url), context, private=(
+        f"the object is private ({loc.identifier()})",
+        "make it publicly readable (grant allUsers the Storage Object Viewer role on the "
+        "bucket, or `gcloud storage objects update URL --add-acl-grant=entity=AllUsers,"
+        "role=READER`), or share it otherwise (e.g. on Synapse)"))
+    found.fetch = True  # the caller's own credentials may read what no anonymous GET can
+    if loc.version:
+        found.permanent = Verdict(True, f"pinned to generation {loc.version}: its bytes "
+                                        "cannot change")
+    return found

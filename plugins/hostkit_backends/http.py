@@ -2,14 +2,22 @@
 
 Ranges and ETags are used when the server offers them: a resumed download
 sends ``Range`` with ``If-Range`` so the server itself guarantees the object
-did not change. Share links and web pages are refused with a hint.
+did not change. Share links and web pages are refused with a hint, and with
+the direct form as the error's ``suggestion`` where there is one.
+
+For ``hostkit check`` (the ``hostkit_check`` hook) this backend probes a URL
+the way MedPerf's users fetch it: one anonymous GET of its first bytes, with
+nothing but what the URL itself carries; and it knows what makes a URL
+impermanent (a presigned URL's expiry).
 """
 
 from __future__ import annotations
 
 import contextlib
 import re
-from urllib.parse import parse_qs, urlsplit
+import time
+from datetime import UTC, datetime
+from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit, urlunsplit
 
 from hostkit.backend import (
     IDENTITY,
@@ -21,13 +29,32 @@ from hostkit.backend import (
     retry_after,
     status_error,
 )
-from hostkit.errors import HostkitError, NotAFile, NotDirectLink, TransientError, UsageError
-from hostkit.headers import md5_from_base64
-from hostkit.hookspecs import hookimpl
-from hostkit.redact import redact_url, url_cache_key
+from hostkit.errors import (
+    CredentialsNeeded,
+    CredentialsRefused,
+    HostkitError,
+    NotAFile,
+    NotDirectLink,
+    NotFound,
+    NotPermanent,
+    TransientError,
+    UsageError,
+)
+from hostkit.headers import content_range, md5_from_base64
+from hostkit.hookspecs import Findings, Verdict, hookimpl
+from hostkit.redact import is_secret_param, redact_url, url_cache_key
 from hostkit.remote import BackendInfo, Body, Remote, RemoteInfo, strong_validator
 
 _HTML_START = re.compile(rb"^\s*(<!doctype\s+html|<html|<head|<body)", re.I)
+#: A page asking for a password (a login form): the link needs a login.
+_LOGIN_FORM = re.compile(rb"<input[^>]*type\s*=\s*[\"']?password|<form[^>]*"
+                         rb"(?:login|log-in|signin|sign-in|sign_in|auth)", re.I)
+#: Where a share link's direct form is not enough: "host it elsewhere".
+_ELSEWHERE = ("host the file where a plain GET returns it: Synapse, a public bucket (hostkit "
+              "publish / hostkit upload), a web server, or GitHub at a commit")
+_DRIVE_HOSTS = ("drive.google.com", "docs.google.com")
+_DRIVE_BIG = ("files over about 100 MB get a virus-scan confirmation page from Drive instead "
+              "of the file, which no plain GET gets past: host those elsewhere")
 #: What a direct link's answers mean, in this backend's words (see ``status_error``).
 _TEXTS = {
     "not_found": ("not found ({status})",
@@ -57,8 +84,8 @@ def hostkit_resolve(ref, context):
     """Claim ``http``/``https`` identifiers (after more specific backends had their turn)."""
     if ref.scheme not in ("http", "https"):
         return None
+    refuse_share_links(ref.identifier)  # first: a share link's own words say more
     refuse_empty_segments(ref)
-    refuse_share_links(ref.identifier)
     return HttpRemote(ref.identifier, context, display=ref.display, key=ref.key,
                       anonymous=not ref.credentialed)
 
@@ -81,24 +108,91 @@ def refuse_empty_segments(ref) -> None:
 
 
 def refuse_share_links(url: str) -> None:
-    """Raise NotDirectLink for well-known share links that serve a page, not the file."""
+    """Raise the error of :func:`share_link_problem` for a share link; nothing otherwise."""
+    if (problem := share_link_problem(url)) is not None:
+        raise problem
+
+
+def share_link_problem(url: str) -> HostkitError | None:
+    """Why a well-known share link is not a direct download, with its direct form if any.
+
+    Dropbox (``dl=0``: ``dl=1`` is the file), Google Drive (``/file/d/ID/view``
+    and ``open?id=ID``: ``uc?export=download&id=ID`` is the file, for files
+    small enough to skip Drive's virus-scan page), GitHub's ``blob`` pages (the
+    raw URL at a commit), OneDrive and SharePoint (no permanent direct form:
+    host elsewhere). :class:`NotDirectLink` (a page) or :class:`NotPermanent`,
+    whose ``suggestion`` is the direct form; None for anything else.
+    """
     parts, shown = urlsplit(url), redact_url(url)
-    host, path = parts.hostname or "", parts.path
-    if host in ("drive.google.com", "docs.google.com"):
-        raise NotDirectLink(
-            f"{shown} is a Google Drive share page, not the file",
-            hint="host the file where a plain GET returns it (Synapse, a bucket, a web "
-                 "server); Drive interposes pages for large files", identifier=shown)
-    if host.endswith("dropbox.com") and parse_qs(parts.query).get("dl") != ["1"]:
-        raise NotDirectLink(f"{shown} is a Dropbox share page, not the file",
-                            hint="use the same link with ?dl=1", identifier=shown)
+    host, path = (parts.hostname or "").lower(), parts.path
+    query = parse_qs(parts.query)
+    if host in _DRIVE_HOSTS:
+        if path.rstrip("/") == "/uc" and query.get("id") and \
+                query.get("export") == ["download"]:
+            return None  # Drive's direct form (small files: a big one answers a page)
+        match = re.match(r"^/file/d/([\w-]+)", path)
+        ids = [match.group(1)] if match else query.get("id", []) if path == "/open" else []
+        if ids and re.fullmatch(r"[\w-]+", ids[0]):
+            direct = f"https://drive.google.com/uc?export=download&id={ids[0]}"
+            return NotDirectLink(
+                f"{shown} is a Google Drive share page, not the file",
+                hint=f"use Drive's direct form {direct}; {_DRIVE_BIG}", identifier=shown,
+                suggestion=direct)
+        return NotDirectLink(f"{shown} is a Google Drive page, not a file",
+                             hint=_ELSEWHERE + "; Drive interposes pages for large files",
+                             identifier=shown)
+    if (host == "dropbox.com" or host.endswith(".dropbox.com")) and query.get("dl") != ["1"]:
+        pairs = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "dl"]
+        direct = urlunsplit((parts.scheme, parts.netloc, path,
+                             urlencode([*pairs, ("dl", "1")]), ""))
+        return NotDirectLink(f"{shown} is a Dropbox share page, not the file",
+                             hint=f"use the same link with dl=1: {redact_url(direct)}",
+                             identifier=shown, suggestion=direct)
+    if host in ("1drv.ms", "onedrive.live.com", "onedrive.com") or \
+            host.endswith((".sharepoint.com", ".onedrive.com")):
+        what = "SharePoint" if "sharepoint" in host else "OneDrive"
+        return NotPermanent(
+            f"{shown} is a {what} share link: not a permanent direct link (it opens a page, "
+            "and the download addresses behind it are temporary)",
+            hint=_ELSEWHERE, identifier=shown)
     match = re.match(r"^/([^/]+)/([^/]+)/blob/([^/]+)/(.+)$", path)
     if host == "github.com" and match:
         owner, repo, gitref, file = match.groups()
-        raise NotDirectLink(
+        pinned = re.fullmatch(r"[0-9a-f]{40}", gitref) is not None
+        raw = f"https://raw.githubusercontent.com/{owner}/{repo}/{gitref}/{file}"
+        return NotDirectLink(
             f"{shown} is GitHub's page for the file, not the file",
-            hint=f"use https://raw.githubusercontent.com/{owner}/{repo}/<40-hex commit>/"
-                 f"{redact_url(file)} (pin a commit, not {gitref!r})", identifier=shown)
+            hint=f"use {redact_url(raw)}" if pinned else
+                 f"use https://raw.githubusercontent.com/{owner}/{repo}/<40-hex commit>/"
+                 f"{redact_url(file)} (pin a commit, not {gitref!r})",
+            identifier=shown, suggestion=raw if pinned else None)
+    return None
+
+
+def page_problem(url: str, display: str, content_type: str | None,
+                 first: bytes) -> HostkitError | None:
+    """Why an answer starting with ``first`` is not the file: a login page, a web page; or None.
+
+    A page is HTML declared (``text/html``) or recognisable at its start, unless
+    the URL itself names an ``.html`` file. A page with a password field or a
+    login form is :class:`CredentialsNeeded`; any other :class:`NotDirectLink`.
+    """
+    looks_html = _HTML_START.match(first[:512]) is not None
+    declared_html = (content_type or "").startswith(("text/html", "application/xhtml"))
+    wants_html = urlsplit(url).path.lower().endswith((".html", ".htm"))
+    if not (declared_html or looks_html) or wants_html:
+        return None
+    if _LOGIN_FORM.search(first):
+        return CredentialsNeeded(
+            f"{display} returned a login page (an HTML form asking for a password), not the "
+            "file", hint="the link needs a login; direct links must allow an anonymous GET: "
+                         "make the file public, or " + _ELSEWHERE, identifier=display)
+    drive = (urlsplit(url).hostname or "").lower() in _DRIVE_HOSTS
+    return NotDirectLink(
+        f"{display} returned a web page (HTML), not a file",
+        hint=("Google Drive " + _DRIVE_BIG) if drive else
+             "this is a share or login page; use a permanent direct download link "
+             "(`wget URL` must download the file itself)", identifier=display)
 
 
 class HttpRemote(Remote):
@@ -170,14 +264,9 @@ class HttpRemote(Remote):
             raise self._network_error(exc) from None
 
     def _refuse_html(self, info: RemoteInfo, first_chunk: bytes) -> None:
-        looks_html = _HTML_START.match(first_chunk[:512]) is not None
-        declared_html = (info.content_type or "").startswith(("text/html", "application/xhtml"))
-        wants_html = urlsplit(self.url).path.lower().endswith((".html", ".htm"))
-        if (declared_html or looks_html) and not wants_html:
-            raise NotDirectLink(
-                f"{self.display} returned a web page (HTML), not a file",
-                hint="this is a share or login page; use a permanent direct download link "
-                     "(`wget URL` must download the file itself)", identifier=self.display)
+        if (problem := page_problem(self.url, self.display, info.content_type,
+                                    first_chunk)) is not None:
+            raise problem
 
     def _network_error(self, exc: BaseException) -> HostkitError:
         return network_error(exc, self.display, hints=_HINTS) or TransientError(
@@ -199,3 +288,191 @@ def _info(headers) -> RemoteInfo:
     digests = {"md5": md5} if md5 else {}
     return RemoteInfo(size=int(size) if size and size.isdigit() else None, validator=validator,
                       digests=digests, content_type=headers.get("Content-Type"))
+
+
+# -- hostkit check ---------------------------------------------------------------------
+
+#: Bytes a probe reads: enough to tell a file from a page, never a whole large file.
+PROBE_BYTES = 4096
+_PUBLIC_FIX = ("direct links must allow an anonymous GET: make the file public, or "
+               + _ELSEWHERE)
+
+
+@hookimpl(trylast=True)
+def hostkit_check(ref, context):
+    """Judge an ``http``/``https`` URL as MedPerf's users would fetch it (see :func:`check_url`)."""
+    if ref.scheme not in ("http", "https"):
+        return None
+    return check_url(ref, context)
+
+
+async def probe(context, url: str, display: str) -> tuple[int, str | None, int | None]:
+    """One GET of the first :data:`PROBE_BYTES` of ``url``, sending only what the URL carries.
+
+    Follows redirects; reads at most that much, then drops the connection
+    (a server ignoring ``Range`` does not send the whole file).
+
+    :returns: ``(status, content type, size)``: the size from ``Content-Range``
+        or ``Content-Length``, None if the server did not say.
+    :raises hostkit.errors.HostkitError: what a download would raise: a page
+        (:class:`NotDirectLink`), a login (:class:`CredentialsNeeded`, also for
+        a 200 login form), not found, unreachable...
+    """
+    headers = {**IDENTITY, "Range": f"bytes=0-{PROBE_BYTES - 1}"}
+    try:
+        async with request(context, "GET", url, headers=headers, encoded=False,
+                           max_redirects=10) as resp:
+            raise_for_status(resp, display, texts=_TEXTS)
+            first = b""
+            while len(first) < PROBE_BYTES:
+                chunk = await resp.content.read(PROBE_BYTES - len(first))
+                if not chunk:
+                    break
+                first += chunk
+            content_type = resp.headers.get("Content-Type")
+            problem = page_problem(url, display, content_type, first)
+            if problem is not None:
+                raise problem
+            total = content_range(resp.headers)[1] if resp.status == 206 and \
+                content_range(resp.headers) else resp.content_length
+            return resp.status, content_type, total
+    except HostkitError:
+        raise
+    except (TimeoutError, OSError, _client_errors()) as exc:
+        raise network_error(exc, display, hints=_HINTS) or TransientError(
+            f"{display}: connection failed ({type(exc).__name__})", hint="try again",
+            identifier=display) from None
+
+
+def carried_credentials(url: str) -> str | None:
+    """What credential a URL carries itself (userinfo, a signature, a token), or None."""
+    parts = urlsplit(url)
+    if parts.username or parts.password:
+        return "a user name and password"
+    names = [k for k, _ in parse_qsl(parts.query, keep_blank_values=True)]
+    if signed_expiry(url) is not None or any(k.lower() in ("x-amz-signature", "x-goog-signature",
+                                                          "sig", "signature") for k in names):
+        return "a signature"
+    if any(is_secret_param(k) for k in names):
+        return "a token or key in its query"
+    return None
+
+
+def signed_expiry(url: str) -> tuple[datetime, str] | None:
+    """When a presigned URL expires, and whose signing it is: S3, GCS, Azure SAS, CloudFront.
+
+    ``X-Amz-Date`` + ``X-Amz-Expires``, ``X-Goog-Date`` + ``X-Goog-Expires``,
+    Azure's ``se`` (with ``sig``), ``Expires`` (epoch seconds, with ``Signature``).
+    None for a URL that is not presigned (or whose dates do not parse).
+    """
+    query = {k.lower(): v for k, v in parse_qsl(urlsplit(url).query, keep_blank_values=True)}
+    for prefix, who in (("x-amz-", "S3"), ("x-goog-", "Google Cloud Storage")):
+        if f"{prefix}date" in query and query.get(f"{prefix}expires", "").isdigit():
+            try:
+                signed = datetime.strptime(query[f"{prefix}date"], "%Y%m%dT%H%M%SZ")
+            except ValueError:
+                return None
+            seconds = int(query[f"{prefix}expires"])
+            return datetime.fromtimestamp(signed.replace(tzinfo=UTC).timestamp() + seconds,
+                                          UTC), who
+    if "sig" in query and query.get("se"):
+        try:
+            end = datetime.fromisoformat(query["se"].replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        return (end if end.tzinfo else end.replace(tzinfo=UTC)), "Azure (a SAS)"
+    if "signature" in query and query.get("expires", "").isdigit():
+        return datetime.fromtimestamp(int(query["expires"]), UTC), "a signed URL"
+    return None
+
+
+def _span(seconds: float) -> str:
+    seconds = abs(seconds)
+    for limit, unit in ((120, "second"), (7200, "minute"), (172800, "hour")):
+        if seconds < limit:
+            n = int(seconds // {"second": 1, "minute": 60, "hour": 3600}[unit])
+            return f"{n} {unit}{'s' if n != 1 else ''}"
+    n = int(seconds // 86400)
+    return f"{n} day{'s' if n != 1 else ''}"
+
+
+def _without_credentials(url: str) -> str:
+    """The URL with no userinfo and no signing or secret parameters (what anyone can ask for)."""
+    return url_cache_key(url)
+
+
+async def check_url(ref, context, *, private: tuple[str, str] | None = None) -> Findings:
+    """The findings for an http(s) URL: probed as given, then without its own credentials.
+
+    ``private`` is the ``(message, fix)`` to give when an anonymous GET is
+    refused, for a backend that knows why (an object store: "the object is
+    private"); the http backend's own texts otherwise.
+    """
+    url, shown = ref.identifier, ref.display
+    found = Findings(medperf=None if ref.credentialed else url)
+    anonymous, direct = await _probed(context, url, shown, private)
+    found.anonymous, found.direct = anonymous, direct
+    found.fetch = direct.ok is True
+    share = share_link_problem(url)
+    if share is not None:
+        if isinstance(share, NotPermanent):
+            found.permanent = Verdict.failed(share)
+        else:
+            found.direct = Verdict.failed(share)
+            found.fetch = False
+    carried = carried_credentials(url)
+    plain: str | None = None
+    if carried is not None:
+        bare = _without_credentials(url)
+        plain_ok, _ = await _probed(context, bare, redact_url(bare), private)
+        if plain_ok.ok:
+            plain = bare
+            fix = f"submit it without them: {redact_url(bare)} is readable by anyone"
+        else:
+            fix = ((private[1] if private else "the file is private without them: make it "
+                    "publicly readable, and submit its plain URL " + redact_url(bare))
+                   + f" ({plain_ok.message})")
+        found.anonymous = Verdict(
+            False, f"the link carries its own credential ({carried}): MedPerf's users must "
+                   "need none, and a link that holds one hands it to everyone",
+            fix, plain)
+    if (expiry := signed_expiry(url)) is not None:
+        when, who = expiry
+        left = when.timestamp() - time.time()
+        at = when.strftime("%Y-%m-%d %H:%M:%S UTC")
+        said = f"expires {at} (in {_span(left)})" if left > 0 else \
+            f"expired {at} ({_span(left)} ago)"
+        found.permanent = Verdict(
+            False, f"a presigned URL ({who}): it {said}; after that every download fails",
+            "host the file at a permanent address: make the object publicly readable and "
+            "submit its plain URL, or upload it where MedPerf reads it (hostkit publish)",
+            plain)
+    return found
+
+
+async def _probed(context, url: str, shown: str,
+                  private: tuple[str, str] | None) -> tuple[Verdict, Verdict]:
+    """``(anonymous, direct)`` verdicts from one probe of ``url``."""
+    try:
+        status, content_type, size = await probe(context, url, shown)
+    except (CredentialsNeeded, CredentialsRefused) as exc:
+        message, fix = private if private else (exc.message, _PUBLIC_FIX)
+        if private:
+            message = f"{message}: {exc.message}"
+        return (Verdict(False, message, fix),
+                Verdict(None, "not reached: a login comes before any file"))
+    except NotDirectLink as exc:
+        return (Verdict(True, "an anonymous GET is answered, with no login"),
+                Verdict.failed(exc))
+    except NotFound as exc:
+        return (Verdict(False, exc.message, exc.hint),
+                Verdict(None, "not reached: there is nothing at this address"))
+    except HostkitError as exc:
+        return (Verdict(False, exc.message, exc.hint),
+                Verdict(None, "not reached: no answer from the server"))
+    from hostkit.formatting import format_size
+
+    kind = (content_type or "no content type").split(";")[0].strip()
+    sized = f", {format_size(size)}" if size is not None else ""
+    return (Verdict(True, f"an anonymous GET returns it (HTTP {status}), no credential sent"),
+            Verdict(True, f"the file itself ({kind}{sized}), not a web page"))

@@ -361,6 +361,28 @@ class S3Store(Store):
         region = self._regions.get(loc.bucket) or self.conf.region or "us-east-1"
         return self._url(loc, region, version=version)
 
+    async def versioning(self, loc: Location) -> str | None:
+        """The bucket's versioning status (GetBucketVersioning): ``Enabled``, ``Suspended``
+        or None (never turned on). Signed with the caller's credentials."""
+        signer = await self._signed(loc)
+        region = self._regions.get(loc.bucket, signer.region)
+        base = self._url(loc, region, bucket_only=True)
+        url = (base.rstrip("/") if base.endswith(f"/{loc.bucket}/") else base) + "?versioning"
+        try:
+            async with request(self.context, "GET", url, ssl=self._ssl(),
+                               headers=signer.sign("GET", url, {}, region)) as resp:
+                body = (await resp.content.read(64 << 10)).decode("utf-8", "replace")
+                status = resp.status
+        except HostkitError:
+            raise
+        except Exception as exc:
+            raise self._error(exc, loc) from None
+        if status != 200:
+            match = re.search(r"<Code>([^<]+)</Code>", body)
+            raise self._status_error(match.group(1) if match else str(status), status, loc)
+        found = re.search(r"<Status>\s*([A-Za-z]+)\s*</Status>", body)
+        return found.group(1) if found else None
+
     async def _head(self, loc: Location, *, version: str | None = None,
                     bucket_only: bool = False):
         """A signed HEAD of the object (or its bucket): (status, headers).
@@ -726,3 +748,63 @@ def _meta(resp: dict) -> ObjectMeta:
 
 hostkit_resolve, hostkit_upload = object_store_hooks(
     ("s3", "minio"), parse, S3Store, example="s3://bucket/path/to/file")
+
+
+@hookimpl
+def hostkit_check(ref, remote, context):
+    """For ``hostkit check``: the object's plain URL, probed with no credential; its versioning."""
+    if ref.scheme not in ("s3", "minio") or remote is None:
+        return None
+    return _check(remote, context)
+
+
+#: What to do about an object no anonymous GET may read.
+PRIVATE_FIX = ("make it public-read (a bucket policy granting s3:GetObject to everyone, or "
+               "`aws s3api put-object-acl --acl public-read`), or share it otherwise "
+               "(e.g. on Synapse, granting MedPerf's users access)")
+
+
+async def _check(remote, context):
+    from hostkit.hookspecs import Verdict
+    from hostkit.identifiers import parse_identifier
+
+    from .http import check_url
+
+    store, loc = remote._store(), remote.loc
+    url = store.public_url(loc, loc.version)
+    found = await check_url(parse_identifier(url), context,
+                            private=(f"the object is private ({loc.identifier()})",
+                                     PRIVATE_FIX))
+    found.fetch = True  # the caller's own keys may read what no anonymous GET can
+    if loc.version:
+        found.permanent = Verdict(True, f"pinned to version {loc.version}: its bytes cannot "
+                                        "change")
+        return found
+    try:
+        status = await store.versioning(loc)
+    except HostkitError as exc:
+        found.permanent = Verdict(None, f"could not ask whether bucket {loc.bucket!r} keeps "
+                                        f"versions: {exc.message}")
+        return found
+    if status != "Enabled":
+        found.permanent = Verdict(True, f"bucket {loc.bucket!r} keeps no versions: the key "
+                                        "holds what was last written to it, and the sha256 "
+                                        "you submit guards those bytes")
+        return found
+    message = (f"bucket {loc.bucket!r} keeps versions: {loc.identifier()} names whichever "
+               "version is current, so the next upload to that key changes it")
+    try:
+        current = (await store.head(loc)).version
+    except HostkitError:
+        current = None
+    if not current:
+        found.permanent = Verdict(False, message, "pin a version: "
+                                  f"{loc.identifier(version='ID')} (`aws s3api "
+                                  "list-object-versions` lists them)")
+        return found
+    pinned = loc.identifier(version=current)
+    found.permanent = Verdict(
+        False, message, f"pin the current version: {pinned}, whose URL "
+                        f"{store.public_url(loc, current)} always serves those bytes", pinned)
+    return found
+
