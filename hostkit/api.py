@@ -13,8 +13,9 @@ import contextlib
 import threading
 from pathlib import Path
 
+from .errors import HostkitError
 from .resolver import Resolver
-from .results import Progress, Resolved
+from .results import BatchProgress, Progress, Resolved
 from .settings import Settings
 
 _lock = threading.Lock()
@@ -111,7 +112,8 @@ def get_resolver(settings=None) -> Resolver:
 def resolve(identifier: str, expected: str | None = None, *, offline: bool | None = None,
             require_hash: bool | None = None, cache_dir: str | Path | None = None,
             progress: Progress | bool | None = None, settings: Settings | None = None,
-            output: str | Path | None = None, pin: bool | None = None) -> Path:
+            output: str | Path | None = None, pin: bool | None = None,
+            require_same: bool | None = None) -> Path:
     """Return the local path of the verified bytes ``identifier`` names.
 
     ``expected`` is ``alg:hex`` or bare sha256 hex (MedPerf). ``progress=True``
@@ -130,27 +132,44 @@ def resolve(identifier: str, expected: str | None = None, *, offline: bool | Non
     ``pin=True`` (default: the ``pin`` setting, ``HOSTKIT_PIN``) resolves a
     movable reference, such as a github branch, as the commit it names now
     (recorded under the pinned identifier) instead of refusing it.
+
+    Trust on first use notices changes: when ``identifier``, resolved without a
+    hash, gives other bytes than it did before, a
+    :class:`~hostkit.errors.ContentChangedWarning` names the old and the new
+    sha256 (the cache now holds the new bytes). With ``require_same=True``
+    (default: the ``require_same`` setting, ``HOSTKIT_REQUIRE_SAME``) that is a
+    :class:`~hostkit.errors.ContentChanged` error instead, and the cache keeps the
+    old bytes.
     """
-    return resolve_info(identifier, expected, offline=offline, require_hash=require_hash,
-                        cache_dir=cache_dir, progress=progress, settings=settings,
-                        output=output, pin=pin).path
+    resolved = _resolve_info(identifier, expected, offline=offline, require_hash=require_hash,
+                             cache_dir=cache_dir, progress=progress, settings=settings,
+                             pin=pin, require_same=require_same)
+    _warn_changed(resolved)
+    return _placed(resolved, output).path
 
 
 def resolve_info(identifier: str, expected: str | None = None, *, offline: bool | None = None,
                  require_hash: bool | None = None, cache_dir: str | Path | None = None,
                  progress: Progress | bool | None = None,
                  settings: Settings | None = None,
-                 output: str | Path | None = None, pin: bool | None = None) -> Resolved:
+                 output: str | Path | None = None, pin: bool | None = None,
+                 require_same: bool | None = None) -> Resolved:
     """Like :func:`resolve`, but return the full :class:`~hostkit.results.Resolved` record.
 
     With ``output=PATH`` the file is placed at PATH (see :func:`resolve`) and
     the record's ``path`` is PATH, the file that is yours to read; without it,
     ``path`` is the cache's blob. A pinned branch's record names the pinned
-    identifier, and the one asked for as ``pinned_from``.
+    identifier, and the one asked for as ``pinned_from``. A change trust on first
+    use noticed is in ``changed_from`` (and warned about, as by :func:`resolve`).
     """
     resolved = _resolve_info(identifier, expected, offline=offline, require_hash=require_hash,
                              cache_dir=cache_dir, progress=progress, settings=settings,
-                             pin=pin)
+                             pin=pin, require_same=require_same)
+    _warn_changed(resolved)
+    return _placed(resolved, output)
+
+
+def _placed(resolved: Resolved, output: str | Path | None) -> Resolved:
     if output is None:
         return resolved
     import dataclasses
@@ -160,10 +179,21 @@ def resolve_info(identifier: str, expected: str | None = None, *, offline: bool 
     return dataclasses.replace(resolved, path=place(resolved.path, Path(output)))
 
 
+def _warn_changed(resolved: Resolved, stacklevel: int = 3) -> None:
+    """A ContentChangedWarning when trust on first use noticed other bytes (pointing at the
+    caller of the public function)."""
+    if (message := resolved.change_message()) is not None:
+        import warnings
+
+        from .errors import ContentChangedWarning
+
+        warnings.warn(message, ContentChangedWarning, stacklevel=stacklevel)
+
+
 def _resolve_info(identifier: str, expected: str | None, *, offline: bool | None,
                   require_hash: bool | None, cache_dir: str | Path | None,
                   progress: Progress | bool | None, settings: Settings | None,
-                  pin: bool | None = None) -> Resolved:
+                  pin: bool | None = None, require_same: bool | None = None) -> Resolved:
     from .settings import load_settings
 
     settings = settings or load_settings()
@@ -188,12 +218,219 @@ def _resolve_info(identifier: str, expected: str | None, *, offline: bool | None
 
             resolved = resolve_through_daemon(settings, url, identifier, expected,
                                               offline=offline, require_hash=require_hash,
-                                              progress=progress)
+                                              progress=progress, require_same=require_same)
             if resolved is not None:
                 return resolved
     resolver = get_resolver(settings)
     return run(resolver.resolve(identifier, expected, offline=offline,
-                                require_hash=require_hash, progress=progress, pin=pin))
+                                require_hash=require_hash, progress=progress, pin=pin,
+                                require_same=require_same))
+
+
+def resolve_many(items, *, jobs: int = 4, offline: bool | None = None,
+                 require_hash: bool | None = None, require_same: bool | None = None,
+                 cache_dir: str | Path | None = None,
+                 progress: BatchProgress | bool | None = None,
+                 settings: Settings | None = None,
+                 pin: bool | None = None) -> list[Resolved | HostkitError]:
+    """Resolve several identifiers at once, at most ``jobs`` at a time.
+
+    ``items`` are identifiers, or ``(identifier, expected)`` pairs (``expected``
+    may be None), as :func:`resolve` takes them. Every item is checked first,
+    with no I/O (:func:`check_many`); when any is refused, nothing is resolved
+    and :class:`~hostkit.errors.ItemsRefused` names each refused item. After
+    that no single failure raises: the answer has one entry per item, in
+    order, its :class:`~hostkit.results.Resolved` or the
+    :class:`~hostkit.errors.HostkitError` it failed with. Resolves run on the
+    background loop (shared downloads, pooled connections), or through the
+    daemon when one runs, as :func:`resolve` does.
+
+    ``progress=True`` shows one bar for all downloads (a widget in a notebook);
+    or pass a :class:`~hostkit.results.BatchProgress`. A change that trust on
+    first use noticed is warned about once per item (see :func:`resolve`).
+    """
+    from .settings import load_settings
+
+    settings = settings or load_settings()
+    if cache_dir is not None:
+        settings = settings.with_overrides(cache_dir=Path(cache_dir))
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        from .errors import UsageError
+
+        raise UsageError(f"jobs must be a whole number of 1 or more, not {jobs!r}",
+                         hint="e.g. -j 4: four downloads at a time")
+    wanted = [_wanted(item) for item in items]
+    strict = settings.require_hash if require_hash is None else require_hash
+    refused = check_many(wanted, settings=settings, require_hash=strict)
+    if refused:
+        from .errors import ItemsRefused
+
+        raise ItemsRefused(refused, len(wanted))
+    if progress is True:
+        from .progress import BatchBar
+
+        batch: BatchProgress = BatchBar(len(wanted), settings.progress_min_bytes,
+                                        notebook_aware=True)
+    else:
+        batch = progress or BatchProgress()
+    bars = [batch.item(i, identifier) for i, (identifier, _) in enumerate(wanted)]
+    results: list[Resolved | HostkitError | None] = [None] * len(wanted)
+    options = {"offline": offline, "require_hash": require_hash, "require_same": require_same}
+
+    def done(index: int, outcome: Resolved | HostkitError) -> None:
+        results[index] = outcome
+        batch.finished(index, outcome)
+
+    todo = list(range(len(wanted)))
+    try:
+        from .client import daemon_url
+
+        if cache_dir is None and (url := daemon_url(settings)):
+            pinning = settings.pin if pin is None else pin
+            local = [i for i in todo if pinning and
+                     get_resolver(settings).remote_for(wanted[i][0]).movable]
+            todo = local + _many_through_daemon(
+                settings, url, [i for i in todo if i not in local], wanted, jobs, bars, done,
+                options)
+        if todo:
+            run(_many_in_process(get_resolver(settings), todo, wanted, jobs, bars, done,
+                                 {**options, "pin": pin}))
+    finally:
+        batch.close()
+    answers: list[Resolved | HostkitError] = []
+    for outcome in results:
+        assert outcome is not None  # every item ran to an outcome
+        if isinstance(outcome, Resolved):
+            _warn_changed(outcome)
+        answers.append(outcome)
+    return answers
+
+
+def check_many(items, *, settings: Settings | None = None,
+               require_hash: bool | None = None) -> list[tuple[int, HostkitError]]:
+    """The items :func:`resolve_many` would refuse, as ``(index, error)``; no I/O.
+
+    An item is refused when its identifier is malformed or no backend accepts
+    it (the backend's own rules included), when its hash does not parse, or
+    when a hash is required (``require_hash``) and it has none. Each error's
+    ``identifier`` is the item's, as it may be shown.
+    """
+    from .errors import HashRequired, UsageError
+    from .hashes import parse_hash
+    from .identifiers import parse_identifier
+    from .redact import redact_url
+    from .settings import load_settings
+
+    settings = settings or load_settings()
+    strict = settings.require_hash if require_hash is None else require_hash
+    refused: list[tuple[int, HostkitError]] = []
+    resolver = None
+    for index, (identifier, expected) in enumerate(_wanted(item) for item in items):
+        shown = redact_url(identifier.strip()) if isinstance(identifier, str) else None
+        try:
+            if not isinstance(identifier, str):
+                raise UsageError(f"item {index + 1} is not an identifier: "
+                                 f"{type(identifier).__name__}",
+                                 hint="pass identifiers as strings")
+            shown = parse_identifier(identifier).display
+            resolver = resolver or get_resolver(settings)
+            resolver.remote_for(identifier)
+            if expected is not None:
+                parse_hash(expected)
+            elif strict:
+                raise HashRequired(f"{shown}: a hash is required (strict mode)",
+                                   hint="pass --hash sha256:<hex>, or unset "
+                                        "HOSTKIT_REQUIRE_HASH", identifier=shown)
+        except UsageError as exc:
+            if exc.identifier is None:
+                exc.identifier = shown
+            refused.append((index, exc))
+    return refused
+
+
+def _wanted(item) -> tuple[str, str | None]:
+    """``(identifier, expected)`` of one :func:`resolve_many` item."""
+    if isinstance(item, tuple | list) and len(item) == 2:
+        return item[0], item[1]
+    return item, None
+
+
+def _many_through_daemon(settings: Settings, url: str, todo: list[int],
+                         wanted: list[tuple[str, str | None]], jobs: int, bars, done,
+                         options: dict) -> list[int]:
+    """Resolve ``todo`` through the daemon, ``jobs`` requests at a time (threads: the client
+    is synchronous); return the items no daemon answered, for the in-process resolver."""
+    import queue
+
+    from .client import resolve_through_daemon
+
+    waiting: queue.SimpleQueue[int] = queue.SimpleQueue()
+    for index in todo:
+        waiting.put(index)
+    unanswered: list[int] = []
+
+    def work() -> None:
+        while True:
+            try:
+                index = waiting.get_nowait()
+            except queue.Empty:
+                return
+            identifier, expected = wanted[index]
+            answer: Resolved | HostkitError | None
+            try:
+                answer = resolve_through_daemon(settings, url, identifier, expected,
+                                                progress=bars[index], **options)
+            except HostkitError as exc:
+                answer = exc
+            except Exception as exc:  # one item's surprise must not lose the others' answers
+                answer = _unexpected(identifier, exc)
+            if answer is None:
+                unanswered.append(index)  # list.append is atomic: no lock needed
+            else:
+                done(index, answer)
+
+    # daemon threads: Ctrl-C ends the program without waiting for the daemon's answers
+    threads = [threading.Thread(target=work, name=f"hostkit-many-{n}", daemon=True)
+               for n in range(min(jobs, len(todo)))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sorted(unanswered)
+
+
+async def _many_in_process(resolver: Resolver, todo: list[int],
+                           wanted: list[tuple[str, str | None]], jobs: int, bars, done,
+                           options: dict) -> None:
+    """Resolve ``todo`` on this process's resolver, ``jobs`` at a time."""
+    slots = asyncio.Semaphore(jobs)
+
+    async def one(index: int) -> None:
+        identifier, expected = wanted[index]
+        async with slots:
+            try:
+                answer: Resolved | HostkitError = await resolver.resolve(
+                    identifier, expected, progress=bars[index], **options)
+            except HostkitError as exc:
+                answer = exc
+            except Exception as exc:  # one item's surprise must not lose the others' answers
+                answer = _unexpected(identifier, exc)
+        done(index, answer)
+
+    await asyncio.gather(*(one(index) for index in todo))
+
+
+def _unexpected(identifier: str, exc: Exception) -> HostkitError:
+    """A HostkitError for an exception no layer turned into one (a bug): logged in full."""
+    import logging
+
+    from .redact import redact_url
+
+    shown = redact_url(identifier)
+    logging.getLogger("hostkit").info("%s failed unexpectedly", shown, exc_info=exc)
+    return HostkitError(f"{shown}: unexpected {type(exc).__name__}",
+                        hint="run with -v for the details, and please report it",
+                        identifier=shown)
 
 
 def upload(source: str | Path, destination: str, *, overwrite: bool = False,

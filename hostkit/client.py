@@ -37,7 +37,14 @@ from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 from . import events
-from .errors import HashMismatch, HostkitError, TransientError, UsageError, error_class
+from .errors import (
+    ContentChanged,
+    HashMismatch,
+    HostkitError,
+    TransientError,
+    UsageError,
+    error_class,
+)
 from .results import Progress, ProgressListener, Resolved
 
 log = logging.getLogger("hostkit.client")
@@ -177,6 +184,8 @@ def error_from_dict(data: dict, status: int | None = None) -> HostkitError:
     HostkitError.__init__(err, message, **extra, suggestion=data.get("suggestion"))
     if isinstance(err, HashMismatch):
         err.expected, err.found = str(data.get("expected")), str(data.get("found"))
+    if isinstance(err, ContentChanged):
+        err.recorded_at = str(data.get("recorded_at"))
     if isinstance(err, TransientError):
         err.retry_after = data.get("retry_after")
     return err
@@ -185,7 +194,7 @@ def error_from_dict(data: dict, status: int | None = None) -> HostkitError:
 #: Event classes by their name on the wire.
 _EVENTS = {cls.__name__: cls for cls in (
     events.Hit, events.Revalidated, events.Waiting, events.DownloadStarted,
-    events.Progressed, events.Retrying, events.Finished, events.Failed)}
+    events.Progressed, events.Retrying, events.Finished, events.Failed, events.Changed)}
 
 
 def event_to_dict(event: events.Event) -> dict:
@@ -211,9 +220,12 @@ def event_from_dict(data: dict) -> events.Event | None:
 def resolved_from_dict(data: dict) -> Resolved:
     """A :class:`Resolved` from the daemon's JSON answer (ValueError if it is not one)."""
     try:
+        changed = data.get("changed_from")
         return Resolved(Path(data["path"]), data["sha256"], int(data["size"]),
                         bool(data["cached"]), data["identifier"], bool(data["verified"]),
-                        dict(data.get("digests") or {}))
+                        dict(data.get("digests") or {}),
+                        changed_from={str(k): str(v) for k, v in changed.items()}
+                        if isinstance(changed, dict) else None)
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"not a resolve answer ({exc!r})") from None
 
@@ -310,14 +322,15 @@ class DaemonClient:
 
     def resolve(self, identifier: str, expected: str | None = None, *,
                 offline: bool | None = None, require_hash: bool | None = None,
-                progress: Progress | None = None) -> Resolved:
+                progress: Progress | None = None,
+                require_same: bool | None = None) -> Resolved:
         """``POST /v1/resolve`` and wait (no read timeout: downloads take what they take).
 
         With ``progress``, the answer is streamed and the daemon's events drive it.
         """
         body: dict = {"identifier": identifier}
         for key, value in (("hash", expected), ("offline", offline),
-                           ("require_hash", require_hash)):
+                           ("require_hash", require_hash), ("require_same", require_same)):
             if value is not None:
                 body[key] = value
         accept = NDJSON if progress is not None else "application/json"
@@ -381,7 +394,8 @@ def client_for(settings, url: str, *, connect_timeout: float = 2.0) -> DaemonCli
 
 def resolve_through_daemon(settings, url: str, identifier: str, expected: str | None = None,
                            *, offline: bool | None = None, require_hash: bool | None = None,
-                           progress: Progress | None = None) -> Resolved | None:
+                           progress: Progress | None = None,
+                           require_same: bool | None = None) -> Resolved | None:
     """Resolve through the daemon at ``url``; None when no daemon answers (resolve in-process).
 
     Also None when the daemon's path is not readable here (a daemon on another
@@ -394,9 +408,12 @@ def resolve_through_daemon(settings, url: str, identifier: str, expected: str | 
         offline = True
     if require_hash is None and settings.require_hash:
         require_hash = True
+    if require_same is None and settings.require_same:
+        require_same = True
     try:
         resolved = client.resolve(identifier, expected, offline=offline,
-                                  require_hash=require_hash, progress=progress)
+                                  require_hash=require_hash, progress=progress,
+                                  require_same=require_same)
     except DaemonUnavailable as exc:
         log.info("%s; resolving in-process", exc)
         return None

@@ -121,6 +121,37 @@ class HashMismatch(HostkitError, ValueError):
 
 
 @register
+class ContentChanged(HashMismatch):
+    """Strict trust on first use: an identifier resolved without a hash now gives other bytes.
+
+    Raised when ``require_same`` (``--require-same``, ``HOSTKIT_REQUIRE_SAME=1``) is on;
+    the cache entry still points at the old bytes. ``expected`` is the sha256 recorded
+    on first use (``sha256:<hex>``), ``found`` the new one, ``recorded_at`` when the old
+    one was recorded (ISO-8601 UTC).
+    """
+
+    kind = "content_changed"
+    http_status = 409
+
+    def __init__(self, identifier: str, expected: str, found: str, recorded_at: str, **kwargs):
+        HostkitError.__init__(
+            self, f"{identifier} changed: {expected}, recorded {recorded_at}, is now {found}; "
+            "the old bytes were kept (strict mode)",
+            hint=kwargs.pop("hint", None), identifier=identifier, **kwargs)
+        self.expected = expected
+        self.found = found
+        self.recorded_at = recorded_at
+
+    def to_dict(self) -> dict:
+        return {**super().to_dict(), "recorded_at": self.recorded_at}
+
+
+class ContentChangedWarning(UserWarning):
+    """The Python API's warning: an identifier resolved without a hash gave other bytes than
+    it did before, and the cache now holds the new ones (``Resolved.changed_from``)."""
+
+
+@register
 class BackendError(HostkitError):
     """A failure talking to a storage backend."""
 
@@ -245,6 +276,29 @@ class PluginError(HostkitError):
 
     kind = "plugin"
     exit_code = 7
+
+
+@register
+class ItemsRefused(UsageError):
+    """Some items of a list (``hostkit resolve ID ID...``, ``-r FILE``) were refused before
+    anything was resolved: malformed, unknown scheme, bad hash, clashing output names.
+
+    ``refused`` holds ``(index, error)`` for each refused item, in list order;
+    ``total`` is how many items the list had. Nothing was downloaded.
+    """
+
+    kind = "items_refused"
+
+    def __init__(self, refused: list, total: int, **kwargs):
+        super().__init__(f"{len(refused)} of {total} items refused; nothing was resolved",
+                         hint=kwargs.pop("hint", "fix the items named above and run again"),
+                         **kwargs)
+        self.refused = refused
+        self.total = total
+
+    def to_dict(self) -> dict:
+        return {**super().to_dict(),
+                "refused": [{"index": i, **e.to_dict()} for i, e in self.refused]}
 
 
 @register

@@ -91,6 +91,21 @@ class Finished(Event):
 
 
 @dataclass(frozen=True)
+class Changed(Event):
+    """Resolved without a hash, the identifier gave other bytes than the ones recorded.
+
+    ``old_recorded_at`` is when ``old_sha256`` was recorded (Unix time). ``accepted``:
+    the cache entry now points at ``new_sha256``; False in strict mode
+    (``require_same``), where the old bytes are kept and the resolve fails.
+    """
+
+    old_sha256: str
+    new_sha256: str
+    old_recorded_at: float
+    accepted: bool
+
+
+@dataclass(frozen=True)
 class Failed(Event):
     """The download failed; ``kind`` is the error's kind (see :mod:`hostkit.errors`)."""
 

@@ -33,7 +33,8 @@ def _sha256_hex(text: str) -> str | None:
     return None
 
 
-_BOOLS = ("OFFLINE", "REQUIRE_HASH", "REVALIDATE", "QUIET")
+# REQUIRE_SAME: the fast path answers only a given hash, which trust on first use never checks
+_BOOLS = ("OFFLINE", "REQUIRE_HASH", "REQUIRE_SAME", "REVALIDATE", "QUIET")
 _NUMBERS = ("CONNECT_TIMEOUT", "READ_TIMEOUT", "MIN_RATE", "DEADLINE", "RETRIES", "BACKOFF",
             "MAX_BACKOFF", "PROGRESS_MIN_BYTES", "PART_SIZE", "CONCURRENCY")
 

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 
 from .errors import (
     CacheError,
+    ContentChanged,
     DeadlineExceeded,
     HashMismatch,
     HashRequired,
@@ -46,6 +47,7 @@ from .errors import (
     Unreachable,
 )
 from .events import (
+    Changed,
     DownloadStarted,
     EventBus,
     Failed,
@@ -56,6 +58,7 @@ from .events import (
     Waiting,
 )
 from .failpoints import failpoint
+from .formatting import iso_time
 from .hashes import Digest, hash_file, parse_hash
 from .identifiers import Ref, parse_identifier
 from .remote import Context, Remote, RemoteInfo, strong_validator
@@ -136,11 +139,16 @@ class Resolver:
 
     async def resolve(self, identifier: str, expected: str | None = None, *,
                       offline: bool | None = None, require_hash: bool | None = None,
-                      progress: Progress | None = None, pin: bool | None = None) -> Resolved:
+                      progress: Progress | None = None, pin: bool | None = None,
+                      require_same: bool | None = None) -> Resolved:
         """Return a local path holding exactly the bytes ``identifier`` names.
 
         ``expected`` is ``alg:hex`` or bare sha256 hex; without it the computed
         sha256 is recorded as trust on first use. Raises :mod:`hostkit.errors`.
+        Without a hash, bytes other than the ones recorded before are a change: the
+        answer's ``changed_from`` names the old ones and a :class:`~hostkit.events.Changed`
+        event is published; with ``require_same`` (default: the setting) it is a
+        :class:`~hostkit.errors.ContentChanged` instead, and the cache keeps the old bytes.
         With the ``verify_on_hit`` setting a cached answer is re-hashed first; a
         blob whose bytes changed on disk is quarantined and fetched again.
         ``pin`` (default: the ``pin`` setting) resolves a movable reference (a
@@ -153,7 +161,7 @@ class Resolver:
                 while True:
                     resolved = await self._resolve_once(
                         identifier, expected, offline=offline, require_hash=require_hash,
-                        progress=progress, pin=pin)
+                        progress=progress, pin=pin, require_same=require_same)
                     if not (resolved.cached and self.settings.verify_on_hit):
                         return resolved
                     blob = await _io(self.cache.blob, resolved.sha256)
@@ -169,8 +177,10 @@ class Resolver:
 
     async def _resolve_once(self, identifier: str, expected: str | None, *,
                             offline: bool | None, require_hash: bool | None,
-                            progress: Progress | None, pin: bool | None = None) -> Resolved:
+                            progress: Progress | None, pin: bool | None = None,
+                            require_same: bool | None = None) -> Resolved:
         offline = self.settings.offline if offline is None else offline
+        same = self.settings.require_same if require_same is None else require_same
         strict = self.settings.require_hash if require_hash is None else require_hash
         ref = parse_identifier(identifier)
         shown = ref.display
@@ -187,13 +197,14 @@ class Resolver:
                                       offline=offline)
             log.info("%s: pinned as %s", shown, remote.display)
             resolved = await self._resolve_remote(remote, remote.display, digest, offline,
-                                                  progress, looked)
+                                                  progress, looked, same)
             return replace(resolved, pinned_from=shown)
-        return await self._resolve_remote(remote, shown, digest, offline, progress, looked)
+        return await self._resolve_remote(remote, shown, digest, offline, progress, looked,
+                                          same)
 
     async def _resolve_remote(self, remote: Remote, shown: str, digest: Digest | None,
                               offline: bool, progress: Progress | None,
-                              looked: float) -> Resolved:
+                              looked: float, same: bool = False) -> Resolved:
         """Steps 1, 3 and 4 of the module's order of business, for the backend's Remote."""
         if digest and (blob := await _io(self.cache.find_blob, digest.alg, digest.hex)):
             return await self._hit(blob, shown, verified=True, event_key=remote.cache_key)
@@ -206,8 +217,13 @@ class Resolver:
                               identifier=remote.display)
         unsubscribe = self.events.subscribe(ProgressListener(progress), key=remote.cache_key) \
             if progress is not None else None
+        # strict trust on first use: a download started here must not move the entry
+        keep = same and digest is None and entry is not None
         try:
-            resolved = await self._join_or_start(remote, digest, looked)
+            resolved = await self._join_or_start(remote, digest, looked, keep)
+        except ContentChanged as exc:  # refused where it was stored; the entry stayed
+            self._publish_changed(remote, entry, exc.found.removeprefix("sha256:"), False)
+            raise
         finally:
             if unsubscribe is not None:
                 unsubscribe()
@@ -216,17 +232,36 @@ class Resolver:
             if found != digest.hex:
                 raise HashMismatch(remote.display, str(digest), f"{digest.alg}:{found}")
             resolved.verified = True
+        elif entry is not None and resolved.sha256 != entry.sha256:
+            # other bytes than recorded (even when another process stored them meanwhile)
+            self._publish_changed(remote, entry, resolved.sha256, not same)
+            if same:
+                raise _changed(remote.display, entry, resolved.sha256)
+            log.info("%s changed: sha256:%s (recorded %s) is now sha256:%s", remote.display,
+                     entry.sha256, iso_time(entry.created), resolved.sha256)
+            resolved.changed_from = {"sha256": entry.sha256,
+                                     "recorded_at": iso_time(entry.created)}
         return resolved
 
+    def _publish_changed(self, remote: Remote, old: Entry | None, new_sha256: str,
+                         accepted: bool) -> None:
+        if old is not None:
+            self.events.publish(Changed(remote.cache_key, remote.display, old.sha256,
+                                        new_sha256, old.created, accepted))
+
     async def _join_or_start(self, remote: Remote, digest: Digest | None,
-                             looked: float) -> Resolved:
-        """Wait for the download of ``remote`` running in this process, or start it."""
+                             looked: float, keep: bool = False) -> Resolved:
+        """Wait for the download of ``remote`` running in this process, or start it.
+
+        ``keep``: the download must leave the key's entry as it is when the bytes
+        differ (strict trust on first use); such downloads are not shared with others.
+        """
         while True:
-            flight = _flight_key(remote)
+            flight = _flight_key(remote, keep)
             task = self._inflight.get(flight)
             joined = task is not None
             if task is None:
-                task = asyncio.ensure_future(self._download(remote, digest, looked))
+                task = asyncio.ensure_future(self._download(remote, digest, looked, keep))
                 self._inflight[flight] = task
                 self._started_with[task] = digest
                 task.add_done_callback(functools.partial(self._forget, flight))
@@ -334,7 +369,8 @@ class Resolver:
 
     # -- downloading ----------------------------------------------------------
 
-    async def _download(self, remote: Remote, digest: Digest | None, looked: float) -> Resolved:
+    async def _download(self, remote: Remote, digest: Digest | None, looked: float,
+                        keep: bool = False) -> Resolved:
         """Download under the key's advisory lock, unless another process just did."""
         from filelock import FileLock, Timeout
 
@@ -365,7 +401,7 @@ class Resolver:
                                          verified=bool(digest) or entry.verified, key=entry.key)
                     self.stats["misses"] += 1
                     self.stats["downloads"] += 1
-                    return await self._fetch(remote, digest)
+                    return await self._fetch(remote, digest, keep)
                 finally:
                     lock.release()
         except TimeoutError:
@@ -383,8 +419,13 @@ class Resolver:
         done, total = await _io(partial_progress, self.cache.layout, remote.cache_key)
         self.events.publish(Waiting(remote.cache_key, remote.display, done, total))
 
-    async def _fetch(self, remote: Remote, digest: Digest | None) -> Resolved:
-        """What an earlier run left on disk first (a stored blob, a partial), then the origin."""
+    async def _fetch(self, remote: Remote, digest: Digest | None, keep: bool = False
+                     ) -> Resolved:
+        """What an earlier run left on disk first (a stored blob, a partial), then the origin.
+
+        ``keep``: bytes other than the key's entry holds are refused (ContentChanged)
+        instead of recorded.
+        """
         from .store.partials import PartialDownload, claim_partial, finished_blob
 
         layout = self.cache.layout
@@ -392,7 +433,7 @@ class Resolver:
         meta = await _io(finished_blob, layout, remote.cache_key,
                          entry.checked if entry else None)
         if meta is not None and \
-                (adopted := await _io(self._adopt_blob, remote, meta, digest)) is not None:
+                (adopted := await _io(self._adopt_blob, remote, meta, digest, keep)) is not None:
             return adopted
         claimed = await _io(claim_partial, layout, remote.cache_key)
         part = PartialDownload(layout, remote.cache_key, claimed=claimed)
@@ -405,7 +446,7 @@ class Resolver:
                 if _matches(digests, info, digest):
                     log.info("%s: adopted the complete download an interrupted run left",
                              remote.display)
-                    return await self._stored(remote, info, part, digests, digest)
+                    return await self._stored(remote, info, part, digests, digest, keep)
                 part.discard()
                 part = PartialDownload(layout, remote.cache_key)
             info, digests = await self._transfer(remote, digest, part)
@@ -419,7 +460,7 @@ class Resolver:
             else:
                 await part.keep()
             raise
-        return await self._stored(remote, info, part, digests, digest)
+        return await self._stored(remote, info, part, digests, digest, keep)
 
     async def _transfer(self, remote: Remote, digest: Digest | None,
                         part) -> tuple[RemoteInfo, dict[str, str]]:
@@ -539,10 +580,10 @@ class Resolver:
                 identifier=remote.display) from None
 
     async def _stored(self, remote: Remote, info: RemoteInfo, part, digests: dict[str, str],
-                      digest: Digest | None) -> Resolved:
+                      digest: Digest | None, keep: bool = False) -> Resolved:
         """Verify and store the finished partial (in a worker thread), then say so."""
         try:
-            resolved = await _io(self._store, remote, info, part, digests, digest)
+            resolved = await _io(self._store, remote, info, part, digests, digest, keep)
         except BaseException as exc:  # a mismatch with the hash or the server's digests
             self.events.publish(_failed(remote, exc))
             raise
@@ -550,13 +591,15 @@ class Resolver:
                                      resolved.size, part.downloaded))
         return resolved
 
-    def _adopt_blob(self, remote: Remote, meta: dict, digest: Digest | None) -> Resolved | None:
+    def _adopt_blob(self, remote: Remote, meta: dict, digest: Digest | None,
+                    keep: bool = False) -> Resolved | None:
         """Index the blob a killed run moved into place (see ``partials.finished_blob``)."""
         blob = self.cache.adopt_orphan(str(meta["blob"]))
         if blob is None:
             return None
         if digest and self._digest(blob, digest.alg) != digest.hex:
             return None
+        self._refuse_change(remote, blob.sha256, keep)
         log.info("%s: adopted the blob an interrupted run stored", remote.display)
         entry = self.cache.put_entry(remote.cache_key, remote.display, blob,
                                      validator=meta.get("validator"),
@@ -567,7 +610,7 @@ class Resolver:
                         digest is not None, blob.digests)
 
     def _store(self, remote: Remote, info: RemoteInfo, part, digests: dict[str, str],
-               digest: Digest | None) -> Resolved:
+               digest: Digest | None, keep: bool = False) -> Resolved:
         try:
             for alg, advertised in info.digests.items():
                 # an alg first advertised after a restart mid-download was not computed: skip it
@@ -580,6 +623,7 @@ class Resolver:
             if digest and digests[digest.alg] != digest.hex:
                 raise HashMismatch(remote.display, str(digest),
                                    f"{digest.alg}:{digests[digest.alg]}")
+            self._refuse_change(remote, digests["sha256"], keep)  # before it is stored
             immutable = remote.immutable or info.immutable
             part.mark_stored(digests["sha256"], immutable)
             failpoint("rename")
@@ -604,6 +648,11 @@ class Resolver:
                      remote.display, blob.sha256)
         return Resolved(blob.path, blob.sha256, blob.size, False, entry.identifier,
                         digest is not None, blob.digests)
+
+    def _refuse_change(self, remote: Remote, sha256: str, keep: bool) -> None:
+        """ContentChanged when ``keep`` and the key's entry holds other bytes (blocking)."""
+        if keep and (old := self.cache.entry(remote.cache_key)) and old.sha256 != sha256:
+            raise _changed(remote.display, old, sha256)
 
 
 #: Failures that show the bytes on disk are of no use: the partial is deleted.
@@ -633,10 +682,21 @@ def _failed(remote: Remote, exc: BaseException) -> Failed:
     return Failed(remote.cache_key, remote.display, "error", type(exc).__name__)
 
 
-def _flight_key(remote: Remote) -> str:
+def _flight_key(remote: Remote, keep: bool = False) -> str:
     """Downloads are shared per cache key, but never between anonymous and credentialed
-    requests: each must get what its own credentials (or none) give."""
-    return f"{remote.cache_key} {'anonymous' if remote.anonymous else 'credentialed'}"
+    requests: each must get what its own credentials (or none) give; nor between
+    strict trust on first use (``keep``: changed bytes refused) and the rest."""
+    return (f"{remote.cache_key} {'anonymous' if remote.anonymous else 'credentialed'}"
+            f"{'+keep' if keep else ''}")
+
+
+def _changed(display: str, old: Entry, new_sha256: str) -> ContentChanged:
+    """The error of strict trust on first use: ``display`` gave other bytes than ``old``."""
+    return ContentChanged(
+        display, f"sha256:{old.sha256}", f"sha256:{new_sha256}", iso_time(old.created),
+        hint="if the change is expected, resolve once without --require-same "
+             "(HOSTKIT_REQUIRE_SAME=0) to accept the new bytes; to keep using the old ones, "
+             f"pass --hash sha256:{old.sha256}")
 
 
 def _algs(digest: Digest | None, info: RemoteInfo) -> list[str]:

@@ -21,14 +21,29 @@ class Resolved:
     #: The identifier as asked, when it named a movable reference (a branch) that was
     #: pinned (``--pin``): ``identifier`` is then the pinned one. None otherwise.
     pinned_from: str | None = None
+    #: Trust on first use noticed a change: resolved without a hash, the identifier gave
+    #: other bytes than before. ``{"sha256": old hex, "recorded_at": ISO-8601 UTC}`` of
+    #: the bytes it gave before; None when nothing changed.
+    changed_from: dict[str, str] | None = None
 
     def to_dict(self) -> dict:
-        """JSON form (``--json``, daemon answers); ``pinned_from`` only when set."""
+        """JSON form (``--json``, daemon answers); ``pinned_from``, ``changed_from`` only
+        when set."""
         d = asdict(self)
         d["path"] = str(self.path)
-        if self.pinned_from is None:
-            del d["pinned_from"]
+        for optional in ("pinned_from", "changed_from"):
+            if d[optional] is None:
+                del d[optional]
         return d
+
+    def change_message(self) -> str | None:
+        """What to tell people about ``changed_from`` (None when nothing changed)."""
+        if not self.changed_from:
+            return None
+        return (f"{self.identifier} changed: sha256:{self.changed_from.get('sha256')} "
+                f"(recorded {self.changed_from.get('recorded_at')}) is now "
+                f"sha256:{self.sha256}; the cache now holds the new bytes. Pin them with "
+                f"--hash sha256:{self.sha256}, or refuse changes with --require-same")
 
 
 class Progress:
@@ -42,6 +57,21 @@ class Progress:
 
     def close(self) -> None:
         """The download ended (well or not)."""
+
+
+class BatchProgress:
+    """Progress of several resolves at once (:func:`hostkit.api.resolve_many`); the default
+    shows nothing. Its methods may be called from several threads at once."""
+
+    def item(self, index: int, identifier: str) -> Progress:
+        """The :class:`Progress` of item ``index`` (called once per item, before it starts)."""
+        return Progress()
+
+    def finished(self, index: int, outcome) -> None:
+        """Item ``index`` ended: ``outcome`` is its :class:`Resolved` or its error."""
+
+    def close(self) -> None:
+        """Every item ended."""
 
 
 class ProgressListener:

@@ -55,6 +55,10 @@ class Settings:
     cache_dir: Path = None  # type: ignore[assignment]  # filled by load_settings
     offline: bool = False
     require_hash: bool = False
+    #: Trust on first use, strictly: an identifier resolved without a hash that now gives
+    #: other bytes than recorded is an error (``ContentChanged``), not a warning, and the
+    #: cache keeps the old bytes (``--require-same``).
+    require_same: bool = False
     daemon_url: str | None = None
     #: ``host:port:addr[:port],...``: connect to ``addr`` for ``host:port`` (curl's
     #: ``--resolve``), for tests and air-gapped mirrors; see :mod:`hostkit.hostmap`.

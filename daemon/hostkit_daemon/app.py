@@ -82,7 +82,8 @@ _DIGEST = re.compile(r"^[0-9a-fA-F]{64}$")
 #: A JSON escape of a UTF-16 surrogate: the body may hold a lone one (not encodable text).
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 _JOB_ID = re.compile(r"^[0-9a-f]{16}$")
-_RESOLVE_FIELDS = {"identifier", "hash", "wait", "offline", "require_hash", "progress"}
+_RESOLVE_FIELDS = {"identifier", "hash", "wait", "offline", "require_hash", "require_same",
+                   "progress"}
 #: Seconds between two batches of a streamed resolve's events (progress is coalesced).
 STREAM_EVERY = 0.1
 _IMMUTABLE = "public, max-age=31536000, immutable"
@@ -392,10 +393,11 @@ async def resolve(request: web.Request) -> web.Response:
     wait = _field(data, "wait", bool)
     offline = _field(data, "offline", bool)
     require_hash = _field(data, "require_hash", bool)
+    require_same = _field(data, "require_same", bool)
     resolver = state.resolver
     if wait is False:
         item = _item(resolver, identifier, expected, offline=offline,
-                     require_hash=require_hash)
+                     require_hash=require_hash, require_same=require_same)
         job = state.jobs.submit("resolve", [item], request[CALLER].key)
         request[LOG]["job"] = job.id
         return web.json_response({"job": job.id, "state": job.state, "href": f"/v1/jobs/{job.id}"},
@@ -418,7 +420,8 @@ async def resolve(request: web.Request) -> web.Response:
     # a task of its own: awaited through asyncio.wait, its cancellation (the download was
     # cancelled) is told apart from this request's (the client hung up)
     resolving = asyncio.ensure_future(resolver.resolve(
-        identifier, expected, offline=offline, require_hash=require_hash))
+        identifier, expected, offline=offline, require_hash=require_hash,
+        require_same=require_same))
     if streamed:
         return await _stream(request, resolving, key, identifier, expected, started)
     with state.downloads.waiting(key):  # a stalled job item never cancels it under us

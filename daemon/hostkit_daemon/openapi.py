@@ -20,6 +20,7 @@ from hostkit.errors import (
     BadHash,
     BucketNotFound,
     CacheError,
+    ContentChanged,
     CredentialsNeeded,
     CredentialsRefused,
     DeadlineExceeded,
@@ -59,7 +60,8 @@ FRONT_DOOR: tuple[type[HostkitError], ...] = (
 BODY_ERRORS: tuple[type[HostkitError], ...] = (BadJson, BadRequest, TooLarge)
 #: What a resolve may raise: every error of the resolver and the backends it asks.
 RESOLVER_ERRORS: tuple[type[HostkitError], ...] = (
-    UsageError, UnknownScheme, BadHash, HashRequired, MissingExtra, HashMismatch, BackendError,
+    UsageError, UnknownScheme, BadHash, HashRequired, MissingExtra, HashMismatch, ContentChanged,
+    BackendError,
     NotFound, BucketNotFound, CredentialsNeeded, CredentialsRefused, NotAFile, NotPermanent,
     NotDirectLink, TransientError, Unreachable, TruncatedBody, Stalled, DeadlineExceeded,
     OfflineMiss, CacheError, PluginError)
@@ -175,6 +177,10 @@ _SCHEMAS = {
                      "description": "false: answer 202 with a job id at once"},
             "offline": {"type": ["boolean", "null"]},
             "require_hash": {"type": ["boolean", "null"]},
+            "require_same": {"type": ["boolean", "null"],
+                             "description": "true: other bytes than recorded on first use "
+                                            "(no hash given) are a 409 content_changed, and "
+                                            "the cache keeps the old ones"},
             "progress": {"type": ["boolean", "null"],
                          "description": "true (or Accept: application/x-ndjson): stream the "
                                         "download's events as NDJSON, the answer last"},
@@ -191,6 +197,10 @@ _SCHEMAS = {
                          "description": "false: trust on first use (no hash given)"},
             "digests": {"type": "object", "additionalProperties": {"type": "string"}},
             "blob": {"type": "string", "description": "URL path of the bytes on this daemon"},
+            "changed_from": {"type": "object", "description": "resolved without a hash, "
+                             "the identifier gave other bytes than before: the old ones",
+                             "properties": {"sha256": {"type": "string"},
+                                            "recorded_at": {"type": "string"}}},
         }},
     "PrefetchRequest": {
         "type": "object", "required": ["items"],

@@ -54,7 +54,7 @@ CREATE TABLE IF NOT EXISTS entries (
     verified INTEGER NOT NULL DEFAULT 0,  -- 1: matched a given hash; 0: trust on first use
     pinned INTEGER NOT NULL DEFAULT 0,
     anonymous INTEGER NOT NULL DEFAULT 0, -- 1: fetched with no credential of anyone's
-    created REAL NOT NULL,
+    created REAL NOT NULL,          -- when the key got these bytes (its sha256)
     accessed REAL NOT NULL,
     checked REAL NOT NULL           -- last time the origin confirmed the validator
 );
@@ -415,7 +415,11 @@ class Index:
 
     def put_entry(self, key: str, identifier: str, blob: Blob, *, validator: str | None,
                   immutable: bool, verified: bool, anonymous: bool = False) -> Entry:
-        """Point ``key`` at ``blob`` (replacing an older target, keeping the pin)."""
+        """Point ``key`` at ``blob`` (replacing an older target, keeping the pin).
+
+        ``created`` is when the key got its current bytes: kept while the sha256 stays,
+        reset when it changes (trust on first use reports it as the old bytes' time).
+        """
         now = time.time()
         with self._tx() as db:
             db.execute(
@@ -426,6 +430,8 @@ class Index:
                 "immutable=excluded.immutable, anonymous=excluded.anonymous, "
                 "verified=MAX(excluded.verified, CASE WHEN entries.sha256=excluded.sha256 "
                 "THEN entries.verified ELSE 0 END), "
+                "created=CASE WHEN entries.sha256=excluded.sha256 THEN entries.created "
+                "ELSE excluded.created END, "
                 "accessed=excluded.accessed, checked=excluded.checked",
                 (key, identifier, blob.sha256, blob.size, validator, int(immutable),
                  int(verified), int(anonymous), now, now, now))
