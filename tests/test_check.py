@@ -18,7 +18,7 @@ import time
 import pytest
 
 from tests.conftest import run_cli
-from tests.objectstore_fixtures import KEY, SECRET, s3_admin
+from tests.objectstore_fixtures import KEY, SECRET, gcs_emulator, s3_admin  # noqa: F401
 from tests.servers import SeaweedS3Server, free_port
 from tests.standins.webhosts import WebHostsServer
 from tests.synapse_standin import TOKEN, config_text
@@ -104,6 +104,10 @@ def test_an_html_page_is_not_a_direct_download(web):
                      r"\(HTML\), not a file", out)
     assert "fix: " in out and "submit:" not in out
     assert "not ready for MedPerf: 1 check failed" in out
+    status, out, _ = check("https://files.example.org/page", "--no-download",
+                           env={"PYTHONIOENCODING": "ascii"})  # no ✓ ✗ there: words
+    assert status == 1 and re.search(r"PASS reachable anonymously", out)
+    assert re.search(r"FAIL direct download", out) and re.search(r"SKIP size and sha256", out)
 
 
 @pytest.mark.parametrize("path, said", [
@@ -326,6 +330,24 @@ def test_presigned_urls_expire(weed, keys):
     plain = f"http://127.0.0.1:{weed.port}/public/p/y.bin"
     assert verdicts(reports[0])["anonymous"]["suggestion"] == plain
     assert reports[0]["fixed"]["submit"] == plain and reports[0]["fixed"]["ok"] is True
+
+
+def test_gcs_object_is_checked_at_its_plain_url(gcs_emulator, tmp_path):  # noqa: F811
+    """gs:// through the GCS emulator (it checks no credentials: every object is readable)."""
+    env = {"STORAGE_EMULATOR_HOST": gcs_emulator.endpoint_url, "HOSTKIT_GCS_ANONYMOUS": "1",
+           "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false", "HOME": str(tmp_path / "home")}
+    data = os.urandom(9_000)
+    (tmp_path / "x.bin").write_bytes(data)
+    uploaded = run_cli("upload", tmp_path / "x.bin", "gs://gbucket/check/x.bin", env=env)
+    assert uploaded.returncode == 0, uploaded.stderr
+    pinned = uploaded.stdout.split()[0]
+    status, reports, _ = check_json("gs://gbucket/check/x.bin", pinned, env=env)
+    assert status == 0, reports
+    media = f"{gcs_emulator.endpoint_url}/download/storage/v1/b/gbucket/o/check%2Fx.bin?alt=media"
+    assert reports[0]["submit"] == media and reports[0]["sha256"] == sha(data)
+    assert pinned != "gs://gbucket/check/x.bin"  # gs://...#GENERATION
+    assert verdicts(reports[1])["permanent"]["message"].startswith("pinned to generation")
+    assert reports[1]["submit"].startswith(media + "&generation=")
 
 
 def test_secrets_never_reach_the_output(web):
