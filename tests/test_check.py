@@ -422,3 +422,19 @@ def test_hostkit_resolve_override_is_parsed_strictly(origin):
     proc = run_cli("resolve", "http://mirror.invalid:8000/f/o.bin",
                    env={"HOSTKIT_RESOLVE": "mirror.invalid"})
     assert proc.returncode == 2 and "HOSTKIT_RESOLVE" in proc.stderr
+
+
+def test_who_may_download_a_synapse_entity_in_words():
+    """Synapse's access lists (benefactor ACLs; the stand-in has none) read as sentences."""
+    from hostkit_backends.synapse import who_can_download
+
+    def acl(*entries):
+        return {"resourceAccess": [{"principalId": p, "accessType": list(t)} for p, t in entries]}
+
+    assert who_can_download(None) is None and who_can_download({}) is None
+    assert who_can_download(acl((273948, ("READ", "DOWNLOAD")))).startswith("anyone")
+    assert who_can_download(acl((273949, ("READ", "DOWNLOAD")), (7, ("READ",)))) == (
+        "any Synapse user who logs in (its access list lets all registered users download)")
+    assert who_can_download(acl((7, ("DOWNLOAD",)), (8, ("READ",)))) == (
+        "only the 1 user or team on its access list")
+    assert who_can_download(acl((7, ("READ",)))) == "nobody but its administrators"
