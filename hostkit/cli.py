@@ -50,6 +50,7 @@ examples:
   hostkit upload weights.bin s3://bucket/models/weights.bin
   hostkit upload weights.bin minio://127.0.0.1:9000/bucket/models/ --content-addressed
   hostkit upload weights.bin synapse:syn123 --json   # identifier, sha256, size, created
+  hostkit upload weights.bin github:org/repo/models/ --branch main   # GH_TOKEN needed
 """
 
 PLUGINS_EPILOG = """\
@@ -136,18 +137,21 @@ def _parser():
     u = sub.add_parser("upload", parents=[common],
                        help="upload a file; print its permanent identifier and sha256",
                        description="Upload FILE to DEST (s3://bucket/key, minio://host:port/"
-                                   "bucket/prefix/, gs://..., az://..., synapse:synPARENT; a "
+                                   "bucket/prefix/, gs://..., az://..., synapse:synPARENT, "
+                                   "github:owner/repo/path; a "
                                    "DEST ending in / is a prefix). Prints `IDENTIFIER "
                                    "sha256:HEX`, ready for `hostkit resolve IDENTIFIER "
                                    "sha256:HEX`.", epilog=UPLOAD_EPILOG, formatter_class=raw)
     u.add_argument("file", help="the local file to upload")
     u.add_argument("dest", help="where to: s3://bucket/key, minio://host:port/bucket/key, "
-                   "gs://bucket/key, az://container/blob, or synapse:synPARENT (a DEST "
-                   "ending in / is a prefix)")
+                   "gs://bucket/key, az://container/blob, synapse:synPARENT, or "
+                   "github:owner/repo/path (a DEST ending in / is a prefix)")
     u.add_argument("--overwrite", action="store_true",
                    help="replace an existing object that holds different bytes")
     u.add_argument("--content-addressed", action="store_true",
                    help="name the object by its sha256 under DEST (a prefix)")
+    u.add_argument("--branch", help="github: the branch to commit to (default: the "
+                                    "repository's default branch)")
     sub.add_parser("plugins", parents=[common], help="list backends and identifier forms",
                    description="List the installed backends: the identifier forms each "
                                "accepts, what it does, the plugin that provides it and the "
@@ -244,7 +248,7 @@ def main(argv=None) -> int:
 
 
 #: Arguments that name things hostkit looks up or sends (paths may be any bytes: not these).
-_TEXT_ARGS = ("identifier", "hash", "hash_opt", "id", "dest", "max_size")
+_TEXT_ARGS = ("identifier", "hash", "hash_opt", "id", "dest", "max_size", "branch")
 
 
 def _refuse_undecodable(args) -> None:
@@ -317,6 +321,15 @@ def _upload(args, settings) -> int:
     from .formatting import print_json
     from .progress import progress_for
 
+    if args.branch is not None:
+        from .errors import UsageError
+        from .identifiers import parse_identifier
+
+        if parse_identifier(args.dest).scheme != "github":
+            raise UsageError("--branch is for github: destinations",
+                             hint="drop --branch, or upload to github:owner/repo/path")
+        # read by the backend as its option github.branch (a flag beats env and config)
+        settings = settings.with_option("github", "branch", args.branch)
     result = api.upload(args.file, args.dest, overwrite=args.overwrite,
                         content_addressed=args.content_addressed, settings=settings,
                         progress=progress_for(settings))
