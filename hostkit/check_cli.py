@@ -37,7 +37,9 @@ def add_check_command(sub, common) -> None:
                                    "the file itself, and that it is permanent; then download it "
                                    "into the cache and print the value and the bare sha256 to "
                                    "submit to MedPerf. Each failed check says how to fix it.")
-    c.add_argument("identifiers", nargs="+", metavar="ID_OR_URL")
+    c.add_argument("identifiers", nargs="+", metavar="ID_OR_URL",
+                   help="what to check: https://... (or direct:https://...), synapse:synN[.V], "
+                        "s3://, minio://, gs://, az://, github:")
     c.add_argument("--fix", action="store_true",
                    help="also check each suggested replacement and print it (never used in "
                         "place of yours)")
