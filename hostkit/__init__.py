@@ -13,17 +13,18 @@ from ._version import __version__
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING would import typing on every CLI start
 if TYPE_CHECKING:
-    from .api import resolve, resolve_info, upload
+    from .api import resolve, resolve_info, resolve_many, upload
     from .errors import HostkitError
     from .hookspecs import hookimpl
     from .resolver import Resolver
     from .results import Resolved
 
 __all__ = ["HostkitError", "Resolved", "Resolver", "__version__", "hookimpl", "resolve",
-           "resolve_info", "upload"]
+           "resolve_info", "resolve_many", "upload"]
 
-_LAZY = {"resolve": "api", "resolve_info": "api", "upload": "api", "Resolver": "resolver",
-         "Resolved": "results", "HostkitError": "errors", "hookimpl": "hookspecs"}
+_LAZY = {"resolve": "api", "resolve_info": "api", "resolve_many": "api", "upload": "api",
+         "Resolver": "resolver", "Resolved": "results", "HostkitError": "errors",
+         "hookimpl": "hookspecs"}
 
 
 def __getattr__(name: str):

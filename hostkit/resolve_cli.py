@@ -17,7 +17,7 @@ import os
 import sys
 from dataclasses import dataclass
 
-SEVERAL_EPILOG = """\
+SEVERAL_EPILOG = """
 several at once (resolved in parallel, -j at a time; an answer per item):
   hostkit resolve URL1 URL2=sha256:3f2a... URL3 --hash sha256:9bc1...  # a hash belongs
                                                                    # to the identifier before it
@@ -274,8 +274,10 @@ def _run(args, settings, wants: list[Want], *, out_dir=None, refused: dict | Non
     return outcomes, placed
 
 
-def _report(args, wants: list[Want], outcomes: list, placed: dict) -> None:
-    """Print each item's answer (stdout), errors, warnings and a summary (stderr)."""
+def _report(args, wants: list[Want], outcomes: list, placed: dict, *,
+            paths: bool = True) -> None:
+    """Print each item's answer (stdout, unless not ``paths``), errors, warnings and a
+    summary (stderr)."""
     from .errors import HostkitError
     from .formatting import format_size, print_json
 
@@ -291,7 +293,7 @@ def _report(args, wants: list[Want], outcomes: list, placed: dict) -> None:
             continue
         target = placed.get(index)
         rows.append({**outcome.to_dict(), **({"placed": str(target)} if target else {})})
-        if not args.json:
+        if paths and not args.json:
             print(target or outcome.path)
     if args.json:
         print_json(rows)
@@ -384,13 +386,15 @@ def run_lock(args, settings) -> int:
             else:
                 _warn(outcome)
     else:
-        _report(args, wants, outcomes, {})
+        _report(args, wants, outcomes, {}, paths=False)
     if failed:
         print(f"error: {path} was not written: {failed} of {len(wants)} failed",
               file=sys.stderr)
         return _worst(outcomes)
     known = {e.identifier for e in existing}
     added = sum(e.identifier not in known for e in entries)
+    if not args.json:
+        print(path)
     if not args.quiet:
         print(f"wrote {path}: {added} added, {len(entries) - added} updated, "
               f"{len(merge(existing, entries))} in all", file=sys.stderr)

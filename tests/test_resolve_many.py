@@ -196,6 +196,7 @@ def test_lock_then_resolve_the_lock_verifies_everything(origin, tmp_path):
     lock = tmp_path / "hostkit.lock"
     proc = run_cli("lock", urls[0], f"{urls[1]}=sha256:{shas[1]}", "-o", lock)
     assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == str(lock) and "2 added, 0 updated" in proc.stderr
     doc = tomllib.loads(lock.read_text())
     assert doc["version"] == 1
     assert doc["file"] == [{"identifier": urls[0], "hash": f"sha256:{shas[0]}", "size": 1300},
@@ -266,3 +267,23 @@ def test_lock_writer_escapes_strings(tmp_path):
     doc = tomllib.loads(dumps(entries))
     assert [e["output"] for e in doc["file"]] == odd
     assert [e["identifier"] for e in doc["file"]] == [f"https://h/{s}" for s in odd]
+
+
+def test_the_api_answers_per_item_and_refuses_bad_lists_up_front(origin):
+    import hostkit
+    from hostkit.errors import ContentChangedWarning, HashMismatch, ItemsRefused, NotFound
+
+    sha = origin.add("api-m.bin", data(1400, 796))
+    url = f"{origin.url}/f/api-m.bin"
+    answers = hostkit.resolve_many([url, f"{origin.url}/f/api-none.bin",
+                                    (url, "sha256:" + "1" * 64), (url, sha)], jobs=2)
+    assert answers[0].sha256 == sha and answers[3].verified
+    assert isinstance(answers[1], NotFound) and isinstance(answers[2], HashMismatch)
+    with pytest.raises(ItemsRefused) as refused:
+        hostkit.resolve_many([url, "ftp://x/y", (url, "md5:zz")])
+    assert [i for i, _ in refused.value.refused] == [1, 2]
+    assert refused.value.exit_code == 2 and len(origin.gets("api-m.bin")) == 1
+    new = origin.add("api-m.bin", data(1500, 797))
+    with pytest.warns(ContentChangedWarning, match=new):
+        (changed,) = hostkit.resolve_many([url])
+    assert changed.changed_from["sha256"] == sha
