@@ -49,6 +49,7 @@ from hostkit.errors import (
     CredentialsNeeded,
     HostkitError,
     NotAFile,
+    NotFound,
     SourceChanged,
     TransientError,
     UsageError,
@@ -425,3 +426,151 @@ def _upload_error(exc: BaseException, what: str, api: SynapseApi) -> HostkitErro
     return BackendError(f"{what}: the upload through synapseclient failed "
                         f"({type(exc).__name__}: {text})", identifier=what,
                         hint="try again; report it if it persists")
+
+
+# -- hostkit check (one block: the check hook and what it needs) -------------------------
+
+#: Synapse's well-known principals: everyone (anonymous callers too), any logged-in user.
+_PUBLIC_GROUP, _AUTHENTICATED_USERS = 273948, 273949
+_LOGIN_FIX = ("MedPerf users must log in (`synapse login`, with a personal access token) and "
+              "be granted access: share it with them or a team on Synapse, or make it public "
+              "(its Sharing Settings)")
+
+
+@hookimpl
+def hostkit_check(ref, context):
+    """For ``hostkit check``: who may download the entity (asked with no token), its version."""
+    if ref.scheme != "synapse":
+        return None
+    entity_id, version = parse(ref)
+    return _check_entity(entity_id, version, config_for(context), context)
+
+
+async def _anonymous_bundle(conf, context, entity_id: str, version: int | None):
+    """``(status, bundle)`` of an entity bundle asked with no token at all."""
+    api = SynapseApi(conf, context, anonymous=True)
+    try:
+        return 200, await api.bundle(entity_id, version, f"synapse:{entity_id}", {
+            "includeEntity": True, "includeFileHandles": True,
+            "includeRestrictionInformation": True, "includePermissions": True})
+    except NotFound:
+        return 404, {}
+    except CredentialsNeeded as exc:
+        return (403 if "(403)" in exc.message else 401), {}
+
+
+def who_can_download(acl: dict | None) -> str | None:
+    """Whom an entity's access list (its benefactor's ACL) lets download; None if unknown."""
+    entries = (acl or {}).get("resourceAccess") or []
+    if not entries:
+        return None
+    downloading = {int(e.get("principalId", -1)) for e in entries
+                   if "DOWNLOAD" in (e.get("accessType") or [])}
+    if _PUBLIC_GROUP in downloading:
+        return "anyone (its access list lets the public download it)"
+    if _AUTHENTICATED_USERS in downloading:
+        return "any Synapse user who logs in (its access list lets all registered users download)"
+    count = len(downloading)
+    return (f"only the {count} user{'s' if count != 1 else ''} or team{'s' if count != 1 else ''} "
+            "on its access list" if count else "nobody but its administrators")
+
+
+async def _check_entity(entity_id: str, version: int | None, conf, context):
+    from hostkit.hookspecs import Findings, Verdict
+
+    shown = f"synapse:{entity_id}.{version}" if version else f"synapse:{entity_id}"
+    found = Findings(medperf=f"synapse:{entity_id}")  # MedPerf has no version form
+    try:
+        status, bundle = await _anonymous_bundle(conf, context, entity_id, version)
+    except Exception as exc:
+        error = network_error(exc, shown, conf.where())
+        found.anonymous = Verdict(False, error.message if error else f"{shown}: "
+                                  f"{type(exc).__name__}", error.hint if error else None)
+        return found
+    who = None
+    api = api_for(context, conf)
+    if api.logged_in and (status in (401, 403) or
+                          (status == 200 and not bundle.get("fileHandles"))):
+        try:  # the author's own view: who the access list lets download
+            acl_bundle = await api.bundle(entity_id, None, shown, {"includeBenefactorACL": True})
+            who = who_can_download(acl_bundle.get("benefactorAcl"))
+        except HostkitError:
+            who = None
+    who_text = f"; it can be downloaded by {who}" if who else ""
+    entity = bundle.get("entity") or {}
+    if status == 404:
+        found.anonymous = Verdict(False, f"{shown}: not found on {conf.where()}",
+                                  "check the Synapse ID (and version)")
+    elif status in (401, 403):
+        found.anonymous = Verdict(
+            False, f"{shown} is private: an anonymous caller may not even see it ({status})"
+                   f"{who_text}", _LOGIN_FIX)
+    elif status != 200:
+        found.anonymous = Verdict(False, f"{shown}: {conf.where()} answered {status}",
+                                  "try again later")
+    elif entity.get("concreteType") != FILE_ENTITY:
+        kind = str(entity.get("concreteType", "")).rpartition(".")[2] or "entity"
+        found.anonymous = Verdict(True, f"{shown} is visible to anyone")
+        found.direct = Verdict(False, f"{shown} is a {kind}, not a file",
+                               "name one file inside it: its Synapse page lists the files' IDs")
+        found.fetch = False
+    elif bundle.get("fileHandles"):
+        found.anonymous = Verdict(True, f"{shown} is public: anyone can download it with no "
+                                        "login")
+    elif (bundle.get("restrictionInformation") or {}).get("hasUnmetAccessRequirement"):
+        found.anonymous = Verdict(
+            False, f"{shown}: anyone can see it, but it has access requirements (conditions of "
+                   f"use) each user must meet on Synapse before downloading{who_text}",
+            "MedPerf users must log in (`synapse login`) and meet them on the file's Synapse "
+            "page; or host a copy without them")
+    else:
+        found.anonymous = Verdict(
+            False, f"{shown}: anyone can see it, but only logged-in users allowed to may "
+                   f"download it{who_text}", _LOGIN_FIX)
+    if found.direct is None and status == 200:
+        found.direct = Verdict(True, "Synapse hands out the file itself (MedPerf's Synapse "
+                                     "client downloads it), not a page")
+    found.permanent = await _version_verdict(entity_id, version, conf, context, bundle
+                                             if version is None else None)
+    return found
+
+
+async def _version_verdict(entity_id: str, version: int | None, conf, context,
+                           current_bundle: dict | None):
+    """Whether the identifier names one version, and what ``synapse:synN`` names now."""
+    from hostkit.hookspecs import Verdict
+
+    current = ((current_bundle or {}).get("entity") or {}).get("versionNumber")
+    if current is None:
+        try:
+            status, bundle = await _anonymous_bundle(conf, context, entity_id, None)
+            current = (bundle.get("entity") or {}).get("versionNumber") if status == 200 \
+                else None
+            if current is None:  # private: the author's own token may see it
+                bundle = await api_for(context, conf).bundle(entity_id, None,
+                                                             f"synapse:{entity_id}")
+                current = (bundle.get("entity") or {}).get("versionNumber")
+        except Exception:
+            current = None
+    if version is not None:
+        if current is not None and int(current) != version:
+            return Verdict(
+                False, f"version {version} cannot change, but MedPerf stores no version: "
+                       f"synapse:{entity_id} downloads the current version, {current}",
+                f"submit synapse:{entity_id} with version {current}'s sha256, or make version "
+                f"{version} the current one again", f"synapse:{entity_id}.{current}")
+        return Verdict(True, f"version {version}: its bytes cannot change (MedPerf stores "
+                             f"synapse:{entity_id}; the sha256 you submit pins version "
+                             f"{version}, the current one)")
+    if current is None:
+        return Verdict(False, f"synapse:{entity_id} names whatever version is current; a new "
+                              "version changes the bytes under the same identifier",
+                       f"pin a version: synapse:{entity_id}.N (could not look up the current "
+                       "one: it needs a Synapse login)")
+    return Verdict(
+        False, f"synapse:{entity_id} names whatever version is current (now {current}); a new "
+               "version changes the bytes under the same identifier",
+        f"pin synapse:{entity_id}.{current} wherever hostkit reads it; MedPerf stores only "
+        f"synapse:{entity_id}, so the sha256 you submit is what pins version {current} there "
+        "(a later version then fails MedPerf's hash check instead of changing silently)",
+        f"synapse:{entity_id}.{current}")

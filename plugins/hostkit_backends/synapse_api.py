@@ -144,10 +144,10 @@ def token_hint(conf: SynapseConfig) -> str:
 class SynapseApi:
     """One endpoint's REST calls, with one token (or none); kept in ``Context.clients``."""
 
-    def __init__(self, conf: SynapseConfig, context):
+    def __init__(self, conf: SynapseConfig, context, *, anonymous: bool = False):
         self.conf = conf
         self.context = context
-        found = find_token(conf)
+        found = None if anonymous else find_token(conf)
         self._token, self.token_source = found if found else (None, None)
         self._checked = False
         self._login_lock = asyncio.Lock()
@@ -181,12 +181,14 @@ class SynapseApi:
             self.username = str(profile.get("userName") or "") or None
             self._checked = True
 
-    async def bundle(self, entity_id: str, version: int | None, what: str) -> dict:
-        """The entity bundle (entity, file handles, restrictions), as ``syn.get`` asks for it."""
+    async def bundle(self, entity_id: str, version: int | None, what: str,
+                     parts: dict | None = None) -> dict:
+        """The entity bundle (entity, file handles, restrictions), as ``syn.get`` asks for it;
+        ``parts`` asks for other parts instead (``{"includeBenefactorACL": True}``...)."""
         await self.login(what)
         path = f"/entity/{entity_id}/version/{version}/bundle2" if version \
             else f"/entity/{entity_id}/bundle2"
-        return await self._call("POST", self.conf.repo + path, what, BUNDLE_REQUEST)
+        return await self._call("POST", self.conf.repo + path, what, parts or BUNDLE_REQUEST)
 
     async def presigned(self, file_handle_id: str, entity_id: str, what: str) -> dict:
         """``fileHandle/batch``: the file handle and a presigned URL to download it."""
