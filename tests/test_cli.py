@@ -11,6 +11,7 @@ import textwrap
 import time
 
 from tests.conftest import run_cli
+from tests.servers import free_port
 from tests.test_resolve import data
 
 
@@ -209,7 +210,9 @@ def test_a_cached_hash_never_answers_for_an_identifier_its_backend_refuses(origi
     run_cli("resolve", f"{origin.url}/f/rules.bin", sha, check=True)  # the blob is cached
     unknown = run_cli("resolve", "ftp://x/y", sha)
     assert unknown.returncode == 2 and "no backend accepts" in unknown.stderr
-    branch = run_cli("resolve", "github:owner/repo@main/rules.bin", sha)
+    # (its commit is looked up to name it in the refusal: no GitHub here, refused all the same)
+    branch = run_cli("resolve", "github:owner/repo@main/rules.bin", sha,
+                     env={"HOSTKIT_GITHUB_API_URL": f"http://127.0.0.1:{free_port()}"})
     assert branch.returncode == 4 and "branch or tag" in branch.stderr
     never = run_cli("resolve", f"{origin.url}/f/other-name.bin", sha, "--offline")
     assert never.returncode == 0  # a hash held answers for an identifier its backend accepts

@@ -121,6 +121,19 @@ def test_a_branch_is_refused_with_its_pinned_identifier(gh, resolver, settings):
     assert lookups == [main, main, heads, main]
 
 
+def test_a_branch_is_refused_even_when_its_commit_cannot_be_looked_up(gh, monkeypatch):
+    from hostkit.resolver import Resolver
+    from hostkit.settings import load_settings
+    from tests.servers import free_port
+
+    monkeypatch.setenv("HOSTKIT_GITHUB_API_URL", f"http://127.0.0.1:{free_port()}")
+    resolver = Resolver(load_settings())
+    exc = refused(resolver, "github:o/r@main/w.bin", errors.NotPermanent)
+    assert "(its commit could not be looked up: cannot connect" in exc.message
+    assert exc.suggestion is None and "git ls-remote https://github.com/o/r main" in exc.hint
+    refused(resolver, "github:o/r@main/w.bin", errors.Unreachable, pin=True)
+
+
 def test_pin_resolves_the_commit_and_records_the_pinned_identifier(gh, resolver):
     first = data(1200, 73)
     commit = gh.commit("o/r", {"w.bin": first})

@@ -126,8 +126,7 @@ def test_html_page_is_refused(resolver, settings, origin):
 @pytest.mark.parametrize("url,hint", [
     ("https://drive.google.com/file/d/abc/view", "Drive"),
     ("https://www.dropbox.com/s/abc/w.bin?dl=0", "dl=1"),
-    ("https://github.com/o/r/blob/main/w.bin", "raw.githubusercontent.com/o/r/"),
-])
+])  # github.com blob pages: the github backend resolves them (tests/test_github.py)
 def test_share_links_are_refused_without_network(resolver, url, hint):
     with pytest.raises(errors.NotDirectLink) as info:
         resolve(resolver, url)

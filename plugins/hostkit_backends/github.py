@@ -250,6 +250,7 @@ class GitHubRef(Remote):
         loc, shown = self.loc, self.display
         short = _SHORT.match(loc.ref) is not None
         ls_remote = f"`git ls-remote {WEB_HOST}/{loc.owner}/{loc.repo} {loc.name}`"
+        form = f"{self.gh.config.raw}/{loc.owner}/{loc.repo}/<commit>/{loc.path}"
         if offline:
             if short:
                 raise OfflineMiss(f"{shown}: the short commit id {loc.ref!r} must be expanded "
@@ -259,7 +260,7 @@ class GitHubRef(Remote):
             if not allow:
                 raise NotPermanent(f"{shown} names {loc.what}, which can change later; offline, "
                                    "its commit cannot be looked up", hint=f"pin a commit: "
-                                   f"{ls_remote} prints it; then use {_FORM}", identifier=shown)
+                                   f"{ls_remote} prints it; then use {form}", identifier=shown)
             raise OfflineMiss(f"{shown}: offline, {loc.what} cannot be looked up to pin it",
                               hint="run once online with --pin, then use the pinned identifier "
                                    "it prints", identifier=shown)
@@ -272,9 +273,10 @@ class GitHubRef(Remote):
         except HostkitError as exc:
             if allow or short:
                 raise
+            why = exc.message.removeprefix(f"{shown}: ")
             raise NotPermanent(f"{shown} names {loc.what}, which can change later (its commit "
-                               f"could not be looked up: {exc.message})",
-                               hint=f"pin a commit: {ls_remote} prints it; then use {_FORM}",
+                               f"could not be looked up: {why})",
+                               hint=f"pin a commit: {ls_remote} prints it; then use {form}",
                                identifier=shown) from None
         pinned = self.at(commit)
         if short and commit.startswith(loc.ref.lower()):
