@@ -392,6 +392,11 @@ def client_for(settings, url: str, *, connect_timeout: float = 2.0) -> DaemonCli
                         connect_timeout=connect_timeout)
 
 
+#: A shared daemon's refusals that this caller may answer itself, in-process, with its own
+#: credentials: the daemon's are not lent to it, or it may not send its own to the daemon.
+RESOLVE_HERE = frozenset({"credentials_not_lent", "credentials_not_accepted"})
+
+
 def resolve_through_daemon(settings, url: str, identifier: str, expected: str | None = None,
                            *, offline: bool | None = None, require_hash: bool | None = None,
                            progress: Progress | None = None,
@@ -399,8 +404,11 @@ def resolve_through_daemon(settings, url: str, identifier: str, expected: str | 
     """Resolve through the daemon at ``url``; None when no daemon answers (resolve in-process).
 
     Also None when the daemon's path is not readable here (a daemon on another
-    host, or a container without the cache mounted): the caller then resolves
-    in-process, which gives the same bytes.
+    host, a container without the cache mounted, another user's shared daemon),
+    or when a shared daemon declines to act for this caller with credentials
+    (:data:`RESOLVE_HERE`: its own are not lent, the caller's not accepted): the
+    caller then resolves in-process, with its own credentials and cache, which
+    gives the same bytes.
     """
     client = client_for(settings, url, connect_timeout=min(settings.connect_timeout, 2.0))
     # the caller's own strictness travels with the request (the daemon may be stricter still)
@@ -416,6 +424,11 @@ def resolve_through_daemon(settings, url: str, identifier: str, expected: str | 
                                   require_same=require_same)
     except DaemonUnavailable as exc:
         log.info("%s; resolving in-process", exc)
+        return None
+    except HostkitError as exc:
+        if exc.kind not in RESOLVE_HERE:
+            raise
+        log.info("the shared daemon declined (%s); resolving in-process", exc.kind)
         return None
     if not os.access(resolved.path, os.R_OK):
         log.info("the daemon's copy %s is not readable here; resolving in-process",

@@ -596,6 +596,61 @@ def test_a_shared_daemon_never_lends_its_credentials(tmp_path, gated, other_user
         subprocess.run(["rm", "-rf", str(base)], check=False)
 
 
+#: hostkit run by the other user: the system python (same ABI as the venv's, which lives
+#: under root's home) with the venv's site-packages, the editable install's .pth included.
+_OTHER_HOSTKIT = ("import site, sys; site.addsitedir(sys.argv.pop(1)); "
+                  "from hostkit.cli import main; sys.exit(main(sys.argv[1:]))")
+
+
+def _hostkit_as_other(user, env: dict, *args) -> subprocess.CompletedProcess:
+    import sysconfig
+
+    return subprocess.run(
+        ["/usr/bin/python3", "-S", "-c", _OTHER_HOSTKIT, sysconfig.get_paths()["purelib"],
+         *map(str, args)], capture_output=True, text=True, timeout=120, user=user.pw_uid,
+        group=user.pw_gid, extra_groups=[grp.getgrnam(SHARED_GROUP).gr_gid],
+        env={"PATH": "/usr/bin:/bin", **env}, cwd="/")
+
+
+def test_another_users_cli_resolves_in_process_when_a_shared_daemon_cannot_serve_it(
+        tmp_path, gated, other_user, synapse):
+    """The shared daemon declines the other user's credentialed source (its token is not
+    lent) and its own copies are unreadable to them: their CLI resolves in-process, with
+    their own token and cache, instead of failing or printing a path they cannot read."""
+    from tests.synapse_standin import TOKEN
+
+    public_data, private_data = payload(15_000, 120), payload(16_000, 121)
+    gated.add("fallback-public.bin", public_data)
+    private_id = f"synapse:{synapse.add_file('fb.bin', private_data, access='private')}"
+    base = Path("/tmp") / f"hostkit-fallback-{os.getpid()}-{tmp_path.name}"
+    base.mkdir(mode=0o755)
+    sock = base / "sock" / "daemon.sock"
+    env = {"HOSTKIT_CACHE_DIR": str(base / "cache"), "HOME": str(tmp_path / "home"),
+           "HOSTKIT_SYNAPSE_ENDPOINT": synapse.url, "SYNAPSE_AUTH_TOKEN": TOKEN,
+           "HOSTKIT_SYNAPSE_CONFIG": str(tmp_path / "synapseConfig")}
+    d = DaemonProcess(tmp_path, "--group", SHARED_GROUP, env=env, socket_path=str(sock))
+    theirs = base / "theirs"
+    theirs.mkdir()
+    os.chown(theirs, other_user.pw_uid, other_user.pw_gid)
+    their_env = {"HOSTKIT_DAEMON_URL": d.url, "HOSTKIT_CACHE_DIR": str(theirs / "cache"),
+                 "HOME": str(theirs), "HOSTKIT_SYNAPSE_ENDPOINT": synapse.url,
+                 "SYNAPSE_AUTH_TOKEN": TOKEN, "HOSTKIT_SYNAPSE_CONFIG": str(theirs / "none")}
+    try:
+        assert call_json(d.url, "POST", "/v1/resolve", {"identifier": private_id})[0] == 200
+        for identifier, data in ((private_id, private_data),
+                                 (gated.file_url("fallback-public.bin"), public_data)):
+            proc = _hostkit_as_other(other_user, their_env, "resolve", identifier, "--json", "-v")
+            assert proc.returncode == 0, proc.stderr
+            answer = json.loads(proc.stdout)
+            assert answer["path"].startswith(str(theirs / "cache")), answer
+            assert Path(answer["path"]).read_bytes() == data
+            assert answer["sha256"] == hashlib.sha256(data).hexdigest()
+            assert TOKEN not in proc.stdout + proc.stderr
+    finally:
+        d.stop()
+        subprocess.run(["rm", "-rf", str(base)], check=False)
+
+
 def test_a_shared_daemon_serves_blobs_fetched_with_credentials_only_to_trusted_callers(
         tmp_path, gated, other_user):
     signed_data, userinfo_data = payload(21_000, 130), payload(22_000, 131)
