@@ -188,6 +188,17 @@ def test_pin_through_the_python_api(gh, tmp_path):
     assert record.pinned_from == "github:o/r@main/w.bin"
 
 
+def test_pin_with_a_daemon_running_resolves_in_process(gh, resolver, daemon):
+    """The daemon's protocol has no pin: a branch to pin is looked up by the caller."""
+    payload = data(1700, 91)
+    commit = gh.commit("o/r", {"w.bin": payload})
+    proc = run_cli("resolve", "github:o/r@main/w.bin", "--pin", "--json", env=daemon.env)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["identifier"] == f"{gh.raw_url}/o/r/{commit}/w.bin"
+    assert [e.identifier for e in resolver.cache.entries()] == [
+        f"{gh.raw_url}/o/r/{commit}/w.bin"]  # this cache, not the daemon's
+
+
 def test_a_tag_is_a_movable_reference_too(gh, resolver):
     old = data(800, 77)
     tagged = gh.commit("o/r", {"w.bin": old})
