@@ -6,12 +6,14 @@ Forms (each names a file at a commit; a cached copy is served with no network)::
     https://raw.githubusercontent.com/OWNER/REPO/COMMIT/PATH
     https://github.com/OWNER/REPO/blob/COMMIT/PATH     (and .../raw/...: the raw file)
 
-At a 40-hex commit a reference is immutable. A branch or tag (also written
-``refs/heads/NAME`` or ``refs/tags/NAME``) can move: it is looked up through
-the REST API and refused with the pinned identifier to use instead
-(:class:`~hostkit.errors.NotPermanent`, ``suggestion``), or with the ``pin``
-setting (``hostkit resolve --pin``) resolved and recorded under that pinned
-identifier. A short SHA (7 to 39 hex digits) is expanded by the same call.
+At a 40-hex commit a reference is immutable; every form is shown, and
+recorded, as the raw URL at its commit (what is fetched, and what any
+downloader can use). A branch or tag (also written ``refs/heads/NAME`` or
+``refs/tags/NAME``) can move: it is looked up through the REST API and refused
+with that pinned raw URL to use instead (:class:`~hostkit.errors.NotPermanent`,
+``suggestion``), or with the ``pin`` setting (``hostkit resolve --pin``)
+resolved and recorded under it. A short SHA (7 to 39 hex digits) is expanded
+by the same call.
 
 A private repository needs a token (``GH_TOKEN`` or ``GITHUB_TOKEN``); it is
 sent to the API, raw and LFS hosts only (see :mod:`.github_api`), and a blob

@@ -272,9 +272,9 @@ class GitHub:
         session = await self.context.http_session()
         streamed = body is not None and not isinstance(body, dict | list)
         data = json.dumps(body).encode() if body is not None and not streamed else body
-        for _ in range(_MAX_HOPS + 1):
-            from yarl import URL
+        from yarl import URL
 
+        for _ in range(_MAX_HOPS + 1):
             headers = {"Accept": accept, "X-GitHub-Api-Version": "2022-11-28",
                        **self.config.auth(url, auth)}
             if data is not None:
