@@ -379,7 +379,10 @@ def test_a_full_disk_still_answers_hits_and_lets_prune_and_rm_free_space(origin,
 def test_disk_full_at_the_index_write_is_a_clean_exit_6(origin, small_disk):
     """Leave room for the download but not for the index's WAL frames: a clean exit 6."""
     cache = small_disk / "cache"
-    run_cli("cache", "ls", check=True)  # creates the index
+    from hostkit.store.cache import Cache
+
+    Cache(cache).entries()  # creates the index (`cache ls` no longer creates a cache)
+    assert (cache / "index.db").exists()
     filler = small_disk / "filler"
     outcomes = []
     for extra in range(0, 48):  # free pages beyond the file's own: find the index's edge
