@@ -566,7 +566,7 @@ def test_a_shared_daemon_never_lends_its_credentials(tmp_path, gated, other_user
         status, answer = _as_other(other_user, d.url, "POST", "/v1/resolve",
                                    {"identifier": gated.file_url("public.bin")})
         assert status == 200 and answer["sha256"] == public
-        for identifier in (private_id, private_id + ".1", "s3://bucket/key", "gs://b/k"):
+        for identifier in (private_id, private_id + ".1", "s3://bucket/key", "gs://bucket/k"):
             status, answer = _as_other(other_user, d.url, "POST", "/v1/resolve",
                                        {"identifier": identifier})
             assert status == 403 and answer["error"] == "credentials_not_lent", answer
@@ -646,6 +646,49 @@ def test_another_users_cli_resolves_in_process_when_a_shared_daemon_cannot_serve
             assert Path(answer["path"]).read_bytes() == data
             assert answer["sha256"] == hashlib.sha256(data).hexdigest()
             assert TOKEN not in proc.stdout + proc.stderr
+    finally:
+        d.stop()
+        subprocess.run(["rm", "-rf", str(base)], check=False)
+
+
+@pytest.fixture(scope="module")
+def github():
+    from tests.standins.github import GitHubServer
+
+    server = GitHubServer()
+    standin = server.start()
+    yield standin
+    server.stop()
+
+
+def test_a_shared_daemon_never_lends_a_token_an_https_url_would_carry(
+        tmp_path, other_user, github):
+    """A private repository's raw URL is plain https, but the daemon would send its owner's
+    GH_TOKEN with it: refused to another user as credentials_not_lent, with no request."""
+    from tests.standins.github import TOKEN
+
+    github.reset()
+    commit = github.commit("o/private", {"w.bin": payload(5000, 122)}, private=True)
+    public = github.commit("o/open", {"p.bin": payload(4000, 123)})
+    raw = f"{github.raw_url}/o/private/{commit}/w.bin"
+    base = Path("/tmp") / f"hostkit-gh-{os.getpid()}-{tmp_path.name}"
+    base.mkdir(mode=0o755)
+    sock = base / "sock" / "daemon.sock"
+    env = {"HOSTKIT_CACHE_DIR": str(base / "cache"), "HOME": str(tmp_path / "home"),
+           "GITHUB_TOKEN": TOKEN, "HOSTKIT_GITHUB_API_URL": github.api_url,
+           "HOSTKIT_GITHUB_RAW_URL": github.raw_url, "HOSTKIT_GITHUB_LFS_URL": github.lfs_url}
+    d = DaemonProcess(tmp_path, "--group", SHARED_GROUP, env=env, socket_path=str(sock))
+    try:
+        assert call_json(d.url, "POST", "/v1/resolve", {"identifier": raw})[0] == 200
+        seen = len(github.hits)
+        status, answer = _as_other(other_user, d.url, "POST", "/v1/resolve", {"identifier": raw})
+        assert status == 403 and answer["error"] == "credentials_not_lent", answer
+        assert "sha256" not in answer and len(github.hits) == seen
+        # with the token set, even a public repository's file is fetched with it: not lent
+        status, answer = _as_other(other_user, d.url, "POST", "/v1/resolve",
+                                   {"identifier": f"{github.raw_url}/o/open/{public}/p.bin"})
+        assert status == 403 and answer["error"] == "credentials_not_lent", answer
+        assert TOKEN not in d.log()
     finally:
         d.stop()
         subprocess.run(["rm", "-rf", str(base)], check=False)

@@ -41,8 +41,6 @@ from .errors import (
     ForbiddenOrigin,
 )
 
-#: Schemes the daemon fetches without any credential of its own (when the URL carries none).
-ANONYMOUS_SCHEMES = frozenset({"http", "https"})
 _LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 _PEERCRED = struct.Struct("3i")
 
@@ -127,29 +125,33 @@ def peer_uid(request: web.Request) -> int | None:
     return uid
 
 
-def require_lendable(caller: Caller, identifier: str) -> None:
+def require_lendable(caller: Caller, identifier: str, resolver) -> None:
     """403 unless the daemon may fetch this for the caller with nobody's credentials.
 
-    An untrusted caller gets ``credentials_not_lent`` for a source that needs the
-    daemon's credentials, and ``credentials_not_accepted`` for an identifier that
-    carries its own (userinfo, a signed query): bytes fetched with those would be
-    stored in the daemon's cache and served to its trusted callers.
+    An untrusted caller gets ``credentials_not_accepted`` for an identifier that
+    carries its own credentials (userinfo, a signed query): bytes fetched with
+    those would be stored in the daemon's cache and served to its trusted
+    callers. It gets ``credentials_not_lent`` for a source the daemon would
+    fetch with its own credentials: decided by the backend's Remote
+    (``Remote.anonymous``, known before any I/O), not by the scheme, since an
+    https URL may carry the daemon's token too (a private GitHub repository's
+    raw URL with ``GH_TOKEN`` set).
     """
     if caller.trusted:
         return
     ref = parse_identifier(identifier)
-    if ref.scheme not in ANONYMOUS_SCHEMES:
-        raise CredentialsNotLent(
-            f"this daemon does not use its credentials for uid {caller.uid}",
-            hint="resolve it in-process with your own credentials (`hostkit resolve "
-                 "--cache-dir DIR`, or without HOSTKIT_DAEMON_URL), or ask the daemon's owner "
-                 "to add you with --allow-user")
     if ref.credentialed:
         raise CredentialsNotAccepted(
             f"this daemon does not fetch with credentials sent by uid {caller.uid} "
             "(the bytes would be shared through its cache)",
             hint="resolve it in-process, into your own cache (`hostkit resolve --cache-dir "
                  "DIR`, or without HOSTKIT_DAEMON_URL)")
+    if not resolver.remote_for(identifier).anonymous:
+        raise CredentialsNotLent(
+            f"this daemon does not use its credentials for uid {caller.uid}",
+            hint="resolve it in-process with your own credentials (`hostkit resolve "
+                 "--cache-dir DIR`, or without HOSTKIT_DAEMON_URL), or ask the daemon's owner "
+                 "to add you with --allow-user")
 
 
 def require_trusted(caller: Caller, what: str) -> None:

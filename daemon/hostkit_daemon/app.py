@@ -388,7 +388,7 @@ async def resolve(request: web.Request) -> web.Response:
                          hint=f"known fields: {', '.join(sorted(_RESOLVE_FIELDS))}")
     identifier = _identifier(data)
     request[LOG]["identifier"] = identifier
-    access.require_lendable(request[CALLER], identifier)
+    access.require_lendable(request[CALLER], identifier, state.resolver)
     expected = _field(data, "hash", str)
     wait = _field(data, "wait", bool)
     offline = _field(data, "offline", bool)
@@ -674,7 +674,7 @@ async def prefetch(request: web.Request) -> web.Response:
         identifier = _identifier(entry, where)
         expected = _field(entry, "hash", str, where=where)
         try:
-            access.require_lendable(request[CALLER], identifier)
+            access.require_lendable(request[CALLER], identifier, state.resolver)
             parsed.append(_item(state.resolver, identifier, expected))
         except HostkitError as exc:
             exc.message = f"{where}{exc.message}"
