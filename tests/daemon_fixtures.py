@@ -276,8 +276,10 @@ class DaemonThread:
 
         from hostkit.settings import Settings
 
-        # explicit settings: independent of the environment of whichever test starts it
-        self.settings = Settings(cache_dir=Path(cache_dir), backoff=0.01, retries=2)
+        # explicit settings: independent of the environment of whichever test starts it;
+        # GitHub's API is a dead loopback port (a branch lookup must never leave the machine)
+        self.settings = Settings(cache_dir=Path(cache_dir), backoff=0.01, retries=2,
+                                 environment={"HOSTKIT_GITHUB_API_URL": "http://127.0.0.1:9"})
         self.token = token or secrets.token_urlsafe(16)
         self.app_options = app_options
         self.logs = LogCapture()
