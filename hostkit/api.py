@@ -129,6 +129,11 @@ def resolve(identifier: str, expected: str | None = None, *, offline: bool | Non
     :func:`hostkit.place.place`) and returns PATH. On any failure, a hash
     mismatch included, PATH is left as it was.
 
+    A folder identifier (``s3://bucket/prefix/``, a Synapse folder, ...) returns a
+    read-only snapshot folder of its files; its hash is the sha256 of its
+    manifest (see :mod:`hostkit.store.snapshots`), and ``output=DIR`` places the
+    folder at DIR (:func:`hostkit.place.place_tree`).
+
     ``pin=True`` (default: the ``pin`` setting, ``HOSTKIT_PIN``) resolves a
     movable reference, such as a github branch, as the commit it names now
     (recorded under the pinned identifier) instead of refusing it.
@@ -174,9 +179,10 @@ def _placed(resolved: Resolved, output: str | Path | None) -> Resolved:
         return resolved
     import dataclasses
 
-    from .place import place
+    from .place import place, place_tree
 
-    return dataclasses.replace(resolved, path=place(resolved.path, Path(output)))
+    placer = place_tree if resolved.tree else place
+    return dataclasses.replace(resolved, path=placer(resolved.path, Path(output)))
 
 
 def _warn_changed(resolved: Resolved, stacklevel: int = 3) -> None:

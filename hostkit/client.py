@@ -225,7 +225,9 @@ def resolved_from_dict(data: dict) -> Resolved:
                         bool(data["cached"]), data["identifier"], bool(data["verified"]),
                         dict(data.get("digests") or {}),
                         changed_from={str(k): str(v) for k, v in changed.items()}
-                        if isinstance(changed, dict) else None)
+                        if isinstance(changed, dict) else None,
+                        tree=data.get("tree") is True,
+                        files=int(data["files"]) if data.get("files") is not None else None)
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"not a resolve answer ({exc!r})") from None
 

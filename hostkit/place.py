@@ -29,6 +29,7 @@ import contextlib
 import errno
 import os
 import secrets
+import stat
 from pathlib import Path
 
 from .errors import CacheError, UsageError
@@ -86,6 +87,139 @@ def place(blob_path: Path, target: Path) -> Path:
             os.unlink(temp)
         raise
     return target
+
+
+def place_tree(snapshot: Path, target: Path) -> Path:
+    """Put a folder's snapshot at ``target`` (``hostkit resolve s3://b/prefix/ -o DIR``).
+
+    Each file is placed as :func:`place` places one (a hard link to the cache's
+    blob, else a reflink or a copy; read-only); folders are ordinary writable
+    folders, so DIR can be deleted. Atomically: the folder is built next to
+    ``target`` (``.DIR.hostkit-<random>.tmp``) and renamed in, so ``target`` is
+    never half-built. An existing ``target`` is replaced, like ``-o`` replaces a
+    file, when it is an empty folder or looks like a folder hostkit placed
+    (regular read-only files and folders only); any other folder, a file or a
+    link there is refused (:class:`~hostkit.errors.UsageError`) and left as it
+    was. The swap is one ``renameat2(RENAME_EXCHANGE)`` where Linux offers it
+    (DIR holds the old tree or the new one at every instant), else the old
+    folder is renamed aside first. Raises :class:`~hostkit.errors.CacheError`
+    when the folder cannot be written; ``target`` is then left as it was.
+    """
+    snapshot, target = Path(snapshot), Path(os.path.abspath(target))
+    _check_tree_target(target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _failed(target, exc) from None
+    for leftover in target.parent.glob(f".{target.name[:200]}.hostkit-*.tmp"):
+        if leftover.is_dir() and _stale(leftover):
+            _remove_tree(leftover)
+    temp = target.parent / (f".{target.name[:200]}.hostkit-{os.getpid()}-"
+                            f"{secrets.token_hex(6)}.tmp")
+    try:
+        temp.mkdir()
+        for here, dirs, names in os.walk(snapshot):
+            rel = Path(here).relative_to(snapshot)
+            for name in dirs:
+                (temp / rel / name).mkdir()
+            for name in names:
+                _link_or_copy(Path(here) / name, temp / rel / name)
+        _fsync_dir(temp)
+        if os.path.lexists(target):
+            _check_tree_target(target)  # again: it may have appeared meanwhile
+            if _exchange(temp, target):
+                _fsync_dir(target.parent)
+                _remove_tree(temp)  # now the old tree
+                return target
+            aside = target.parent / f".{target.name[:200]}.hostkit-{os.getpid()}-old.tmp"
+            os.rename(target, aside)
+            os.rename(temp, target)
+            _fsync_dir(target.parent)
+            _remove_tree(aside)
+            return target
+        os.rename(temp, target)
+        _fsync_dir(target.parent)
+    except OSError as exc:
+        _remove_tree(temp)
+        raise _failed(target, exc) from None
+    except BaseException:
+        _remove_tree(temp)
+        raise
+    return target
+
+
+def _check_tree_target(target: Path) -> None:
+    """UsageError unless ``target`` is absent, an empty folder or a folder hostkit placed."""
+    if not os.path.lexists(target):
+        return
+    if target.is_symlink() or not target.is_dir():
+        raise UsageError(f"cannot place the folder at {target}: it exists and is not a folder",
+                         hint="choose another -o path, or remove it first")
+    for here, _dirs, names in os.walk(target):
+        for name in names:
+            path = os.path.join(here, name)
+            st = os.lstat(path)
+            if not stat.S_ISREG(st.st_mode) or st.st_mode & 0o222:
+                raise UsageError(
+                    f"cannot place the folder at {target}: it holds {path}, which hostkit "
+                    "did not place (hostkit places read-only files only); it was left as it "
+                    "was", hint="choose another -o path, or empty or remove that folder first")
+
+
+def _link_or_copy(source: Path, temp: Path) -> None:
+    try:
+        os.link(source, temp)
+    except OSError as exc:
+        if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EACCES, errno.EMLINK,
+                             errno.ENOTSUP, errno.EOPNOTSUPP):
+            raise
+        _copy(source, temp)
+
+
+#: ``renameat2`` flag: swap two paths atomically (Linux 3.15+).
+RENAME_EXCHANGE = 2
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap ``a`` and ``b`` atomically; False where the system cannot (the caller falls back)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd = -100
+    result = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), RENAME_EXCHANGE)
+    if result == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False  # the file system (or kernel) has no exchange
+    raise OSError(code, os.strerror(code), str(b))
+
+
+def _stale(leftover: Path) -> bool:
+    """Whether a temporary folder next to a target was left by a process that is gone."""
+    try:
+        pid = int(leftover.name.rsplit(".hostkit-", 1)[1].split("-")[0])
+    except (IndexError, ValueError):
+        return False
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def _remove_tree(root: Path) -> None:
+    import shutil
+
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def _same_inode(a: Path, b: Path) -> bool:

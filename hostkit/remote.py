@@ -3,7 +3,9 @@
 A backend's ``hostkit_resolve`` hook turns a :class:`~hostkit.identifiers.Ref`
 into a :class:`Remote` without any I/O. The resolver then asks the Remote for
 metadata (``stat``) when it needs to revalidate, and for bytes (``open``) when
-it downloads. Everything that touches the network is async.
+it downloads. A Remote that names a folder (``tree``) is asked for its files
+instead (``list``), each one a Remote of its own. Everything that touches the
+network is async.
 """
 
 from __future__ import annotations
@@ -61,6 +63,30 @@ class Body:
     chunks: AsyncIterator[bytes]
 
 
+@dataclass
+class TreeEntry:
+    """One file of a folder, as its backend's listing names it (see :meth:`Remote.list`).
+
+    ``path`` is the file's path inside the folder, ``/``-separated, exactly as the
+    source names it relative to the folder (the core refuses unsafe names, see
+    :mod:`hostkit.store.snapshots`; do not clean them up). ``remote`` is the file's
+    own Remote, made with no I/O, with the cache key a single-file identifier of it
+    would have, so the file is cached, resumed and shared exactly as that
+    identifier would be. ``size``, ``validator`` (the ETag, version or generation
+    the listing shows; equal validators mean equal bytes) and ``digests`` (what
+    the server vouches for: ``{"md5": hex}``) are what the listing says, or None
+    / empty when it says nothing: an unchanged file (same validator and size as
+    its cache entry) is then not fetched again. A name ending in ``/`` with size
+    0 is a folder placeholder: the core skips it.
+    """
+
+    path: str
+    remote: Remote
+    size: int | None = None
+    validator: str | None = None
+    digests: dict[str, str] = field(default_factory=dict)
+
+
 class Remote:
     """One object at a backend. Subclass it in a backend plugin.
 
@@ -87,6 +113,47 @@ class Remote:
     #: :meth:`pin` and goes on with the Remote it returns, so the cache entry and the
     #: answer name the pinned identifier.
     movable: bool = False
+    #: What the identifier names: False a file (the default); True a folder (a tree),
+    #: resolved through :meth:`list` into a snapshot folder; None when only the backend
+    #: can tell, with a request (``synapse:syn123``: a file or a folder): the resolver
+    #: then asks :meth:`is_tree`, unless the cache already knows the answer.
+    tree: bool | None = False
+
+    async def is_tree(self) -> bool:
+        """Whether the identifier names a folder (one metadata request). Called only when
+        ``tree`` is None; raise :mod:`hostkit.errors` types as :meth:`stat` does."""
+        raise NotImplementedError
+
+    def list(self) -> AsyncIterator[TreeEntry]:
+        """The files of the folder this Remote names: an async iterator of :class:`TreeEntry`.
+
+        Called only for a folder (``tree`` true, or :meth:`is_tree` said so).
+        Contract:
+
+        - Yield every file under the folder, at any depth, in any order, paging
+          through the backend's listing as it goes (S3 ``ListObjectsV2`` with its
+          continuation token, GCS ``pageToken``, Azure's ``marker``, Synapse's
+          ``nextPageToken``; a recursive walk where the API lists one level). The
+          core stops iterating (``aclose``) once a listing exceeds its caps
+          (``tree_max_files``, ``tree_max_bytes``), so yield as pages arrive.
+        - Yield names as listed, relative to the folder: the core refuses ``..``,
+          absolute paths, empty segments, backslashes, names that collide, a name
+          that is a file and a folder, and skips zero-byte ``name/`` folder
+          placeholders. Do not clean names up: a name that cannot be written as
+          it is listed must be refused, not silently renamed.
+        - Each entry's ``remote`` is what ``hostkit_resolve`` would return for that
+          one file (no I/O to make it). It may carry what the listing said (size,
+          ETag) so that its download needs no extra metadata request, as long as
+          its reads stay pinned to those bytes (a changed file fails the read).
+        - ``self.immutable`` true promises the listing never changes (a commit,
+          a model version): the core then answers a cached tree with no request.
+        - Failures raise :mod:`hostkit.errors` types, as :meth:`stat` does (a
+          missing bucket or folder: :class:`~hostkit.errors.NotFound`;
+          :class:`~hostkit.errors.TransientError` is retried by the core, listing
+          again from the start). A listing with no files is the core's
+          :class:`~hostkit.errors.NotFound`.
+        """
+        raise NotImplementedError
 
     async def pin(self, *, allow: bool, offline: bool) -> Remote:
         """The Remote of the one immutable object this reference names now (a lookup).

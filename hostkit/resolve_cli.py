@@ -157,7 +157,10 @@ def add_resolve_command(sub, common, epilog: str) -> None:
                    help="also place the verified file at PATH (a read-only hard link from the "
                         "cache, else a copy; atomic; replaces an existing file) and print PATH; "
                         "with several items a folder (DIR/), each file under its lock file "
-                        "output name or its identifier's file name")
+                        "output name or its identifier's file name. A folder identifier "
+                        "(s3://bucket/prefix/, ...) is placed as a folder at PATH, built next "
+                        "to it and renamed in; an existing PATH is replaced only when empty "
+                        "or placed by hostkit")
     lock = sub.add_parser("lock", parents=[common], help="write the sha256 of identifiers to a "
                           "lock file", description="Resolve each identifier and record its "
                           "sha256 and size in a lock file (TOML), which `hostkit resolve -r "
@@ -204,9 +207,7 @@ def _resolve_one(args, settings, want: Want) -> int:
                                        progress=progress_for(settings), pin=args.pin)
     placed = None
     if args.output is not None:
-        from .place import place
-
-        placed = place(resolved.path, _path(args.output))
+        placed = _place(resolved, _path(args.output))
     _warn(resolved)
     if args.json:
         print_json({**resolved.to_dict(), **({"placed": str(placed)} if placed else {})})
@@ -262,12 +263,10 @@ def _run(args, settings, wants: list[Want], *, out_dir=None, refused: dict | Non
         return None
     placed: dict[int, object] = {}
     if out_dir is not None:
-        from .place import place
-
         for index, outcome in enumerate(outcomes):
             if not isinstance(outcome, HostkitError):
                 try:
-                    placed[index] = place(outcome.path, out_dir / names[index])
+                    placed[index] = _place(outcome, out_dir / names[index])
                 except HostkitError as exc:
                     exc.identifier = exc.identifier or outcome.identifier
                     outcomes[index] = exc
@@ -566,7 +565,7 @@ def _file_name(identifier: str) -> str:
 
     ref = parse_identifier(identifier)
     path = urlsplit(ref.display).path if "://" in ref.display else ref.rest
-    name = unquote(path).rsplit("/", 1)[-1]
+    name = unquote(path).rstrip("/").rsplit("/", 1)[-1]  # a folder: its own name
     try:
         return _safe_name(name)
     except UsageError:
@@ -609,6 +608,13 @@ def _own_warnings():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ContentChangedWarning)
         yield
+
+
+def _place(resolved, target):
+    """Place a resolved file (:func:`hostkit.place.place`) or folder (``place_tree``)."""
+    from .place import place, place_tree
+
+    return (place_tree if resolved.tree else place)(resolved.path, target)
 
 
 def _where(want: Want) -> str:

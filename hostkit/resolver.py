@@ -14,6 +14,10 @@ Order of business for ``resolve(identifier, expected)``:
    advisory file lock so other processes wait instead of downloading too.
    Bytes are hashed while written; retries resume with ranges; the blob is
    moved into place only once verified.
+
+A Remote that names a folder (``Remote.tree``) goes to :mod:`hostkit.trees`
+instead, which lists it and resolves each file through :meth:`Resolver.resolve_file`
+(steps 1, 3 and 4 for one file), then builds a snapshot folder.
 """
 
 from __future__ import annotations
@@ -162,7 +166,8 @@ class Resolver:
                     resolved = await self._resolve_once(
                         identifier, expected, offline=offline, require_hash=require_hash,
                         progress=progress, pin=pin, require_same=require_same)
-                    if not (resolved.cached and self.settings.verify_on_hit):
+                    # (a folder's files are re-hashed by hostkit.trees itself)
+                    if not (resolved.cached and self.settings.verify_on_hit) or resolved.tree:
                         return resolved
                     blob = await _io(self.cache.blob, resolved.sha256)
                     problem = await asyncio.to_thread(self.cache.check_blob, blob) \
@@ -206,6 +211,11 @@ class Resolver:
                               offline: bool, progress: Progress | None,
                               looked: float, same: bool = False) -> Resolved:
         """Steps 1, 3 and 4 of the module's order of business, for the backend's Remote."""
+        if remote.tree is not False and await self._names_tree(remote, digest, offline):
+            from .trees import resolve_tree
+
+            return await resolve_tree(self, remote, shown, digest, offline=offline,
+                                      progress=progress, looked=looked, same=same)
         if digest and (blob := await _io(self.cache.find_blob, digest.alg, digest.hex)):
             return await self._hit(blob, shown, verified=True, event_key=remote.cache_key)
         entry = await _io(self.cache.entry, remote.cache_key)
@@ -242,6 +252,32 @@ class Resolver:
             resolved.changed_from = {"sha256": entry.sha256,
                                      "recorded_at": iso_time(entry.created)}
         return resolved
+
+    async def resolve_file(self, remote: Remote, digest: Digest | None, *, looked: float,
+                           same: bool = False) -> Resolved:
+        """Resolve one file of a folder through the single-file path (steps 1, 3 and 4).
+
+        For :mod:`hostkit.trees`: ``remote`` is a listed file's own Remote; it is
+        verified, resumed, stored and shared exactly as its own identifier would be.
+        ``looked`` is when the folder's resolve began.
+        """
+        return await self._resolve_remote(remote, remote.display, digest, False, None, looked,
+                                          same)
+
+    async def _names_tree(self, remote: Remote, digest: Digest | None, offline: bool) -> bool:
+        """Whether ``remote`` names a folder: its ``tree``, else what the cache knows, else
+        the backend's answer (one request; never offline, never before a stored blob)."""
+        if remote.tree is not None:
+            return remote.tree
+        if await _io(self.cache.entry, remote.cache_key) is not None:
+            return False
+        if await _io(self.cache.tree, remote.cache_key) is not None:
+            return True
+        if digest and digest.alg == "sha256" and await _io(self.cache.snapshot, digest.hex):
+            return True
+        if offline or (digest and await _io(self.cache.find_blob, digest.alg, digest.hex)):
+            return False
+        return await remote.is_tree()
 
     def _publish_changed(self, remote: Remote, old: Entry | None, new_sha256: str,
                          accepted: bool) -> None:

@@ -25,15 +25,23 @@ class Resolved:
     #: other bytes than before. ``{"sha256": old hex, "recorded_at": ISO-8601 UTC}`` of
     #: the bytes it gave before; None when nothing changed.
     changed_from: dict[str, str] | None = None
+    #: True when the identifier names a folder: ``path`` is then a read-only snapshot
+    #: folder of its files, ``sha256`` its manifest's (the tree's digest, see
+    #: :mod:`hostkit.store.snapshots`), ``size`` the bytes of its files.
+    tree: bool = False
+    #: How many files the folder has (None for a file).
+    files: int | None = None
 
     def to_dict(self) -> dict:
         """JSON form (``--json``, daemon answers); ``pinned_from``, ``changed_from`` only
-        when set."""
+        when set, ``tree`` and ``files`` only for a folder."""
         d = asdict(self)
         d["path"] = str(self.path)
-        for optional in ("pinned_from", "changed_from"):
+        for optional in ("pinned_from", "changed_from", "files"):
             if d[optional] is None:
                 del d[optional]
+        if not self.tree:
+            del d["tree"]
         return d
 
     def change_message(self) -> str | None:

@@ -85,6 +85,11 @@ class Settings:
     #: CPU), the same memory (parts waiting for their turn hold at most 56 MiB).
     part_size: int = 16 << 20
     concurrency: int = 4
+    #: Folders (trees): files fetched at once, and the caps on one listing (a listing of
+    #: more files, or more bytes, is refused before anything is fetched past the cap).
+    tree_jobs: int = 8
+    tree_max_files: int = 100_000
+    tree_max_bytes: int = 1 << 40
     #: Resolve a movable reference (a github branch or tag) by pinning it to what it names
     #: now, recorded under the pinned identifier, instead of refusing it (``--pin``).
     pin: bool = False

@@ -22,7 +22,6 @@ from hostkit.errors import (
     CredentialsNeeded,
     CredentialsRefused,
     HashMismatch,
-    NotAFile,
     NotFound,
     TransientError,
     Unreachable,
@@ -354,7 +353,7 @@ def test_not_found_tells_bucket_from_key(s3env):
     assert "aws s3 ls" in exc.value.hint
     with pytest.raises(NotFound, match="no bucket 'nobucket'"):
         resolve(f"{s3env}/nobucket/missing.bin")
-    with pytest.raises(NotAFile):
+    with pytest.raises(NotFound, match="no files in this folder"):  # a folder is a tree
         resolve(f"{s3env}/plain/folder/")
 
 

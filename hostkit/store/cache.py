@@ -26,6 +26,7 @@ from ..hashes import hash_file
 from .index import Blob, Entry, Index
 from .layout import CONTENT_ALG, Layout
 from .partials import partial_owner_alive, stale_sidecars
+from .snapshots import TreeFile, build_snapshot, drop_snapshot, parse_manifest, snapshot_ready
 from .tiers import LocalTier
 from .trees import drop_tree
 
@@ -282,6 +283,7 @@ class Cache:
         if (plan.blobs or plan.entries) and self.read_only == "read-only":
             self.index.require_writable()
         blobs = [b for b in plan.blobs if self._still_doomed(plan, b.sha256)]
+        self._drop_snapshots([b.sha256 for b in blobs])  # before their links are all that's left
         for blob in blobs:
             self.tier.remove(blob.sha256)
             drop_tree(self.layout, blob.sha256)  # an archive's extracted tree goes with it
@@ -320,6 +322,86 @@ class Cache:
         kept so that the next resolve can resume them).
         """
         return self.execute(self.plan_prune(max_size)).blobs
+
+    # -- folders (trees) ---------------------------------------------------------
+
+    def tree(self, key: str) -> Entry | None:
+        """The index row of a folder's cache key (an :class:`Entry` with ``files``), if any."""
+        return self.index.tree(key)
+
+    def snapshot(self, sha256: str) -> Path | None:
+        """The complete snapshot of the tree whose manifest is ``sha256``, if there is one."""
+        return snapshot_ready(self.layout, sha256)
+
+    def store_manifest(self, data: bytes) -> Blob:
+        """Store a manifest as a blob (content-addressed like any file); return it."""
+        import hashlib
+        import os
+
+        sha = hashlib.sha256(data).hexdigest()
+        if (blob := self.blob(sha)) is not None:
+            return blob
+        self.layout.tmp_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        temp = self.layout.new_manifest_tmp(sha)
+        try:
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+                out.flush()
+                os.fsync(out.fileno())
+        except OSError as exc:
+            temp.unlink(missing_ok=True)
+            raise CacheError(f"cannot write a manifest in {self.tmp_dir}: {exc.strerror}",
+                             hint="free disk space or point HOSTKIT_CACHE_DIR elsewhere"
+                             ) from None
+        try:
+            return self.add_blob(temp, {CONTENT_ALG: sha}, len(data))
+        finally:
+            temp.unlink(missing_ok=True)
+
+    def manifest(self, sha256: str) -> list[TreeFile] | None:
+        """The files of the stored manifest ``sha256`` (None when it is not stored, or its
+        bytes are not a manifest)."""
+        blob = self.blob(sha256)
+        if blob is None:
+            return None
+        try:
+            data = blob.path.read_bytes()
+        except OSError:
+            return None
+        import hashlib
+
+        if hashlib.sha256(data).hexdigest() != sha256:
+            return None
+        try:
+            return parse_manifest(data)
+        except (ValueError, UnicodeDecodeError):
+            return None
+
+    def build_snapshot(self, sha256: str, files: list[TreeFile]) -> Path:
+        """The snapshot of manifest ``sha256`` (stored) listing ``files`` (stored): built from
+        their blobs if it does not exist yet (see :func:`snapshots.build_snapshot`)."""
+        return build_snapshot(self.layout, sha256, files, self.tier.path,
+                              self.tier.path(sha256))
+
+    def put_tree(self, key: str, identifier: str, sha256: str, files: list[TreeFile], *,
+                 immutable: bool, verified: bool, anonymous: bool) -> Entry:
+        """Point folder ``key`` at manifest ``sha256`` (and record which blobs it lists)."""
+        return self.index.put_tree(key, identifier, sha256, sum(f.size for f in files),
+                                   len(files), {f.sha256 for f in files}, immutable=immutable,
+                                   verified=verified, anonymous=anonymous)
+
+    def touch_tree(self, sha256: str, key: str | None = None, *, checked: bool = False) -> None:
+        """Record a use of a tree and of every blob it lists (best effort)."""
+        self.index.touch_tree(sha256, key, checked=checked)
+
+    def _drop_snapshots(self, shas) -> None:
+        """Delete the snapshots that link any of the blobs ``shas`` (their manifests and
+        index rows stay: the next resolve rebuilds the snapshot, fetching what is missing)."""
+        if not self.layout.snapshot_dir.is_dir():
+            return
+        for manifest in self.index.manifests_with(shas):
+            drop_snapshot(self.layout, manifest)
 
     # -- integrity ---------------------------------------------------------------
 
@@ -402,6 +484,7 @@ class Cache:
                      f"{self.blob_path(sha256)} or run `hostkit cache verify` where it is "
                      "writable") from None
         drop_tree(self.layout, sha256)  # extracted from bytes no longer trusted
+        self._drop_snapshots([sha256])  # they link the rotten file
         self.index.forget((), [sha256])
 
     def scrub(self, max_bytes: int, pace=None) -> list[tuple[Blob, str]]:

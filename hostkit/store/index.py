@@ -2,12 +2,17 @@
 
 ``entries`` map a backend's cache key (identifier + endpoint/account) to a
 blob; ``blobs`` record each blob's size, every digest computed for it and its
-last use. Opening waits out a busy index (another process creating it or
-recovering its WAL) up to :data:`OPEN_WAIT`; a lock held by a dead process is
-gone with it. When the cache cannot be written (a read-only mount, a full
-disk) the index opens read-only: reads work, writes raise a
-:class:`~hostkit.errors.CacheError` saying why. SQLite errors never escape
-as anything else.
+last use. ``trees`` map the cache key of a folder (a prefix, a Synapse folder)
+to its manifest's sha256 (the manifest is a blob too), and ``tree_blobs`` name
+the blobs each manifest lists (its files and itself), so removing a blob can
+drop the snapshots that link it and pinning a tree keeps its files.
+
+Opening waits out a busy index (another process creating it or recovering
+its WAL) up to :data:`OPEN_WAIT`; a lock held by a dead process is gone with
+it. When the cache cannot be written (a read-only mount, a full disk) the
+index opens read-only: reads work, writes raise a
+:class:`~hostkit.errors.CacheError` saying why. SQLite errors never escape as
+anything else.
 """
 
 from __future__ import annotations
@@ -29,8 +34,9 @@ from .layout import Layout
 log = logging.getLogger("hostkit.store")
 
 #: ``PRAGMA user_version`` of the index: 1 since keys and identifiers hold no secrets,
-#: 2 since entries say whether their bytes were fetched anonymously.
-SCHEMA_VERSION = 2
+#: 2 since entries say whether their bytes were fetched anonymously, 3 since folders
+#: (trees) are recorded.
+SCHEMA_VERSION = 3
 
 #: Seconds opening a busy index (another process creating it or recovering its WAL)
 #: may wait before it is an error. Statements wait the same through SQLite's busy timeout.
@@ -59,6 +65,28 @@ CREATE TABLE IF NOT EXISTS entries (
     checked REAL NOT NULL           -- last time the origin confirmed the validator
 );
 CREATE INDEX IF NOT EXISTS entries_sha256 ON entries(sha256);
+""" + """
+CREATE TABLE IF NOT EXISTS trees (
+    key TEXT PRIMARY KEY,           -- backend cache key of the folder (prefix + endpoint)
+    identifier TEXT NOT NULL,       -- as shown to people (no secrets)
+    sha256 TEXT NOT NULL,           -- the manifest's sha256: the tree's digest
+    size INTEGER NOT NULL,          -- bytes of its files
+    files INTEGER NOT NULL,
+    immutable INTEGER NOT NULL DEFAULT 0,
+    verified INTEGER NOT NULL DEFAULT 0,  -- 1: matched a given manifest digest
+    pinned INTEGER NOT NULL DEFAULT 0,
+    anonymous INTEGER NOT NULL DEFAULT 0,
+    created REAL NOT NULL,          -- when the key got this manifest
+    accessed REAL NOT NULL,
+    checked REAL NOT NULL           -- last time a listing confirmed it
+);
+CREATE INDEX IF NOT EXISTS trees_sha256 ON trees(sha256);
+CREATE TABLE IF NOT EXISTS tree_blobs (
+    tree TEXT NOT NULL,             -- a manifest's sha256
+    sha256 TEXT NOT NULL,           -- a blob it lists (a file), or the manifest itself
+    PRIMARY KEY (tree, sha256)
+);
+CREATE INDEX IF NOT EXISTS tree_blobs_sha256 ON tree_blobs(sha256);
 """
 
 
@@ -80,6 +108,14 @@ class Entry:
     #: True when the bytes were fetched with no credential (no token, key, userinfo or
     #: signature): only such entries make a blob servable to callers without access.
     anonymous: bool = False
+    #: None for a file. For a folder (a tree, from the ``trees`` table): how many files it
+    #: has; ``sha256`` is then its manifest's, ``size`` the bytes of its files.
+    files: int | None = None
+
+    @property
+    def tree(self) -> bool:
+        """Whether this entry is a folder (a tree) rather than a file."""
+        return self.files is not None
 
 
 @dataclass
@@ -175,6 +211,9 @@ class Index:
                     with contextlib.suppress(sqlite3.OperationalError):  # another opener did
                         db.execute("ALTER TABLE entries ADD COLUMN anonymous INTEGER NOT NULL "
                                    "DEFAULT 0")
+                if version < 3:
+                    db.executescript(_SCHEMA)  # CREATE ... IF NOT EXISTS: adds the tree tables
+                if version < SCHEMA_VERSION:
                     db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except BaseException:
             db.close()
@@ -322,6 +361,19 @@ class Index:
             except sqlite3.Error as exc:
                 raise self._index_error(exc) from None
 
+    def _query_trees(self, sql: str, args=()) -> list[sqlite3.Row]:
+        """:meth:`_query` for statements on the tree tables, which a read-only index written
+        by an older hostkit lacks: it has no trees then."""
+        with self._db_lock:
+            try:
+                return self._conn().execute(sql, args).fetchall()
+            except sqlite3.OperationalError as exc:
+                if "no such table" in str(exc) and self.read_only:
+                    return []
+                raise self._index_error(exc) from None
+            except sqlite3.Error as exc:
+                raise self._index_error(exc) from None
+
     def close(self) -> None:
         """Close the index connection."""
         with self._db_lock:
@@ -335,16 +387,22 @@ class Index:
         return _entry(rows[0]) if rows else None
 
     def entries(self) -> list[Entry]:
-        """All index rows, most recently used first."""
-        return [_entry(r) for r in self._query("SELECT * FROM entries ORDER BY accessed DESC")]
+        """All index rows, files and folders (trees), most recently used first."""
+        rows = [_entry(r) for r in self._query("SELECT * FROM entries ORDER BY accessed DESC")]
+        trees = self.trees()
+        if not trees:
+            return rows
+        return sorted(rows + trees, key=lambda e: e.accessed, reverse=True)
 
     def blob_rows(self, *, after: str | None = None, limit: int | None = None,
                   unpinned_lru: bool = False) -> list[Blob]:
         """Blob rows: most recently used first; or in sha256 order after ``after``;
         or (``unpinned_lru``) those no pinned entry holds, least recently used first."""
         if unpinned_lru:
-            rows = self._query("SELECT * FROM blobs WHERE sha256 NOT IN (SELECT sha256 FROM "
-                               "entries WHERE pinned=1) ORDER BY accessed ASC")
+            rows = self._query_trees("SELECT * FROM blobs WHERE sha256 NOT IN (SELECT sha256 FROM "
+                               "entries WHERE pinned=1) AND sha256 NOT IN (SELECT tb.sha256 "
+                               "FROM tree_blobs tb JOIN trees t ON t.sha256=tb.tree WHERE "
+                               "t.pinned=1) ORDER BY accessed ASC")
         elif after is not None:
             rows = self._query("SELECT * FROM blobs WHERE sha256 > ? ORDER BY sha256 LIMIT ?",
                                (after, limit or -1))
@@ -366,7 +424,9 @@ class Index:
     def keys_of(self, sha256: str) -> list[str]:
         """The keys of the entries pointing at a blob."""
         return [r["key"] for r in self._query("SELECT key FROM entries WHERE sha256=?",
-                                              (sha256,))]
+                                              (sha256,))] + \
+            [r["key"] for r in self._query_trees("SELECT key FROM trees WHERE sha256=?",
+                                                 (sha256,))]
 
     def lookup(self, ident: str) -> tuple[list[Entry], list[Blob]]:
         """Entries and blobs matching a key, identifier, sha256 or sha256 prefix (>= 6)."""
@@ -374,7 +434,9 @@ class Index:
         if ident.startswith("sha256:"):
             ident = ident[7:]
         entries = [_entry(r) for r in self._query(
-            "SELECT * FROM entries WHERE key=? OR identifier=?", (ident, ident))]
+            "SELECT * FROM entries WHERE key=? OR identifier=?", (ident, ident))] + \
+            [_tree(r) for r in self._query_trees(
+                "SELECT * FROM trees WHERE key=? OR identifier=?", (ident, ident))]
         shas = {e.sha256 for e in entries}
         if not entries and len(ident) >= 6 and all(c in "0123456789abcdef" for c in ident):
             rows = self._query("SELECT sha256 FROM blobs WHERE sha256 LIKE ?", (ident + "%",))
@@ -383,7 +445,9 @@ class Index:
                 raise UsageError(f"{ident} matches {len(shas)} blobs",
                                  hint="give more digits of the sha256")
             entries = [_entry(r) for s in shas for r in self._query(
-                "SELECT * FROM entries WHERE sha256=?", (s,))]
+                "SELECT * FROM entries WHERE sha256=?", (s,))] + \
+                [_tree(r) for s in shas for r in self._query_trees(
+                    "SELECT * FROM trees WHERE sha256=?", (s,))]
         blobs = [b for s in shas if (b := self.blob_row(s))]
         return entries, blobs
 
@@ -395,7 +459,8 @@ class Index:
         """``(entries, blobs)`` in the index, counted by SQLite (no rows loaded)."""
         row = self._query("SELECT (SELECT COUNT(*) FROM entries) AS e, "
                           "(SELECT COUNT(*) FROM blobs) AS b")[0]
-        return row["e"], row["b"]
+        trees = self._query_trees("SELECT COUNT(*) AS t FROM trees")
+        return row["e"] + (trees[0]["t"] if trees else 0), row["b"]
 
     # -- writes -------------------------------------------------------------
 
@@ -457,8 +522,10 @@ class Index:
         entries, _ = self.lookup(ident)
         with self._tx() as db:
             for e in entries:
-                db.execute("UPDATE entries SET pinned=? WHERE key=?", (int(pinned), e.key))
-        return [self.entry(e.key) for e in entries]  # type: ignore[misc]
+                db.execute(f"UPDATE {'trees' if e.tree else 'entries'} SET pinned=? "
+                           "WHERE key=?", (int(pinned), e.key))
+        return [self.tree(e.key) if e.tree else self.entry(e.key)  # type: ignore[misc]
+                for e in entries]
 
     def forget(self, keys, shas) -> None:
         """Drop index rows: entries by key, and blobs (with every entry pointing at them)."""
@@ -467,10 +534,84 @@ class Index:
         with self._tx() as db:
             for key in keys:
                 db.execute("DELETE FROM entries WHERE key=?", (key,))
+                db.execute("DELETE FROM trees WHERE key=?", (key,))
             for sha in shas:
                 db.execute("DELETE FROM entries WHERE sha256=?", (sha,))
                 db.execute("DELETE FROM blobs WHERE sha256=?", (sha,))
+                # a manifest that goes takes its trees along (its files stay theirs)
+                db.execute("DELETE FROM trees WHERE sha256=?", (sha,))
+                db.execute("DELETE FROM tree_blobs WHERE tree=?", (sha,))
 
+
+    # -- trees (folders) -------------------------------------------------------
+
+    def tree(self, key: str) -> Entry | None:
+        """The ``trees`` row of a folder's cache key, if any (an :class:`Entry` with files)."""
+        rows = self._query_trees("SELECT * FROM trees WHERE key=?", (key,))
+        return _tree(rows[0]) if rows else None
+
+    def trees(self) -> list[Entry]:
+        """Every ``trees`` row, most recently used first."""
+        return [_tree(r) for r in
+                self._query_trees("SELECT * FROM trees ORDER BY accessed DESC")]
+
+    def put_tree(self, key: str, identifier: str, sha256: str, size: int, files: int,
+                 members: set[str], *, immutable: bool, verified: bool,
+                 anonymous: bool) -> Entry:
+        """Point folder ``key`` at the manifest ``sha256`` listing the blobs ``members``.
+
+        Like :meth:`put_entry`: the pin is kept, ``created`` is kept while the manifest
+        stays and reset when it changes, ``verified`` never drops for the same manifest.
+        """
+        now = time.time()
+        with self._tx() as db:
+            db.executemany("INSERT OR IGNORE INTO tree_blobs(tree, sha256) VALUES(?,?)",
+                           [(sha256, m) for m in sorted(members | {sha256})])
+            db.execute(
+                "INSERT INTO trees(key,identifier,sha256,size,files,immutable,verified,pinned,"
+                "anonymous,created,accessed,checked) VALUES(?,?,?,?,?,?,?,0,?,?,?,?) "
+                "ON CONFLICT(key) DO UPDATE SET identifier=excluded.identifier, "
+                "sha256=excluded.sha256, size=excluded.size, files=excluded.files, "
+                "immutable=excluded.immutable, anonymous=excluded.anonymous, "
+                "verified=MAX(excluded.verified, CASE WHEN trees.sha256=excluded.sha256 "
+                "THEN trees.verified ELSE 0 END), "
+                "created=CASE WHEN trees.sha256=excluded.sha256 THEN trees.created "
+                "ELSE excluded.created END, accessed=excluded.accessed, checked=excluded.checked",
+                (key, identifier, sha256, size, files, int(immutable), int(verified),
+                 int(anonymous), now, now, now))
+        return self.tree(key)  # type: ignore[return-value]
+
+    def touch_tree(self, sha256: str, key: str | None = None, *, checked: bool = False) -> None:
+        """Record a use of a tree: its row (``key``) and every blob its manifest lists.
+
+        Best effort, like :meth:`touch`.
+        """
+        now = time.time()
+        try:
+            with self._tx() as db:
+                db.execute("UPDATE blobs SET accessed=? WHERE sha256 IN (SELECT sha256 FROM "
+                           "tree_blobs WHERE tree=?)", (now, sha256))
+                if key is not None:
+                    db.execute("UPDATE trees SET accessed=?" + (", checked=?" if checked else "")
+                               + " WHERE key=?", (now, now, key) if checked else (now, key))
+        except CacheError as exc:
+            log.debug("not recording the use of tree %s: %s", sha256[:12], exc.message)
+
+    def tree_members(self, sha256: str) -> list[str]:
+        """The blobs the manifest ``sha256`` lists (its files and itself); empty if unknown."""
+        return [r["sha256"] for r in
+                self._query_trees("SELECT sha256 FROM tree_blobs WHERE tree=?", (sha256,))]
+
+    def manifests_with(self, shas) -> list[str]:
+        """The manifests (sha256) that list any of the blobs ``shas``."""
+        found: set[str] = set()
+        shas = list(shas)
+        for start in range(0, len(shas), 500):
+            chunk = shas[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            found.update(r["tree"] for r in self._query_trees(
+                f"SELECT DISTINCT tree FROM tree_blobs WHERE sha256 IN ({marks})", chunk))
+        return sorted(found)
 
 
 def _read_json(path: Path):
@@ -517,6 +658,13 @@ def _entry(row: sqlite3.Row) -> Entry:
     return Entry(row["key"], row["identifier"], row["sha256"], row["size"], row["validator"],
                  bool(row["immutable"]), bool(row["verified"]), bool(row["pinned"]),
                  row["created"], row["accessed"], row["checked"], anonymous)
+
+
+def _tree(row: sqlite3.Row) -> Entry:
+    return Entry(row["key"], row["identifier"], row["sha256"], row["size"], None,
+                 bool(row["immutable"]), bool(row["verified"]), bool(row["pinned"]),
+                 row["created"], row["accessed"], row["checked"], bool(row["anonymous"]),
+                 files=row["files"])
 
 
 def _blob(row: sqlite3.Row, path: Path) -> Blob:

@@ -7,6 +7,9 @@
     locks/<keyhash>.lock               advisory locks that avoid duplicate downloads
     quarantine/<hex>.<time>            blobs whose bytes no longer match their name
     trees/<sha256>/                    archives safely extracted, by the archive's sha256
+    snapshots/<sha256>/                folders (trees) resolved, by their manifest's sha256:
+                                       the files, hard links to their blobs, read-only
+    snapshots/<sha256>.manifest        beside it: the manifest (a hard link to its blob)
     index.db                           SQLite (WAL): entries (identifier -> blob) and blobs
 
 The CLI's fast path, the store and the resolver all build paths here, so the
@@ -41,6 +44,7 @@ class Layout:
         self.quarantine_dir = self.root / "quarantine"
         self.index_path = self.root / "index.db"
         self.tree_dir = self.root / "trees"
+        self.snapshot_dir = self.root / "snapshots"
 
     def private_dirs(self) -> tuple[Path, ...]:
         """The directories a writable cache has, created 0700, parents first."""
@@ -59,6 +63,26 @@ class Layout:
         import secrets
 
         return self.tmp_dir / f"tree-{sha256[:16]}.{os.getpid()}-{secrets.token_hex(4)}.d"
+
+    def snapshot_path(self, sha256: str) -> Path:
+        """Where the snapshot of the tree whose manifest has this sha256 lives (if it does)."""
+        return self.snapshot_dir / sha256
+
+    def snapshot_manifest(self, sha256: str) -> Path:
+        """The manifest beside a snapshot: ``snapshots/<sha256>.manifest``."""
+        return self.snapshot_dir / f"{sha256}.manifest"
+
+    def new_snapshot_tmp(self, sha256: str) -> Path:
+        """A fresh, unique folder under ``tmp/`` to build a snapshot in before renaming it."""
+        import secrets
+
+        return self.tmp_dir / f"snap-{sha256[:16]}.{os.getpid()}-{secrets.token_hex(4)}.d"
+
+    def new_manifest_tmp(self, sha256: str) -> Path:
+        """A fresh, unique file under ``tmp/`` to write a manifest in before storing it."""
+        import secrets
+
+        return self.tmp_dir / f"manifest-{sha256[:16]}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
 
     def lock_path(self, key: str) -> Path:
         """The advisory lock file of a cache key."""

@@ -13,6 +13,10 @@ wraps). This module turns a Store into what the resolver and the CLI use:
   still hashes and writes one stream. A resumed download starts at the
   resolver's offset, so an interrupted transfer keeps every byte before the
   first part that failed.
+- :class:`ObjectTreeRemote`: a folder (a key ending in ``/``, or ``bucket/``):
+  its ``list`` pages through the store's listing (:meth:`Store.list`) and
+  gives each object an :class:`ObjectRemote` that already holds what the
+  listing said, so a file costs its GETs and no HEAD.
 - :class:`ObjectUploader`: decides what an upload does (which key, whether
   the bytes are there already) and streams the file up through the toolkit's
   :func:`hostkit.backend.send_file`; refuses to replace a different
@@ -39,13 +43,22 @@ from hostkit.backend import (
 from hostkit.backend.multipart import MIN_UPLOAD_PART
 from hostkit.errors import (
     AlreadyExists,
+    BackendError,
     BucketNotFound,
     NotFound,
     SourceChanged,
     TransientError,
     UsageError,
 )
-from hostkit.remote import Body, Remote, RemoteInfo, Uploader, UploadResult, upload_source_size
+from hostkit.remote import (
+    Body,
+    Remote,
+    RemoteInfo,
+    TreeEntry,
+    Uploader,
+    UploadResult,
+    upload_source_size,
+)
 
 log = logging.getLogger("hostkit.objectstore")
 
@@ -165,6 +178,11 @@ class Store:
         """The plain http(s) URL of ``loc`` (readable with no credentials only if public)."""
         return None
 
+    def list(self, loc: Location) -> AsyncIterator[tuple[str, ObjectMeta]]:
+        """``(key, metadata)`` of every object whose key starts with ``loc.key``, at any
+        depth, page after page as the listing answers (one request per page)."""
+        raise NotImplementedError
+
     async def exists(self, loc: Location) -> ObjectMeta | None:
         """Metadata of ``loc``, or None when there is no such object (the bucket must exist)."""
         try:
@@ -239,11 +257,19 @@ def object_store_hooks(schemes: tuple[str, ...], parse, store_class, *, example:
 
     @hookimpl
     def hostkit_resolve(ref, context):
-        """Claim the backend's identifiers (no I/O: configuration files at most)."""
+        """Claim the backend's identifiers (no I/O: configuration files at most); a key
+        ending in ``/`` (or ``bucket/``) names a folder."""
         if ref.scheme not in schemes:
             return None
         loc, conf = parse(ref, context)
-        if not loc.key or loc.key.endswith("/"):
+        if loc.key.endswith("/") or (not loc.key and names_folder(ref)):
+            if loc.version:
+                raise UsageError(f"{shown(ref)} names a folder, which has no version",
+                                 hint="pin a folder by its manifest's sha256 (--hash), as "
+                                      "`hostkit resolve --json` prints it", identifier=ref.display)
+            check_key(ref, loc.key.removesuffix("/"), example)
+            return ObjectTreeRemote(loc, store(context, conf), context.settings)
+        if not loc.key:
             raise NotAFile(f"{loc.identifier()} names a {container} or a folder, not one {item}",
                            hint=f"name one {item}: {example}", identifier=loc.identifier())
         check_key(ref, loc.key, example)
@@ -261,21 +287,31 @@ def object_store_hooks(schemes: tuple[str, ...], parse, store_class, *, example:
     return hostkit_resolve, hostkit_upload
 
 
+def names_folder(ref) -> bool:
+    """Whether an identifier with an empty key ends in ``/`` (``s3://bucket/``: the whole
+    bucket as a folder), before any version or generation."""
+    body = ref.rest.split("?", 1)[0].split("#", 1)[0]
+    return body.endswith("/") and body.strip("/").count("/") <= (1 if ref.scheme == "minio"
+                                                               else 0)
+
+
 # -- reading ------------------------------------------------------------------
 
 
 class ObjectRemote(Remote):
     """An object in a bucket. ``stat`` is one HEAD; ``open`` reads ranged parts in parallel."""
 
-    def __init__(self, loc: Location, store: Callable[[], Store], settings):
+    def __init__(self, loc: Location, store: Callable[[], Store], settings,
+                 listed: ObjectMeta | None = None):
         self.loc = loc
         self.cache_key = loc.cache_key
         self.display = loc.identifier()
         self.immutable = loc.version is not None
         self._store = store
         self.part_size, self.concurrency = part_settings(settings)
-        #: what the last ``stat`` saw, for the ``open`` that follows it (used once)
-        self._stat_meta: ObjectMeta | None = None
+        #: what the last ``stat`` saw, for the ``open`` that follows it (used once); a
+        #: folder's listing gives it for the first download (reads stay pinned to it)
+        self._stat_meta: ObjectMeta | None = listed
 
     async def stat(self) -> RemoteInfo:
         """One HEAD: size, validator (version or ETag), advertised md5."""
@@ -307,6 +343,35 @@ class ObjectRemote(Remote):
             yield Body(info, start, chunks)
         finally:
             await chunks.aclose()  # stops the parts still in flight
+
+
+class ObjectTreeRemote(Remote):
+    """A folder in a bucket: every object under a prefix (``s3://bucket/prefix/``)."""
+
+    tree = True
+
+    def __init__(self, loc: Location, store: Callable[[], Store], settings):
+        self.loc = loc
+        self.cache_key = loc.cache_key
+        self.display = loc.identifier()
+        self._store = store
+        self._settings = settings
+
+    async def list(self):  # type: ignore[override]  # an async generator
+        """Every object under the prefix, page by page: a :class:`TreeEntry` each, whose
+        Remote reads exactly the object listed (its version or ETag)."""
+        prefix = self.loc.key
+        async for key, meta in self._store().list(self.loc):
+            if not key.startswith(prefix):
+                raise BackendError(f"{self.display}: the listing named {key[:200]!r}, which is "
+                                   "not under the prefix asked for", identifier=self.display,
+                                   hint="the server's listing is wrong; report it to its "
+                                        "operator")
+            loc = self.loc.at(key)
+            yield TreeEntry(key[len(prefix):], ObjectRemote(loc, self._store, self._settings,
+                                                            listed=meta),
+                            size=meta.size, validator=meta.validator,
+                            digests={"md5": meta.md5} if meta.md5 else {})
 
 
 # -- uploading ----------------------------------------------------------------

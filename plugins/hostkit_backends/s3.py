@@ -452,6 +452,69 @@ class S3Store(Store):
         except Exception as exc:
             raise self._error(exc, loc, reading=True) from None
 
+    async def list(self, loc: Location):
+        """ListObjectsV2 under ``loc.key``, signed, page after page (continuation tokens).
+
+        Keys come URL-encoded (``encoding-type=url``: XML cannot carry every byte a
+        key may hold). The listing gives size and ETag (no md5: the ETag of an object
+        encrypted with SSE-KMS is not one, and the listing does not say which are).
+        """
+        from urllib.parse import unquote
+
+        signer = await self._signed(loc)
+        token: str | None = None
+        seen_tokens: set[str] = set()
+        while True:
+            params = {"list-type": "2", "prefix": loc.key, "encoding-type": "url"}
+            if token:
+                params["continuation-token"] = token
+            query = "&".join(f"{k}={quote(v, safe='-_.~')}" for k, v in sorted(params.items()))
+            status, body = await self._list_page(loc, signer, query)
+            if status != 200:
+                match = re.search(r"<Code>([^<]+)</Code>", body)
+                code = match.group(1) if match else str(status)
+                if code == "NoSuchKey":  # some servers say so for an empty prefix
+                    return
+                raise self._status_error(code, status, loc)
+            page = _list_page(body)
+            if page is None:
+                raise BackendError(f"{loc.identifier()}: the server's listing is not "
+                                   "ListObjectsV2 XML", identifier=loc.identifier(),
+                                   hint="check the endpoint is an S3 API")
+            url_encoded, truncated, token, contents = page
+            for key, size, etag in contents:
+                yield (unquote(key) if url_encoded else key), \
+                    ObjectMeta(size=size, etag=etag)
+            if not truncated:
+                return
+            if not token or token in seen_tokens:
+                raise BackendError(f"{loc.identifier()}: the server's listing goes round in "
+                                   "circles (a continuation token missing or repeated)",
+                                   identifier=loc.identifier(),
+                                   hint="report it to the server's operator")
+            seen_tokens.add(token)
+
+    async def _list_page(self, loc: Location, signer, query: str) -> tuple[int, str]:
+        """One signed ListObjectsV2 request: ``(status, body)`` (AWS: asked again in the
+        bucket's own region when another one answers)."""
+        region = self._regions.get(loc.bucket, signer.region)
+        for _ in range(2):
+            url = f"{self._url(loc, region, bucket_only=True)}?{query}"
+            try:
+                async with request(self.context, "GET", url, ssl=self._ssl(),
+                                   headers=signer.sign("GET", url, {}, region)) as resp:
+                    status = resp.status
+                    moved = resp.headers.get("x-amz-bucket-region")
+                    body = (await resp.content.read(32 << 20)).decode("utf-8", "replace")
+            except HostkitError:
+                raise
+            except Exception as exc:
+                raise self._error(exc, loc) from None
+            if self.conf.endpoint or not moved or moved == region or status < 300:
+                break
+            region = self._regions[loc.bucket] = moved
+        return status, body
+
     def _ssl(self):
         """What aiohttp's ``ssl=`` gets: verification as botocore would do it (made once)."""
         if self._ssl_context is None:
@@ -718,6 +781,38 @@ def _head_response(headers) -> dict:
             "SSECustomerAlgorithm":
                 headers.get("x-amz-server-side-encryption-customer-algorithm"),
             "Metadata": meta, "ContentType": headers.get("Content-Type")}
+
+
+def _list_page(body: str) -> tuple[bool, bool, str | None, list[tuple[str, int, str | None]]]\
+        | None:
+    """``(keys url-encoded, truncated, next token, [(key, size, etag)])`` of a ListObjectsV2
+    answer; None when it is not one."""
+    import xml.etree.ElementTree as ET
+
+    try:
+        root = ET.fromstring(body)
+    except ET.ParseError:
+        return None
+    if not root.tag.endswith("ListBucketResult"):
+        return None
+
+    def text(node, name: str) -> str | None:
+        for child in node:
+            if child.tag.rsplit("}", 1)[-1] == name:
+                return child.text or ""
+        return None
+
+    contents = []
+    for node in root:
+        if node.tag.rsplit("}", 1)[-1] != "Contents":
+            continue
+        key, size = text(node, "Key"), text(node, "Size")
+        if key is None or size is None or not size.strip().isdigit():
+            return None
+        contents.append((key, int(size), text(node, "ETag") or None))
+    return ((text(root, "EncodingType") or "").lower() == "url",
+            (text(root, "IsTruncated") or "").strip().lower() == "true",
+            text(root, "NextContinuationToken") or None, contents)
 
 
 def _code(exc: BaseException) -> str:
