@@ -194,7 +194,8 @@ def error_from_dict(data: dict, status: int | None = None) -> HostkitError:
 #: Event classes by their name on the wire.
 _EVENTS = {cls.__name__: cls for cls in (
     events.Hit, events.Revalidated, events.Waiting, events.DownloadStarted,
-    events.Progressed, events.Retrying, events.Finished, events.Failed, events.Changed)}
+    events.Progressed, events.Retrying, events.Finished, events.Failed, events.Changed,
+    events.TierHit, events.TierRejected)}
 
 
 def event_to_dict(event: events.Event) -> dict:

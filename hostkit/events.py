@@ -113,6 +113,24 @@ class Failed(Event):
     message: str
 
 
+@dataclass(frozen=True)
+class TierHit(Event):
+    """Fetched from the site's shared tier instead of the origin, every byte checked
+    against ``sha256`` (see :mod:`hostkit.tier`)."""
+
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True)
+class TierRejected(Event):
+    """The shared tier's copy of ``sha256`` failed verification (``reason``): it was
+    quarantined, never served, and the origin is asked instead."""
+
+    sha256: str
+    reason: str
+
+
 Subscriber = Callable[[Event], None]
 
 

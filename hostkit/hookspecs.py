@@ -22,7 +22,8 @@ if TYPE_CHECKING:
     from .errors import HostkitError
     from .identifiers import Ref
     from .remote import BackendInfo, Context, Remote, Uploader
-    from .settings import Option
+    from .settings import Option, Settings
+    from .tier import TierStore
 
 hookspec = pluggy.HookspecMarker("hostkit")
 #: Decorate plugin functions with this.
@@ -158,6 +159,26 @@ def hostkit_settings() -> list[Option]:
     libraries and are not declared here.
 
     :returns: the options, read back with ``context.option(backend, key)``.
+    """
+    raise NotImplementedError
+
+
+@hookspec(firstresult=True)
+def hostkit_blob_tier(settings: Settings, context: Context) -> TierStore | None:
+    """Return the requests on the site's shared tier ``settings.tier``, or None if not yours.
+
+    Stops at the first non-None result. ``settings.tier`` is a URL such as
+    ``s3://bucket/prefix``: claim it by its scheme and return a
+    :class:`hostkit.tier.TierStore` on that bucket and prefix, reached with your
+    backend's endpoint and credentials (keep it in ``context.clients``). Do no
+    I/O here. The core keeps the rules (content addressing, create-only writes,
+    leases, verification of every byte, fallback to the origin); the store only
+    sends requests, and must refuse to write a blob it cannot write create-only.
+
+    :param settings: the settings (``settings.tier``, ``settings.tier_timeout``).
+    :param context: as for :func:`hostkit_resolve`.
+    :returns: the TierStore, or None.
+    :raises hostkit.errors.UsageError: a malformed tier URL of your scheme.
     """
     raise NotImplementedError
 

@@ -13,7 +13,9 @@ Order of business for ``resolve(identifier, expected)``:
 4. Otherwise one download per cache key: in-process single flight, plus an
    advisory file lock so other processes wait instead of downloading too.
    Bytes are hashed while written; retries resume with ranges; the blob is
-   moved into place only once verified.
+   moved into place only once verified. With a shared tier (``settings.tier``)
+   the site's bucket is asked first and one node fetches for all
+   (:mod:`hostkit.tier`).
 
 A Remote that names a folder (``Remote.tree``) goes to :mod:`hostkit.trees`
 instead, which lists it and resolves each file through :meth:`Resolver.resolve_file`
@@ -49,6 +51,7 @@ from .errors import (
     TruncatedBody,
     UnknownScheme,
     Unreachable,
+    UsageError,
 )
 from .events import (
     Changed,
@@ -73,6 +76,7 @@ from .store.index import Blob, Entry
 
 if TYPE_CHECKING:
     from .plugins import LoadedPlugins
+    from .tier import SharedTier
 
 log = logging.getLogger("hostkit")
 
@@ -95,6 +99,7 @@ class Resolver:
         self.events = EventBus()
         #: Counters for status and metrics (the resolver's own: subscribers only read them).
         self.stats = {"hits": 0, "misses": 0, "bytes_from_origin": 0, "downloads": 0}
+        self._tier: SharedTier | None = None
 
     @property
     def plugins(self) -> LoadedPlugins:
@@ -437,13 +442,48 @@ class Resolver:
                                          verified=bool(digest) or entry.verified, key=entry.key)
                     self.stats["misses"] += 1
                     self.stats["downloads"] += 1
-                    return await self._fetch(remote, digest, keep)
+                    return await self._fetch_shared(remote, digest, keep)
                 finally:
                     lock.release()
         except TimeoutError:
             if not limit.expired():
                 raise  # a Stalled (also a TimeoutError) from inside: not our deadline
             raise _deadline_error(remote.display, deadline) from None
+
+    def shared_tier(self) -> SharedTier | None:
+        """The site's shared tier (``settings.tier``), made on first use; None without one.
+
+        :raises UsageError: no installed backend serves the tier's URL.
+        """
+        if not self.settings.tier:
+            return None
+        if self._tier is None:
+            from .plugins import call_first
+            from .tier import SharedTier
+
+            store = call_first(self.plugins, "hostkit_blob_tier", settings=self.settings,
+                               context=self.context)
+            if store is None:
+                from .redact import redact_text
+
+                shown = redact_text(self.settings.tier)
+                raise UsageError(f"no backend serves the tier {shown!r}",
+                                 hint="set tier (HOSTKIT_TIER) to s3://bucket/prefix or "
+                                      "minio://host:port/bucket/prefix (hostkit[s3]), or unset it")
+            self._tier = SharedTier(store, self.settings, self.cache, self.events, self.stats)
+        return self._tier
+
+    async def _fetch_shared(self, remote: Remote, digest: Digest | None, keep: bool = False
+                            ) -> Resolved:
+        """Step 4 through the site's shared tier when there is one (:mod:`hostkit.tier`):
+        the tier, else the origin under a site-wide lease, then published."""
+        tier = self.shared_tier()
+        if tier is None:
+            return await self._fetch(remote, digest, keep)
+        return await tier.resolve(
+            remote, digest, origin=lambda: self._fetch(remote, digest, keep),
+            store=lambda info, part, digests: self._stored(remote, info, part, digests, digest,
+                                                           keep))
 
     def _answer_limit(self) -> float:
         """Seconds a server may take to answer a request (its headers), however it trickles."""

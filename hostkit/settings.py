@@ -93,6 +93,19 @@ class Settings:
     #: Resolve a movable reference (a github branch or tag) by pinning it to what it names
     #: now, recorded under the pinned identifier, instead of refusing it (``--pin``).
     pin: bool = False
+    #: A bucket the site's nodes share (``s3://bucket/prefix``, ``minio://host:port/bucket/
+    #: prefix``): a resolve asks it after the local cache, before the origin, and one node
+    #: fetches for all (:mod:`hostkit.tier`, docs/cluster.md).
+    tier: str | None = None
+    #: Seconds a tier request may take (and a tier download may go without bytes) before
+    #: the resolve goes to the origin instead.
+    tier_timeout: float = 5.0
+    #: The site's nodes and users are one trust domain: resolutions made with credentials
+    #: are shared through the tier too (by default only anonymous or hash-pinned ones).
+    tier_private: bool = False
+    #: Seconds a node's lease on an origin download lasts unrenewed before another node
+    #: takes it over (its holder died).
+    tier_lease: float = 15.0
     #: Where each core value came from: ``default``, the config file, ``HOSTKIT_X``, a flag.
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False,
                                        hash=False)

@@ -144,6 +144,8 @@ class ObjectMeta:
     #: bytes when uploading, never trusted for a download.
     sha256: str | None = None
     content_type: str | None = None
+    #: When the object was written (Unix time), where the answer says (a listing).
+    modified: float | None = None
 
     @property
     def validator(self) -> str | None:

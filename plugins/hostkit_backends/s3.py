@@ -482,9 +482,9 @@ class S3Store(Store):
                                    "ListObjectsV2 XML", identifier=loc.identifier(),
                                    hint="check the endpoint is an S3 API")
             url_encoded, truncated, token, contents = page
-            for key, size, etag in contents:
+            for key, size, etag, modified in contents:
                 yield (unquote(key) if url_encoded else key), \
-                    ObjectMeta(size=size, etag=etag)
+                    ObjectMeta(size=size, etag=etag, modified=_iso_time(modified))
             if not truncated:
                 return
             if not token or token in seen_tokens:
@@ -783,10 +783,10 @@ def _head_response(headers) -> dict:
             "Metadata": meta, "ContentType": headers.get("Content-Type")}
 
 
-def _list_page(body: str) -> tuple[bool, bool, str | None, list[tuple[str, int, str | None]]]\
-        | None:
-    """``(keys url-encoded, truncated, next token, [(key, size, etag)])`` of a ListObjectsV2
-    answer; None when it is not one."""
+def _list_page(body: str) -> tuple[bool, bool, str | None,
+                                  list[tuple[str, int, str | None, str | None]]] | None:
+    """``(keys url-encoded, truncated, next token, [(key, size, etag, last modified)])`` of a
+    ListObjectsV2 answer; None when it is not one."""
     import xml.etree.ElementTree as ET
 
     try:
@@ -809,10 +809,24 @@ def _list_page(body: str) -> tuple[bool, bool, str | None, list[tuple[str, int, 
         key, size = text(node, "Key"), text(node, "Size")
         if key is None or size is None or not size.strip().isdigit():
             return None
-        contents.append((key, int(size), text(node, "ETag") or None))
+        contents.append((key, int(size), text(node, "ETag") or None,
+                         text(node, "LastModified") or None))
     return ((text(root, "EncodingType") or "").lower() == "url",
             (text(root, "IsTruncated") or "").strip().lower() == "true",
             text(root, "NextContinuationToken") or None, contents)
+
+
+def _iso_time(text: str | None) -> float | None:
+    """A listing's ``LastModified`` (ISO-8601, UTC) as Unix time; None if absent or odd."""
+    from datetime import UTC, datetime
+
+    if not text:
+        return None
+    try:
+        when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
 
 
 def _code(exc: BaseException) -> str:
@@ -843,6 +857,16 @@ def _meta(resp: dict) -> ObjectMeta:
 
 hostkit_resolve, hostkit_upload = object_store_hooks(
     ("s3", "minio"), parse, S3Store, example="s3://bucket/path/to/file")
+
+
+@hookimpl
+def hostkit_blob_tier(settings, context):
+    """The site's shared tier on a bucket: ``s3://bucket/prefix`` or ``minio://host:port/...``."""
+    if not settings.tier:
+        return None
+    from .s3_tier import s3_tier
+
+    return s3_tier(settings.tier, context)
 
 
 @hookimpl
