@@ -398,6 +398,31 @@ def test_a_rate_limit_reset_hours_away_fails_at_once_with_the_time(gh, resolver)
     assert "GH_TOKEN" in exc.hint
 
 
+@pytest.mark.parametrize("site, headers", [
+    ("api", {"x-ratelimit-remaining": "0", "x-ratelimit-reset": "9" * 20}),
+    ("api", {"Retry-After": "9" * 20}),
+    ("raw", {"Retry-After": "9" * 20}),
+    ("raw", {"Retry-After": "\u00b2"}),  # str.isdigit() says yes, float() says no
+])
+def test_a_rate_limit_header_a_server_lies_in_is_no_crash(gh, site, headers):
+    """Before, time.gmtime() overflowed (or float() failed): a traceback from resolve and check."""
+    commit = gh.commit("o/r", {"w.bin": b"l" * 100})
+    gh.fail(site, 403 if "x-ratelimit-reset" in headers else 429, headers, times=20)
+    ident = "github:o/r@main/w.bin" if site == "api" else f"github:o/r@{commit}/w.bin"
+    started = time.monotonic()
+    proc = run_cli("resolve", ident, "--pin", "--json")
+    assert proc.returncode == 4, proc.stderr
+    assert "Traceback" not in proc.stderr and time.monotonic() - started < 30
+    assert json.loads(proc.stdout)["error"] in ("github_rate_limited", "transient")
+    assert "rate limit" in proc.stderr
+    check = run_cli("check", ident if site == "raw" else f"github:o/r@{commit[:9]}/w.bin",
+                    "--no-download", "--json")
+    assert check.returncode == 1 and "Traceback" not in check.stderr, check.stderr
+    [anonymous] = [c for c in json.loads(check.stdout)[0]["checks"] if c["name"] == "anonymous"]
+    assert anonymous["ok"] is False and ("rate limit" in anonymous["message"]
+                                         or "429" in anonymous["message"]), anonymous
+
+
 def test_a_short_rate_limit_is_waited_out(gh, resolver):
     payload = data(3000, 89)
     commit = gh.commit("o/r", {"w.bin": payload})

@@ -90,8 +90,9 @@ def status_error(status: int, display: str, *,
 
 def retry_after(headers) -> float | None:
     """Seconds from a ``Retry-After: N`` header (at most 60), None without one."""
-    value = headers.get("Retry-After", "")
-    return min(float(value), 60.0) if value.isdigit() else None
+    value = headers.get("Retry-After", "").strip()
+    # ASCII digits only: str.isdigit() also takes "²", which float() refuses
+    return min(float(value), 60.0) if value.isascii() and value.isdigit() else None
 
 
 def raise_for_status(resp, display: str, **particulars) -> None:

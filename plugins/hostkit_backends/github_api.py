@@ -168,9 +168,9 @@ def rate_limit_error(status: int, headers: Mapping[str, str], display: str,
     remaining = (headers.get("x-ratelimit-remaining") or "").strip()
     reset = (headers.get("x-ratelimit-reset") or "").strip()
     wait: float | None = None
-    if retry.isdigit():
+    if _whole(retry):
         wait = float(retry)
-    elif remaining == "0" and reset.isdigit():
+    elif remaining == "0" and _whole(reset):
         wait = max(0.0, float(reset) - now)
     elif remaining != "0" and status == 403:
         return None  # a plain refusal
@@ -179,15 +179,27 @@ def rate_limit_error(status: int, headers: Mapping[str, str], display: str,
     if wait is None:  # a 429 (or an exhausted limit) that does not say until when
         return TransientError(f"{display}: GitHub's rate limit is reached ({status})",
                               hint=f"try again in a while{tip}", identifier=display)
-    when = time.strftime("%H:%M:%S UTC", time.gmtime(now + wait))
+    when = _clock(now + wait)
     if wait <= MAX_WAIT:
         return TransientError(f"{display}: GitHub's rate limit is reached; it resets in "
                               f"{wait:.0f} s ({when})", hint=f"try again after {when}{tip}",
                               identifier=display, retry_after=max(wait, 1.0))
-    minutes = wait / 60
-    return RateLimited(f"{display}: GitHub's rate limit is reached until {when} "
-                       f"(in {minutes:.0f} min)", hint=f"try again after {when}{tip}",
-                       identifier=display)
+    span = f"in {wait / 60:.0f} min" if wait < 86400 else "more than a day away"
+    return RateLimited(f"{display}: GitHub's rate limit is reached until {when} ({span})",
+                       hint=f"try again after {when}{tip}", identifier=display)
+
+
+def _whole(text: str) -> bool:
+    """Whether a header holds whole seconds (ASCII digits: ``str.isdigit`` also takes ``²``)."""
+    return text.isascii() and text.isdigit()
+
+
+def _clock(timestamp: float) -> str:
+    """``HH:MM:SS UTC`` of a time a server named (it may name one no clock can show)."""
+    try:
+        return time.strftime("%H:%M:%S UTC", time.gmtime(timestamp))
+    except (OverflowError, OSError, ValueError):
+        return "a time too far away to show"
 
 
 # -- requests -------------------------------------------------------------------------
