@@ -332,6 +332,32 @@ def test_presigned_urls_expire(weed, keys):
     assert reports[0]["fixed"]["submit"] == plain and reports[0]["fixed"]["ok"] is True
 
 
+@pytest.mark.parametrize("query, who", [
+    ("X-Amz-Date=20240101T000000Z&X-Amz-Expires=" + "9" * 20 + "&X-Amz-Signature=SIG-0042", "S3"),
+    ("Expires=99999999999999&Signature=SIG-0042&Key-Pair-Id=K", "a signed URL"),
+    ("X-Amz-Date=20240101T000000Z&X-Amz-Expires=%C2%B2&X-Amz-Signature=SIG-0042", "S3"),
+    ("X-Amz-Date=yesterday&X-Amz-Expires=3600&X-Amz-Signature=SIG-0042", "S3"),
+    ("X-Goog-Signature=SIG-0042&X-Goog-Algorithm=GOOG4-RSA-SHA256", "Google Cloud Storage"),
+    ("sv=2021-08-06&si=policy-1&sr=b&sig=SIG-0042", "Azure (a SAS)"),  # its expiry is in a policy
+    ("sv=2021-08-06&se=soon&sr=b&sig=SIG-0042", "Azure (a SAS)"),
+])
+def test_a_signed_url_whose_expiry_cannot_be_read_is_not_permanent(web, query, who):
+    """Before, huge or odd dates made the http backend's check fail (OverflowError,
+    ValueError: every verdict lost), and unreadable ones passed as 'no signature'."""
+    status, reports, err = check_json(f"https://files.example.org/f/model.bin?{query}",
+                                      "--no-download")
+    assert status == 1 and "Traceback" not in err
+    found = verdicts(reports[0])
+    assert found["permanent"]["ok"] is False, found["permanent"]
+    assert found["permanent"]["message"] == (
+        f"a presigned URL ({who}): when it expires cannot be read from it; a signed link "
+        "stops working when it does")
+    assert found["direct"]["ok"] is True  # the probe still ran: the file itself
+    assert "carries its own credential (a signature)" in found["anonymous"]["message"]
+    assert found["anonymous"]["suggestion"] == "https://files.example.org/f/model.bin"
+    assert "SIG-0042" not in json.dumps(reports) + err
+
+
 def test_gcs_object_is_checked_at_its_plain_url(gcs_emulator, tmp_path):  # noqa: F811
     """gs:// through the GCS emulator (it checks no credentials: every object is readable)."""
     env = {"STORAGE_EMULATOR_HOST": gcs_emulator.endpoint_url, "HOSTKIT_GCS_ANONYMOUS": "1",

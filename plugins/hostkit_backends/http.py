@@ -296,6 +296,8 @@ def _info(headers) -> RemoteInfo:
 PROBE_BYTES = 4096
 _PUBLIC_FIX = ("direct links must allow an anonymous GET: make the file public, or "
                + _ELSEWHERE)
+_SIGNED_FIX = ("host the file at a permanent address: make the object publicly readable and "
+               "submit its plain URL, or upload it where MedPerf reads it (hostkit publish)")
 
 
 @hookimpl(trylast=True)
@@ -358,32 +360,54 @@ def carried_credentials(url: str) -> str | None:
     return None
 
 
-def signed_expiry(url: str) -> tuple[datetime, str] | None:
+def signed_expiry(url: str) -> tuple[datetime | None, str] | None:
     """When a presigned URL expires, and whose signing it is: S3, GCS, Azure SAS, CloudFront.
 
     ``X-Amz-Date`` + ``X-Amz-Expires``, ``X-Goog-Date`` + ``X-Goog-Expires``,
     Azure's ``se`` (with ``sig``), ``Expires`` (epoch seconds, with ``Signature``).
-    None for a URL that is not presigned (or whose dates do not parse).
+    The time is None for a signed URL that does not say when in a form that can be
+    read (no date, an odd one, one no calendar holds, an Azure stored access policy);
+    None for a URL that is not signed at all.
     """
     query = {k.lower(): v for k, v in parse_qsl(urlsplit(url).query, keep_blank_values=True)}
     for prefix, who in (("x-amz-", "S3"), ("x-goog-", "Google Cloud Storage")):
-        if f"{prefix}date" in query and query.get(f"{prefix}expires", "").isdigit():
-            try:
-                signed = datetime.strptime(query[f"{prefix}date"], "%Y%m%dT%H%M%SZ")
-            except ValueError:
-                return None
-            seconds = int(query[f"{prefix}expires"])
-            return datetime.fromtimestamp(signed.replace(tzinfo=UTC).timestamp() + seconds,
-                                          UTC), who
-    if "sig" in query and query.get("se"):
-        try:
-            end = datetime.fromisoformat(query["se"].replace("Z", "+00:00"))
-        except ValueError:
-            return None
-        return (end if end.tzinfo else end.replace(tzinfo=UTC)), "Azure (a SAS)"
-    if "signature" in query and query.get("expires", "").isdigit():
-        return datetime.fromtimestamp(int(query["expires"]), UTC), "a signed URL"
+        date, expires = query.get(f"{prefix}date"), query.get(f"{prefix}expires")
+        if f"{prefix}signature" in query or (date is not None and expires is not None):
+            return _expiry(_signed_plus, date, expires), who
+    if "sig" in query:
+        who = "Azure (a SAS)" if {"sv", "se", "sp", "sr"} & set(query) else "a signed URL"
+        return _expiry(_iso, query.get("se")), who
+    if "signature" in query:
+        return _expiry(_seconds, query.get("expires")), "a signed URL"
     return None
+
+
+def _signed_plus(date: str | None, expires: str | None) -> float:
+    """SigV4's ``X-Amz-Date`` (``20240101T000000Z``) plus ``X-Amz-Expires`` seconds."""
+    signed = datetime.strptime(date or "", "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+    return signed.timestamp() + _seconds(expires)
+
+
+def _iso(text: str | None) -> float:
+    """An ISO 8601 time (Azure's ``se``; UTC when it names no zone)."""
+    moment = datetime.fromisoformat((text or "").replace("Z", "+00:00"))
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+
+
+def _seconds(text: str | None) -> float:
+    """Whole seconds written in ASCII digits (``str.isdigit`` also takes ``²``)."""
+    if not (text and text.isascii() and text.isdigit()):
+        raise ValueError(text)
+    return float(text)
+
+
+def _expiry(timestamp, *texts: str | None) -> datetime | None:
+    """The time ``timestamp(*texts)`` reads from a URL's parameters; None if it cannot
+    (a malformed date, or one past what ``datetime`` holds)."""
+    try:
+        return datetime.fromtimestamp(timestamp(*texts), UTC)
+    except (ValueError, OverflowError, OSError):
+        return None
 
 
 def _span(seconds: float) -> str:
@@ -438,15 +462,18 @@ async def check_url(ref, context, *, private: tuple[str, str] | None = None) -> 
             fix, plain)
     if (expiry := signed_expiry(url)) is not None:
         when, who = expiry
+        if when is None:
+            found.permanent = Verdict(
+                False, f"a presigned URL ({who}): when it expires cannot be read from it; a "
+                       "signed link stops working when it does", _SIGNED_FIX, plain)
+            return found
         left = when.timestamp() - time.time()
         at = when.strftime("%Y-%m-%d %H:%M:%S UTC")
         said = f"expires {at} (in {_span(left)})" if left > 0 else \
             f"expired {at} ({_span(left)} ago)"
         found.permanent = Verdict(
             False, f"a presigned URL ({who}): it {said}; after that every download fails",
-            "host the file at a permanent address: make the object publicly readable and "
-            "submit its plain URL, or upload it where MedPerf reads it (hostkit publish)",
-            plain)
+            _SIGNED_FIX, plain)
     return found
 
 
