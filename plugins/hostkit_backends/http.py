@@ -45,7 +45,10 @@ from hostkit.hookspecs import Findings, Verdict, hookimpl
 from hostkit.redact import is_secret_param, redact_url, url_cache_key
 from hostkit.remote import BackendInfo, Body, Remote, RemoteInfo, strong_validator
 
-_HTML_START = re.compile(rb"^\s*(<!doctype\s+html|<html|<head|<body)", re.I)
+#: A page's start: after any byte order mark, XML declaration and comments (servers that
+#: call a page application/octet-stream send those too).
+_HTML_START = re.compile(rb"^(?:\xef\xbb\xbf)?\s*(?:<\?xml[^>]*>\s*)?(?:<!--.*?-->\s*)*"
+                         rb"(<!doctype\s+html|<html|<head|<body)", re.I | re.S)
 #: A page asking for a password (a login form): the link needs a login.
 _LOGIN_FORM = re.compile(rb"<input[^>]*type\s*=\s*[\"']?password|<form[^>]*"
                          rb"(?:login|log-in|signin|sign-in|sign_in|auth)", re.I)
