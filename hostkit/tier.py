@@ -463,7 +463,7 @@ class SharedTier:
         with contextlib.suppress(_TierDown, TierConflict):
             if bad_ref:  # the blob matches its name; the ref paired it with the wrong origin
                 await self._call(self.store.delete(REFS + key_name(remote.cache_key)))
-            else:  # only the object read, not one a node published since
+            elif head.etag:  # only the object read, not one a node published since
                 await self._call(self.store.delete(head.key, if_match=head.etag))
 
     # -- single flight ---------------------------------------------------------------
@@ -513,6 +513,8 @@ class SharedTier:
         if not (state.released or self._stale(state, watch)):
             return state
         try:
+            if not state.etag:  # no compare-and-swap without an ETag: never overwrite blindly
+                raise TierConflict(key)
             obj = await self._call(self.store.put(key, self._lease_body(), if_match=state.etag))
         except TierConflict:  # another node took it first
             return await self._read_lease(key) or LeaseState(None, released=True)
@@ -569,6 +571,8 @@ class SharedTier:
         while True:
             await asyncio.sleep(self.lease_seconds / 3)
             try:
+                if not lease.etag:
+                    raise TierConflict(lease.key)
                 obj = await self._call(self.store.put(lease.key, self._lease_body(),
                                                       if_match=lease.etag), mark=False)
                 lease.etag = obj.etag
@@ -581,7 +585,7 @@ class SharedTier:
                 continue
 
     async def _release(self, lease: _Lease, outcome: str) -> None:
-        if lease.lost or not self.available:
+        if lease.lost or not lease.etag or not self.available:
             return
         body = json.dumps({"node": self.node, "pid": os.getpid(), "released": True,
                            "outcome": outcome, "at": time.time()}).encode()
@@ -707,6 +711,7 @@ class TierSurvey:
     bad_refs: list[str]  # ref object keys that are not refs
     leases: list[tuple[TierObject, LeaseState]]
     stray: list[TierObject]  # objects under cas/ that are not named by a sha256
+    ref_count: int = 0  # ref objects listed (read or not)
 
     @property
     def total_size(self) -> int:
@@ -743,7 +748,7 @@ async def survey(store: TierStore, *, refs: bool = True) -> TierSurvey:
         if got is not None:
             leases.append((obj, LeaseState.parse(got[0].etag, got[1])))
     blobs.sort(key=lambda b: b.modified or 0, reverse=True)
-    return TierSurvey(store.url, blobs, found, bad, leases, stray)
+    return TierSurvey(store.url, blobs, found, bad, leases, stray, len(ref_objects))
 
 
 @dataclass

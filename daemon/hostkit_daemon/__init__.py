@@ -12,6 +12,7 @@ Modules, one idea each:
 - :mod:`.errors`     the daemon's refusals, registered error classes
 - :mod:`.runtime`    the private runtime directory and the token files
 - :mod:`.commands`   ``hostkit daemon`` and ``hostkit status``
+- :mod:`.tier_cli`   ``hostkit tier status|ls|prune``: the site's shared tier
 - :mod:`.plugin`     the entry point: registers the commands (hook) and error kinds
 
 The client the CLI and ``hostkit.resolve`` use is the core's

@@ -137,6 +137,10 @@ def _print_status(url: str, d: dict) -> None:
     print(f"jobs       {d['jobs']['active']} active")
     print(f"since start {s.get('hits', 0)} hits, {s.get('misses', 0)} misses, "
           f"{format_size(s.get('bytes_from_origin', 0))} downloaded")
+    if "tier_hits" in s:  # a shared tier is set (and was used since start)
+        print(f"tier       {s['tier_hits']} hits, {s.get('tier_misses', 0)} misses, "
+              f"{format_size(s.get('tier_bytes', 0))} from the tier instead of origins, "
+              f"{s.get('tier_published', 0)} published, {s.get('tier_rejected', 0)} rejected")
 
 
 def _age(seconds: float) -> str:

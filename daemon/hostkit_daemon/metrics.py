@@ -62,6 +62,8 @@ class Metrics:
                or [((("outcome", "ok"),), 0)])
         metric("hostkit_origin_bytes_total", "counter", "Bytes received from origins.",
                [((), stats.get("bytes_from_origin", 0))])
+        for name, key, help_ in _TIER:
+            metric(name, "counter", help_, [((), stats.get(key, 0))])
         metric("hostkit_served_bytes_total", "counter",
                "Blob bytes sent to clients by /v1/blobs.", [((), self.bytes_served)])
         metric("hostkit_quarantined_blobs_total", "counter",
@@ -98,6 +100,26 @@ class Metrics:
         out.append(f"hostkit_resolve_duration_seconds_sum {self._sum:.6f}")
         out.append(f"hostkit_resolve_duration_seconds_count {self._count}")
         return "\n".join(out) + "\n"
+
+
+#: The shared tier's counters (:data:`hostkit.tier.STATS`, 0 without a tier): name, stat, help.
+_TIER = (
+    ("hostkit_tier_hits_total", "tier_hits",
+     "Local misses answered from the site's shared tier, every byte verified."),
+    ("hostkit_tier_misses_total", "tier_misses",
+     "Local misses the shared tier could not answer (fetched by a node from the origin)."),
+    ("hostkit_tier_bytes_total", "tier_bytes",
+     "Bytes received from the shared tier instead of an origin (origin bytes saved)."),
+    ("hostkit_tier_published_total", "tier_published", "Blobs this node put in the tier."),
+    ("hostkit_tier_rejected_total", "tier_rejected",
+     "Tier blobs that failed verification: quarantined, never served."),
+    ("hostkit_tier_errors_total", "tier_errors",
+     "Tier requests that failed or timed out (the resolve went to the origin)."),
+    ("hostkit_tier_waits_total", "tier_waits",
+     "Resolves that waited for another node's origin download (single flight)."),
+    ("hostkit_tier_takeovers_total", "tier_takeovers",
+     "Leases taken over from a node that stopped renewing them (it died)."),
+)
 
 
 def _escape(value) -> str:

@@ -14,7 +14,9 @@ from . import errors  # noqa: F401  (registers the daemon's error kinds)
 
 @hookimpl
 def hostkit_register_commands(subparsers, common) -> None:
-    """Add ``hostkit daemon`` and ``hostkit status``."""
+    """Add ``hostkit daemon``, ``hostkit status`` and ``hostkit tier``."""
     from .commands import add_parsers
+    from .tier_cli import add_tier_command
 
     add_parsers(subparsers, common)
+    add_tier_command(subparsers, common)

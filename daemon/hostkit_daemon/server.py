@@ -125,6 +125,7 @@ def run_daemon(settings, *, host: str | None = None, port: int | None = None,
     logs.configure(verbose)
     app = create_app(settings, token=token, listen=address.url, policy=policy,
                      scrub_rate=scrub_rate, **job_options)
+    app[STATE].resolver.shared_tier()  # a tier setting no backend serves: refuse to start
     return asyncio.run(_serve(app, settings, address, gid, grace))
 
 
@@ -156,7 +157,8 @@ async def _serve(app: web.Application, settings, address: Address, gid: int | No
     logs.attach(loop)
     logs.event("listening", url=url, pid=os.getpid(), cache=str(state.resolver.cache.root),
                auth=state.token is not None, token_file=str(token_path) if token_path else None,
-               group=gid, trusted_uids=sorted(state.policy.trusted_uids))
+               group=gid, trusted_uids=sorted(state.policy.trusted_uids),
+               tier=tier.url if (tier := state.resolver.shared_tier()) else None)
     try:
         await stop.wait()
         await _shutdown(app, runner, site, grace, hurry)

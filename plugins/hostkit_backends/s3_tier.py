@@ -28,6 +28,8 @@ import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from multidict import CIMultiDict
+
 from hostkit.backend import ordered_parts, part_settings
 from hostkit.errors import HostkitError, UsageError
 from hostkit.identifiers import parse_identifier
@@ -152,7 +154,7 @@ class S3TierStore(TierStore):
 
     async def _send(self, method: str, loc: Location, *, headers: dict | None = None,
                     data=None, payload: str | None = None, limit: int = 64 << 10
-                    ) -> tuple[int, dict, bytes]:
+                    ) -> tuple[int, CIMultiDict, bytes]:
         """One signed request: ``(status, headers, body)`` (at most ``limit`` bytes of it)."""
         from yarl import URL
 
@@ -169,7 +171,7 @@ class S3TierStore(TierStore):
                 body = await resp.content.read(limit + 1)
                 if len(body) > limit and resp.status < 300:
                     raise _too_big(loc, limit)
-                return resp.status, dict(resp.headers), body
+                return resp.status, CIMultiDict(resp.headers), body
         except HostkitError:
             raise
         except Exception as exc:
