@@ -460,3 +460,18 @@ def test_mlflow_artifacts_paths(env, monkeypatch):
     assert _tree(folder.path) == FOLDER
     assert _gets(env, "/api/2.0/mlflow-artifacts/artifacts")
 
+
+
+def test_check_says_what_can_change(env, monkeypatch):
+    import json
+
+    _, model = _mode_env(monkeypatch, env, "proxied")
+    done = run_cli("check", "--json", "--no-download", f"models:/{model}@champion/MLmodel",
+                   f"models:/{model}/2/MLmodel")
+    alias, version = ({c["name"]: c for c in report["checks"]}
+                      for report in json.loads(done.stdout))
+    assert alias["permanent"]["ok"] is False
+    assert alias["permanent"]["suggestion"] == f"models:/{model}/1/MLmodel"
+    assert version["permanent"]["ok"] is True
+    assert alias["anonymous"]["ok"] is False and "MedPerf cannot download" in \
+        alias["anonymous"]["message"]

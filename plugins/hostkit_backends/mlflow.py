@@ -87,8 +87,9 @@ _ALIAS = re.compile(r"^[A-Za-z0-9_-]+$")
 _STAGES = ("production", "staging", "archived", "none")
 #: What a path segment keeps unquoted in the identifiers hostkit shows.
 _SAFE = "/:@!$&'()*+,;=-._~"
-_TREE_HINT = ("hostkit resolves a folder as a tree (a read-only snapshot directory with a "
-              "manifest) where its tree support is installed; otherwise name one file in it")
+_TREE_HINT = ("name one file in it, or resolve the folder itself (a read-only snapshot folder "
+              "whose manifest's sha256 you can pin); if it was a file when it was cached, "
+              "`hostkit cache rm IDENTIFIER` forgets that first")
 
 
 @hookimpl
@@ -125,6 +126,39 @@ def hostkit_resolve(ref, context):
     if parsed.version is not None:
         return ModelArtifact(how, parsed.name, parsed.version, parsed.path, folder=parsed.folder)
     return ModelAlias(how, parsed.name, parsed.alias, parsed.path, folder=parsed.folder)
+
+
+@hookimpl
+def hostkit_check(ref, remote, context):
+    """For ``hostkit check``: MedPerf cannot read MLflow identifiers; which ones can change."""
+    if ref.scheme not in SCHEMES:
+        return None
+    return _check(ref, remote)
+
+
+async def _check(ref, remote):
+    from hostkit.hookspecs import Findings, Verdict
+
+    found = Findings(anonymous=Verdict(
+        False, f"MedPerf cannot download {ref.scheme}: identifiers",
+        "host the file where MedPerf can read it: an https URL a plain GET returns, or "
+        "synapse:synN"))
+    parsed = parse(ref)
+    if parsed.scheme == "models" and parsed.version is None:
+        what = f"alias {parsed.alias!r}" if parsed.alias else "latest"
+        pinned = remote.display if isinstance(remote, ModelArtifact) else None
+        found.permanent = Verdict(
+            False, f"{parsed.display} follows the model's {what}, which moves to other versions",
+            f"name the version: {pinned}" if pinned else "name a version: "
+            "models:/NAME/VERSION", pinned)
+    elif parsed.scheme == "models":
+        found.permanent = Verdict(True, "a registered model version cannot change")
+    else:
+        found.permanent = Verdict(
+            True, "holds what was last logged at that path (MLflow keeps no versions of a "
+                  "run's artifacts): the sha256 you submit guards the bytes; a registered "
+                  "model version (models:/NAME/VERSION) cannot change")
+    return found
 
 
 # -- identifiers -------------------------------------------------------------------------
@@ -442,6 +476,7 @@ class _Artifact(Remote):
             length = headers.get("Content-Length")
             size = int(length) if length and length.isdigit() else found.size
             if found.size is not None and size != found.size:
+                self._known = None  # the retry lists again
                 raise TransientError(f"{self.display}: the server sends {size} bytes, its "
                                      f"listing says {found.size}: the artifact changed",
                                      hint="run again", identifier=self.display)
@@ -633,7 +668,7 @@ class ModelAlias(Remote):
         else:
             version = await api.latest_version(self.name, self.display)
         pinned = ModelArtifact(self.how, self.name, version, self.path, folder=self.folder)
-        log.info("%s names version %s (%s)", self.display, version, pinned.display)
+        log.debug("%s names version %s", self.display, version)
         return pinned
 
     async def stat(self) -> RemoteInfo:
