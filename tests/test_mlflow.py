@@ -30,6 +30,7 @@ from hostkit.errors import (
     CredentialsRefused,
     NotFound,
     OfflineMiss,
+    TransientError,
     UsageError,
 )
 from tests.conftest import run_cli
@@ -50,7 +51,7 @@ QUIET = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
 FILE = b"hello from a run\n"
 MLMODEL = {1: b"flavors: {v: 1}\n", 2: b"flavors: {v: 2, longer: true}\n"}
 FOLDER = {"a.txt": b"aaa\n", "sub/b.bin": os.urandom(3000)}
-BIG = os.urandom(384 << 10)
+BIG = os.urandom(1536 << 10)
 
 
 @dataclass
@@ -323,6 +324,29 @@ def test_proxy_cut_starts_over(env, monkeypatch, caplog):
     assert got.sha256 == _sha(BIG)
     assert len(_gets(env, "/get-artifact")) == 2  # cut once, then the whole file again
     assert "starting over from byte 0" in caplog.text
+
+
+@pytest.mark.parametrize("mode", ("direct", "proxied"))
+def test_a_cut_resumes_only_from_the_store(env, monkeypatch, mode):
+    run, _ = _mode_env(monkeypatch, env, mode)
+    monkeypatch.setenv("HOSTKIT_RETRIES", "0")
+    # the relay reads up to 256 KiB at a time: some of the body comes before the cut
+    if mode == "direct":
+        env.store.cut_after = 700 << 10
+    else:
+        env.gate.cut_once["/get-artifact"] = 700 << 10
+    with pytest.raises(TransientError):
+        resolve(f"runs:/{run}/big.bin")
+    parts = [p.stat().st_size
+             for p in (Path(os.environ["HOSTKIT_CACHE_DIR"]) / "tmp").glob("*.part")]
+    env.store.reset()
+    got, stats = resolve(f"runs:/{run}/big.bin")
+    assert got.sha256 == _sha(BIG)
+    if mode == "direct":  # the store's ETag vouches for the bytes kept: only the rest comes
+        (kept,) = parts
+        assert kept > 0 and stats["bytes_from_origin"] == len(BIG) - kept
+    else:  # nothing to resume against: nothing kept, all of it again
+        assert parts == [] and stats["bytes_from_origin"] == len(BIG)
 
 
 def test_redirect_elsewhere_loses_the_credentials(env, monkeypatch):
