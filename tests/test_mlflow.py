@@ -499,3 +499,20 @@ def test_check_says_what_can_change(env, monkeypatch):
     assert version["permanent"]["ok"] is True
     assert alias["anonymous"]["ok"] is False and "MedPerf cannot download" in \
         alias["anonymous"]["message"]
+
+
+def test_artifacts_setting_forces_the_way(env, monkeypatch):
+    run, _ = _mode_env(monkeypatch, env, "direct")  # S3 keys set: auto would read the store
+    monkeypatch.setenv("HOSTKIT_MLFLOW_ARTIFACTS", "proxy")
+    got, _ = resolve(f"runs:/{run}/folder/a.txt")
+    assert got.path.read_bytes() == FOLDER["a.txt"]
+    assert env.store.connections == 0 and _gets(env, "/get-artifact")
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("HOSTKIT_MLFLOW_ARTIFACTS", "direct")  # no keys: the store refuses
+    with pytest.raises(CredentialsNeeded, match="reading the artifact store directly") as no:
+        resolve(f"runs:/{run}/file.txt")
+    assert "HOSTKIT_MLFLOW_ARTIFACTS=proxy" in no.value.hint
+    monkeypatch.setenv("HOSTKIT_MLFLOW_ARTIFACTS", "sideways")
+    with pytest.raises(UsageError, match="HOSTKIT_MLFLOW_ARTIFACTS"):
+        resolve(f"runs:/{run}/file.txt")
