@@ -255,7 +255,8 @@ def _rows(entries, blobs, *, hash_column: bool = False) -> list[list[str]]:
         named.add(e.sha256)
         trust = ["given" if e.verified else "first use"] if hash_column else []
         rows.append([e.sha256[:12], format_size(e.size), f"{format_age(e.accessed)} ago",
-                     "yes" if e.pinned else "no", *trust, redact_url(e.identifier)])
+                     "yes" if e.pinned else "no", *trust, redact_url(e.identifier)
+                     + (f" (folder, {plural(e.files or 0, 'file')})" if e.tree else "")])
     for b in blobs:
         if b.sha256 not in named:
             rows.append([b.sha256[:12], format_size(b.size), f"{format_age(b.accessed)} ago",
@@ -298,6 +299,9 @@ def _info(args, entries, blobs) -> int:
         lines = [("identifier", redact_url(e.identifier))]
         if e.key != e.identifier:
             lines.append(("cache key", redact_url(e.key)))
+        if e.tree:
+            lines.append(("folder", f"{plural(e.files or 0, 'file')}; sha256 is its manifest's, "
+                                    "size the bytes of its files"))
         lines += [("sha256", e.sha256), ("size", _size_bytes(e.size)),
                   ("pinned", "yes" if e.pinned else "no"),
                   ("hash", "given: matched a hash passed to resolve" if e.verified

@@ -11,6 +11,8 @@ the calls synapseclient 4.x makes, under the usual endpoint paths:
             POST /file/v1/file/multipart, .../presigned/url/batch, PUT /s3-upload/...,
             PUT .../add/{n}, PUT .../complete, GET /file/v1/fileHandle/{id},
             POST /repo/v1/entity, PUT /repo/v1/entity/{id}, GET /repo/v1/entity/{id}, ...
+    POST /repo/v1/entity/children                     a container's children, paginated
+                                                      (``children_page`` per page)
 
 Access: ``public`` files download anonymously; ``private`` ones answer 403 to
 anonymous callers (as Synapse does without READ); ``login`` ones show the
@@ -131,6 +133,8 @@ class Synapse:
         #: statuses the storage route answers next, per file handle id (it is not Synapse:
         #: hostkit, not synapseclient, fetches from it, so 5xx here is safe)
         self.storage_fail: dict[str, list[int]] = {}
+        #: children per page of POST /entity/children (small: tests see several pages)
+        self.children_page = 2
         self._next = Counter({"entity": 2000, "handle": 90000, "upload": 1})
         self._lock = threading.Lock()
         self.project = self._entity("hostkit-project", PROJECT, None).id
@@ -311,6 +315,35 @@ def _app(syn: Synapse) -> web.Application:  # noqa: C901 (one route table)
             return _error(401, "You must be logged in to do this")
         return None
 
+    async def entity_children(request):
+        """EntityChildrenRequest -> EntityChildrenResponse (``page``, ``nextPageToken``)."""
+        body = await request.json()
+        parent = syn.entities.get(str(body.get("parentId")))
+        if parent is None:
+            return _error(404, "The resource you are attempting to access cannot be found")
+        if parent.access == "private" and request["user"] is None:
+            return _error(403, f"The user anonymous does not have READ permission on "
+                               f"{parent.id}")
+        kinds = {"file": FILE_ENTITY, "folder": FOLDER, "project": PROJECT}
+        wanted = {kinds[t] for t in body.get("includeTypes") or ("file", "folder")
+                  if t in kinds}
+        children = sorted((e for e in syn.entities.values()
+                           if e.parent_id == parent.id and e.kind in wanted),
+                          key=lambda e: e.name)
+        start = int(body.get("nextPageToken") or 0)
+        page = children[start:start + syn.children_page]
+        answer = {"page": [{"id": e.id, "name": e.name, "type": e.kind,
+                            "versionNumber": len(e.versions) if e.kind == FILE_ENTITY else 1,
+                            "versionLabel": str(len(e.versions) or 1),
+                            "benefactorId": int(syn.project[3:]), "isLatestVersion": True,
+                            "createdOn": "2024-01-01T00:00:00.000Z",
+                            "modifiedOn": "2024-01-01T00:00:00.000Z",
+                            "createdBy": USER["ownerId"], "modifiedBy": USER["ownerId"]}
+                           for e in page]}
+        if start + syn.children_page < len(children):
+            answer["nextPageToken"] = str(start + syn.children_page)
+        return web.json_response(answer)
+
     async def entity_child(request):
         body = await request.json()
         found = syn.child(body.get("parentId"), body.get("entityName"))
@@ -458,6 +491,7 @@ def _app(syn: Synapse) -> web.Application:  # noqa: C901 (one route table)
     r.add_post("/file/v1/fileHandle/batch", file_handle_batch)
     r.add_get("/s3/{fh}/{name}", storage_get)
     r.add_post("/repo/v1/entity/child", entity_child)
+    r.add_post("/repo/v1/entity/children", entity_children)
     r.add_get("/file/v1/entity/{id}/uploadDestination", upload_destination)
     r.add_post("/file/v1/file/multipart", multipart_start)
     r.add_post("/file/v1/file/multipart/{upload}/presigned/url/batch", presigned_part_urls)

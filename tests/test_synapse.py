@@ -204,10 +204,15 @@ def test_missing_entity_and_version_are_not_found(resolver, synapse):
         assert identifier in info.value.message
 
 
-def test_folder_and_project_are_not_files(resolver, synapse):
-    for sid, kind in ((synapse.add_folder("data"), "Folder"), (synapse.project, "Project")):
+def test_folder_and_project_are_folders_not_files(resolver, synapse):
+    # synapse:synN of a folder or project resolves as a folder (tests/test_trees.py)
+    empty = synapse.add_folder("data")
+    with pytest.raises(errors.NotFound, match="no files in this folder"):
+        resolve(fresh(resolver), f"synapse:{empty}")
+    # a version names a file: a folder's or project's is refused as not one
+    for sid, kind in ((empty, "Folder"), (synapse.project, "Project")):
         with pytest.raises(errors.NotAFile) as info:
-            resolve(fresh(resolver), f"synapse:{sid}")
+            resolve(fresh(resolver), f"synapse:{sid}.1")
         assert kind in info.value.message
 
 

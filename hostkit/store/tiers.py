@@ -68,11 +68,20 @@ class LocalTier:
             return False
 
     def put(self, temp: Path, sha256: str) -> Path:
-        """Rename ``temp`` into place (atomic; identical bytes may already be there).
+        """Rename ``temp`` into place (atomic), unless the blob is there already.
+
+        A blob already there (same name, same size) is kept and ``temp`` deleted:
+        the hard links to it (snapshot folders, files placed with ``-o``) must stay
+        links to the one stored copy, so identical files are stored once. Its bytes
+        were verified when it was stored; rot is ``verify``'s to find.
 
         :raises OSError: the rename or the directory fsync failed.
         """
         final = self.path(sha256)
+        with contextlib.suppress(OSError):
+            if final.stat().st_size == temp.stat().st_size:
+                temp.unlink()
+                return final
         os.chmod(temp, 0o400)
         os.replace(temp, final)
         _fsync_dir(final.parent)

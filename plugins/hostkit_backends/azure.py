@@ -231,6 +231,33 @@ class AzureStore(Store):
                           content_type=props.content_settings.content_type
                           if props.content_settings else None)
 
+    async def list(self, loc: Location):
+        """The blobs under ``loc.key``, page after page (the SDK follows the ``marker``).
+
+        The listing gives size, ETag, version and Content-MD5, as a HEAD does.
+        """
+        await self._blob(loc)  # the service client, made on first use
+        container = self._service.get_container_client(loc.bucket)
+        try:
+            async for page in container.list_blobs(name_starts_with=loc.key or None,
+                                                   include=["metadata"]).by_page():
+                async for props in page:
+                    md5 = props.content_settings.content_md5 if props.content_settings \
+                        else None
+                    etag = props.etag
+                    if etag and not etag.startswith(('"', "W/")):
+                        etag = f'"{etag}"'  # as a HEAD answers it (listings drop the quotes)
+                    yield props.name, ObjectMeta(
+                        size=props.size, etag=etag, version=props.version_id,
+                        md5=bytes(md5).hex() if md5 and len(md5) == 16 else None,
+                        sha256=(props.metadata or {}).get("sha256"),
+                        content_type=props.content_settings.content_type
+                        if props.content_settings else None)
+        except HostkitError:
+            raise
+        except Exception as exc:
+            raise self._error(exc, loc) from None
+
     async def read(self, loc: Location, meta: ObjectMeta, start: int, end: int):
         from azure.core import MatchConditions
 

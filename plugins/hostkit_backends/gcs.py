@@ -228,6 +228,44 @@ class GcsStore(Store):
             raise
         return _meta(obj or {})
 
+    async def list(self, loc: Location):
+        """The JSON API's object list under ``loc.key``, page after page (``pageToken``).
+
+        Each item is the object resource a HEAD gives (size, generation, md5Hash).
+        """
+        url = f"{self.conf.endpoint}/storage/v1/b/{quote(loc.bucket)}/o"
+        token: str | None = None
+        seen: set[str] = set()
+        while True:
+            params = {"prefix": loc.key, "maxResults": "1000"}
+            if token:
+                params["pageToken"] = token
+            try:
+                _, _, page = await self._request("GET", url, loc, params=params)
+            except NotFound:
+                if await self._bucket_missing(loc):
+                    raise self._no_bucket(loc) from None
+                raise
+            if not isinstance(page, dict) or not isinstance(page.get("items", []), list):
+                raise BackendError(f"{loc.identifier()}: the server's listing is not a GCS "
+                                   "object list", identifier=loc.identifier(),
+                                   hint="check STORAGE_EMULATOR_HOST or the endpoint")
+            for item in page.get("items") or ():
+                name = item.get("name") if isinstance(item, dict) else None
+                if not isinstance(name, str):
+                    raise BackendError(f"{loc.identifier()}: the listing holds an object "
+                                       "without a name", identifier=loc.identifier(),
+                                       hint="report it to the server's operator")
+                yield name, _meta(item)
+            token = page.get("nextPageToken") or None
+            if token is None:
+                return
+            if token in seen:
+                raise BackendError(f"{loc.identifier()}: the server's listing repeats a page "
+                                   "token", identifier=loc.identifier(),
+                                   hint="report it to the server's operator")
+            seen.add(token)
+
     async def _bucket_missing(self, loc: Location) -> bool:
         try:
             await self._request("GET", f"{self.conf.endpoint}/storage/v1/b/{quote(loc.bucket)}",

@@ -459,7 +459,7 @@ class S3Store(Store):
         key may hold). The listing gives size and ETag (no md5: the ETag of an object
         encrypted with SSE-KMS is not one, and the listing does not say which are).
         """
-        from urllib.parse import unquote
+        from urllib.parse import unquote_plus
 
         signer = await self._signed(loc)
         token: str | None = None
@@ -483,7 +483,7 @@ class S3Store(Store):
                                    hint="check the endpoint is an S3 API")
             url_encoded, truncated, token, contents = page
             for key, size, etag, modified in contents:
-                yield (unquote(key) if url_encoded else key), \
+                yield (unquote_plus(key) if url_encoded else key), \
                     ObjectMeta(size=size, etag=etag, modified=_iso_time(modified))
             if not truncated:
                 return

@@ -79,6 +79,8 @@ from .synapse_api import (
 log = logging.getLogger("hostkit.synapse")
 
 FILE_ENTITY = "org.sagebionetworks.repo.model.FileEntity"
+#: Containers resolved as folders (trees): ``synapse:synN`` naming one of these.
+CONTAINERS = ("org.sagebionetworks.repo.model.Folder", "org.sagebionetworks.repo.model.Project")
 _ID = re.compile(r"^(syn\d+)(?:\.([1-9]\d*))?$")
 _FORMS = ("synapse:syn123 (the current version) or synapse:syn123.4 (version 4, "
           "cached for good)")
@@ -184,6 +186,8 @@ class SynapseRemote(Remote):
         # shared (daemon) blobs only when nothing but an anonymous request fetched them
         self.anonymous = find_token(conf) is None
         self._meta: _Meta | None = None
+        #: synapse:synN may be a folder (or project): its bundle tells; a version is a file
+        self.tree = None if version is None else False
 
     @property
     def api(self) -> SynapseApi:
@@ -228,6 +232,67 @@ class SynapseRemote(Remote):
         if self.version is None and version is not None:
             log.debug("%s is at version %s (file handle %s)", self.display, version, fh_id)
         return _Meta(info, fh_id, version, time.monotonic())
+
+    async def is_tree(self) -> bool:
+        """Whether the entity is a folder or project (its bundle; a file's is kept for the
+        download that follows, so a file costs no extra request)."""
+        bundle = await self.api.bundle(self.entity_id, None, self.display)
+        if (bundle.get("entity") or {}).get("concreteType") in CONTAINERS:
+            return True
+        self._meta = self._parse_bundle(bundle)
+        return False
+
+    async def list(self):  # type: ignore[override]  # an async generator
+        """Every file under the folder, folders walked breadth first, each page of
+        ``entity/children`` in turn (``nextPageToken``). Each file is pinned to the version
+        listed (``synapse:synM.V``: immutable, so a cached one needs no request)."""
+        seen = {self.entity_id}
+        folders = [(self.entity_id, "")]
+        while folders:
+            parent, prefix = folders.pop(0)
+            token: str | None = None
+            tokens: set[str] = set()
+            while True:
+                page = await self.api.children(parent, token, self.display)
+                for header in page.get("page") or ():
+                    entry = self._child(header, prefix, seen, folders)
+                    if entry is not None:
+                        yield entry
+                token = page.get("nextPageToken") or None
+                if token is None:
+                    break
+                if token in tokens:
+                    raise self._lying("repeats a page token")
+                tokens.add(token)
+
+    def _child(self, header, prefix: str, seen: set[str], folders: list):
+        """The TreeEntry of a file header (a folder header is queued; others skipped)."""
+        if not isinstance(header, dict):
+            raise self._lying("holds a child that is not an entity header")
+        kind, name, child = header.get("type"), header.get("name"), str(header.get("id"))
+        if not isinstance(name, str) or not re.fullmatch(r"syn\d+", child):
+            raise self._lying(f"holds a child without a name or Synapse ID ({child[:40]!r})")
+        if kind in CONTAINERS:
+            if child in seen:
+                raise self._lying(f"lists folder {child} twice (a cycle?)")
+            seen.add(child)
+            folders.append((child, f"{prefix}{name}/"))
+            return None
+        if kind != FILE_ENTITY:
+            return None  # tables, links, views: not files
+        version = header.get("versionNumber")
+        if not isinstance(version, int) or version < 1:
+            raise self._lying(f"gives {child} no version number")
+        from hostkit.remote import TreeEntry
+
+        return TreeEntry(prefix + name, SynapseRemote(child, version, self.conf, self.context),
+                         validator=f"v{version}")
+
+    def _lying(self, what: str) -> BackendError:
+        return BackendError(f"{self.display}: the folder listing {what}",
+                            identifier=self.display,
+                            hint="the server is not answering as Synapse does; check "
+                                 "HOSTKIT_SYNAPSE_ENDPOINT")
 
     async def stat(self) -> RemoteInfo:
         """The entity bundle: size, MD5 and file handle id (the validator)."""

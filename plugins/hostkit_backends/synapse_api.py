@@ -210,6 +210,16 @@ class SynapseApi:
             return None
         return str(found.get("id") or "") or None
 
+    async def children(self, parent_id: str, token: str | None, what: str) -> dict:
+        """One page of a container's files and folders (``POST /entity/children``):
+        ``{"page": [EntityHeader...], "nextPageToken": ...}``."""
+        await self.login(what)
+        body = {"parentId": parent_id, "includeTypes": ["file", "folder"], "sortBy": "NAME",
+                "sortDirection": "ASC"}
+        if token:
+            body["nextPageToken"] = token
+        return await self._call("POST", f"{self.conf.repo}/entity/children", what, body)
+
     async def _call(self, method: str, url: str, what: str, body: dict | None = None, *,
                     login: bool = False) -> dict:
         """One JSON request; the hostkit error for any failure (never showing the token)."""
