@@ -247,6 +247,26 @@ def test_github_blob_links_suggest_the_raw_url_at_a_commit(web):
     assert permanent["suggestion"] == raw and reports[0]["fixed"]["submit"] == raw
 
 
+def test_github_lfs_file_suggests_the_media_url_that_serves_the_object(web):
+    """raw.githubusercontent.com serves an LFS file's pointer: a MedPerf user's plain GET
+    gets 130 bytes of text. Before, check passed the raw URL (with the object's hash)."""
+    obj = os.urandom(20_000)
+    web.lfs["weights.ckpt"] = obj
+    raw = f"https://raw.githubusercontent.com/org/repo/{COMMIT}/models/weights.ckpt"
+    media = f"https://media.githubusercontent.com/media/org/repo/{COMMIT}/models/weights.ckpt"
+    for ident in (raw, f"github:org/repo@{COMMIT}/models/weights.ckpt"):
+        status, reports, _ = check_json(ident, "--fix")
+        assert status == 1
+        direct = verdicts(reports[0])["direct"]
+        assert direct["ok"] is False and "is a Git LFS pointer" in direct["message"]
+        assert direct["suggestion"] == media and f"use {media}" in direct["fix"]
+        assert reports[0]["submit"] is None
+        fixed = reports[0]["fixed"]
+        assert (fixed["identifier"], fixed["submit"], fixed["sha256"]) == (media, media, sha(obj))
+    status, out, _ = check("https://github.com/org/repo/blob/main/models/weights.ckpt", "--fix")
+    assert status == 1 and f"submit: {media}  hash: {sha(obj)}" in out  # blob -> raw -> media
+
+
 # -- presigned URLs and object stores (SeaweedFS) ---------------------------------------------
 
 

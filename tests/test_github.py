@@ -529,6 +529,114 @@ def test_upload_refusals_before_any_request(gh, tmp_path):
     assert gh.hits == []
 
 
+# -- hostkit check ----------------------------------------------------------------------------
+
+
+def checked(*args, env=None):
+    """``hostkit check ARGS --json`` through the CLI: (exit status, {name: check} of each)."""
+    proc = run_cli("check", *args, "--json", env=env)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    reports = json.loads(proc.stdout)
+    return proc.returncode, reports, [{c["name"]: c for c in r["checks"]} for r in reports]
+
+
+def test_check_an_lfs_file_is_not_a_direct_download_of_its_raw_url(gh):
+    """A plain GET of the raw URL (what MedPerf's users do) gets the pointer, not the
+    object: before, check passed it and printed the object's sha256 to submit with it."""
+    payload = data(30_000, 92)
+    small = b"version 1.2 of the labels\n"  # a small file that merely starts with 'version '
+    commit = gh.commit("o/r", {"model.bin": gh.lfs(payload), "labels.txt": small})
+    status, reports, found = checked(f"github:o/r@{commit}/model.bin",
+                                     f"{gh.raw_url}/o/r/{commit}/model.bin",
+                                     f"github:o/r@{commit}/labels.txt")
+    assert status == 1
+    for report, verdict in zip(reports[:2], found[:2], strict=True):
+        direct = verdict["direct"]
+        assert direct["ok"] is False and "Git LFS pointer" in direct["message"], direct
+        assert f"a {len(payload)}-byte object" in direct["message"]
+        assert "the pointer, not the file" in direct["message"]
+        assert verdict["anonymous"]["ok"] is True and verdict["permanent"]["ok"] is True
+        assert report["submit"] is None and report["sha256"] is None
+        assert direct["suggestion"] is None  # a stand-in raw host: no GitHub media host
+    assert reports[2]["ok"] is True and reports[2]["sha256"] == sha(small)
+    assert reports[2]["submit"] == f"{gh.raw_url}/o/r/{commit}/labels.txt"
+    assert all(h.authorization is None for h in gh.seen("raw"))
+
+
+def test_check_a_branch_in_github_form_judges_the_file_it_names_now(gh):
+    """Before, a github:owner/repo@BRANCH/path failed 'reachable anonymously' with 'MedPerf
+    cannot download github: identifiers', whatever the file was."""
+    payload = data(4000, 93)
+    commit = gh.commit("o/r", {"w.bin": payload, "m.bin": gh.lfs(data(5000, 94))})
+    pinned = f"{gh.raw_url}/o/r/{commit}/w.bin"
+    status, reports, found = checked("github:o/r@main/w.bin", "github:o/r@main/m.bin", "--fix")
+    assert status == 1
+    assert found[0]["anonymous"]["ok"] is True, found[0]["anonymous"]
+    assert found[0]["direct"]["ok"] is True
+    assert found[0]["permanent"]["ok"] is False and found[0]["permanent"]["suggestion"] == pinned
+    assert reports[0]["fixed"]["submit"] == pinned and reports[0]["fixed"]["sha256"] == sha(payload)
+    assert found[1]["direct"]["ok"] is False and "Git LFS pointer" in found[1]["direct"]["message"]
+
+
+def test_check_json_has_every_check_for_every_identifier(gh, origin):
+    """Before, an identifier that failed early (a branch that does not exist, a folder URL,
+    one hostkit cannot read) had no 'direct' or 'permanent' check in --json."""
+    gh.commit("o/r", {"w.bin": b"x" * 100})
+    status, reports, found = checked("github:o/r@no-such-branch/w.bin", f"{origin.url}/f/",
+                                     "nosuch:thing", "--no-download")
+    assert status == 2  # nosuch: cannot be read
+    names = ["anonymous", "direct", "permanent", "download"]
+    assert [list(f) for f in found] == [names, names, ["identifier", *names]]
+    assert found[0]["anonymous"]["ok"] is False and "no-such-branch" in \
+        found[0]["anonymous"]["message"]
+    folder = found[1]
+    assert folder["direct"]["ok"] is False and "not one file" in folder["direct"]["message"]
+    assert folder["anonymous"]["ok"] is None and folder["permanent"]["ok"] is None
+    assert all(f[name]["ok"] is None for name in names for f in found[2:])
+
+
+def test_check_a_branch_lookup_that_hangs_is_bounded(gh, tmp_path):
+    """The branch or short-SHA lookup ran outside check's time limit: with retries, a silent
+    API held check for (retries + 1) x the read timeout."""
+    import socket
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(64)  # connections complete, and nothing ever answers
+    try:
+        env = {"HOSTKIT_GITHUB_API_URL": f"http://127.0.0.1:{silent.getsockname()[1]}/api",
+               "HOSTKIT_READ_TIMEOUT": "1", "HOSTKIT_CONNECT_TIMEOUT": "1",
+               "HOSTKIT_RETRIES": "12"}
+        started = time.monotonic()
+        status, reports, found = checked("github:o/r@abcdef12/w.bin", "--no-download",
+                                         env=env)
+        took = time.monotonic() - started
+    finally:
+        silent.close()
+    assert status == 1 and took < 9, took  # the limit: connect + 2 x read = 3 s
+    assert found[0]["anonymous"]["ok"] is False and "no answer within 3 s" in \
+        found[0]["anonymous"]["message"]
+    assert found[0]["permanent"]["ok"] is None  # never learnt what the short SHA names
+
+
+def test_check_a_private_repository_says_so(gh):
+    """GitHub answers 404 to an anonymous GET of a private file: before, check said 'the file
+    may have moved or been deleted' next to the author's own download of it."""
+    payload = data(3000, 95)
+    commit = gh.commit("o/secret", {"w.bin": payload}, private=True)
+    status, reports, found = checked(f"github:o/secret@{commit}/w.bin", "-v",
+                                     env={"GITHUB_TOKEN": TOKEN})
+    assert status == 1
+    anonymous = found[0]["anonymous"]
+    assert anonymous["ok"] is False and "private" in anonymous["message"], anonymous
+    assert "moved or been deleted" not in anonymous["fix"]
+    assert "public repository" in anonymous["fix"]
+    assert found[0]["download"]["ok"] is True and reports[0]["sha256"] == sha(payload)
+    anonymous_gets = [h for h in gh.seen("raw") if h.range == "bytes=0-4095"]
+    assert anonymous_gets and all(h.authorization is None for h in anonymous_gets)
+    assert TOKEN not in json.dumps(reports)
+
+
 # -- settings and listings ------------------------------------------------------------------
 
 

@@ -36,6 +36,7 @@ from typing import Any
 from .. import api
 from ..errors import (
     HostkitError,
+    NotAFile,
     NotDirectLink,
     NotPermanent,
     UsageError,
@@ -92,12 +93,15 @@ class Report:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form (``hostkit check --json`` prints a list of these)."""
+        # every check named, always, in one order: scripts index them by name
+        verdicts = {**self.verdicts, **{name: self.verdicts.get(name) or Verdict(
+            None, "not checked") for name in CHECKS}}
         out: dict[str, Any] = {
             "identifier": self.identifier, "ok": self.ok,
             "checks": [{"name": name, "label": CHECKS.get(name, name), "ok": v.ok,
                         "message": v.message, "fix": v.fix,
                         "suggestion": redact_url(v.suggestion) if v.suggestion else None}
-                       for name, v in self.verdicts.items()],
+                       for name, v in verdicts.items()],
             "size": self.size, "sha256": self.sha256,
             "submit": redact_url(self.submit) if self.submit else None}
         if self.fixed is not None:
@@ -180,34 +184,51 @@ async def judge(resolver, text: str) -> Report:
     report = Report(ref.display, _given=text)
     refusal: HostkitError | None = None
     remote = None
-    try:
-        remote = resolver.remote_for(ref)
-        if getattr(remote, "movable", False):  # a branch: looked up, then refused
-            remote = await remote.pin(allow=False, offline=False)
-    except (NotPermanent, NotDirectLink) as exc:
-        refusal, remote = exc, None
-    except UsageError as exc:
-        return _invalid(ref.display, exc)
-    except HostkitError as exc:  # a folder, a lookup that failed
-        report.verdicts["anonymous"] = Verdict.failed(exc)
-        report.fetch = False
-        return report
+    # one limit for all of it: a branch's look-up retries, and may meet a silent API
     limit = resolver.settings.connect_timeout + 2 * resolver.settings.read_timeout
     try:
         async with asyncio.timeout(limit):
-            findings = await _findings(resolver, ref, remote)
+            try:
+                remote = resolver.remote_for(ref)
+                if getattr(remote, "movable", False):  # a branch: looked up, then refused
+                    remote = await remote.pin(allow=False, offline=False)
+            except (NotPermanent, NotDirectLink) as exc:
+                refusal, remote = exc, None
+            except UsageError as exc:
+                return _invalid(ref.display, exc)
+            except HostkitError as exc:  # a folder, a lookup that failed
+                report.verdicts = _unreached(exc)
+                report.fetch = False
+                return report
+            findings = await _findings(resolver, ref, remote, refusal)
     except TimeoutError:
         findings = Findings(anonymous=Verdict(
             False, f"{ref.display}: no answer within {limit:g} s",
             "the server is slow or stuck; try again later, or raise HOSTKIT_READ_TIMEOUT"),
             fetch=False)
+        if remote is None or getattr(remote, "movable", False):
+            # what it names was never learnt: nothing to say about permanence either
+            findings.permanent, remote = Verdict(None, "not reached"), None
     _merge(report, findings, refusal, remote)
     return report
 
 
-async def _findings(resolver, ref: Ref, remote) -> Findings:
-    """The backend's findings; for one that gives only a URL, that URL's own (anonymous GET)."""
+def _unreached(error: HostkitError) -> dict[str, Verdict]:
+    """The verdicts when ``error`` stopped the check before any probe: it fails its own check
+    (a folder or a site is no direct download; anything else is not reachable)."""
+    failed = "direct" if isinstance(error, NotAFile) else "anonymous"
+    verdicts = {name: Verdict(None, "not reached") for name in ("anonymous", "direct",
+                                                                 "permanent")}
+    verdicts[failed] = Verdict.failed(error)
+    return verdicts
+
+
+async def _findings(resolver, ref: Ref, remote, refusal: HostkitError | None) -> Findings:
+    """The backend's findings; for one that gives only a URL, that URL's own (anonymous GET);
+    for one refused with a suggestion no backend judges, the suggested file's."""
     found = await _ask(resolver, ref, remote)
+    if found is None and remote is None and refusal is not None and refusal.suggestion:
+        found = await _as_suggested(resolver, refusal.suggestion)
     if found is None:
         display = getattr(remote, "display", "") or ""
         if remote is not None and display.startswith(("http://", "https://")) \
@@ -230,6 +251,26 @@ async def _findings(resolver, ref: Ref, remote) -> Findings:
             if found.permanent is None:
                 found.permanent = public.permanent
     return found
+
+
+async def _as_suggested(resolver, suggestion: str) -> Findings | None:
+    """Whether the suggested identifier (e.g. a branch's file at the commit it names now) is
+    reachable and direct: what the refused one would give today. Nothing to submit."""
+    try:
+        ref = parse_identifier(suggestion)
+        remote = resolver.remote_for(ref)
+    except HostkitError:
+        return None
+    found = await _ask(resolver, ref, remote)
+    if found is None:
+        return None
+    now = "at what it names now, "
+    return Findings(
+        anonymous=found.anonymous and Verdict(found.anonymous.ok, now + found.anonymous.message,
+                                              found.anonymous.fix),
+        direct=found.direct and Verdict(found.direct.ok, now + found.direct.message,
+                                        found.direct.fix),
+        fetch=False)
 
 
 async def _ask(resolver, ref: Ref, remote) -> Findings | None:

@@ -20,7 +20,10 @@ sent to the API, raw and LFS hosts only (see :mod:`.github_api`), and a blob
 fetched with it is not anonymous (a shared daemon does not serve it to others).
 A raw file that is a Git LFS pointer (a small body starting with the LFS spec
 line) is replaced by its object from the LFS batch API, checked against the
-pointer's ``oid sha256:`` and size. Settings (``[backends.github]`` or
+pointer's ``oid sha256:`` and size. ``hostkit check`` probes what a plain
+anonymous GET gets: for an LFS file that is the pointer, so the raw URL is no
+direct download there and GitHub's media URL (which serves the object) is
+suggested. Settings (``[backends.github]`` or
 ``HOSTKIT_GITHUB_*``): ``api_url``, ``raw_url``, ``lfs_url`` for GitHub
 Enterprise or a mirror, ``branch`` for uploads (``hostkit upload --branch``).
 """
@@ -131,6 +134,59 @@ def hostkit_upload(destination, context):
                          f"{flag!r}", hint="name the branch once")
     return GitHubUploader(owner, repo, branch or flag, path,
                           GitHub(config_for(context), context), destination.display)
+
+
+#: Where GitHub serves Git LFS objects themselves (its raw host serves their pointers).
+MEDIA_HOST = "https://media.githubusercontent.com/media"
+#: What an anonymous 404 from GitHub means (it answers so for a private repository's files).
+_HIDDEN = ("GitHub shows no such file to a caller without a token: the repository is private, "
+           "or the file is not at this commit",
+           "MedPerf's users have no token: host the file in a public repository (or elsewhere: "
+           "hostkit publish); if it is public, check the commit and the path")
+
+
+@hookimpl
+def hostkit_check(ref, remote, context):
+    """For ``hostkit check``: the file at its commit, as a plain anonymous GET gets it.
+
+    That is the URL as written, or for ``github:`` the raw URL; no token is sent.
+    A Git LFS pointer there is not the file (MedPerf's users would get the
+    pointer): the GitHub media URL serving the object is suggested instead.
+    """
+    if not isinstance(remote, GitHubRemote):
+        return None  # a branch refused before any look at a file: the core decides
+    return _check(ref, remote, context)
+
+
+async def _check(ref, remote: GitHubRemote, context):
+    from hostkit.errors import NotDirectLink
+    from hostkit.identifiers import parse_identifier
+
+    from .http import check_url
+
+    target = ref if ref.scheme in ("http", "https") else parse_identifier(remote.url)
+    loc = remote.loc
+    media = f"{MEDIA_HOST}/{loc.owner}/{loc.repo}/{remote.commit}/{loc.path}" \
+        if target.identifier.startswith(RAW_HOST + "/") else None
+
+    def inspect(first: bytes, display: str) -> HostkitError | None:
+        try:
+            pointer = parse_pointer(first, display)
+        except BackendError:
+            return None  # a damaged pointer: the download says what is wrong with it
+        if pointer is None:
+            return None
+        return NotDirectLink(
+            f"{display} is a Git LFS pointer ({len(first)} bytes naming a {pointer.size}-byte "
+            "object): a plain GET of it returns the pointer, not the file",
+            hint=f"use {media}, where GitHub serves the LFS object itself" if media else
+                 "give MedPerf a URL that serves the LFS object itself (GitHub's media host), "
+                 "or host the file elsewhere (hostkit publish)",
+            identifier=display, suggestion=media)
+
+    found = await check_url(target, context, hidden=_HIDDEN, inspect=inspect)
+    found.fetch = True  # the caller's token may read what no anonymous GET can
+    return found
 
 
 # -- identifiers ---------------------------------------------------------------------

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import re
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -297,6 +298,8 @@ def _info(headers) -> RemoteInfo:
 
 #: Bytes a probe reads: enough to tell a file from a page, never a whole large file.
 PROBE_BYTES = 4096
+#: A backend's reading of a probe's first bytes: ``(first bytes, display) -> error or None``.
+Inspect = Callable[[bytes, str], HostkitError | None]
 _PUBLIC_FIX = ("direct links must allow an anonymous GET: make the file public, or "
                + _ELSEWHERE)
 _SIGNED_FIX = ("host the file at a permanent address: make the object publicly readable and "
@@ -311,11 +314,14 @@ def hostkit_check(ref, context):
     return check_url(ref, context)
 
 
-async def probe(context, url: str, display: str) -> tuple[int, str | None, int | None]:
+async def probe(context, url: str, display: str, inspect: Inspect | None = None
+                ) -> tuple[int, str | None, int | None]:
     """One GET of the first :data:`PROBE_BYTES` of ``url``, sending only what the URL carries.
 
     Follows redirects; reads at most that much, then drops the connection
-    (a server ignoring ``Range`` does not send the whole file).
+    (a server ignoring ``Range`` does not send the whole file). ``inspect``
+    (a backend's own reading of those first bytes, e.g. github's Git LFS
+    pointers) may return the error that says they are not the file.
 
     :returns: ``(status, content type, size)``: the size from ``Content-Range``
         or ``Content-Length``, None if the server did not say.
@@ -335,7 +341,8 @@ async def probe(context, url: str, display: str) -> tuple[int, str | None, int |
                     break
                 first += chunk
             content_type = resp.headers.get("Content-Type")
-            problem = page_problem(url, display, content_type, first)
+            problem = page_problem(url, display, content_type, first) or (
+                inspect(first, display) if inspect is not None else None)
             if problem is not None:
                 raise problem
             total = content_range(resp.headers)[1] if resp.status == 206 and \
@@ -428,16 +435,20 @@ def _without_credentials(url: str) -> str:
     return url_cache_key(url)
 
 
-async def check_url(ref, context, *, private: tuple[str, str] | None = None) -> Findings:
+async def check_url(ref, context, *, private: tuple[str, str] | None = None,
+                    hidden: tuple[str, str] | None = None,
+                    inspect: Inspect | None = None) -> Findings:
     """The findings for an http(s) URL: probed as given, then without its own credentials.
 
     ``private`` is the ``(message, fix)`` to give when an anonymous GET is
     refused, for a backend that knows why (an object store: "the object is
-    private"); the http backend's own texts otherwise.
+    private"); ``hidden`` the same for a 404, from a host that answers so to
+    whoever may not read a file (GitHub); the http backend's own texts
+    otherwise. ``inspect`` is passed to :func:`probe`.
     """
     url, shown = ref.identifier, ref.display
     found = Findings(medperf=None if ref.credentialed else url)
-    anonymous, direct = await _probed(context, url, shown, private)
+    anonymous, direct = await _probed(context, url, shown, private, hidden, inspect)
     found.anonymous, found.direct = anonymous, direct
     found.fetch = direct.ok is True
     share = share_link_problem(url)
@@ -451,7 +462,7 @@ async def check_url(ref, context, *, private: tuple[str, str] | None = None) -> 
     plain: str | None = None
     if carried is not None:
         bare = _without_credentials(url)
-        plain_ok, _ = await _probed(context, bare, redact_url(bare), private)
+        plain_ok, _ = await _probed(context, bare, redact_url(bare), private, hidden, inspect)
         if plain_ok.ok:
             plain = bare
             fix = f"submit it without them: {redact_url(bare)} is readable by anyone"
@@ -480,11 +491,12 @@ async def check_url(ref, context, *, private: tuple[str, str] | None = None) -> 
     return found
 
 
-async def _probed(context, url: str, shown: str,
-                  private: tuple[str, str] | None) -> tuple[Verdict, Verdict]:
+async def _probed(context, url: str, shown: str, private: tuple[str, str] | None,
+                  hidden: tuple[str, str] | None = None,
+                  inspect: Inspect | None = None) -> tuple[Verdict, Verdict]:
     """``(anonymous, direct)`` verdicts from one probe of ``url``."""
     try:
-        status, content_type, size = await probe(context, url, shown)
+        status, content_type, size = await probe(context, url, shown, inspect)
     except (CredentialsNeeded, CredentialsRefused) as exc:
         message, fix = private if private else (exc.message, _PUBLIC_FIX)
         if private:
@@ -495,7 +507,9 @@ async def _probed(context, url: str, shown: str,
         return (Verdict(True, "an anonymous GET is answered, with no login"),
                 Verdict.failed(exc))
     except NotFound as exc:
-        return (Verdict(False, exc.message, exc.hint),
+        message, fix = (f"{hidden[0]}: {exc.message}", hidden[1]) if hidden else \
+            (exc.message, exc.hint)
+        return (Verdict(False, message, fix),
                 Verdict(None, "not reached: there is nothing at this address"))
     except HostkitError as exc:
         return (Verdict(False, exc.message, exc.hint),

@@ -17,7 +17,9 @@ bytes; a Drive id is a file's name):
                               ID in ``big`` the virus-scan confirmation page
     1drv.ms, onedrive.live.com, contoso.sharepoint.com   pages (1drv.ms redirects first)
     github.com                /OWNER/REPO/blob/REF/PATH: GitHub's HTML page
-    raw.githubusercontent.com /OWNER/REPO/REF/PATH: the file named by PATH's last segment
+    raw.githubusercontent.com /OWNER/REPO/REF/PATH: the file named by PATH's last segment (for
+                              a name in ``lfs``, its Git LFS pointer)
+    media.githubusercontent.com /media/OWNER/REPO/REF/PATH: the LFS object named so (``lfs``)
     api.github.com            /repos/OWNER/REPO/commits/REF: the commit ``commits[REF]`` names
 
 Every request is logged (host, method, path, Range, Authorization).
@@ -33,9 +35,12 @@ from pathlib import Path
 
 from aiohttp import web
 
+from tests.standins.github import pointer_for
+
 HOSTS = ("files.example.org", "www.dropbox.com", "dl.dropboxusercontent.com",
          "drive.google.com", "drive.usercontent.google.com", "1drv.ms", "onedrive.live.com",
-         "contoso.sharepoint.com", "github.com", "raw.githubusercontent.com", "api.github.com")
+         "contoso.sharepoint.com", "github.com", "raw.githubusercontent.com", "api.github.com",
+         "media.githubusercontent.com")
 PAGE = "<!DOCTYPE html><html><head><title>{title}</title></head><body>{body}</body></html>"
 LOGIN = ('<form action="/session" method="post"><input name="login">'
          '<input type="password" name="password"><button>Sign in</button></form>')
@@ -58,6 +63,8 @@ class WebHosts:
 
     files: dict[str, bytes] = field(default_factory=dict)
     big: set[str] = field(default_factory=set)
+    #: Git LFS objects by name: the raw host serves their pointers, the media host the bytes
+    lfs: dict[str, bytes] = field(default_factory=dict)
     #: branch or tag -> the 40-hex commit it names now (GitHub's API answers these)
     commits: dict[str, str] = field(default_factory=dict)
     hits: list[Hit] = field(default_factory=list)
@@ -140,7 +147,13 @@ def _app(hosts: WebHosts) -> web.Application:
             return _page("model.bin at main", "<table><tr><td>binary</td></tr></table>")
         if host == "raw.githubusercontent.com" and (
                 m := re.fullmatch(r"/[^/]+/[^/]+/[^/]+/(?:.*/)?([^/]+)", path)):
+            if m[1] in hosts.lfs:
+                return _send(request, pointer_for(hosts.lfs[m[1]]))
             return file(m[1])
+        if host == "media.githubusercontent.com" and (
+                m := re.fullmatch(r"/media/[^/]+/[^/]+/[^/]+/(?:.*/)?([^/]+)", path)):
+            data = hosts.lfs.get(m[1])
+            return _send(request, data) if data is not None else web.Response(status=404)
         if host == "api.github.com" and (
                 m := re.fullmatch(r"/repos/[^/]+/[^/]+/commits/([^/]+)", path)):
             if m[1] in hosts.commits:
