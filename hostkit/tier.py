@@ -91,7 +91,7 @@ SMALL = 64 << 10
 #: Seconds the tier is skipped after it failed a request (no timeout paid per resolve).
 DOWN_FOR = 30.0
 #: Seconds between two looks at a lease someone else holds: first, and at most.
-POLL_FIRST, POLL_MAX = 0.2, 1.0
+POLL_FIRST, POLL_MAX = 0.1, 0.5
 #: Slowest upload rate a publish is given time for, on top of ``tier_timeout``.
 PUT_FLOOR_RATE = 4 << 20
 #: Counters the tier keeps in the resolver's ``stats`` (for /v1/status and /metrics).
@@ -256,6 +256,8 @@ class _Lease:
     key: str
     etag: str | None
     lost: bool = False
+    #: Taken over from a holder that stopped renewing: it may have published before dying.
+    taken_over: bool = False
 
 
 @dataclass
@@ -522,7 +524,7 @@ class SharedTier:
             self.stats["tier_takeovers"] += 1
             log.warning("took over the lease of node %s (pid %d): not renewed for %g s",
                         state.node, state.pid, self.lease_seconds)
-        return _Lease(key, obj.etag)
+        return _Lease(key, obj.etag, taken_over=not state.released)
 
     async def _read_lease(self, key: str) -> LeaseState | None:
         got = await self._call(self.store.read(key, SMALL))
@@ -555,10 +557,11 @@ class SharedTier:
         renewing = asyncio.ensure_future(self._renew(lease))
         outcome = "failed"
         try:
-            found = await self._lookup(remote, digest, sha, shared, store)  # a dead holder's
-            if found is not None:
-                outcome = "published"
-                return found
+            if lease.taken_over:  # its dead holder may have published just before dying
+                found = await self._lookup(remote, digest, sha, shared, store)
+                if found is not None:
+                    outcome = "published"
+                    return found
             resolved = await origin()
             outcome = await self._publish(remote, resolved, shared)
             return resolved
@@ -606,14 +609,16 @@ class SharedTier:
         entry = await asyncio.to_thread(self.cache.entry, remote.cache_key)
         limit = self.timeout + resolved.size / PUT_FLOOR_RATE
         try:
+            # a refusal of this blob (too large for one PUT, a quota) is no reason to skip
+            # the tier for everything else: only a request that got no answer marks it down
             created = await self._call(
                 self.store.put_file(CAS + resolved.sha256, resolved.path, resolved.size,
-                                    resolved.sha256), limit=limit)
+                                    resolved.sha256), limit=limit, mark="unanswered")
             if shared and entry is not None and entry.sha256 == resolved.sha256:
                 ref = Ref(resolved.sha256, resolved.size, entry.validator, entry.immutable,
                           remote.display, self.node, time.time())
                 await self._call(self.store.put(REFS + key_name(remote.cache_key),
-                                                ref.to_json()))
+                                                ref.to_json()), mark="unanswered")
         except (_TierDown, TierConflict) as exc:
             log.warning("%s: could not publish sha256:%s to the tier (%s); the site's other "
                         "nodes fetch it from the origin", remote.display, resolved.sha256,
@@ -627,18 +632,22 @@ class SharedTier:
 
     # -- plumbing --------------------------------------------------------------------
 
-    async def _call(self, request: Awaitable, *, limit: float | None = None, mark: bool = True):
+    async def _call(self, request: Awaitable, *, limit: float | None = None,
+                    mark: bool | str = True):
         """One tier request within ``tier_timeout`` (or ``limit``); a failure is a
-        :class:`_TierDown` (marking the tier down unless ``mark`` is False)."""
+        :class:`_TierDown`, marking the tier down when ``mark`` is True, or when it is
+        ``"unanswered"`` and the request got no answer (a refusal of one write does not)."""
         try:
             async with asyncio.timeout(limit or self.timeout):
                 return await request
         except TierConflict:
             raise
         except TimeoutError:
-            raise self._down(f"no answer within {limit or self.timeout:g} s", mark) from None
+            raise self._down(f"no answer within {limit or self.timeout:g} s",
+                             mark is not False) from None
         except Exception as exc:
-            raise self._down(_why(exc), mark) from None
+            down = mark is True or (mark == "unanswered" and isinstance(exc, ConnectionError))
+            raise self._down(_why(exc), down) from None
 
     def _down(self, why: str, mark: bool = True) -> _TierDown:
         self.stats["tier_errors"] += 1

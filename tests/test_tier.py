@@ -163,7 +163,7 @@ def test_a_fifth_node_later_takes_no_origin_bytes(site):
 def test_the_lease_holder_killed_mid_download(site):
     size, name = 16 * MiB, "killed.bin"
     sha = site.origin.add(name, payload(size, 2))
-    site.origin.rate = 8 * MiB  # two seconds a transfer
+    site.origin.rate = 4 * MiB  # four seconds a transfer: the kill lands in it
     nodes = [0, 1, 2]
     pool = ThreadPoolExecutor(len(nodes))
     try:
@@ -176,6 +176,7 @@ def test_the_lease_holder_killed_mid_download(site):
         (killed,) = [n for n in nodes if site.node(n).proc.pid == holders[0]["pid"]]
         site.node(killed).signal(signal.SIGKILL)
         site.node(killed).wait(10)
+        site.origin.rate = 32 * MiB  # the takeover's transfer need not be slow
         for n in nodes:
             if n != killed:
                 status, answer = futures[n].result(60)
@@ -365,7 +366,7 @@ def test_seaweedfs_stopped_midway(site):
     """Last: it stops the module's SeaweedFS."""
     size, name = 16 * MiB, "orphaned.bin"
     sha = site.origin.add(name, payload(size, 7))
-    site.origin.rate = 8 * MiB
+    site.origin.rate = 4 * MiB
     nodes = [0, 1, 2, 3]
     with ThreadPoolExecutor(len(nodes)) as pool:
         futures = [pool.submit(site.resolve, n, site.origin.file_url(name)) for n in nodes]

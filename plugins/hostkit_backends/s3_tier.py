@@ -78,8 +78,16 @@ class S3TierStore(TierStore):
 
     async def head(self, key: str) -> TierObject | None:
         """One HEAD (None: no such key)."""
-        meta = await self.s3.exists(self._at(key))
-        return None if meta is None else TierObject(key, meta.size, meta.etag)
+        loc = self._at(key)
+        status, headers, body = await self._send("HEAD", loc)
+        if status == 404:
+            return None
+        self._check(status, body, loc)
+        try:
+            size = int(headers.get("Content-Length", ""))
+        except ValueError:
+            raise self.s3._status_error("", 502, loc) from None
+        return TierObject(key, size, headers.get("ETag"))
 
     async def read(self, key: str, limit: int) -> tuple[TierObject, bytes] | None:
         """One GET of a small object (a ref, a lease)."""
@@ -132,9 +140,8 @@ class S3TierStore(TierStore):
         digest = base64.b64encode(bytes.fromhex(sha256)).decode()
         headers = {"If-None-Match": "*", "x-amz-checksum-sha256": digest,
                    "Content-Length": str(size), "Content-Type": "application/octet-stream"}
-        with open(path, "rb") as f:
-            status, _, body = await self._send("PUT", loc, headers=headers, data=f,
-                                               payload=sha256)
+        status, _, body = await self._send("PUT", loc, headers=headers,
+                                           data=_chunks(path, size), payload=sha256)
         if status == 412 or _code(body) in _CONFLICT:
             return False
         self._check(status, body, loc, conditional=True)
@@ -188,6 +195,20 @@ class S3TierStore(TierStore):
                              "(If-None-Match / If-Match), which the tier needs",
                              hint="use SeaweedFS, a current MinIO or AWS S3 for the tier")
         raise self.s3._status_error(code, status, loc)
+
+
+async def _chunks(path: Path, size: int) -> AsyncIterator[bytes]:
+    """The file's first ``size`` bytes in 1 MiB reads, each in a worker thread."""
+    import asyncio
+
+    with open(path, "rb") as f:
+        left = size
+        while left > 0:
+            block = await asyncio.to_thread(f.read, min(left, 1 << 20))
+            if not block:
+                return
+            left -= len(block)
+            yield block
 
 
 def _sign(signer, method: str, url: str, headers: dict, region: str, payload: str) -> dict:
