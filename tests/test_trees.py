@@ -665,7 +665,10 @@ def test_empty_synapse_folder_is_not_found(synapse):
 
 def test_tree_through_the_daemon(s3env, seaweed, daemon, monkeypatch):
     prefix = f"d{secrets.token_hex(4)}/"
-    seaweed.admin.put_object(Bucket="plain", Key=prefix + "w.bin", Body=b"via the daemon")
+    # 4096 bytes: as large as the snapshot folder itself (a memo checking the path's size
+    # alone would take the folder for the blob it remembered)
+    body = b"via the daemon".ljust(4096, b".")
+    seaweed.admin.put_object(Bucket="plain", Key=prefix + "w.bin", Body=body)
     # s3:// with the endpoint in the environment: the daemon (in this process) reads it too
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", seaweed.endpoint_url)
     ident = f"s3://plain/{prefix}"
@@ -676,6 +679,8 @@ def test_tree_through_the_daemon(s3env, seaweed, daemon, monkeypatch):
         monkeypatch.setenv(name, value)
     got = hostkit.resolve_info(ident, settings=load_settings())
     assert str(got.path).startswith(str(daemon.settings.cache_dir))  # the daemon's answer
-    assert got.tree and got.files == 1 and files_of(got.path) == {"w.bin": b"via the daemon"}
-    again = hostkit.resolve_info(ident, f"sha256:{got.sha256}", settings=load_settings())
-    assert again.tree and again.cached and again.path == got.path
+    assert got.tree and got.files == 1 and files_of(got.path) == {"w.bin": body}
+    assert os.stat(got.path).st_size == got.size  # the case the memo must not take
+    for _ in range(2):  # the second: an answer the daemon could have remembered
+        again = hostkit.resolve_info(ident, f"sha256:{got.sha256}", settings=load_settings())
+        assert again.tree and again.files == 1 and again.cached and again.path == got.path

@@ -71,8 +71,8 @@ class WarmHits:
 
         Built from the resolver's own answer (no index query on the event loop).
         """
-        if self.resolver.settings.verify_on_hit:
-            return  # every hit is the resolver's, to be re-hashed
+        if self.resolver.settings.verify_on_hit or resolved.tree:
+            return  # every hit is the resolver's, to be re-hashed; a folder is not one blob
         # exactly what Resolver.resolve returns for a stored blob matching the given hash,
         # with the identifier redacted as the resolver does (no presigned secrets echoed)
         shown = redact_url(parse_identifier(identifier).identifier)
