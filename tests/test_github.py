@@ -619,6 +619,20 @@ def test_check_a_branch_lookup_that_hangs_is_bounded(gh, tmp_path):
     assert found[0]["permanent"]["ok"] is None  # never learnt what the short SHA names
 
 
+def test_check_a_branch_whose_commit_cannot_be_looked_up(gh):
+    """Before: 'reachable anonymously' failed with 'MedPerf cannot download github:
+    identifiers' and its fix 'host the file where MedPerf can read it'."""
+    from tests.servers import free_port
+
+    env = {"HOSTKIT_GITHUB_API_URL": f"http://127.0.0.1:{free_port()}"}  # nothing listens
+    status, reports, found = checked("github:o/r@main/w.bin", "--no-download", env=env)
+    assert status == 1
+    assert found[0]["anonymous"]["ok"] is None, found[0]["anonymous"]
+    assert found[0]["permanent"]["ok"] is False
+    assert "could not be looked up" in found[0]["permanent"]["message"]
+    assert "git ls-remote" in found[0]["permanent"]["fix"]
+
+
 def test_check_a_private_repository_says_so(gh):
     """GitHub answers 404 to an anonymous GET of a private file: before, check said 'the file
     may have moved or been deleted' next to the author's own download of it."""

@@ -227,8 +227,12 @@ async def _findings(resolver, ref: Ref, remote, refusal: HostkitError | None) ->
     """The backend's findings; for one that gives only a URL, that URL's own (anonymous GET);
     for one refused with a suggestion no backend judges, the suggested file's."""
     found = await _ask(resolver, ref, remote)
-    if found is None and remote is None and refusal is not None and refusal.suggestion:
-        found = await _as_suggested(resolver, refusal.suggestion)
+    if found is None and remote is None and refusal is not None:
+        found = await _as_suggested(resolver, refusal.suggestion) if refusal.suggestion \
+            else None
+        if found is None:  # refused, and no file named to look at instead
+            return Findings(anonymous=Verdict(None, "not reached: it names no one file to "
+                                                    "probe yet"), fetch=False)
     if found is None:
         display = getattr(remote, "display", "") or ""
         if remote is not None and display.startswith(("http://", "https://")) \
