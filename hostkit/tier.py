@@ -330,6 +330,11 @@ class SharedTier:
             if found is not None:
                 return found
             self.stats["tier_misses"] += 1
+            if sha is None and not shared:
+                # pinned by another digest, no ref to find it by: nobody could wait for it
+                resolved = await origin()
+                await self._publish(remote, resolved, shared)
+                return resolved
             return await self._single_flight(remote, digest, sha, shared, origin, store)
         except _TierDown:
             return await origin()
@@ -346,11 +351,13 @@ class SharedTier:
             ref = await self._ref(remote)
             if ref is None:
                 return None
-            sha, validator, immutable = ref.sha256, ref.validator, ref.immutable or immutable
-            if not (immutable or not self.settings.revalidate):
+            sha, validator = ref.sha256, ref.validator
+            # only what this node knows makes a reference immutable, never the ref's word
+            if not (remote.immutable or not self.settings.revalidate):
                 checked = await self._revalidate(remote, ref)
                 if checked is None:
                     return None
+                immutable = checked.immutable
         return await self._fetch(remote, sha, digest, validator, immutable, checked, store)
 
     async def _ref(self, remote: Remote) -> Ref | None:

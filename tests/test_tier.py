@@ -24,7 +24,7 @@ from aiohttp import web
 from hostkit.formatting import format_size
 from tests.conftest import run_cli
 from tests.daemon_fixtures import call, payload, serve_in_thread, wait_until
-from tests.tier_fixtures import BUCKET, PREFIX, Site, node_env
+from tests.tier_fixtures import BUCKET, PASSWORD, PREFIX, USER, Site, node_env
 
 MiB = 1 << 20
 BIG = 64 * MiB
@@ -246,6 +246,10 @@ def test_private_sources_are_not_published(site, monkeypatch, tmp_path):
     resolved, stats = resolve_here(f"minio://127.0.0.1:{site.seaweed.port}/private/other.bin")
     assert stats["tier_published"] == 1
     assert len(set(site.keys("refs/")) - set(before)) == 1
+    resolved, stats = resolve_here(site.origin.private_url("private.bin"))
+    refs = {k: site.tier_object(k).decode() for k in set(site.keys("refs/")) - set(before)}
+    assert len(refs) == 2 and any("/private/private.bin" in r for r in refs.values())
+    assert not any(PASSWORD in r or USER in r for r in [*refs.values(), *site.keys()])
 
 
 def test_tier_commands(site):
