@@ -370,6 +370,46 @@ def test_ranged_and_head_requests_send_only_a_blob_hashed_whole(tmp_path, gated)
         d.stop()
 
 
+def test_a_blob_hashed_whole_recently_is_sent_again_without_hashing(tmp_path, gated):
+    data = payload(6_000_000, 125)
+    sha = gated.add("fresh-whole.bin", data)
+    cache = tmp_path / "fwcache"
+    d = DaemonProcess(tmp_path, "--scrub-rate", "0", env={"HOSTKIT_CACHE_DIR": str(cache)})
+    try:
+        call_json(d.url, "POST", "/v1/resolve", {"identifier": gated.file_url("fresh-whole.bin")})
+        reads = []
+        for _ in range(3):
+            before = _rchar(d.proc.pid)
+            assert call(d.url, "GET", f"/v1/blobs/{sha}")[2] == data
+            reads.append(_rchar(d.proc.pid) - before)
+        # the first full GET sends and hashes (two reads of the file); later ones only send
+        assert reads[0] >= 2 * len(data), reads
+        assert all(n < 1.5 * len(data) for n in reads[1:]), reads
+        # a write to the file is seen: hashed again, and never sent whole
+        _rot(cache / "blobs" / "sha256" / sha, len(data) - 10)
+        with pytest.raises(http.client.IncompleteRead):
+            call(d.url, "GET", f"/v1/blobs/{sha}")
+    finally:
+        d.stop()
+
+
+def test_a_whole_blob_hash_vouches_for_full_sends_only_for_a_while(tmp_path):
+    from hostkit_daemon.blobs import FRESH_FOR, VerifiedBlobs
+
+    now = [1000.0]
+    memo = VerifiedBlobs(clock=lambda: now[0])
+    blob = tmp_path / "b"
+    blob.write_bytes(b"x")
+    st = os.stat(blob)
+    memo.add("a" * 64, st)
+    assert memo.fresh("a" * 64, st) and memo.holds("a" * 64, st)
+    now[0] += FRESH_FOR + 1
+    assert not memo.fresh("a" * 64, st)  # hashed again before a full send
+    assert memo.holds("a" * 64, st)  # ranges and HEAD still rely on it (the scrub renews it)
+    blob.write_bytes(b"y")
+    assert not memo.holds("a" * 64, os.stat(blob))
+
+
 def test_verify_on_hit_is_not_bypassed_by_remembered_answers(tmp_path, gated):
     data = payload(500_000, 123)
     sha = gated.add("voh.bin", data)
