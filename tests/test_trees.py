@@ -684,3 +684,63 @@ def test_tree_through_the_daemon(s3env, seaweed, daemon, monkeypatch):
     for _ in range(2):  # the second: an answer the daemon could have remembered
         again = hostkit.resolve_info(ident, f"sha256:{got.sha256}", settings=load_settings())
         assert again.tree and again.files == 1 and again.cached and again.path == got.path
+
+
+# -- GitHub folders at a commit -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def github_server():
+    from tests.standins.github import GitHubServer
+
+    server = GitHubServer()
+    standin = server.start()
+    yield standin
+    server.stop()
+
+
+@pytest.fixture
+def gh(github_server, monkeypatch):
+    github_server.reset()
+    for name in ("GH_TOKEN", "GITHUB_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOSTKIT_GITHUB_API_URL", github_server.api_url)
+    monkeypatch.setenv("HOSTKIT_GITHUB_RAW_URL", github_server.raw_url)
+    monkeypatch.setenv("HOSTKIT_GITHUB_LFS_URL", github_server.lfs_url)
+    return github_server
+
+
+def test_github_folder_at_a_commit(gh, tmp_path):
+    from hostkit.errors import NotPermanent
+
+    weights = os.urandom(30_000)
+    commit = gh.commit("o/r", {"models/m/config.json": b"{}", "models/m/w.bin": gh.lfs(weights),
+                               "models/m/sub/x.txt": b"x", "models/other.txt": b"other",
+                               "README.md": b"# r"})
+    ident = f"github:o/r@{commit}/models/m/"
+    got, _ = resolve_tree(ident)
+    assert files_of(got.path) == {"config.json": b"{}", "w.bin": weights, "sub/x.txt": b"x"}
+    assert got.identifier == ident and got.sha256 == manifest_digest(got.path)
+    assert len(gh.seen("api", "GET")) == 1  # one listing for the whole folder
+    # a commit never changes: no request at all, hash or no hash
+    gh.hits.clear()
+    again, _ = resolve_tree(ident)
+    assert again.cached and again.path == got.path and gh.hits == []
+    # the repository's root, and a second commit sharing the weights: one inode
+    later = gh.commit("o/r", {"models/m/config.json": b'{"v": 2}'})
+    root, _ = resolve_tree(f"github:o/r@{later}/")
+    assert files_of(root.path)["models/m/config.json"] == b'{"v": 2}'
+    assert os.stat(root.path / "models/m/w.bin").st_ino == os.stat(got.path / "w.bin").st_ino
+    # a branch is looked up, refused with the pinned folder, or pinned with --pin
+    with pytest.raises(NotPermanent) as exc:
+        resolve("github:o/r@main/models/m/")
+    assert exc.value.suggestion == f"github:o/r@{later}/models/m/"
+    pinned, _ = resolve_tree("github:o/r@main/models/m/", pin=True)
+    assert pinned.identifier == f"github:o/r@{later}/models/m/"
+    assert pinned.pinned_from == "github:o/r@main/models/m/"
+    # no such folder; a symbolic link in it
+    with pytest.raises(NotFound, match="no folder"):
+        resolve(f"github:o/r@{commit}/nothing/")
+    gh.repos["o/r"].modes["models/m/sub/x.txt"] = "120000"
+    with pytest.raises(UnsafeTree, match="symbolic link"):
+        resolve(f"github:o/r@{commit}/models/")

@@ -7,6 +7,8 @@ Real aiohttp servers on 127.0.0.1, in a thread of their own (like tests/origin.p
                           GET  /api/repos/{o}/{r}/commits/{ref}          a branch, tag, heads/X,
                                tags/X, full or short SHA -> the commit (vnd.github.sha or JSON)
                           GET  /api/repos/{o}/{r}/contents/{path}?ref=   file JSON (blob sha)
+                          GET  /api/repos/{o}/{r}/git/trees/{commit}?recursive=1   the
+                               commit's tree (folders "tree", files "blob"; :attr:`Repo.modes`)
                           PUT  /api/repos/{o}/{r}/contents/{path}        commit a file (base64)
                           POST /lfs/{o}/{r}.git/info/lfs/objects/batch  where an LFS object is
     site "raw" (port B)   GET/HEAD /raw/{o}/{r}/{ref}/{path}             the bytes (Range, ETag)
@@ -61,6 +63,8 @@ class Repo:
     tags: dict[str, str] = field(default_factory=dict)
     private: bool = False
     default_branch: str = "main"
+    #: git file modes other than 100644 (``"120000"``: a symbolic link), by path
+    modes: dict[str, str] = field(default_factory=dict)
 
     def resolve(self, ref: str) -> str | None:
         """The commit a ref names, as GitHub's commits endpoint finds it."""
@@ -270,6 +274,22 @@ def _app(state: GitHubStandin) -> web.Application:
             return _json([{"type": "file", "path": p, "sha": blob_sha(tree[p])} for p in inside])
         return _json({"message": "Not Found"}, 404)
 
+    async def git_tree(request):
+        repo = repo_for(request)
+        commit = repo.resolve(request.match_info["sha"])
+        if commit is None:
+            return _json({"message": "Not Found"}, 404)
+        files = repo.commits[commit]
+        if request.query.get("recursive") not in ("1", "true"):
+            return _json({"message": "only recursive listings are modelled"}, 422)
+        folders = {"/".join(p.split("/")[:n]) for p in files for n in range(1, p.count("/") + 1)}
+        tree = [{"path": d, "mode": "040000", "type": "tree", "sha": "0" * 40}
+                for d in folders] + [
+            {"path": p, "mode": repo.modes.get(p, "100644"), "type": "blob",
+             "sha": blob_sha(data), "size": len(data)} for p, data in files.items()]
+        return _json({"sha": commit, "tree": sorted(tree, key=lambda t: t["path"]),
+                      "truncated": False})
+
     async def put_contents(request):
         repo = repo_for(request, write=True)
         name = f"{request.match_info['owner']}/{request.match_info['repo']}"
@@ -358,6 +378,7 @@ def _app(state: GitHubStandin) -> web.Application:
     app.router.add_get(repo_path, repo_info)
     app.router.add_get(repo_path + "/commits/{ref:.+}", commits)
     app.router.add_get(repo_path + "/contents/{path:.+}", contents)
+    app.router.add_get(repo_path + "/git/trees/{sha}", git_tree)
     app.router.add_put(repo_path + "/contents/{path:.+}", put_contents)
     app.router.add_route("GET", "/raw/{owner}/{repo}/{ref}/{path:.+}", raw)
     app.router.add_route("HEAD", "/raw/{owner}/{repo}/{ref}/{path:.+}", raw)
