@@ -66,6 +66,7 @@ _MAX_JSON = 8 << 20
 JSON = "application/vnd.github+json"
 LFS_JSON = "application/vnd.git-lfs+json"
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
+_NAME = re.compile(r"^[\w.-]+$")
 
 
 @register
@@ -138,6 +139,19 @@ def origin(url: str) -> str:
     parts = urlsplit(url)
     port = parts.port or {"http": 80, "https": 443}.get(parts.scheme.lower(), 0)
     return f"{parts.scheme.lower()}://{(parts.hostname or '').lower()}:{port}"
+
+
+def is_name(text: str | None) -> bool:
+    """Whether ``text`` may be an owner or repository name: word characters, ``.`` and ``-``,
+    but not ``.`` or ``..`` (URLs are normalised: ``/repos/../x`` is ``/x``)."""
+    return bool(text) and _NAME.match(text or "") is not None and set(text or "") != {"."}
+
+
+def is_ref(text: str | None) -> bool:
+    """Whether ``text`` may be a branch, tag or commit: git's rules that keep it one URL
+    path's worth (no ``..``, no empty component, none starting with ``.``)."""
+    return bool(text) and ".." not in (text or "") and not any(
+        not part or part.startswith(".") for part in (text or "").split("/"))
 
 
 def quote_path(path: str) -> str:

@@ -34,7 +34,7 @@ from hostkit.errors import (
 )
 from hostkit.remote import Uploader, UploadResult, upload_source_size
 
-from .github_api import GitHub, quote_path
+from .github_api import GitHub, is_name, is_ref, quote_path
 
 log = logging.getLogger("hostkit.github")
 
@@ -42,7 +42,6 @@ log = logging.getLogger("hostkit.github")
 MAX_FILE = 100 << 20
 #: Bytes read (and base64-encoded) at a time: a multiple of 3, so the pieces join up.
 _PIECE = 3 << 20
-_NAME = re.compile(r"^[\w.-]+$")
 _FORM = "github:owner/repo/path/to/file --branch BRANCH (or github:owner/repo@BRANCH/path)"
 
 
@@ -53,7 +52,8 @@ def parse_destination(ref) -> tuple[str, str, str | None, str]:
     ``--content-addressed``, its sha256) is added.
     """
     match = re.match(r"^([^/@?#]+)/([^/@?#]+)(?:@([^/?#]+))?/([^?#]*)$", ref.rest, re.S)
-    if not match or not (_NAME.match(match.group(1)) and _NAME.match(match.group(2))):
+    if not match or not (is_name(match.group(1)) and is_name(match.group(2))) \
+            or (match.group(3) is not None and not is_ref(match.group(3))):
         raise UsageError(f"{ref.display!r} is not a github: upload destination",
                          hint=f"write {_FORM}", identifier=ref.display)
     owner, repo, branch, path = match.groups()
@@ -87,6 +87,9 @@ class GitHubUploader(Uploader):
 
     def __init__(self, owner: str, repo: str, branch: str | None, path: str, gh: GitHub,
                  display: str):
+        if branch is not None and not is_ref(branch):
+            raise UsageError(f"--branch {branch!r} is not a branch name", hint="name an "
+                             "existing branch (`git branch -r` lists them)", identifier=display)
         self.owner, self.repo, self.branch, self.path = owner, repo, branch, path
         self.gh = gh
         self.display = display
