@@ -5,6 +5,9 @@ Forms (each names a file at a commit; a cached copy is served with no network)::
     github:OWNER/REPO@COMMIT/PATH
     https://raw.githubusercontent.com/OWNER/REPO/COMMIT/PATH
     https://github.com/OWNER/REPO/blob/COMMIT/PATH     (and .../raw/...: the raw file)
+    github:OWNER/REPO@COMMIT/DIR/                      a folder (``@COMMIT/``: the whole
+                                                       repository), listed by the git trees
+                                                       API, each file as its raw URL
 
 At a 40-hex commit a reference is immutable; every form is shown, and
 recorded, as the raw URL at its commit (what is fetched, and what any
@@ -34,7 +37,7 @@ import contextlib
 import logging
 import re
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from hostkit.backend import HttpStatus, network_error, retry_after, status_error
 from hostkit.errors import (
@@ -49,7 +52,7 @@ from hostkit.errors import (
 )
 from hostkit.hookspecs import hookimpl
 from hostkit.redact import redact_url, url_cache_key
-from hostkit.remote import BackendInfo, Body, Remote, RemoteInfo, strong_validator
+from hostkit.remote import BackendInfo, Body, Remote, RemoteInfo, TreeEntry, strong_validator
 from hostkit.settings import Option
 
 from .github_api import (
@@ -63,6 +66,7 @@ from .github_api import (
     is_name,
     is_ref,
     origin,
+    quote_path,
 )
 
 log = logging.getLogger("hostkit.github")
@@ -117,8 +121,15 @@ def hostkit_resolve(ref, context):
     # a github.com page URL's query (?raw=true, ?plain=1) is for the page: not sent
     credentialed = ref.credentialed and loc.form != "web"
     if _COMMIT.match(loc.ref):
-        return GitHubRemote(loc, loc.ref, gh, credentialed=credentialed)
+        return at_commit(loc, loc.ref, gh, credentialed=credentialed)
     return GitHubRef(loc, gh, display=ref.display, key=ref.key, credentialed=credentialed)
+
+
+def at_commit(loc: Location, commit: str, gh: GitHub, *, credentialed: bool) -> Remote:
+    """The Remote of ``loc`` at ``commit``: a file, or a folder (``github:o/r@C/dir/``)."""
+    if loc.folder:
+        return GitHubTreeRemote(loc, commit, gh, credentialed=credentialed)
+    return GitHubRemote(loc, commit, gh, credentialed=credentialed)
 
 
 @hookimpl
@@ -208,6 +219,8 @@ class Location:
     form: str
     #: the raw URL's query (a private raw link's ``?token=``): sent, never shown or keyed
     query: str = ""
+    #: a folder (``github:o/r@C/dir/``; ``path`` is then without the slash, "" the root)
+    folder: bool = False
 
     @property
     def name(self) -> str:
@@ -255,18 +268,22 @@ def parse(ref, raw_base: str) -> Location | None:
         query = ""
     gitref, path = _split_ref(rest)
     shown = ref.display
-    if not (is_name(owner) and is_name(repo) and is_ref(gitref)) or not path:
+    folder = form == "github" and rest.endswith("/") and bool(gitref)
+    if folder:
+        path = path[:-1] if path.endswith("/") else path  # "": the repository's root
+    if not (is_name(owner) and is_name(repo) and is_ref(gitref)) or (
+            not path and not folder):
         raise UsageError(f"{shown!r} does not name a file in a repository",
                          hint=f"write {_FORM} or {RAW_HOST}/owner/repo/<commit>/path",
                          identifier=shown)
-    if any(s in ("", ".", "..") for s in path.split("/")) \
+    if path and any(s in ("", ".", "..") for s in path.split("/")) \
             or re.search(r"\\|%2f|%5c", path, re.I):
         # an empty segment (or a leading '/') is resolved differently by raw hosts and
         # could name another file than the pinned path
         raise UsageError(f"{shown!r}: the path must name a file inside the repository",
                          hint=f"write {_FORM} (no empty, '.' or '..' segments, no encoded or "
                               "back slashes)", identifier=shown)
-    return Location(owner, repo, gitref, path, form, query)
+    return Location(owner, repo, gitref, path, form, query, folder)
 
 
 def _split_ref(rest: str) -> tuple[str, str]:
@@ -296,9 +313,10 @@ class GitHubRef(Remote):
         self.credentialed = credentialed
         self.anonymous = gh.config.token is None and not credentialed
 
-    def at(self, commit: str) -> GitHubRemote:
-        """The Remote of this file at ``commit`` (its identifier: the raw URL there)."""
-        return GitHubRemote(self.loc, commit, self.gh, credentialed=self.credentialed)
+    def at(self, commit: str) -> Remote:
+        """The Remote of this file (or folder) at ``commit`` (a file's identifier: the raw
+        URL there)."""
+        return at_commit(self.loc, commit, self.gh, credentialed=self.credentialed)
 
     async def pin(self, *, allow: bool, offline: bool) -> Remote:
         """Look the ref up (``GET /repos/{owner}/{repo}/commits/{ref}``); refuse or pin it.
@@ -361,6 +379,88 @@ class GitHubRef(Remote):
         pinned = await self.pin(allow=False, offline=self.context.settings.offline)
         async with pinned.open(offset, validator) as body:
             yield body
+
+
+# -- a folder at a commit --------------------------------------------------------------
+
+
+class GitHubTreeRemote(Remote):
+    """A folder at one commit (immutable): its files, listed by the git trees API, each
+    fetched as its own raw URL (Git LFS objects included)."""
+
+    tree = True
+    immutable = True
+
+    def __init__(self, loc: Location, commit: str, gh: GitHub, *, credentialed: bool):
+        self.loc = loc
+        self.commit = commit
+        self.gh = gh
+        self.context = gh.context
+        self.folder = unquote(loc.path)
+        inside = f"{loc.path}/" if loc.path else ""
+        self.display = f"github:{loc.owner}/{loc.repo}@{commit}/{inside}"
+        # the raw host's URL of the folder: unique per endpoint, never a file's key
+        self.cache_key = url_cache_key(f"{gh.config.raw}/{loc.owner}/{loc.repo}/{commit}/"
+                                       f"{inside}")
+        self.credentialed = credentialed
+        self.anonymous = gh.config.token is None and not credentialed
+
+    async def list(self):  # type: ignore[override]  # an async generator
+        """``GET /repos/{o}/{r}/git/trees/{commit}?recursive=1``: the files under the folder.
+
+        One call lists the whole commit (GitHub truncates past 100,000 entries or
+        7 MB: refused then). A symbolic link is refused (hostkit places files only),
+        a submodule skipped (it is another repository).
+        """
+        loc, shown = self.loc, self.display
+        url = self.gh.repo_url(loc.owner, loc.repo, f"/git/trees/{self.commit}?recursive=1")
+        answer = await self.gh.call("GET", url, display=shown)
+        if answer.status in (404, 422, 409):
+            raise NotFound(f"{shown}: {loc.owner}/{loc.repo} has no commit {self.commit} (or "
+                           "the repository is private and no token may read it)",
+                           hint=self.gh.config.token_hint(), identifier=shown)
+        if answer.status != 200:
+            raise self.gh.refused(answer, shown)
+        data = answer.json(shown)
+        items = data.get("tree") if isinstance(data, dict) else None
+        if not isinstance(items, list):
+            raise BackendError(f"{shown}: GitHub's tree listing has no 'tree'",
+                               hint="check the api_url setting", identifier=shown)
+        if data.get("truncated"):
+            raise BackendError(f"{shown}: GitHub truncated the listing of commit "
+                               f"{self.commit} (over 100,000 entries or 7 MB)",
+                               hint="clone the repository at that commit instead",
+                               identifier=shown)
+        prefix = f"{self.folder}/" if self.folder else ""
+        found = not prefix
+        for item in items:
+            path = item.get("path") if isinstance(item, dict) else None
+            if not isinstance(path, str):
+                raise BackendError(f"{shown}: GitHub's tree listing holds an entry without "
+                                   "a path", hint="check the api_url setting", identifier=shown)
+            kind = item.get("type")
+            if path == self.folder and kind == "tree":
+                found = True
+            if not path.startswith(prefix) or kind != "blob":
+                continue  # elsewhere, a folder, or a submodule (another repository)
+            found = True
+            if item.get("mode") == "120000":
+                from hostkit.store.snapshots import unsafe
+
+                raise unsafe(shown, f"{path[len(prefix):]!r} is a symbolic link (hostkit "
+                                    "places files only)")
+            size = item.get("size")
+            file_loc = Location(loc.owner, loc.repo, self.commit, quote_path(path), "github")
+            yield TreeEntry(path[len(prefix):],
+                            GitHubRemote(file_loc, self.commit, self.gh,
+                                         credentialed=self.credentialed),
+                            # a small file may be a Git LFS pointer: its object's size differs
+                            size=size if isinstance(size, int) and size >= POINTER_MAX
+                            else None, validator=item.get("sha") or None)
+        if not found:
+            raise NotFound(f"{shown}: there is no folder {self.folder!r} at commit "
+                           f"{self.commit}", hint="check the path (it is case-sensitive)",
+                           identifier=shown)
 
 
 # -- a file at a commit ----------------------------------------------------------------
