@@ -53,11 +53,21 @@ def hostkit_resolve(ref: Ref, context: Context) -> Remote | None:
     the resolver calls this before any cached answer, offline too, so that
     every identifier is checked by its backend's rules.
 
+    A folder (``s3://bucket/prefix/``, a Synapse folder, an MLflow model) is a
+    Remote too: set its ``tree`` (True, or None when only a request can tell,
+    with :meth:`~hostkit.remote.Remote.is_tree`) and implement
+    :meth:`~hostkit.remote.Remote.list`, an async iterator of
+    :class:`~hostkit.remote.TreeEntry` (each file's relative path and its own
+    Remote); the core checks the names, fetches each file through the
+    single-file path and builds a snapshot folder pinned by its manifest's
+    sha256. (Folders: since hostkit's trees, issue 13.)
+
     :param ref: the parsed identifier; ``ref.identifier`` may hold credentials
         (use it only for the request), ``ref.display`` and ``ref.key`` do not.
     :param context: settings (``context.option(backend, key)`` for this
         plugin's own), the pooled HTTP session, long-lived clients.
-    :returns: the Remote, or None to let another backend answer.
+    :returns: the Remote (a file's, or a folder's), or None to let another
+        backend answer.
     :raises hostkit.errors.UsageError: a malformed identifier of your scheme.
     :raises hostkit.errors.NotPermanent: a form that can change (a branch).
     :raises hostkit.errors.NotDirectLink: a share link that serves a page.
