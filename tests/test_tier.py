@@ -35,8 +35,9 @@ pytestmark = pytest.mark.timeout(180)
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     """SeaweedFS, an origin at 32 MiB/s and four daemons sharing the tier."""
-    s = Site(tmp_path_factory.mktemp("site"), rate=32 * MiB, tier_lease="1.5",
-             tier_timeout="2")
+    # a lease of 3 s (renewed every second): a holder that died is noticed quickly, and a
+    # busy machine's late renewal is not taken for a death
+    s = Site(tmp_path_factory.mktemp("site"), rate=32 * MiB, tier_lease="3")
     try:
         s.start_nodes(4)
         yield s
