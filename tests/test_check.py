@@ -165,6 +165,11 @@ def test_bad_usage_exits_2(web):
     status, reports, _ = check_json("nosuch:thing")
     assert status == 2 and reports[0]["checks"][0]["name"] == "identifier"
     assert "no backend accepts" in reports[0]["checks"][0]["message"]
+    # bytes that are not UTF-8 (argv's lone surrogates): before, --json printed "\udcff",
+    # which strict JSON readers refuse (a lone surrogate is no character)
+    status, reports, _ = check_json("https://files.example.org/f/\udcff.bin", "--no-download")
+    assert status == 2 and "not valid UTF-8" in reports[0]["checks"][0]["message"]
+    assert reports[0]["identifier"] == "https://files.example.org/f/\ufffd.bin"
 
 
 # -- share links ----------------------------------------------------------------------------

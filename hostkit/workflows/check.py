@@ -30,6 +30,7 @@ signatures, tokens and passwords never reach the output.
 from __future__ import annotations
 
 import asyncio
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -180,7 +181,9 @@ async def judge(resolver, text: str) -> Report:
     try:
         ref = parse_identifier(text)
     except UsageError as exc:
-        return _invalid(redact_url(text.strip()) if text.strip() else repr(text), exc)
+        # shown as text any reader takes: argv's undecodable bytes are lone surrogates
+        shown = re.sub("[\ud800-\udfff]", "\ufffd", text.strip())
+        return _invalid(redact_url(shown) if shown else repr(text), exc)
     report = Report(ref.display, _given=text)
     refusal: HostkitError | None = None
     remote = None
