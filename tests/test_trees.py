@@ -353,6 +353,10 @@ class LyingS3:
         from aiohttp import web
 
         self.pages: list[str] = []
+        #: objects served (whole, or from a Range's start), by key
+        self.objects: dict[str, bytes] = {}
+        #: send each listing page in two pieces, 50 ms apart
+        self.slow = False
         self.gets = 0
         app = web.Application()
         app.router.add_get("/bucket/", self.listing)
@@ -375,13 +379,26 @@ class LyingS3:
         from aiohttp import web
 
         token = int(request.query.get("continuation-token") or 0)
-        return web.Response(text=self.pages[min(token, len(self.pages) - 1)],
-                            content_type="application/xml")
+        body = self.pages[min(token, len(self.pages) - 1)].encode()
+        if not self.slow:
+            return web.Response(body=body, content_type="application/xml")
+        resp = web.StreamResponse(headers={"Content-Type": "application/xml"})
+        await resp.prepare(request)
+        await resp.write(body[:40])
+        await asyncio.sleep(0.05)
+        await resp.write(body[40:])
+        await resp.write_eof()
+        return resp
 
     async def other(self, request):
         from aiohttp import web
 
+        from tests.origin import _send
+
         self.gets += 1
+        key = request.path.removeprefix("/bucket/")
+        if key in self.objects:
+            return await _send(request, self.objects[key])
         return web.Response(status=404)
 
     def close(self):
@@ -389,10 +406,19 @@ class LyingS3:
         self.loop.call_soon_threadsafe(self.loop.stop)
 
 
-def page(keys, token: str | None = None, *, encoded: bool = True) -> str:
+def page(keys, token: str | None = None, *, encoded: bool = True,
+         objects: dict[str, bytes] | None = None) -> str:
+    from tests.origin import _etag
+
+    def meta(i: int, key: str) -> str:
+        data = (objects or {}).get(key)
+        if data is None:
+            return f"<Size>1</Size><ETag>&quot;e{i}&quot;</ETag>"
+        return f"<Size>{len(data)}</Size><ETag>{_etag(data).replace(chr(34), '&quot;')}</ETag>"
+
     contents = "".join(
         f"<Contents><Key>{urllib.parse.quote_plus(k, safe='/') if encoded else k}</Key>"
-        f"<Size>1</Size><ETag>&quot;e{i}&quot;</ETag></Contents>" for i, k in enumerate(keys))
+        f"{meta(i, k)}</Contents>" for i, k in enumerate(keys))
     more = f"<IsTruncated>true</IsTruncated><NextContinuationToken>{token}" \
            "</NextContinuationToken>" if token else "<IsTruncated>false</IsTruncated>"
     kind = "<EncodingType>url</EncodingType>" if encoded else ""
@@ -445,6 +471,19 @@ def test_listing_caps_and_loops(liar, monkeypatch):
     liar.pages = ["<html>not s3</html>"]
     with pytest.raises(Exception, match="not ListObjectsV2"):
         resolve(ident)
+
+
+def test_pages_arriving_in_pieces_are_read_whole(liar):
+    """A listing page is read to its end, however the server sends it (it was cut at the
+    first piece, and a page of 1000 keys from SeaweedFS was refused as not XML)."""
+    liar.objects = {"p/a b+c.txt": b"plus and space", "p/d/e.bin": b"e" * 5000,
+                    "p/z.txt": b"zed"}
+    keys = sorted(liar.objects)
+    liar.pages = [page(keys[:2], "1", objects=liar.objects),
+                  page(keys[2:], objects=liar.objects)]
+    liar.slow = True
+    got, _ = resolve_tree(f"minio://127.0.0.1:{liar.port}/bucket/p/")
+    assert files_of(got.path) == {k.removeprefix("p/"): v for k, v in liar.objects.items()}
 
 
 # -- the manifest and the name rules, on their own -----------------------------------------

@@ -74,6 +74,8 @@ from .objectstore import (
 
 log = logging.getLogger("hostkit.s3")
 AWS_ENDPOINT = "https://s3.amazonaws.com"
+#: Bytes one ListObjectsV2 page may have (1000 keys of 1 KiB each, and their XML).
+_MAX_LISTING = 8 << 20
 _MD5_ETAG = re.compile(r'^"?([0-9a-fA-F]{32})"?$')
 _NOT_FOUND = {"NoSuchKey", "NoSuchBucket", "NoSuchVersion", "NotFound", "404"}
 _REFUSED = {"AccessDenied", "403", "401", "InvalidAccessKeyId", "SignatureDoesNotMatch",
@@ -505,7 +507,15 @@ class S3Store(Store):
                                    headers=signer.sign("GET", url, {}, region)) as resp:
                     status = resp.status
                     moved = resp.headers.get("x-amz-bucket-region")
-                    body = (await resp.content.read(32 << 20)).decode("utf-8", "replace")
+                    data = bytearray()  # (content.read(n) returns what has arrived so far)
+                    async for chunk in resp.content.iter_chunked(1 << 16):
+                        data += chunk
+                        if len(data) > _MAX_LISTING:
+                            raise BackendError(f"{loc.identifier()}: a listing page is over "
+                                               f"{_MAX_LISTING} bytes", hint="check the "
+                                               "endpoint is an S3 API",
+                                               identifier=loc.identifier())
+                    body = data.decode("utf-8", "replace")
             except HostkitError:
                 raise
             except Exception as exc:
