@@ -214,8 +214,8 @@ class Ref:
         try:
             d = json.loads(data)
             ref = cls(str(d["sha256"]), int(d["size"]), d.get("validator"),
-                      d.get("immutable") is True, str(d.get("identifier") or ""),
-                      str(d.get("node") or ""), float(d.get("created") or 0))
+                      d.get("immutable") is True, _clean(d.get("identifier"), 2000),
+                      _clean(d.get("node"), 200), float(d.get("created") or 0))
         except (ValueError, TypeError, KeyError, AttributeError):
             return None
         if not _HEX64.match(ref.sha256) or ref.size < 0 or not (
@@ -242,7 +242,7 @@ class LeaseState:
         """The lease in ``data``; an unreadable one counts as released (anyone may take it)."""
         try:
             d = json.loads(data)
-            return cls(etag, str(d.get("node") or ""), int(d.get("pid") or 0),
+            return cls(etag, _clean(d.get("node"), 200), int(d.get("pid") or 0),
                        float(d.get("expires") or 0), d.get("released") is True,
                        d.get("outcome") if isinstance(d.get("outcome"), str) else None)
         except (ValueError, TypeError, AttributeError):
@@ -681,6 +681,12 @@ def _problem(digests: dict[str, str], sha: str, size: int, got: int,
         if digests.get(alg) != hexd:
             return f"the origin advertises {alg}:{hexd}, the bytes hash to {alg}:{digests.get(alg)}"
     return None
+
+
+def _clean(value, limit: int) -> str:
+    """Text read from the tier, fit to print: no control characters, at most ``limit``."""
+    text = str(value or "")[:limit]
+    return "".join(c if c.isprintable() else "?" for c in text)
 
 
 def _why(exc: BaseException) -> str:

@@ -78,6 +78,49 @@ def resolve_here(identifier: str, expected: str | None = None):
     return asyncio.run(go())
 
 
+# -- records read from the tier are untrusted -----------------------------------------------
+
+
+def test_refs_and_leases_from_the_tier_are_checked():
+    from hostkit.tier import LeaseState, Ref
+
+    good = Ref("a" * 64, 5, '"etag"', False, "https://h/f\x1b[2J", "node\n2", 1.0)
+    parsed = Ref.parse(good.to_json())
+    assert parsed is not None and (parsed.sha256, parsed.size) == ("a" * 64, 5)
+    assert parsed.identifier == "https://h/f?[2J" and parsed.node == "node?2"  # printable
+    for bad in (b"not json", b"[]", b'{"sha256": "zz", "size": 1}',
+                b'{"sha256": "' + b"a" * 64 + b'", "size": -1}',
+                b'{"sha256": "' + b"a" * 64 + b'", "size": 1, "validator": 7}',
+                b'{"sha256": "' + b"a" * 64 + b'", "size": 1, "validator": "' + b"v" * 2000
+                + b'"}'):
+        assert Ref.parse(bad) is None, bad
+    assert LeaseState.parse('"e"', b"garbage").released  # unreadable: anyone may take it
+    held = LeaseState.parse('"e"', b'{"node": "n", "pid": 7, "expires": 9.5}')
+    assert (held.released, held.pid, held.expires) == (False, 7, 9.5)
+
+
+def test_prune_plans_by_age_then_size():
+    from hostkit.tier import LeaseState, Ref, TierBlob, TierObject, TierSurvey, plan_prune
+
+    now = 1_000_000.0
+    blobs = [TierBlob(c * 64, 100, now - age, []) for c, age in (("a", 10), ("b", 5000),
+                                                                 ("c", 90000))]
+    refs = {"refs/1": Ref("a" * 64, 100, None, False), "refs/2": Ref("c" * 64, 100, None, False),
+            "refs/3": Ref("d" * 64, 1, None, False)}  # d: its blob is gone already
+    leases = [(TierObject("leases/old", 10, None, now - 7200), LeaseState(None, released=True)),
+              (TierObject("leases/new", 10, None, now - 60), LeaseState(None, released=True)),
+              (TierObject("leases/held", 10, None, now - 7200),
+               LeaseState(None, expires=now + 5))]
+    found = TierSurvey("s3://b/p", blobs, refs, ["refs/bad"], leases, [])
+    by_age = plan_prune(found, older_than=86400, now=now)
+    assert [b.sha256[0] for b in by_age.blobs] == ["c"]
+    assert sorted(by_age.refs) == ["refs/2", "refs/3", "refs/bad"]
+    assert by_age.leases == ["leases/old"] and by_age.total_after == 200
+    by_size = plan_prune(found, max_size=150, now=now)  # the oldest first
+    assert [b.sha256[0] for b in by_size.blobs] == ["c", "b"] and by_size.freed == 200
+    assert plan_prune(found, max_size=10**9, now=now).blobs == []
+
+
 # -- the store's conditional writes, against the real engine ---------------------------
 
 
