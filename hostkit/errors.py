@@ -21,6 +21,20 @@ if TYPE_CHECKING:
 
     _E = TypeVar("_E", bound=type["HostkitError"])
 _KINDS: dict[str, type[HostkitError]] = {}
+#: What a message may not bring to a terminal, written as an escape instead: C0 and C1
+#: controls but tab and newline, DEL, and the bidirectional overrides.
+_UNPRINTABLE = {c: f"\\x{c:02x}" for c in (*range(0x09), *range(0x0b, 0x20), *range(0x7f, 0xa0))}
+_UNPRINTABLE.update({c: f"\\u{c:04x}" for c in (*range(0x202a, 0x202f), *range(0x2066, 0x206a))})
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters written as escapes (``\\x1b``).
+
+    Messages quote servers (a reason phrase, an API's ``message``, a content type),
+    and a hostile one could otherwise clear the screen, retitle the window or fake
+    a line of output with escape sequences.
+    """
+    return text.translate(_UNPRINTABLE)
 
 
 def register(cls: _E) -> _E:
@@ -48,6 +62,8 @@ class HostkitError(Exception):
 
     def __init__(self, message: str, *, hint: str | None = None, identifier: str | None = None,
                  suggestion: str | None = None):
+        message = printable(message) if isinstance(message, str) else message
+        hint = printable(hint) if isinstance(hint, str) else hint
         super().__init__(message)
         self.message = message
         self.hint = hint

@@ -103,6 +103,13 @@ class Verdict:
     fix: str | None = None
     suggestion: str | None = None
 
+    def __post_init__(self) -> None:
+        # the texts quote servers (a content type, a reason phrase): no terminal commands
+        from .errors import printable
+
+        self.message = printable(self.message)
+        self.fix = printable(self.fix) if self.fix is not None else None
+
     @classmethod
     def failed(cls, error: HostkitError) -> Verdict:
         """A failed verdict from an error: its message, its hint as the fix, its suggestion."""

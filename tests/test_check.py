@@ -133,6 +133,45 @@ def test_a_web_page_served_as_octet_stream_is_no_file(web, start):
     assert run_cli("resolve", "https://files.example.org/f/data.xml").returncode == 0
 
 
+@pytest.fixture
+def liar():
+    """A raw HTTP server (aiohttp's own refuses to send this): escape sequences in the
+    Content-Type of /file and in the reason phrase of /refused."""
+    import socket
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    answers = {b"/file": b"HTTP/1.1 200 OK\r\nContent-Type: application/\x1b[2J\x1b]0;PWNED\x07x"
+                         b"\r\nContent-Length: 100\r\nConnection: close\r\n\r\n" + b"x" * 100,
+               b"/refused": b"HTTP/1.1 418 I\x1b[2J\x1b[32mOK\r\nContent-Length: 0\r\n"
+                            b"Connection: close\r\n\r\n"}
+
+    def serve():
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            with conn:
+                path = conn.recv(65536).split(b" ")[1:2]
+                conn.sendall(answers.get(path[0] if path else b"", answers[b"/refused"]))
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    server.close()
+
+
+def test_a_servers_words_never_reach_the_terminal_as_control_characters(liar):
+    """Before, a Content-Type or reason phrase holding escape sequences was printed as it
+    came: a server could clear the screen, retitle the window or fake a verdict."""
+    status, out, err = check(f"{liar}/file", f"{liar}/refused", "--no-download")
+    assert status == 1
+    assert not any(c in out + err for c in "\x1b\x07"), out
+    assert "application/\\x1b[2J\\x1b]0, 100 B" in out and "418 I\\x1b[2J" in out
+
+
 @pytest.mark.parametrize("path, said", [
     ("/private/x", "refused anonymous access (401)"),
     ("/login", "returned a login page (an HTML form asking for a password)"),

@@ -444,6 +444,21 @@ def test_a_rate_limit_header_a_server_lies_in_is_no_crash(gh, site, headers):
                                          or "429" in anonymous["message"]), anonymous
 
 
+def test_a_servers_words_never_reach_the_terminal_as_control_characters(gh):
+    """GitHub's 'message' is shown in errors: before, a hostile API (a mirror, an Enterprise
+    host) could clear the screen, retitle the window or fake output with escape sequences."""
+    gh.commit("o/r", {"w.bin": b"e" * 100})
+    evil = "\x1b]0;PWNED\x07\x1b[2J\x1b[32m\u2713 all checks passed\r\u202e"
+    gh.fail("api", 422, {}, times=10, message=evil)
+    proc = run_cli("resolve", "github:o/r@main/w.bin", "--pin")
+    assert proc.returncode == 4 and "has no branch, tag or commit" in proc.stderr
+    check = run_cli("check", "github:o/r@e0e0e0e0/w.bin", "--no-download", "-v")
+    assert check.returncode == 1, check.stderr
+    for out in (proc.stderr, check.stdout + check.stderr):
+        assert not any(c in out for c in "\x1b\x07\r\u202e"), out
+        assert "\\x1b]0;PWNED\\x07" in out  # shown, as text
+
+
 def test_a_short_rate_limit_is_waited_out(gh, resolver):
     payload = data(3000, 89)
     commit = gh.commit("o/r", {"w.bin": payload})

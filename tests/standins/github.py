@@ -103,6 +103,7 @@ class Failure:
     status: int
     headers: dict[str, str]
     times: int
+    message: str = "API rate limit exceeded"
 
 
 @dataclass
@@ -167,9 +168,11 @@ class GitHubStandin:
         self.lfs_objects[hashlib.sha256(data).hexdigest()] = data
         return pointer_for(data)
 
-    def fail(self, site: str, status: int, headers: dict[str, str], times: int = 1) -> None:
-        """Make ``site`` (api, raw, lfs, cdn) answer ``status`` with ``headers`` ``times`` times."""
-        self.failures.append(Failure(site, status, headers, times))
+    def fail(self, site: str, status: int, headers: dict[str, str], times: int = 1,
+             message: str = "API rate limit exceeded") -> None:
+        """Make ``site`` (api, raw, lfs, cdn) answer ``status`` with ``headers`` ``times`` times
+        (a JSON body whose ``message`` is ``message``)."""
+        self.failures.append(Failure(site, status, headers, times, message))
 
     def seen(self, site: str, method: str | None = None) -> list[Hit]:
         """The requests ``site`` saw (of ``method``)."""
@@ -219,7 +222,7 @@ def _app(state: GitHubStandin) -> web.Application:
         for failure in state.failures:
             if failure.site == site and failure.times > 0:
                 failure.times -= 1
-                return web.json_response({"message": "API rate limit exceeded"},
+                return web.json_response({"message": failure.message},
                                          status=failure.status, headers=failure.headers)
         return await handler(request)
 
