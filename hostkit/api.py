@@ -239,7 +239,9 @@ def resolve_many(items, *, jobs: int = 4, offline: bool | None = None,
                  progress: BatchProgress | bool | None = None,
                  settings: Settings | None = None,
                  pin: bool | None = None) -> list[Resolved | HostkitError]:
-    """Resolve several identifiers at once, at most ``jobs`` at a time.
+    """Resolve several identifiers at once, at most ``jobs`` at a time (and at most
+    :data:`~hostkit.remote.HTTP_CONNECTIONS`, the connections the shared session opens:
+    a download waiting for one is not timed as a stalled server).
 
     ``items`` are identifiers, or ``(identifier, expected)`` pairs (``expected``
     may be None), as :func:`resolve` takes them. Every item is checked first,
@@ -265,6 +267,9 @@ def resolve_many(items, *, jobs: int = 4, offline: bool | None = None,
 
         raise UsageError(f"jobs must be a whole number of 1 or more, not {jobs!r}",
                          hint="e.g. -j 4: four downloads at a time")
+    from .remote import HTTP_CONNECTIONS
+
+    jobs = min(jobs, HTTP_CONNECTIONS)
     wanted = [_wanted(item) for item in items]
     strict = settings.require_hash if require_hash is None else require_hash
     refused = check_many(wanted, settings=settings, require_hash=strict)

@@ -263,11 +263,13 @@ class Context:
                 # no trust_env: it would also apply ~/.netrc, which clashes with signed
                 # requests' Authorization headers; proxies come from proxy_for() instead
                 read_bufsize=1 << 20,
+                # sock_connect, not connect: aiohttp's connect timeout also counts the wait
+                # for a free pooled connection (-j above HTTP_CONNECTIONS), no fault of the host
                 timeout=aiohttp.ClientTimeout(total=None,
-                                              connect=self.settings.connect_timeout,
+                                              sock_connect=self.settings.connect_timeout,
                                               sock_read=self.settings.read_timeout),
                 headers={"User-Agent": f"hostkit/{_version()}"},
-                connector=aiohttp.TCPConnector(limit=64,
+                connector=aiohttp.TCPConnector(limit=HTTP_CONNECTIONS,
                                                resolver=resolver_for(self.settings.resolve)),
             )
         return self._http
@@ -293,6 +295,10 @@ class Context:
                 await client.aclose()
         if self._http is not None and not self._http.closed:
             await self._http.close()
+
+
+#: Connections the shared HTTP session opens at once; further requests wait for one.
+HTTP_CONNECTIONS = 64
 
 
 def _version() -> str:

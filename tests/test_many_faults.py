@@ -1,0 +1,87 @@
+"""Several things at once, attacked: lists, lock files, ``-o``, ``-j`` and Ctrl-C.
+
+Each test here failed before the change it came with (a second, hostile review of
+issue 11); real CLI processes against the real origin (tests/origin.py) or the
+gated origin (tests/daemon_fixtures.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import run_cli
+from tests.daemon_fixtures import payload
+from tests.test_resolve import data
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def _json(proc) -> list | dict:
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return json.loads(proc.stdout)
+
+
+TWO_BATCHES = r"""
+import json, sys, threading
+import hostkit
+urls = json.loads(sys.argv[1])
+out = {}
+def batch(n, part):
+    out[n] = [getattr(r, "size", None) or repr(r) for r in hostkit.resolve_many(part, jobs=33)]
+threads = [threading.Thread(target=batch, args=(n, urls[n::2])) for n in (0, 1)]
+for t in threads: t.start()
+for t in threads: t.join()
+print(json.dumps(out[0] + out[1]))
+"""
+
+
+def test_requests_waiting_for_a_pooled_connection_are_no_connect_failure(gated, tmp_path):
+    """Two batches of 33 in one process share the session's 64 connections: the two
+    requests left over wait for a free one, however long, instead of failing "cannot
+    connect" after connect_timeout (aiohttp's connect timeout counts the pool's queue)."""
+    names = [f"pool-{i}.bin" for i in range(66)]
+    for i, name in enumerate(names):
+        gated.add(name, payload(131_072, 900 + i))
+        gated.hold(name)
+    env = {**os.environ, "HOSTKIT_CACHE_DIR": str(tmp_path / "pool"),
+           "HOSTKIT_CONNECT_TIMEOUT": "1", "HOSTKIT_MIN_RATE": "0"}
+    proc = subprocess.Popen([sys.executable, "-c", TWO_BATCHES,
+                             json.dumps([gated.file_url(n) for n in names])], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while sum(gated._started[n].is_set() for n in names) < 64:
+            assert time.monotonic() < deadline, "64 downloads never started"
+            time.sleep(0.05)
+        time.sleep(4)  # well past 3 connect timeouts (and their retries) for the others
+        for name in names:
+            gated.release(name)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        for name in names:
+            gated.release(name)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, stderr
+    assert "cannot connect" not in stderr
+    assert json.loads(stdout) == [131_072] * 66
+
+
+def test_downloads_beyond_the_pool_are_not_timed_while_they_wait(origin, tmp_path):
+    """-j 66 over 64 pooled connections: the two downloads left over start once a
+    connection is free; the resolver's answer timer (connect + read timeout) does not run
+    while they wait, so a long wait is no "stall" (here with no retries to hide one)."""
+    origin.add("drip.bin", data(8192 + 6, 990))  # 6 s a download
+    urls = [f"{origin.url}/trickle/drip.bin?i={i}" for i in range(66)]
+    proc = run_cli("resolve", "-j", "66", "--json", *urls, timeout=90,
+                   env={"HOSTKIT_CONNECT_TIMEOUT": "1", "HOSTKIT_READ_TIMEOUT": "2",
+                        "HOSTKIT_MIN_RATE": "0", "HOSTKIT_RETRIES": "0"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert [o["size"] for o in _json(proc)] == [8198] * 66
