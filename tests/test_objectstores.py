@@ -413,6 +413,43 @@ def test_minio_speaks_https_unless_the_host_is_listed(s3env, seaweed, monkeypatc
     assert "HOSTKIT_MINIO_INSECURE_HOSTS" in exc.value.hint
 
 
+@pytest.mark.parametrize("method, url, headers, token", [
+    ("GET", "http://127.0.0.1:9000/bucket/dir/a%20b%2Bc~.bin",
+     {"Range": "bytes=0-1048575", "Accept-Encoding": "identity", "If-Match": '"abc"'}, None),
+    ("HEAD", "https://bucket.s3.eu-west-1.amazonaws.com/k.bin?versionId=3%2Fx",
+     {"User-Agent": "hostkit", "X-Custom": "  two   spaces "}, "session-token"),
+    ("GET", "http://[::1]:9000/bucket/?prefix=a%2Fb&list-type=2&encoding-type=url", {}, None),
+    ("GET", "http://localhost:80/bucket?versioning", {}, None),
+])
+def test_sigv4_signs_exactly_as_botocore(monkeypatch, method, url, headers, token):
+    import datetime
+
+    from botocore import auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+    from hostkit_backends import sigv4
+
+    when = datetime.datetime(2026, 11, 29, 12, 34, 56, tzinfo=datetime.UTC)
+    monkeypatch.setattr(auth, "get_current_datetime", lambda: when.replace(tzinfo=None))
+    theirs = AWSRequest(method=method, url=url, headers=dict(headers))
+    auth.S3SigV4Auth(Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG", token), "s3",
+                     "eu-west-1").add_auth(theirs)
+    ours = sigv4.sign(sigv4.StaticCredentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG", token),
+                      method, url, dict(headers), "eu-west-1", now=when)
+    assert ours == dict(theirs.headers.items())
+    assert "wJalrXUtnFEMI" not in repr(sigv4.StaticCredentials("a", "wJalrXUtnFEMI/K7MDENG"))
+
+
+def test_s3_download_with_keys_in_the_environment_loads_no_botocore(s3env, seaweed, tmp_path):
+    seaweed.admin.put_object(Bucket="plain", Key="nobotocore.bin", Body=b"light")
+    code = ("import sys\nfrom hostkit.cli import main\n"
+            f"rc = main(['resolve', '--quiet', '{s3env}/plain/nobotocore.bin'])\n"
+            "print(rc, 'botocore' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, env={**os.environ, "HOSTKIT_CACHE_DIR": str(tmp_path / "c")})
+    assert out.stdout.split()[-2:] == ["0", "False"], out.stderr
+
+
 def test_missing_extra_names_the_pip_install():
     # hostkit[s3] not installed: neither s3fs (uploads) nor botocore (downloads) imports
     code = ("import sys; sys.modules['s3fs'] = sys.modules['botocore'] = None\n"

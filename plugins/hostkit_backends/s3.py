@@ -17,9 +17,11 @@ no keys in the environment and no ``AWS_PROFILE`` uses the profile whose
 ``endpoint_url`` names that host. ``HOSTKIT_S3_ANONYMOUS=1`` sends unsigned
 requests (public buckets).
 
-Downloads need only botocore (``hostkit[s3]``): its credential chain and
-SigV4 signer sign a HEAD and ranged GETs sent through the resolver's pooled
-aiohttp session. Uploads use s3fs's aiobotocore client, imported on first use.
+Downloads sign a HEAD and ranged GETs with SigV4 (:mod:`.sigv4`, hmac alone)
+and send them through the resolver's pooled aiohttp session; with keys in the
+environment nothing else is loaded, otherwise botocore's credential chain
+(``hostkit[s3]``) finds them. Uploads use s3fs's aiobotocore client, imported
+on first use.
 """
 
 from __future__ import annotations
@@ -71,6 +73,7 @@ from .objectstore import (
     shown,
     vanished,
 )
+from .sigv4 import environment_credentials, sign
 
 log = logging.getLogger("hostkit.s3")
 AWS_ENDPOINT = "https://s3.amazonaws.com"
@@ -274,10 +277,10 @@ def _profile_for_host(cfg, host: str) -> str | None:
 class S3Store(Store):
     """Requests to one S3 endpoint.
 
-    Reads (HEAD, ranged GETs) are signed with botocore's SigV4 signer and
-    credential chain and go through the resolver's pooled aiohttp session: no
-    client, no service model, nothing of s3fs or aiobotocore is loaded to
-    download. Writes (uploads, tags) use s3fs's aiobotocore client, made on
+    Reads (HEAD, ranged GETs) are signed with :mod:`.sigv4` (keys from the
+    environment, or botocore's credential chain) and go through the resolver's
+    pooled aiohttp session: no client, no service model, nothing of s3fs or
+    aiobotocore is loaded to download. Writes (uploads, tags) use s3fs's aiobotocore client, made on
     first use.
     """
 
@@ -635,10 +638,16 @@ class S3Store(Store):
         """A hostkit error for a botocore/aiohttp failure; never includes a secret."""
         if isinstance(exc, HostkitError):
             return exc
-        from botocore import exceptions as bx
-
         display = loc.identifier() if loc else self.conf.where
         conf = self.conf
+        if not type(exc).__module__.startswith(("botocore", "aiobotocore")):
+            # an aiohttp or OS error (downloads with the environment's keys never load
+            # botocore, which may not even be installed)
+            if _tls_failure(exc):
+                return self._tls_error(display)
+            return network_error(exc, display, conf.where) or self._other_error(exc, display)
+        from botocore import exceptions as bx
+
         if isinstance(exc, bx.ProfileNotFound):
             return CredentialsNeeded(f"{display}: AWS profile {exc.kwargs.get('profile')!r} "
                                      "is not in the AWS config or credentials file",
@@ -651,11 +660,7 @@ class S3Store(Store):
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
             return self._status_error(_code(exc), status, loc, reading=reading)
         if isinstance(exc, bx.SSLError) or _tls_failure(exc):
-            return Unreachable(f"{display}: TLS with {conf.where} failed",
-                               hint="for a server on plain http list its host in "
-                                    "HOSTKIT_MINIO_INSECURE_HOSTS (minio://) or use an http:// "
-                                    "endpoint URL; for a private CA set AWS_CA_BUNDLE",
-                               identifier=display)
+            return self._tls_error(display)
         if isinstance(exc, bx.EndpointConnectionError | bx.ConnectTimeoutError
                       | bx.ProxyConnectionError):
             return Unreachable(f"{display}: cannot connect to {conf.where}",
@@ -665,8 +670,17 @@ class S3Store(Store):
                       | bx.IncompleteReadError | bx.HTTPClientError):
             return TransientError(f"{display}: the connection to {conf.where} failed",
                                   hint="try again; a rerun resumes", identifier=display)
-        if (net := network_error(exc, display, conf.where)) is not None:
-            return net
+        return network_error(exc, display, conf.where) or self._other_error(exc, display)
+
+    def _tls_error(self, display: str) -> HostkitError:
+        return Unreachable(f"{display}: TLS with {self.conf.where} failed",
+                           hint="for a server on plain http list its host in "
+                                "HOSTKIT_MINIO_INSECURE_HOSTS (minio://) or use an http:// "
+                                "endpoint URL; for a private CA set AWS_CA_BUNDLE",
+                           identifier=display)
+
+    @staticmethod
+    def _other_error(exc: BaseException, display: str) -> HostkitError:
         from hostkit.redact import redact_text
 
         return BackendError(f"{display}: {type(exc).__name__}: "
@@ -721,7 +735,8 @@ def _tls_failure(exc: BaseException) -> bool:
 
 
 class _Signer:
-    """SigV4 headers for S3 requests, from botocore's credential chain (or none: anonymous)."""
+    """SigV4 headers for S3 requests (:mod:`.sigv4`), with the keys botocore's credential
+    chain would find (or none: anonymous)."""
 
     def __init__(self, credentials, region: str):
         self.credentials = credentials
@@ -732,11 +747,15 @@ class _Signer:
         """Find credentials as botocore does (env, profile, SSO, roles); blocking, may do I/O."""
         if conf.anonymous:
             return cls(None, conf.region or _default_region())
-        botocore = require("botocore.credentials", "s3", "s3://")
         if conf.profile is None:
             # botocore's chain asks the environment first unless a profile is passed:
-            # with keys there, the rest of the chain (and botocore.session) is not needed
-            credentials = botocore.EnvProvider().load()
+            # with static keys there, botocore is not even imported
+            credentials = environment_credentials()
+            if credentials is not None:
+                return cls(credentials, conf.region or _default_region())
+        botocore = require("botocore.credentials", "s3", "s3://")
+        if conf.profile is None:
+            credentials = botocore.EnvProvider().load()  # expiring keys: refreshed by botocore
             if credentials is not None:
                 return cls(credentials, conf.region or _default_region())
         from botocore.session import Session
@@ -755,12 +774,7 @@ class _Signer:
         """``headers`` plus SigV4 authorization for ``method url`` (an empty body)."""
         if self.credentials is None:
             return headers
-        from botocore.auth import S3SigV4Auth
-        from botocore.awsrequest import AWSRequest
-
-        request = AWSRequest(method=method, url=url, headers=headers)
-        S3SigV4Auth(self.credentials.get_frozen_credentials(), "s3", region).add_auth(request)
-        return dict(request.headers.items())
+        return sign(self.credentials.get_frozen_credentials(), method, url, headers, region)
 
 
 def _default_region() -> str:
