@@ -336,6 +336,7 @@ def check_many(items, *, settings: Settings | None = None,
     strict = settings.require_hash if require_hash is None else require_hash
     refused: list[tuple[int, HostkitError]] = []
     resolver = None
+    hashed: dict[tuple[str, str], tuple[int, str]] = {}  # (cache key, alg) -> (index, hex)
     for index, (identifier, expected) in enumerate(_wanted(item) for item in items):
         shown = redact_url(identifier.strip()) if isinstance(identifier, str) else None
         try:
@@ -345,9 +346,21 @@ def check_many(items, *, settings: Settings | None = None,
                                  hint="pass identifiers as strings")
             shown = parse_identifier(identifier).display
             resolver = resolver or get_resolver(settings)
-            resolver.remote_for(identifier)
+            key = resolver.remote_for(identifier).cache_key
             if expected is not None:
-                parse_hash(expected)
+                digest = parse_hash(expected)
+                # one of two hashes for one identifier is wrong; which item would "pass"
+                # must not depend on which bytes happen to be cached
+                first = hashed.setdefault((key, digest.alg), (index, digest.hex))
+                if first[1] != digest.hex:
+                    clash = (f"{shown} is given two different hashes (items {first[0] + 1} "
+                             f"and {index + 1}): {digest.alg}:{first[1]} and {digest}")
+                    if all(i != first[0] for i, _ in refused):
+                        refused.append((first[0], UsageError(
+                            clash, hint="one of them is wrong: keep the right one",
+                            identifier=shown)))
+                    raise UsageError(clash, hint="one of them is wrong: keep the right one",
+                                     identifier=shown)
             elif strict:
                 raise HashRequired(f"{shown}: a hash is required (strict mode)",
                                    hint="pass --hash sha256:<hex>, or unset "
@@ -356,7 +369,7 @@ def check_many(items, *, settings: Settings | None = None,
             if exc.identifier is None:
                 exc.identifier = shown
             refused.append((index, exc))
-    return refused
+    return sorted(refused, key=lambda pair: pair[0])
 
 
 def _wanted(item) -> tuple[str, str | None]:

@@ -85,3 +85,28 @@ def test_downloads_beyond_the_pool_are_not_timed_while_they_wait(origin, tmp_pat
                         "HOSTKIT_MIN_RATE": "0", "HOSTKIT_RETRIES": "0"})
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert [o["size"] for o in _json(proc)] == [8198] * 66
+
+
+def test_one_identifier_with_two_different_hashes_refuses_the_list(origin, tmp_path):
+    """The same identifier (in any of its forms) with two different hashes in one list is
+    refused before anything downloads, as ``ID=H1 --hash H2`` is: one of them is wrong, and
+    which item "succeeds" must not depend on what happens to be cached."""
+    a = origin.add("two-a.bin", data(700, 991))
+    b = origin.add("two-b.bin", data(701, 992))
+    ua, ub = f"{origin.url}/f/two-a.bin", f"{origin.url}/f/two-b.bin"
+    run_cli("resolve", ua, a, ub, b, check=True)  # both blobs cached
+    origin.hits.clear()
+    proc = run_cli("resolve", f"{ua}={a}", f"direct:{ua}", f"sha256:{b}", "--json")
+    assert proc.returncode == 2, proc.stderr
+    out = _json(proc)
+    assert [o["error"] for o in out] == ["usage", "usage"]
+    assert "two different hashes" in proc.stderr and ua in proc.stderr
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"{ua} {a}\n{ub} {b}\n{ua} sha256:{b}\n")
+    again = run_cli("resolve", "-r", listing)
+    assert again.returncode == 2 and f"{listing}:3" in again.stderr
+    assert not origin.requests()
+    # the same hash twice (or no hash for one of them) is no contradiction
+    same = run_cli("resolve", f"{ua}={a}", ua, f"{ua}=sha256:{a.upper()}", "--json")
+    assert same.returncode == 0, same.stderr
+    assert {o["sha256"] for o in _json(same)} == {a}

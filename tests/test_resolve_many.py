@@ -276,13 +276,16 @@ def test_the_api_answers_per_item_and_refuses_bad_lists_up_front(origin):
     sha = origin.add("api-m.bin", data(1400, 796))
     url = f"{origin.url}/f/api-m.bin"
     answers = hostkit.resolve_many([url, f"{origin.url}/f/api-none.bin",
-                                    (url, "sha256:" + "1" * 64), (url, sha)], jobs=2)
+                                    (f"{url}?v=2", "sha256:" + "1" * 64), (url, sha)], jobs=2)
     assert answers[0].sha256 == sha and answers[3].verified
     assert isinstance(answers[1], NotFound) and isinstance(answers[2], HashMismatch)
     with pytest.raises(ItemsRefused) as refused:
         hostkit.resolve_many([url, "ftp://x/y", (url, "md5:zz")])
     assert [i for i, _ in refused.value.refused] == [1, 2]
-    assert refused.value.exit_code == 2 and len(origin.gets("api-m.bin")) == 1
+    assert refused.value.exit_code == 2 and len(origin.gets("api-m.bin")) == 2
+    with pytest.raises(ItemsRefused) as clash:  # one identifier, two different hashes
+        hostkit.resolve_many([(url, sha), url, (url, "sha256:" + "1" * 64)])
+    assert [i for i, _ in clash.value.refused] == [0, 2]
     new = origin.add("api-m.bin", data(1500, 797))
     with pytest.warns(ContentChangedWarning, match=new):
         (changed,) = hostkit.resolve_many([url])
