@@ -5,9 +5,10 @@ Answering that must cost about a Python start-up, so this module loads only
 the identifier parser and the store's layout (no plugins, no asyncio) and
 handles just the common case: a sha256 given, no daemon configured, no config
 file, and an index entry of this very identifier holding that blob (so its
-backend accepted the identifier when the entry was written). Anything else
-returns None and the full CLI takes over with the same result. The tests
-check that both paths print the same thing.
+backend accepted the identifier when the entry was written), or a folder's
+row of this very identifier naming that manifest, with its snapshot folder in
+place. Anything else returns None and the full CLI takes over with the same
+result. The tests check that both paths print the same thing.
 """
 
 from __future__ import annotations
@@ -139,7 +140,9 @@ def _answer(cache_dir: str, identifier: str, digest: str, as_json: bool) -> int 
             "SELECT size, digests FROM blobs WHERE sha256=? AND EXISTS (SELECT 1 FROM entries "
             "WHERE entries.sha256=blobs.sha256 AND entries.identifier=?)",
             (digest, ref.display)).fetchone()
-        if row is None or os.stat(path).st_size != row[0]:
+        if row is None:
+            return _tree_answer(db, layout, ref.display, digest, as_json)
+        if os.stat(path).st_size != row[0]:
             return None
     except (OSError, sqlite3.Error):
         return None
@@ -154,6 +157,38 @@ def _answer(cache_dir: str, identifier: str, digest: str, as_json: bool) -> int 
         print(json.dumps({"path": str(path), "sha256": digest, "size": row[0], "cached": True,
                           "identifier": ref.display, "verified": True,
                           "digests": json.loads(row[1])}, indent=2))
+    else:
+        print(path)
+    return 0
+
+
+def _tree_answer(db, layout, shown: str, digest: str, as_json: bool) -> int | None:
+    """Print a folder's snapshot when this identifier's row names the manifest ``digest`` and
+    the snapshot is in place (what the full path answers for a pinned folder)."""
+    import sqlite3
+
+    try:
+        row = db.execute("SELECT size, files FROM trees WHERE identifier=? AND sha256=?",
+                         (shown, digest)).fetchone()
+    except sqlite3.Error:
+        return None  # an index from before folders
+    path = layout.snapshot_path(digest)
+    if row is None or not path.is_dir() or not layout.snapshot_manifest(digest).is_file():
+        return None
+    try:  # best effort, as for a file: the folder and every blob it lists were used
+        db.execute("UPDATE trees SET accessed=strftime('%s','now') WHERE identifier=?",
+                   (shown,))
+        db.execute("UPDATE blobs SET accessed=strftime('%s','now') WHERE sha256 IN (SELECT "
+                   "sha256 FROM tree_blobs WHERE tree=?)", (digest,))
+    except sqlite3.Error as exc:
+        del exc
+    db.close()
+    if as_json:
+        import json
+
+        print(json.dumps({"path": str(path), "sha256": digest, "size": row[0], "cached": True,
+                          "identifier": shown, "verified": True, "digests": {"sha256": digest},
+                          "tree": True, "files": row[1]}, indent=2))
     else:
         print(path)
     return 0

@@ -783,3 +783,31 @@ def test_github_folder_at_a_commit(gh, tmp_path):
     gh.repos["o/r"].modes["models/m/sub/x.txt"] = "120000"
     with pytest.raises(UnsafeTree, match="symbolic link"):
         resolve(f"github:o/r@{commit}/models/")
+
+
+def test_fast_path_answers_a_pinned_folder_as_the_full_path(s3env, seaweed, monkeypatch):
+    prefix = f"f{secrets.token_hex(4)}/"
+    seaweed.admin.put_object(Bucket="plain", Key=prefix + "w.bin", Body=b"fast")
+    # s3:// with the endpoint from AWS_ENDPOINT_URL_S3: no plugin setting in the environment
+    # (one would send the fast path to the full path, which checks it)
+    monkeypatch.delenv("HOSTKIT_MINIO_INSECURE_HOSTS")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", seaweed.endpoint_url)
+    ident = f"s3://plain/{prefix}"
+    digest = json.loads(run_cli("resolve", ident, "--json", check=True).stdout)["sha256"]
+    fast = run_cli("resolve", ident, digest, "--json", check=True)
+    full = run_cli("resolve", ident, digest, "--json", "--offline", check=True)  # not fast
+    assert json.loads(fast.stdout) == json.loads(full.stdout)
+    assert json.loads(fast.stdout)["tree"] is True
+    # it was the fast path: the resolver was never imported (-X importtime lists imports)
+    env = {"PYTHONPROFILEIMPORTTIME": "1"}
+    fast = run_cli("resolve", ident, digest, "--json", env=env)
+    assert fast.returncode == 0 and json.loads(fast.stdout) == json.loads(full.stdout)
+    assert "hostkit.resolver" not in fast.stderr and "hostkit.fastpath" in fast.stderr
+    # a snapshot gone: the fast path does not answer (the full path rebuilds it)
+    from hostkit.store.layout import Layout
+    from hostkit.store.snapshots import drop_snapshot
+
+    drop_snapshot(Layout(os.environ["HOSTKIT_CACHE_DIR"]), digest)
+    rebuilt = run_cli("resolve", ident, digest, env=env)
+    assert rebuilt.returncode == 0 and "hostkit.resolver" in rebuilt.stderr
+    assert rebuilt.stdout.strip() == json.loads(full.stdout)["path"]
