@@ -146,6 +146,7 @@ def resolve(identifier: str, expected: str | None = None, *, offline: bool | Non
     :class:`~hostkit.errors.ContentChanged` error instead, and the cache keeps the
     old bytes.
     """
+    check_output(output)
     resolved = _resolve_info(identifier, expected, offline=offline, require_hash=require_hash,
                              cache_dir=cache_dir, progress=progress, settings=settings,
                              pin=pin, require_same=require_same)
@@ -167,11 +168,24 @@ def resolve_info(identifier: str, expected: str | None = None, *, offline: bool 
     identifier, and the one asked for as ``pinned_from``. A change trust on first
     use noticed is in ``changed_from`` (and warned about, as by :func:`resolve`).
     """
+    check_output(output)
     resolved = _resolve_info(identifier, expected, offline=offline, require_hash=require_hash,
                              cache_dir=cache_dir, progress=progress, settings=settings,
                              pin=pin, require_same=require_same)
     _warn_changed(resolved)
     return _placed(resolved, output)
+
+
+def check_output(output: str | Path | None) -> None:
+    """UsageError, before any download, for an ``output`` path written as a folder
+    (``"models/"``): the file it would name has no name (``Path`` drops the slash)."""
+    import os
+
+    if isinstance(output, str) and output.endswith(("/", os.sep)):
+        from .errors import UsageError
+
+        raise UsageError(f"cannot place the file at {output}: the path names a folder",
+                         hint=f"give the path of the file to create, e.g. {output}NAME")
 
 
 def _placed(resolved: Resolved, output: str | Path | None) -> Resolved:

@@ -198,6 +198,12 @@ def _resolve_one(args, settings, want: Want) -> int:
 
     if args.output is not None and not args.output:
         raise UsageError("-o needs a file path", hint="pass -o PATH")
+    target = _path(args.output)
+    if args.output is not None and args.output.endswith(("/", os.sep)):
+        # -o DIR/ names a folder (as with several items): the file goes in it, under its name
+        name = _safe_name(want.output) if want.output is not None else \
+            _file_name(want.identifier)
+        target = _output_dir(args.output) / name
     from .progress import progress_for
 
     # through the daemon when HOSTKIT_DAEMON_URL is set, unless --cache-dir names another cache
@@ -206,8 +212,8 @@ def _resolve_one(args, settings, want: Want) -> int:
                                        cache_dir=_path(args.cache_dir),
                                        progress=progress_for(settings), pin=args.pin)
     placed = None
-    if args.output is not None:
-        placed = _place(resolved, _path(args.output))
+    if target is not None:
+        placed = _place(resolved, target)
     _warn(resolved)
     if args.json:
         print_json({**resolved.to_dict(), **({"placed": str(placed)} if placed else {})})

@@ -110,3 +110,23 @@ def test_one_identifier_with_two_different_hashes_refuses_the_list(origin, tmp_p
     same = run_cli("resolve", f"{ua}={a}", ua, f"{ua}=sha256:{a.upper()}", "--json")
     assert same.returncode == 0, same.stderr
     assert {o["sha256"] for o in _json(same)} == {a}
+
+
+def test_output_ending_in_a_slash_is_a_folder_for_one_item_too(origin, tmp_path):
+    """``-o models/`` with one identifier places it in models/ under its name, as with
+    several (it created a file named models); the API refuses ``output="models/"``."""
+    sha = origin.add("one-slash.bin", data(900, 993))
+    url = f"{origin.url}/f/one-slash.bin"
+    proc = run_cli("resolve", url, sha, "-o", f"{tmp_path}/models/", "--json")
+    assert proc.returncode == 0, proc.stderr
+    placed = tmp_path / "models" / "one-slash.bin"
+    assert _json(proc)["placed"] == str(placed)
+    assert placed.read_bytes() == data(900, 993)
+    plain = run_cli("resolve", url, sha, "-o", f"{tmp_path}/more/", check=True)
+    assert plain.stdout.strip() == str(tmp_path / "more" / "one-slash.bin")
+    import hostkit
+    from hostkit.errors import UsageError
+
+    with pytest.raises(UsageError, match="folder"):
+        hostkit.resolve(url, sha, output=f"{tmp_path}/api/")
+    assert not (tmp_path / "api").exists()

@@ -82,7 +82,7 @@ def download_resource(resource: str, output_path: str, expected_hash: str | None
 
 
 def _download(resource: str, output_path: str, expected_hash: str | None) -> str:
-    from ..api import resolve_info
+    from ..api import check_output, resolve_info
     from ..place import place
 
     expected = _expected(expected_hash)
@@ -91,6 +91,7 @@ def _download(resource: str, output_path: str, expected_hash: str | None) -> str
                                 hint="pass a URL, direct:URL or synapse:synN")
     if not output_path:
         raise errors.UsageError("no output path given", hint="pass the file to write")
+    check_output(output_path)
     target = Path(output_path)
     if target.is_dir():
         raise errors.UsageError(f"cannot place the file at {target}: it is a folder",
