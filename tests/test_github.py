@@ -605,13 +605,16 @@ def test_check_a_branch_in_github_form_judges_the_file_it_names_now(gh):
     payload = data(4000, 93)
     commit = gh.commit("o/r", {"w.bin": payload, "m.bin": gh.lfs(data(5000, 94))})
     pinned = f"{gh.raw_url}/o/r/{commit}/w.bin"
-    status, reports, found = checked("github:o/r@main/w.bin", "github:o/r@main/m.bin", "--fix")
+    status, reports, found = checked("github:o/r@main/w.bin", "github:o/r@main/m.bin",
+                                     f"{gh.raw_url}/o/r/main/m.bin", "--fix")
     assert status == 1
     assert found[0]["anonymous"]["ok"] is True, found[0]["anonymous"]
     assert found[0]["direct"]["ok"] is True
     assert found[0]["permanent"]["ok"] is False and found[0]["permanent"]["suggestion"] == pinned
     assert reports[0]["fixed"]["submit"] == pinned and reports[0]["fixed"]["sha256"] == sha(payload)
-    assert found[1]["direct"]["ok"] is False and "Git LFS pointer" in found[1]["direct"]["message"]
+    for lfs in found[1:]:  # the raw URL at a branch too: a plain GET gets the pointer
+        assert lfs["direct"]["ok"] is False and "Git LFS pointer" in lfs["direct"]["message"]
+        assert lfs["permanent"]["ok"] is False
 
 
 def test_check_json_has_every_check_for_every_identifier(gh, origin):

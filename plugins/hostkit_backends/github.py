@@ -163,23 +163,31 @@ def hostkit_check(ref, remote, context):
 
     That is the URL as written, or for ``github:`` the raw URL; no token is sent.
     A Git LFS pointer there is not the file (MedPerf's users would get the
-    pointer): the GitHub media URL serving the object is suggested instead.
+    pointer): the GitHub media URL serving the object is suggested instead. A
+    URL at a branch (refused: ``remote`` None) is probed as written all the same;
+    a ``github:`` one is left to the core, which looks at its pinned form.
     """
-    if not isinstance(remote, GitHubRemote):
-        return None  # a branch refused before any look at a file: the core decides
-    return _check(ref, remote, context)
+    if isinstance(remote, GitHubRemote):
+        return _check(ref, remote.loc, remote.commit, remote.url, context)
+    if remote is None and ref.scheme in ("http", "https"):
+        try:
+            loc = parse(ref, _base(context, "raw_url", RAW_HOST))
+        except HostkitError:
+            return None
+        if loc is not None and not loc.folder:
+            return _check(ref, loc, None, ref.identifier, context)
+    return None
 
 
-async def _check(ref, remote: GitHubRemote, context):
+async def _check(ref, loc: Location, commit: str | None, url: str, context):
     from hostkit.errors import NotDirectLink
     from hostkit.identifiers import parse_identifier
 
     from .http import check_url
 
-    target = ref if ref.scheme in ("http", "https") else parse_identifier(remote.url)
-    loc = remote.loc
-    media = f"{MEDIA_HOST}/{loc.owner}/{loc.repo}/{remote.commit}/{loc.path}" \
-        if target.identifier.startswith(RAW_HOST + "/") else None
+    target = ref if ref.scheme in ("http", "https") else parse_identifier(url)
+    media = f"{MEDIA_HOST}/{loc.owner}/{loc.repo}/{commit}/{loc.path}" \
+        if commit and target.identifier.startswith(RAW_HOST + "/") else None
 
     def inspect(first: bytes, display: str) -> HostkitError | None:
         try:
