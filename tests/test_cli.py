@@ -239,6 +239,22 @@ def test_the_fast_path_answers_a_warm_hit_without_loading_plugins(origin):
     assert other.returncode == 2 and other.stdout.splitlines()[-1] == "plugins loaded"
 
 
+def test_a_cold_resolve_loads_no_http_server(origin, tmp_path):
+    """The daemon plugin adds its commands on every start; its server (aiohttp.web, about
+    0.1 s to import) is loaded only by the daemon itself."""
+    import os
+    import subprocess
+    import sys
+
+    sha = origin.add("cold-light.bin", data(3000, 34))
+    probe = ("import sys, hostkit.cli as c; rc = c.main(['resolve', '--quiet', sys.argv[1], "
+             "sys.argv[2]]); print(rc, 'aiohttp.web' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", probe, f"{origin.url}/f/cold-light.bin", sha],
+                          capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "HOSTKIT_CACHE_DIR": str(tmp_path / "c")})
+    assert proc.stdout.split()[-2:] == ["0", "False"], proc.stderr
+
+
 def test_config_shows_every_setting_and_its_source(isolated_env, monkeypatch):
     (isolated_env / "config.toml").write_text("retries = 7\n[backends.s3]\nanonymous = true\n")
     proc = run_cli("config", "--json", env={"HOSTKIT_OFFLINE": "yes"}, check=True)

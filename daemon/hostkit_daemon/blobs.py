@@ -33,7 +33,9 @@ import os
 import threading
 import time
 
-from aiohttp import hdrs, web
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from aiohttp import web
 
 #: Bytes held back until the digest is known.
 TAIL = 1 << 20
@@ -155,6 +157,9 @@ async def send_verified(request: web.Request, path, digest: str, size: int, head
     found right within :data:`FRESH_FOR` seconds, in this very file, is sent
     without hashing it again.
     """
+    from aiohttp import hdrs, web  # here: the CLI imports this module (for the scrub's
+    # defaults) on every start, and aiohttp.web is needed only by a running daemon
+
     resp = web.StreamResponse(status=200, headers={
         **headers, hdrs.CONTENT_TYPE: "application/octet-stream",
         hdrs.ACCEPT_RANGES: "bytes", hdrs.CONTENT_LENGTH: str(size)})
