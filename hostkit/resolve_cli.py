@@ -549,17 +549,39 @@ def _output_names(wants: list[Want], refused: dict) -> dict[int, str]:
         except UsageError as exc:
             exc.identifier = exc.identifier or _shown(want.identifier)
             refused[index] = exc
+    # names compared as a case-insensitive file system (macOS, Windows) compares them, so a
+    # list or lock file places the same files everywhere; a name that is another's folder
+    # ("a" and "a/b.bin") clashes too
     seen: dict[str, int] = {}
     for index, name in names.items():
-        if name in seen:
-            for i in (seen[name], index):
+        seen.setdefault(_fold(name), index)
+    for index, name in names.items():
+        parts = _fold(name).split("/")
+        for depth in range(1, len(parts) + 1):
+            other = seen.get("/".join(parts[:depth]))
+            if other is None or other == index:
+                continue
+            if depth < len(parts):
+                why = (f"two items would be placed under the names {names[other]!r} and "
+                       f"{name!r}: one would be a folder of the other")
+            elif names[other] == name:
+                why = f"two items would be placed under the same name {name!r}"
+            else:
+                why = (f"two items would be placed under the names {names[other]!r} and "
+                       f"{name!r}, one file where case does not count (macOS, Windows)")
+            for i in (other, index):
                 refused.setdefault(i, UsageError(
-                    f"two items would be placed under the same name {name!r}",
-                    identifier=_shown(wants[i].identifier),
+                    why, identifier=_shown(wants[i].identifier),
                     hint="give one an output name in a lock file (output = \"NAME\"), or "
                          "resolve them into different folders"))
-        seen.setdefault(name, index)
     return names
+
+
+def _fold(name: str) -> str:
+    """A name as a case-insensitive, Unicode-normalising file system sees it."""
+    import unicodedata
+
+    return unicodedata.normalize("NFC", name).casefold()
 
 
 def _file_name(identifier: str) -> str:

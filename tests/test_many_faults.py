@@ -130,3 +130,24 @@ def test_output_ending_in_a_slash_is_a_folder_for_one_item_too(origin, tmp_path)
     with pytest.raises(UsageError, match="folder"):
         hostkit.resolve(url, sha, output=f"{tmp_path}/api/")
     assert not (tmp_path / "api").exists()
+
+
+def test_output_names_that_collide_on_some_file_system_are_refused(origin, tmp_path):
+    """Under ``-o DIR/``, names equal but for case (one file on macOS or Windows, where the
+    second silently replaced the first) and a name that is another's folder ("a" and
+    "a/b.bin": the second failed late, "File exists") refuse the list up front."""
+    a = origin.add("case-a.bin", data(600, 994))
+    b = origin.add("case-b.bin", data(601, 995))
+    ua, ub = f"{origin.url}/f/case-a.bin", f"{origin.url}/f/case-b.bin"
+    for first, second in (("Weights.bin", "weights.BIN"), ("a", "a/b.bin"),
+                          ("x/Y/z", "x/y")):
+        lock = tmp_path / "clash.lock"
+        lock.write_text(f'version = 1\n[[file]]\nidentifier = "{ua}"\nhash = "sha256:{a}"\n'
+                        f'output = "{first}"\n[[file]]\nidentifier = "{ub}"\n'
+                        f'hash = "sha256:{b}"\noutput = "{second}"\n')
+        origin.hits.clear()
+        proc = run_cli("resolve", "-r", lock, "-o", f"{tmp_path}/out/", "--json")
+        assert proc.returncode == 2, (first, second, proc.stderr)
+        assert [o["error"] for o in _json(proc)] == ["usage", "usage"]
+        assert "clash.lock: [[file]] #2" in proc.stderr
+        assert not (tmp_path / "out").exists() and not origin.requests()
