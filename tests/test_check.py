@@ -252,6 +252,22 @@ def test_google_drive_view_link_suggests_the_direct_form(web):
             assert proc.returncode == 4 and json.loads(proc.stdout)["suggestion"] == direct
 
 
+def test_google_drive_uc_links_without_export_download(web):
+    """Before, https://drive.google.com/uc?id=ID (gdown's form, a download) was refused as 'a
+    Google Drive page', and uc?export=view&id=ID with no direct form named."""
+    direct = "https://drive.google.com/uc?export=download&id=weights"
+    status, out, _ = check("https://drive.google.com/uc?id=weights")
+    assert status == 0, out
+    assert f"submit: https://drive.google.com/uc?id=weights  hash: {sha(web.files['weights'])}" \
+        in out
+    view = "https://drive.google.com/uc?export=view&id=weights"
+    status, reports, _ = check_json(view, "--fix")
+    assert status == 1 and verdicts(reports[0])["direct"]["suggestion"] == direct
+    assert reports[0]["fixed"]["submit"] == direct
+    proc = run_cli("resolve", view, "--json")
+    assert proc.returncode == 4 and json.loads(proc.stdout)["suggestion"] == direct
+
+
 def test_google_drive_direct_form_of_a_big_file_answers_a_page(web):
     status, reports, _ = check_json("https://drive.google.com/uc?export=download&id=bigfile")
     assert status == 1

@@ -120,9 +120,9 @@ def refuse_share_links(url: str) -> None:
 def share_link_problem(url: str) -> HostkitError | None:
     """Why a well-known share link is not a direct download, with its direct form if any.
 
-    Dropbox (``dl=0``: ``dl=1`` is the file), Google Drive (``/file/d/ID/view``
-    and ``open?id=ID``: ``uc?export=download&id=ID`` is the file, for files
-    small enough to skip Drive's virus-scan page), GitHub's ``blob`` pages (the
+    Dropbox (``dl=0``: ``dl=1`` is the file), Google Drive (``/file/d/ID/view``,
+    ``open?id=ID``, ``uc?export=view&id=ID``: ``uc?export=download&id=ID``, or
+    ``uc?id=ID``, is the file, for files small enough to skip Drive's virus-scan page), GitHub's ``blob`` pages (the
     raw URL at a commit), OneDrive and SharePoint (no permanent direct form:
     host elsewhere). :class:`NotDirectLink` (a page) or :class:`NotPermanent`,
     whose ``suggestion`` is the direct form; None for anything else.
@@ -131,11 +131,14 @@ def share_link_problem(url: str) -> HostkitError | None:
     host, path = (parts.hostname or "").lower(), parts.path
     query = parse_qs(parts.query)
     if host in _DRIVE_HOSTS:
-        if path.rstrip("/") == "/uc" and query.get("id") and \
-                query.get("export") == ["download"]:
-            return None  # Drive's direct form (small files: a big one answers a page)
+        uc = path.rstrip("/") == "/uc"
+        if uc and query.get("id") and query.get("export", ["download"]) == ["download"]:
+            # Drive's direct form, export=download being uc's default (gdown's uc?id=ID);
+            # small files only: a big one answers a page
+            return None
         match = re.match(r"^/file/d/([\w-]+)", path)
-        ids = [match.group(1)] if match else query.get("id", []) if path == "/open" else []
+        ids = [match.group(1)] if match else query.get("id", []) if path == "/open" or uc \
+            else []
         if ids and re.fullmatch(r"[\w-]+", ids[0]):
             direct = f"https://drive.google.com/uc?export=download&id={ids[0]}"
             return NotDirectLink(

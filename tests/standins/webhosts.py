@@ -11,8 +11,8 @@ bytes; a Drive id is a file's name):
                               page; /login: a 200 HTML login form; /private/NAME: 401
     www.dropbox.com           /s/KEY/NAME: the share page; with dl=1 a 302 to
                               dl.dropboxusercontent.com/s/KEY/NAME (the file)
-    drive.google.com          /file/d/ID/view, /open?id=ID: the share page;
-                              /uc?export=download&id=ID: a 303 to
+    drive.google.com          /file/d/ID/view, /open?id=ID, /uc?export=view&id=ID: a page;
+                              /uc?export=download&id=ID (or /uc?id=ID): a 303 to
                               drive.usercontent.google.com/download?id=ID (the file), or for an
                               ID in ``big`` the virus-scan confirmation page
     1drv.ms, onedrive.live.com, contoso.sharepoint.com   pages (1drv.ms redirects first)
@@ -131,7 +131,11 @@ def _app(hosts: WebHosts) -> web.Application:
         if host == "drive.google.com":
             if re.fullmatch(r"/file/d/[\w-]+/view", path) or path == "/open":
                 return _page("model - Google Drive", "Preview")
-            if path == "/uc" and query.get("export") == "download" and query.get("id"):
+            if path == "/uc" and query.get("export") == "view" and query.get("id"):
+                return _page("model - Google Drive", "Preview")
+            # no export: a download, as gdown's https://drive.google.com/uc?id=ID knows
+            if path == "/uc" and query.get("export", "download") == "download" \
+                    and query.get("id"):
                 if query["id"] in hosts.big:
                     return _page("Google Drive - Virus scan warning",
                                  "Google Drive can't scan this file for viruses.")
