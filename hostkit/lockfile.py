@@ -55,6 +55,8 @@ class Item:
     hash: str | None
     output: str | None
     where: str
+    #: A line of a list (not a lock file entry): its identifier may still be ``ID=HASH``.
+    listed: bool = False
 
 
 @dataclass(frozen=True)
@@ -197,7 +199,7 @@ def _parse_list(text: str, name: str) -> list[Item]:
                              hint="one identifier a line, optionally followed by its hash; "
                                   "# starts a comment")
         items.append(Item(words[0], words[1] if len(words) == 2 else None, None,
-                          f"{name}:{number}"))
+                          f"{name}:{number}", listed=True))
     return items
 
 

@@ -461,7 +461,16 @@ def _wants(args) -> list[Want]:
         if not items:
             raise UsageError(f"{path} lists no identifiers",
                              hint="one IDENTIFIER [HASH] a line, or a hostkit.lock")
-        wants.extend(Want(i.identifier, i.hash, i.output, i.where) for i in items)
+        for item in items:
+            want = Want(item.identifier, None, item.output, item.where)
+            if item.listed:  # a line may write ID=HASH, as the command line does
+                want.identifier, want.hash = _split_hash(item.identifier)
+            if item.hash is not None:
+                try:
+                    _give_hash(want, item.hash)
+                except UsageError as exc:
+                    raise UsageError(f"{item.where}: {exc.message}", hint=exc.hint) from None
+            wants.append(want)
     return wants
 
 
@@ -500,8 +509,9 @@ def _looks_like_hash(text: str) -> bool:
 def _split_hash(text: str) -> tuple[str, str | None]:
     """``ID=HASH`` -> ``(ID, HASH)``, split on the last '=' only when a hash follows it.
 
-    ``alg:hex`` after the '=' always splits; bare sha256 hex only when ID has no
-    query string, where ``?sig=<64 hex>`` is a signature, not a hash.
+    ``alg:hex`` after the '=' splits unless that '=' is the query's own (``?digest=
+    sha256:...``: its last parameter has no other '='); bare sha256 hex only when ID has
+    no query string, where ``?sig=<64 hex>`` is a signature, not a hash.
     """
     from .hashes import ALGORITHMS
 
@@ -509,6 +519,9 @@ def _split_hash(text: str) -> tuple[str, str | None]:
     tail = tail.strip()
     if not eq or not head.strip():
         return text, None
+    query = head.partition("?")[2].partition("#")[0]
+    if query and "=" not in query.replace(";", "&").rsplit("&", 1)[-1]:
+        return text, None  # '?digest=sha256:...': the '=' is the query's own key=value
     alg, sep, _ = tail.partition(":")
     if sep and alg.lower().replace("-", "") in ALGORITHMS:
         return head, tail

@@ -151,3 +151,33 @@ def test_output_names_that_collide_on_some_file_system_are_refused(origin, tmp_p
         assert [o["error"] for o in _json(proc)] == ["usage", "usage"]
         assert "clash.lock: [[file]] #2" in proc.stderr
         assert not (tmp_path / "out").exists() and not origin.requests()
+
+
+def test_a_list_line_may_write_id_equals_hash_as_the_command_line_does(origin, tmp_path):
+    """``URL=sha256:HEX`` on a list line was taken for one URL and sent to the server with
+    the hash in its path (a 404); it is the identifier and its hash, as on the command line."""
+    sha = origin.add("line-eq.bin", data(650, 996))
+    url = f"{origin.url}/f/line-eq.bin"
+    listing = tmp_path / "eq.txt"
+    listing.write_text(f"{url}=sha256:{sha}\n{url}?v=2={sha}  # bare hex after a query stays\n")
+    proc = run_cli("resolve", "-r", listing, "--json")
+    out = _json(proc)
+    assert out[0]["identifier"] == url and out[0]["verified"] is True, out
+    assert "=" not in out[0]["identifier"].rsplit("/", 1)[1]
+    assert not [h for h in origin.requests() if "sha256" in h.path]
+    listing.write_text(f"{url}=sha256:{sha} sha256:{'0' * 64}\n")
+    clash = run_cli("resolve", "-r", listing)
+    assert clash.returncode == 2 and "two different hashes" in clash.stderr
+
+
+def test_a_query_value_that_looks_like_a_hash_stays_part_of_the_url(origin):
+    """``?digest=sha256:HEX`` is the query's own key=value (an artifact server's URL): it
+    was split off as the expected hash, leaving no way to write that URL."""
+    sha = origin.add("q-digest.bin", data(660, 997))
+    url = f"{origin.url}/f/q-digest.bin?digest=sha256:{sha}"
+    proc = run_cli("resolve", url, "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert _json(proc)["identifier"] == url
+    both = run_cli("resolve", f"{url}=sha256:{sha}", "--json")  # then ID=HASH still splits
+    assert both.returncode == 0, both.stderr
+    assert _json(both)["identifier"] == url and _json(both)["verified"] is True
