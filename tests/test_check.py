@@ -234,6 +234,9 @@ def test_dropbox_share_link_suggests_dl_1_and_fix_checks_it(web):
     assert proc.returncode == 4
     error = json.loads(proc.stdout)
     assert (error["error"], error["suggestion"]) == ("not_direct_link", direct)
+    # raw=1 is Dropbox's other direct form: before, refused as a share page
+    status, out, _ = check("https://www.dropbox.com/s/k3y/model.bin?raw=1")
+    assert status == 0, out
 
 
 def test_google_drive_view_link_suggests_the_direct_form(web):

@@ -120,10 +120,11 @@ def refuse_share_links(url: str) -> None:
 def share_link_problem(url: str) -> HostkitError | None:
     """Why a well-known share link is not a direct download, with its direct form if any.
 
-    Dropbox (``dl=0``: ``dl=1`` is the file), Google Drive (``/file/d/ID/view``,
-    ``open?id=ID``, ``uc?export=view&id=ID``: ``uc?export=download&id=ID``, or
-    ``uc?id=ID``, is the file, for files small enough to skip Drive's virus-scan page), GitHub's ``blob`` pages (the
-    raw URL at a commit), OneDrive and SharePoint (no permanent direct form:
+    Dropbox (``dl=0``: ``dl=1``, or ``raw=1``, is the file), Google Drive
+    (``/file/d/ID/view``, ``open?id=ID``, ``uc?export=view&id=ID``:
+    ``uc?export=download&id=ID``, or ``uc?id=ID``, is the file, for files small
+    enough to skip Drive's virus-scan page), GitHub's ``blob`` pages (the raw URL
+    at a commit), OneDrive and SharePoint (no permanent direct form:
     host elsewhere). :class:`NotDirectLink` (a page) or :class:`NotPermanent`,
     whose ``suggestion`` is the direct form; None for anything else.
     """
@@ -148,7 +149,8 @@ def share_link_problem(url: str) -> HostkitError | None:
         return NotDirectLink(f"{shown} is a Google Drive page, not a file",
                              hint=_ELSEWHERE + "; Drive interposes pages for large files",
                              identifier=shown)
-    if (host == "dropbox.com" or host.endswith(".dropbox.com")) and query.get("dl") != ["1"]:
+    if (host == "dropbox.com" or host.endswith(".dropbox.com")) and query.get("dl") != ["1"] \
+            and query.get("raw") != ["1"]:  # raw=1 serves the file too
         pairs = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "dl"]
         direct = urlunsplit((parts.scheme, parts.netloc, path,
                              urlencode([*pairs, ("dl", "1")]), ""))

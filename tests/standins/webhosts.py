@@ -9,7 +9,7 @@ bytes; a Drive id is a file's name):
 
     files.example.org         /f/NAME: the file (Range: bytes=A-B, bytes=A-); /page: an HTML
                               page; /login: a 200 HTML login form; /private/NAME: 401
-    www.dropbox.com           /s/KEY/NAME: the share page; with dl=1 a 302 to
+    www.dropbox.com           /s/KEY/NAME: the share page; with dl=1 or raw=1 a 302 to
                               dl.dropboxusercontent.com/s/KEY/NAME (the file)
     drive.google.com          /file/d/ID/view, /open?id=ID, /uc?export=view&id=ID: a page;
                               /uc?export=download&id=ID (or /uc?id=ID): a 303 to
@@ -123,7 +123,7 @@ def _app(hosts: WebHosts) -> web.Application:
             if path.startswith("/private/"):
                 return web.Response(status=401, headers={"WWW-Authenticate": 'Basic realm="x"'})
         if host == "www.dropbox.com" and (m := re.fullmatch(r"/s/(\w+)/(.+)", path)):
-            if query.get("dl") == "1":
+            if query.get("dl") == "1" or query.get("raw") == "1":  # both the file itself
                 raise web.HTTPFound(f"https://dl.dropboxusercontent.com/s/{m[1]}/{m[2]}")
             return _page(f"{m[2]} - Dropbox", "Download")
         if host == "dl.dropboxusercontent.com" and (m := re.fullmatch(r"/s/\w+/(.+)", path)):
