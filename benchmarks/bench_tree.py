@@ -1,0 +1,187 @@
+"""A folder (tree) from a local SeaweedFS: hostkit resolve vs s5cmd cp, cold and warm.
+
+    uv run python benchmarks/bench_tree.py [--small 1000] [--small-kib 64] [--big 4]
+                                           [--big-mib 64] [--rounds 3] [--warm 15]
+
+The folder: ``--small`` files of ``--small-kib`` KiB (in 10 subfolders) and
+``--big`` files of ``--big-mib`` MiB, uploaded once under ``s3://bench/tree/``.
+
+- cold: ``hostkit resolve s3://bench/tree/ --hash sha256:<manifest>`` with an
+  empty cache (each file verified, fsynced, stored; the snapshot built) against
+  ``s5cmd cp 's3://bench/tree/*' DIR`` (Go, parallel; no verification, no
+  fsync), interleaved A B A B so the machine's load hits both alike, outputs
+  deleted and ``sync`` run before each. Target: hostkit <= 1.5x s5cmd (median).
+- warm: the same pinned resolve again, the snapshot in place (the CLI's fast
+  path: no plugins, no network). Target: <= 50 ms (median).
+- warm re-list: the same resolve without the hash (the prefix is mutable: one
+  listing, every file's validator compared, nothing fetched).
+- peak memory (max RSS) of each, and a CPU breakdown: user and system seconds
+  of the client, and the CPU SeaweedFS spent serving it (its /proc counters).
+
+Wall times are the best and the median of the rounds; only ratios measured in
+one run mean anything (see ``uptime``'s load before trusting them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _common import BIN, ROOT, compile_bytecode
+
+from tests.servers import SeaweedS3Server
+
+KEY, SECRET = "benchkey", "benchsecret"
+#: GNU time: peak RSS and CPU of a command, measured from a small parent.
+TIME = "/usr/bin/time"
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(cmd: list[str], env: dict, server_pid: int) -> dict:
+    """Wall, client user/sys CPU, server CPU and peak RSS of one command (exit on failure).
+
+    Peak RSS comes from GNU time (``/usr/bin/time -f``), whose child starts small: a
+    child forked from this Python process would report this process's RSS as its own.
+    """
+    server0 = cpu_seconds(server_pid)
+    t0 = time.perf_counter()
+    proc = subprocess.run([TIME, "-f", "%M %U %S", *cmd], env={**os.environ, **env},
+                          capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"{cmd[0]} failed: {proc.stderr[-3000:]}")
+    rss_kib, user, system = proc.stderr.strip().splitlines()[-1].split()
+    return {"wall": wall, "user": float(user), "sys": float(system),
+            "server": cpu_seconds(server_pid) - server0, "rss_mib": int(rss_kib) / 1024,
+            "stdout": proc.stdout}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--small", type=int, default=1000)
+    ap.add_argument("--small-kib", type=int, default=64)
+    ap.add_argument("--big", type=int, default=4)
+    ap.add_argument("--big-mib", type=int, default=64)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--warm", type=int, default=15)
+    args = ap.parse_args()
+    s5cmd = shutil.which("s5cmd", path=str(BIN)) or shutil.which("s5cmd")
+    if not s5cmd:
+        raise SystemExit("s5cmd not found: `uv sync` installs it (dev group)")
+    if not os.access(TIME, os.X_OK):
+        raise SystemExit(f"{TIME} (GNU time) not found: apt-get install time")
+    compile_bytecode()
+    print(f"load average: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} "
+          f"{os.getloadavg()[2]:.2f} on {os.cpu_count()} CPUs", flush=True)
+    (ROOT / ".bench").mkdir(exist_ok=True)  # on the cache's disk, gitignored
+    work = Path(tempfile.mkdtemp(prefix="hostkit-bench-tree-", dir=ROOT / ".bench"))
+    total = args.small * args.small_kib * 1024 + args.big * (args.big_mib << 20)
+    results: dict[str, list[dict]] = {}
+    try:
+        src = work / "src"
+        for i in range(args.small):
+            path = src / f"d{i % 10}" / f"f{i:05d}.bin"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(os.urandom(args.small_kib * 1024))
+        for i in range(args.big):
+            with open(src / f"big{i}.bin", "wb") as f:
+                for _ in range(args.big_mib):
+                    f.write(os.urandom(1 << 20))
+        with SeaweedS3Server(access_key=KEY, secret_key=SECRET) as server:
+            env = {"AWS_ACCESS_KEY_ID": KEY, "AWS_SECRET_ACCESS_KEY": SECRET,
+                   "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1",
+                   "AWS_EC2_METADATA_DISABLED": "true",
+                   "AWS_ENDPOINT_URL_S3": server.endpoint_url,
+                   "HOSTKIT_CONFIG": str(work / "no-config.toml")}
+            s5 = [s5cmd, "--endpoint-url", server.endpoint_url]
+            subprocess.run([*s5, "mb", "s3://bench"], env={**os.environ, **env}, check=True,
+                           capture_output=True)
+            print(f"uploading {args.small} x {args.small_kib} KiB + {args.big} x "
+                  f"{args.big_mib} MiB ({total / 2**20:.0f} MiB) ...", flush=True)
+            subprocess.run([*s5, "cp", f"{src}/", "s3://bench/tree/"],
+                           env={**os.environ, **env}, check=True, capture_output=True)
+            shutil.rmtree(src)
+            ident = "s3://bench/tree/"
+            cache, out = work / "cache", work / "out"
+            hostkit = [str(BIN / "hostkit"), "resolve", "--quiet", ident]
+            first = measure([*hostkit, "--json"], {**env, "HOSTKIT_CACHE_DIR": str(cache)},
+                            server.pid)
+            answer = json.loads(first["stdout"])
+            digest = answer["sha256"]
+            assert answer["files"] == args.small + args.big, answer
+            print(f"manifest sha256:{digest}, {answer['files']} files", flush=True)
+
+            def cold_hostkit() -> dict:
+                shutil.rmtree(cache, ignore_errors=True)
+                os.sync()
+                return measure([*hostkit, "--hash", f"sha256:{digest}"],
+                               {**env, "HOSTKIT_CACHE_DIR": str(cache)}, server.pid)
+
+            def cold_s5cmd() -> dict:
+                shutil.rmtree(out, ignore_errors=True)
+                os.sync()
+                return measure([*s5, "cp", "s3://bench/tree/*", f"{out}/"], env, server.pid)
+
+            contenders = {"s5cmd cp (no verification, no fsync)": cold_s5cmd,
+                          "hostkit resolve --hash (cold)": cold_hostkit}
+            for i in range(args.rounds):
+                for name, fn in contenders.items():
+                    results.setdefault(name, []).append(fn())
+                print(f"round {i + 1}/{args.rounds}: " + ", ".join(
+                    f"{n.split()[0]} {r[-1]['wall']:.2f}s" for n, r in results.items()),
+                    flush=True)
+            warm_env = {**env, "HOSTKIT_CACHE_DIR": str(cache)}
+            for _ in range(args.warm):
+                results.setdefault("hostkit resolve --hash (warm, pinned)", []).append(
+                    measure([*hostkit, "--hash", f"sha256:{digest}"], warm_env, server.pid))
+            for _ in range(max(3, args.warm // 5)):
+                results.setdefault("hostkit resolve (warm, re-listed)", []).append(
+                    measure(hostkit, warm_env, server.pid))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    report(results, args, total)
+
+
+def report(results: dict[str, list[dict]], args, total: int) -> None:
+    def med(name: str, key: str = "wall") -> float:
+        return statistics.median(r[key] for r in results[name])
+
+    s5, cold = "s5cmd cp (no verification, no fsync)", "hostkit resolve --hash (cold)"
+    warm, relist = "hostkit resolve --hash (warm, pinned)", "hostkit resolve (warm, re-listed)"
+    print(f"\na folder of {args.small} x {args.small_kib} KiB + {args.big} x {args.big_mib} MiB "
+          f"({total / 2**20:.0f} MiB) from SeaweedFS on loopback; {args.rounds} interleaved "
+          f"cold rounds, {args.warm} warm")
+    print(f"{'what':<40}{'best s':>8}{'median s':>10}{'spread':>8}{'x s5cmd':>9}"
+          f"{'user s':>8}{'sys s':>7}{'server s':>9}{'peak MiB':>9}")
+    for name, runs in results.items():
+        walls = [r["wall"] for r in runs]
+        spread = (max(walls) - min(walls)) / statistics.median(walls)
+        print(f"{name:<40}{min(walls):>8.3f}{statistics.median(walls):>10.3f}"
+              f"{spread:>7.0%} {med(name) / med(s5):>8.2f}{med(name, 'user'):>8.2f}"
+              f"{med(name, 'sys'):>7.2f}{med(name, 'server'):>9.2f}"
+              f"{max(r['rss_mib'] for r in runs):>9.0f}")
+    ratio = med(cold) / med(s5)
+    print(f"\ntarget: cold <= 1.5x s5cmd -> {ratio:.2f}x median "
+          f"({'met' if ratio <= 1.5 else 'NOT met'})")
+    print(f"target: warm pinned <= 50 ms -> {med(warm) * 1000:.0f} ms median "
+          f"({'met' if med(warm) <= 0.05 else 'NOT met'})")
+    print(f"peak memory: cold {max(r['rss_mib'] for r in results[cold]):.0f} MiB, "
+          f"warm {max(r['rss_mib'] for r in results[warm]):.0f} MiB, re-list "
+          f"{max(r['rss_mib'] for r in results[relist]):.0f} MiB")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
