@@ -219,6 +219,14 @@ def _globals_everywhere(parser) -> None:
 
 def main(argv=None) -> int:
     """Entry point of the ``hostkit`` console script."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # before the command runs (start-up, plugins, parsing)
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(argv) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if "_ARGCOMPLETE" in os.environ:  # a shell asking for completions (hostkit completion)
         import argcomplete
@@ -232,7 +240,9 @@ def main(argv=None) -> int:
     import logging
 
     from .errors import HostkitError
+    from .failpoints import failpoint
 
+    failpoint("parse")  # tests: Ctrl-C while the command line is read
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="hostkit: %(message)s", stream=sys.stderr)

@@ -181,3 +181,13 @@ def test_a_query_value_that_looks_like_a_hash_stays_part_of_the_url(origin):
     both = run_cli("resolve", f"{url}=sha256:{sha}", "--json")  # then ID=HASH still splits
     assert both.returncode == 0, both.stderr
     assert _json(both)["identifier"] == url and _json(both)["verified"] is True
+
+
+def test_ctrl_c_before_the_command_runs_is_exit_130_without_a_traceback(origin):
+    """Ctrl-C while hostkit starts (plugins load, the command line is read: seconds on a
+    busy machine) printed a traceback and died of the signal."""
+    proc = run_cli("resolve", f"{origin.url}/f/x.bin", f"{origin.url}/f/y.bin",
+                   env={"HOSTKIT_FAILPOINT": "parse:SIGINT"})
+    assert proc.returncode == 130, proc.stderr
+    assert "Traceback" not in proc.stderr and "interrupted" in proc.stderr
+    assert not origin.requests()
