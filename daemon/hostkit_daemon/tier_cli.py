@@ -95,6 +95,9 @@ def parse_age(text: str) -> float:
 def run_tier_command(args, settings) -> int:
     """Run one ``hostkit tier`` action; return the exit code."""
     budget = age = None
+    if settings.offline:
+        raise UsageError("the tier is on the network and offline mode is on",
+                         hint="drop --offline (or unset HOSTKIT_OFFLINE)")
     if args.tier_command == "prune":
         if args.max_size is None and args.older_than is None:
             raise UsageError("prune needs --max-size or --older-than (or both)",
