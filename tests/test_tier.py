@@ -325,6 +325,8 @@ def test_tier_commands(site):
     no_tier = {k: v for k, v in env.items() if k != "HOSTKIT_TIER"}
     missing = run_cli("tier", "status", env=no_tier)
     assert missing.returncode == 2 and "no shared tier is set" in missing.stderr
+    offline = run_cli("tier", "ls", "--offline", env=env)
+    assert offline.returncode == 2 and "offline" in offline.stderr
 
 
 # -- the tier failing --------------------------------------------------------------------
