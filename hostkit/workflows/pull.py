@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
 from dataclasses import dataclass, field
@@ -47,6 +48,15 @@ MLCUBE_FIELDS = {
 ARCHIVE_TYPES = ("DockerArchive", "EncryptedDockerArchive", "SingularityFile",
                  "EncryptedSingularityFile")
 CONTAINER_TYPES = ("DockerImage", *ARCHIVE_TYPES)
+
+_DOMAIN_PART = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?"
+_PATH_PART = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+#: A registry digest, as image_hash holds it.
+DOCKER_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+#: A Docker image reference (distribution/reference's grammar, IPv6 hosts aside).
+DOCKER_REFERENCE = re.compile(
+    rf"(?:{_DOMAIN_PART}(?:\.{_DOMAIN_PART})*(?::[0-9]+)?/)?{_PATH_PART}(?:/{_PATH_PART})*"
+    rf"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})?(?:@{DOCKER_DIGEST.pattern})?")
 
 
 @dataclass
@@ -78,16 +88,30 @@ class Pulled:
                 "docker_image": self.docker_image, "extracted": self.extracted}
 
 
+#: The largest record read: MedPerf's are a few KiB; a hostile one must not cost minutes.
+MAX_RECORD_BYTES = 16 << 20
+
+
 def load_record(path: Path | str) -> dict[str, Any]:
-    """Read a record file: a JSON object, else UsageError."""
+    """Read a record file: a JSON object of at most :data:`MAX_RECORD_BYTES`, else
+    UsageError."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with open(path, "rb") as f:
+            raw = f.read(MAX_RECORD_BYTES + 1)
+        if len(raw) > MAX_RECORD_BYTES:
+            raise UsageError(f"the record {path} is over {MAX_RECORD_BYTES >> 20} MiB; a "
+                             "MedPerf cube record is a few KiB",
+                             hint="pass the cube's record as the MedPerf server gives it")
+        text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"cannot read the record {path}: {exc}") from None
     try:
         record = json.loads(text)
     except json.JSONDecodeError as exc:
         raise UsageError(f"the record {path} is not JSON: {exc}") from None
+    except RecursionError:
+        raise UsageError(f"the record {path} is nested too deeply to be a cube record"
+                         ) from None
     if not isinstance(record, dict):
         raise UsageError(f"the record {path} is not a JSON object")
     return record
@@ -109,6 +133,8 @@ def _inline(record: dict[str, Any], key: str) -> Any:
             return json.loads(value)
         except json.JSONDecodeError:
             raise UsageError(f"the record's {key!r} is not JSON") from None
+        except RecursionError:
+            raise UsageError(f"the record's {key!r} is nested too deeply") from None
     return value
 
 
@@ -224,16 +250,25 @@ def pull(record: dict[str, Any], into: Path | str, *, force: bool = False,
         if not isinstance(image, str) or not image:
             raise UsageError("the record's container_config has no image")
         image_hash = _text(rec, "image_hash")
-        texts["container_config.json"] = json.dumps(config, indent=2, sort_keys=True) + "\n"
         params = _inline(rec, "parameters_config")
-        if params is not None:
-            import yaml
+        try:
+            texts["container_config.json"] = json.dumps(config, indent=2,
+                                                         sort_keys=True) + "\n"
+            if params is not None:
+                import yaml
 
-            texts[f"workspace/{PARAMETERS}"] = yaml.safe_dump(params, sort_keys=False)
+                texts[f"workspace/{PARAMETERS}"] = yaml.safe_dump(params, sort_keys=False)
+        except RecursionError:
+            raise UsageError("the record's container_config or parameters_config is nested "
+                             "too deeply") from None
         if kind == "DockerImage":
-            if image_hash and not image_hash.startswith("sha256:"):
+            # printed for `docker pull`: a reference, never any text (control characters)
+            if not DOCKER_REFERENCE.fullmatch(image):
+                raise UsageError(f"the record's DockerImage {image!r} is not a Docker image "
+                                 "reference", hint="e.g. registry.example.org/org/model:1.0")
+            if image_hash and not DOCKER_DIGEST.fullmatch(image_hash):
                 raise UsageError(f"image_hash {image_hash!r} is not a registry digest "
-                                 "(sha256:...)")
+                                 "(sha256:<64 hex digits>)")
             base = image.split("@", 1)[0]
             pulled.docker_image = f"{base}@{image_hash}" if image_hash else image
         else:
