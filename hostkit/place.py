@@ -33,6 +33,7 @@ import stat
 from pathlib import Path
 
 from .errors import CacheError, UsageError
+from .failpoints import failpoint
 
 #: ``ioctl(dst, FICLONE, src)``: share src's extents (Linux, btrfs/XFS/bcachefs/...).
 FICLONE = 0x40049409
@@ -125,6 +126,7 @@ def place_tree(snapshot: Path, target: Path) -> Path:
             for name in names:
                 _link_or_copy(Path(here) / name, temp / rel / name)
         _fsync_dir(temp)
+        failpoint("tree-swap")  # tests kill here: built next to it, not yet in place
         if os.path.lexists(target):
             _check_tree_target(target)  # again: it may have appeared meanwhile
             if _exchange(temp, target):

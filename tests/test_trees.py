@@ -811,3 +811,41 @@ def test_fast_path_answers_a_pinned_folder_as_the_full_path(s3env, seaweed, monk
     rebuilt = run_cli("resolve", ident, digest, env=env)
     assert rebuilt.returncode == 0 and "hostkit.resolver" in rebuilt.stderr
     assert rebuilt.stdout.strip() == json.loads(full.stdout)["path"]
+
+
+def test_output_dir_killed_before_the_swap_keeps_the_old_tree(s3env, seaweed, tmp_path):
+    prefix = f"x{secrets.token_hex(4)}/"
+    seaweed.admin.put_object(Bucket="plain", Key=prefix + "w.bin", Body=b"old")
+    ident = f"{s3env}/plain/{prefix}"
+    out = tmp_path / "model"
+    run_cli("resolve", ident, "-o", out, check=True)
+    seaweed.admin.put_object(Bucket="plain", Key=prefix + "w.bin", Body=b"new")
+    killed = run_cli("resolve", ident, "-o", out, env={"HOSTKIT_FAILPOINT": "tree-swap"})
+    assert killed.returncode == -signal.SIGKILL
+    assert files_of(out) == {"w.bin": b"old"}  # never half-built, never the new one half-way
+    assert len(list(tmp_path.glob(".model.hostkit-*.tmp"))) == 1  # what the kill left
+    run_cli("resolve", ident, "-o", out, check=True)
+    assert files_of(out) == {"w.bin": b"new"}
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".model")) == []
+
+
+def test_lock_file_pins_a_folder(s3env, seaweed, tmp_path):
+    prefix = f"l{secrets.token_hex(4)}/"
+    seaweed.admin.put_object(Bucket="plain", Key=prefix + "a/w.bin", Body=b"locked")
+    ident = f"{s3env}/plain/{prefix}"
+    lock = tmp_path / "hostkit.lock"
+    run_cli("lock", ident, "-o", lock, check=True)
+    assert ident in lock.read_text()
+    proc = run_cli("resolve", "-r", lock, "-o", f"{tmp_path / 'out'}/", check=True)
+    placed = Path(proc.stdout.strip())
+    assert placed == tmp_path / "out" / prefix.rstrip("/") and files_of(placed) == {
+        "a/w.bin": b"locked"}
+    # the folder changes: here the pinned folder is still answered from the cache (no
+    # request); on another machine (an empty cache) the lock refuses it
+    seaweed.admin.put_object(Bucket="plain", Key=prefix + "a/w.bin", Body=b"changed")
+    again = run_cli("resolve", "-r", lock, check=True)
+    assert files_of(Path(again.stdout.strip())) == {"a/w.bin": b"locked"}
+    refused = run_cli("resolve", "-r", lock, env={"HOSTKIT_CACHE_DIR": str(tmp_path / "c2")})
+    assert refused.returncode == 3 and "hash mismatch" in refused.stderr
+    assert not (tmp_path / "c2" / "snapshots").exists() or not any(
+        (tmp_path / "c2" / "snapshots").iterdir())
