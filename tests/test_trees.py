@@ -154,6 +154,22 @@ def resolve_tree(identifier: str, expected: str | None = None, **kwargs):
     return got, stats
 
 
+def resolve_with_events(identifier: str, expected: str | None = None, **kwargs):
+    """Resolve with a fresh Resolver; return (Resolved, the events it published)."""
+    from hostkit.resolver import Resolver
+
+    async def go():
+        resolver = Resolver()
+        seen: list = []
+        resolver.events.subscribe(seen.append)
+        try:
+            return await resolver.resolve(identifier, expected, **kwargs), seen
+        finally:
+            await resolver.aclose()
+
+    return asyncio.run(go())
+
+
 # -- every object store --------------------------------------------------------------------
 
 
@@ -205,9 +221,13 @@ def test_only_a_changed_file_is_fetched_again(store):
     assert files_of(second.path)["w.bin"] == b"version 2!" and second.sha256 != first.sha256
     assert second.changed_from["sha256"] == first.sha256  # trust on first use, for a folder
     assert second.cached is False
-    # unchanged: listed again, nothing fetched
-    third, stats = resolve_tree(ident)
-    assert (third.sha256, third.cached, stats["downloads"]) == (second.sha256, True, 0)
+    # unchanged: listed again, and no file asked about (its listed validator is its entry's)
+    from hostkit.events import Hit
+
+    third, events = resolve_with_events(ident)
+    assert (third.sha256, third.cached) == (second.sha256, True)
+    assert [type(e).__name__ for e in events] == ["Hit"] and events[0].key.endswith("/")
+    assert isinstance(events[0], Hit) and events[0].revalidated  # the listing confirmed it
     # the old snapshot is still its digest's: pinning it answers with the old files
     old, _ = resolve_tree(ident, f"sha256:{first.sha256}")
     assert files_of(old.path)["w.bin"] == b"version 1"
