@@ -869,3 +869,35 @@ def test_lock_file_pins_a_folder(s3env, seaweed, tmp_path):
     assert refused.returncode == 3 and "hash mismatch" in refused.stderr
     assert not (tmp_path / "c2" / "snapshots").exists() or not any(
         (tmp_path / "c2" / "snapshots").iterdir())
+
+
+def test_one_progress_for_the_whole_folder(s3env, seaweed):
+    from hostkit.results import Progress
+
+    class Recorder(Progress):
+        def __init__(self):
+            self.calls: list = []
+
+        def start(self, identifier, total, done):
+            self.calls.append(("start", identifier, total, done))
+
+        def advance(self, nbytes):
+            self.calls.append(("advance", nbytes))
+
+        def close(self):
+            self.calls.append(("close",))
+
+    prefix = f"p{secrets.token_hex(4)}/"
+    files = {"a.bin": os.urandom(300_000), "b/c.bin": os.urandom(70_000)}
+    for rel, body in files.items():
+        seaweed.admin.put_object(Bucket="plain", Key=prefix + rel, Body=body)
+    ident = f"{s3env}/plain/{prefix}"
+    first = Recorder()
+    resolve_tree(ident, progress=first)
+    assert first.calls[0] == ("start", ident, 370_000, 0) and first.calls[-1] == ("close",)
+    assert sum(c[1] for c in first.calls if c[0] == "advance") == 370_000
+    seaweed.admin.put_object(Bucket="plain", Key=prefix + "a.bin", Body=b"x" * 1000)
+    second = Recorder()
+    resolve_tree(ident, progress=second)
+    assert second.calls[0] == ("start", ident, 71_000, 70_000)  # the rest is cached
+    assert sum(c[1] for c in second.calls if c[0] == "advance") == 1000
