@@ -151,7 +151,10 @@ def resolve(identifier: str, expected: str | None = None, *, offline: bool | Non
                              cache_dir=cache_dir, progress=progress, settings=settings,
                              pin=pin, require_same=require_same)
     _warn_changed(resolved)
-    return _placed(resolved, output).path
+    if output is None:
+        return resolved.path
+    return place_resolved(resolved, Path(output), identifier, settings=settings,
+                          cache_dir=cache_dir, offline=offline, pin=pin).path
 
 
 def resolve_info(identifier: str, expected: str | None = None, *, offline: bool | None = None,
@@ -173,7 +176,10 @@ def resolve_info(identifier: str, expected: str | None = None, *, offline: bool 
                              cache_dir=cache_dir, progress=progress, settings=settings,
                              pin=pin, require_same=require_same)
     _warn_changed(resolved)
-    return _placed(resolved, output)
+    if output is None:
+        return resolved
+    return place_resolved(resolved, Path(output), identifier, settings=settings,
+                          cache_dir=cache_dir, offline=offline, pin=pin)
 
 
 def check_output(output: str | Path | None) -> None:
@@ -188,15 +194,39 @@ def check_output(output: str | Path | None) -> None:
                          hint=f"give the path of the file to create, e.g. {output}NAME")
 
 
-def _placed(resolved: Resolved, output: str | Path | None) -> Resolved:
-    if output is None:
-        return resolved
-    import dataclasses
+def place_resolved(resolved: Resolved, target: Path, identifier: str, *,
+                   settings: Settings | None = None, cache_dir: str | Path | None = None,
+                   offline: bool | None = None, pin: bool | None = None) -> Resolved:
+    """Place what ``identifier`` resolved to at ``target`` (:func:`hostkit.place.place`, or
+    ``place_tree`` for a folder); return the record with ``path`` = ``target``.
 
+    A file's blob removed from the cache between the resolve and the placing
+    (``hostkit cache rm`` or ``prune`` in another process) is resolved once more by its
+    sha256, so exactly the same bytes are placed, instead of failing as if ``target``'s
+    folder could not be written.
+    """
+    import dataclasses
+    import os
+
+    from .errors import CacheError
+    from .failpoints import failpoint
     from .place import place, place_tree
 
     placer = place_tree if resolved.tree else place
-    return dataclasses.replace(resolved, path=placer(resolved.path, Path(output)))
+    failpoint("place")  # tests: stop here, remove the blob, go on
+    try:
+        return dataclasses.replace(resolved, path=placer(resolved.path, target))
+    except CacheError:
+        if resolved.tree or os.path.exists(resolved.path):
+            raise
+    import logging
+
+    logging.getLogger("hostkit").info("%s: its blob left the cache before it was placed; "
+                                      "resolving it again", resolved.identifier)
+    again = _resolve_info(identifier, f"sha256:{resolved.sha256}", offline=offline,
+                          require_hash=None, cache_dir=cache_dir, progress=None,
+                          settings=settings, pin=pin)
+    return dataclasses.replace(resolved, path=placer(again.path, target))
 
 
 def _warn_changed(resolved: Resolved, stacklevel: int = 3) -> None:

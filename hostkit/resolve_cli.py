@@ -213,7 +213,7 @@ def _resolve_one(args, settings, want: Want) -> int:
                                        progress=progress_for(settings), pin=args.pin)
     placed = None
     if target is not None:
-        placed = _place(resolved, target)
+        placed = _place(resolved, target, want, args, settings)
     _warn(resolved)
     if args.json:
         print_json({**resolved.to_dict(), **({"placed": str(placed)} if placed else {})})
@@ -272,7 +272,8 @@ def _run(args, settings, wants: list[Want], *, out_dir=None, refused: dict | Non
         for index, outcome in enumerate(outcomes):
             if not isinstance(outcome, HostkitError):
                 try:
-                    placed[index] = _place(outcome, out_dir / names[index])
+                    placed[index] = _place(outcome, out_dir / names[index], wants[index],
+                                           args, settings)
                 except HostkitError as exc:
                     exc.identifier = exc.identifier or outcome.identifier
                     outcomes[index] = exc
@@ -651,11 +652,10 @@ def _own_warnings():
         yield
 
 
-def _place(resolved, target):
-    """Place a resolved file (:func:`hostkit.place.place`) or folder (``place_tree``)."""
-    from .place import place, place_tree
-
-    return (place_tree if resolved.tree else place)(resolved.path, target)
+def _place(resolved, target, want: Want, args, settings):
+    """Place a resolved file or folder (:func:`hostkit.api.place_resolved`); its path."""
+    return _api().place_resolved(resolved, target, want.identifier, settings=settings,
+                                 cache_dir=_path(args.cache_dir), pin=args.pin).path
 
 
 def _where(want: Want) -> str:

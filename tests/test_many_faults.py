@@ -191,3 +191,56 @@ def test_ctrl_c_before_the_command_runs_is_exit_130_without_a_traceback(origin):
     assert proc.returncode == 130, proc.stderr
     assert "Traceback" not in proc.stderr and "interrupted" in proc.stderr
     assert not origin.requests()
+
+
+def _stopped(proc, timeout: float = 60) -> None:
+    """Wait until ``proc`` stopped itself (a failpoint's SIGSTOP)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with open(f"/proc/{proc.pid}/stat") as f:
+            if f.read().rsplit(")", 1)[1].split()[0] == "T":
+                return
+        assert proc.poll() is None and time.monotonic() < deadline, "never stopped"
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("how", ["cli", "cli-many", "drop-in"])
+def test_a_blob_removed_before_it_is_placed_is_resolved_again(origin, tmp_path, how):
+    """`hostkit cache rm` (or a prune from cron) in another process, between a resolve and
+    its placing at -o PATH / the drop-in's output_path: the same bytes are resolved again
+    by their sha256 and placed (it failed "cannot place the file ...: No such file or
+    directory", exit 6 / CommunicationRetrievalError, blaming the output folder)."""
+    import signal
+
+    payload_ = data(5000, 998)
+    origin.add("gone-b", data(5001, 999))
+    sha = origin.add(f"gone-{how}.bin", payload_)
+    url = f"{origin.url}/f/gone-{how}.bin"
+    run_cli("resolve", url, sha, check=True)
+    out = tmp_path / "out" / "w.bin"
+    argv = {"cli": ["-m", "hostkit.cli", "resolve", url, sha, "-o", out],
+            "cli-many": ["-m", "hostkit.cli", "resolve", url, sha, f"{origin.url}/f/gone-b",
+                         "-o", f"{out.parent}/"],
+            "drop-in": ["-c", "import sys; from hostkit.integrations.medperf import "
+                        "download_resource as d; print(d(*sys.argv[1:]))", url, out, sha]}[how]
+    if how == "cli-many":
+        out = out.parent / f"gone-{how}.bin"
+    proc = subprocess.Popen([sys.executable, *map(str, argv)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "HOSTKIT_FAILPOINT": "place:SIGSTOP"})
+    try:
+        _stopped(proc)
+        run_cli("cache", "rm", sha, "-y", check=True)
+        origin.hits.clear()
+        os.kill(proc.pid, signal.SIGCONT)
+        if how == "cli-many":  # the second item stops at its own placing too
+            _stopped(proc)
+            os.kill(proc.pid, signal.SIGCONT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, stderr
+    assert out.read_bytes() == payload_
+    assert len(origin.gets(f"gone-{how}.bin")) == 1  # downloaded again, once

@@ -82,8 +82,7 @@ def download_resource(resource: str, output_path: str, expected_hash: str | None
 
 
 def _download(resource: str, output_path: str, expected_hash: str | None) -> str:
-    from ..api import check_output, resolve_info
-    from ..place import place
+    from ..api import check_output, place_resolved, resolve_info
 
     expected = _expected(expected_hash)
     if not isinstance(resource, str) or not resource:
@@ -97,7 +96,7 @@ def _download(resource: str, output_path: str, expected_hash: str | None) -> str
         raise errors.UsageError(f"cannot place the file at {target}: it is a folder",
                                 hint="name the file to create")
     resolved = resolve_info(resource, expected)
-    place(resolved.path, target)
+    place_resolved(resolved, target, resource)
     return resolved.sha256
 
 
