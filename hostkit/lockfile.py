@@ -97,6 +97,10 @@ def read_lock(path: str | Path) -> list[LockEntry]:
     """
     if not os.path.lexists(path):
         return []
+    if os.path.isdir(path):
+        target = Path(os.path.abspath(path))
+        raise UsageError(f"the lock file {target} is a folder",
+                         hint=f"name the file, e.g. -o {target / DEFAULT_LOCK}")
     return _parse_lock(_read(path), str(path))
 
 

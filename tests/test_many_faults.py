@@ -244,3 +244,14 @@ def test_a_blob_removed_before_it_is_placed_is_resolved_again(origin, tmp_path, 
     assert proc.returncode == 0, stderr
     assert out.read_bytes() == payload_
     assert len(origin.gets(f"gone-{how}.bin")) == 1  # downloaded again, once
+
+
+def test_lock_into_a_folder_says_so_before_any_download(origin, tmp_path):
+    """``hostkit lock ID -o DIR`` said "cannot read DIR: Is a directory" with the hint of
+    ``-r FILE``; it names the folder and the file to give instead."""
+    origin.add("lock-dir.bin", data(500, 1000))
+    origin.hits.clear()
+    proc = run_cli("lock", f"{origin.url}/f/lock-dir.bin", "-o", tmp_path)
+    assert proc.returncode == 2
+    assert "is a folder" in proc.stderr and str(tmp_path / "hostkit.lock") in proc.stderr
+    assert "-r FILE" not in proc.stderr and not origin.requests()
