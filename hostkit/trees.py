@@ -24,6 +24,7 @@ business is the file resolver's, one level up:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import random
@@ -31,6 +32,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .errors import (
+    CacheError,
     ContentChanged,
     HashMismatch,
     NotFound,
@@ -74,10 +76,12 @@ async def resolve_tree(resolver: Resolver, remote: Remote, shown: str, digest: D
     if digest is not None and (held := await _held(resolver, digest.hex)) is not None:
         path, files = held
         if record is None or record.sha256 == digest.hex:
-            record = await _io(cache.put_tree, remote.cache_key, remote.display, digest.hex,
-                               files, immutable=remote.immutable or bool(record and
-                                                                         record.immutable),
-                               verified=True, anonymous=bool(record and record.anonymous))
+            # the folder's row names the pinned manifest (the fast path answers it next
+            # time); best effort: a read-only cache still answers
+            with contextlib.suppress(CacheError):
+                await _io(cache.put_tree, remote.cache_key, remote.display, digest.hex, files,
+                          immutable=remote.immutable or bool(record and record.immutable),
+                          verified=True, anonymous=bool(record and record.anonymous))
         return await _hit(resolver, remote, path, digest.hex, files, verified=True)
     if record is not None and (digest is None or record.sha256 == digest.hex) and (
             offline or record.immutable or remote.immutable or not settings.revalidate) \

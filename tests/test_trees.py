@@ -901,3 +901,27 @@ def test_one_progress_for_the_whole_folder(s3env, seaweed):
     resolve_tree(ident, progress=second)
     assert second.calls[0] == ("start", ident, 71_000, 70_000)  # the rest is cached
     assert sum(c[1] for c in second.calls if c[0] == "advance") == 1000
+
+
+def test_a_read_only_cache_answers_a_pinned_folder(s3env, seaweed, tmp_path, monkeypatch):
+    if os.geteuid() != 0:
+        pytest.fail("needs root, for a read-only bind mount of the cache")
+    body = {"w.bin": b"read only", "c/d.txt": b"d"}
+    one, two = f"r{secrets.token_hex(4)}/", f"r{secrets.token_hex(4)}/"
+    for prefix in (one, two):
+        for rel, data in body.items():
+            seaweed.admin.put_object(Bucket="plain", Key=prefix + rel, Body=data)
+    got, _ = resolve_tree(f"{s3env}/plain/{one}")
+    view = tmp_path / "ro-view"
+    view.mkdir()
+    subprocess.run(["mount", "--bind", os.environ["HOSTKIT_CACHE_DIR"], str(view)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(view)], check=True)
+        monkeypatch.setenv("HOSTKIT_CACHE_DIR", str(view))
+        # the same files under another prefix: the same manifest, held; no row can be written
+        pinned, _ = resolve_tree(f"{s3env}/plain/{two}", f"sha256:{got.sha256}")
+        assert pinned.cached and files_of(pinned.path) == body
+        listing = run_cli("cache", "ls", "--json")
+        assert listing.returncode == 0 and json.loads(listing.stdout)["entries"]
+    finally:
+        subprocess.run(["umount", "-l", str(view)], check=False)
