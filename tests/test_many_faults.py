@@ -255,3 +255,25 @@ def test_lock_into_a_folder_says_so_before_any_download(origin, tmp_path):
     assert proc.returncode == 2
     assert "is a folder" in proc.stderr and str(tmp_path / "hostkit.lock") in proc.stderr
     assert "-r FILE" not in proc.stderr and not origin.requests()
+
+
+@pytest.mark.parametrize("damage", ["garbage header", "truncated"])
+def test_a_damaged_index_says_so_and_how_to_recover(origin, tmp_path, damage):
+    """A corrupted index.db was reported with the hint for permissions and free space; it
+    says the index is damaged and to move it aside, which works."""
+    sha = origin.add("dmg.bin", data(3000, 1001))
+    url = f"{origin.url}/f/dmg.bin"
+    run_cli("resolve", url, sha, check=True)
+    index = tmp_path / "cache" / "index.db"
+    raw = index.read_bytes()
+    index.write_bytes(b"garbage garbage " + raw[16:] if damage == "garbage header"
+                      else raw[:5000])
+    for argv in (["cache", "ls"], ["resolve", url, sha], ["resolve", url, f"{url}?x"]):
+        proc = run_cli(*argv)
+        assert proc.returncode == 6, (argv, proc.stderr)
+        assert "damaged" in proc.stderr and f"mv {index} " in proc.stderr, proc.stderr
+        assert "permissions" not in proc.stderr
+    os.rename(index, f"{index}.broken")
+    again = run_cli("resolve", url, sha, "--json")
+    assert again.returncode == 0, again.stderr
+    assert _json(again)["sha256"] == sha

@@ -300,6 +300,16 @@ class Index:
             return CacheError(f"the cache index at {index} stayed locked by another "
                               "process", hint="wait for the other hostkit process to finish, "
                               "then run the command again")
+        import shlex
+
+        text = str(exc).lower()
+        if isinstance(exc, sqlite3.DatabaseError) and (
+                "not a database" in text or "malformed" in text):
+            return CacheError(f"the cache index at {index} is damaged ({exc})",
+                              hint=f"move it aside (mv {shlex.quote(str(index))} "
+                                   f"{shlex.quote(f'{index}.broken')}): the next "
+                                   "resolve starts a new index and downloads again what it "
+                                   "needs")
         why = self.read_only or self._unwritable(exc)
         if why == "full":
             return CacheError(f"disk full: cannot update the cache index at {index}",
