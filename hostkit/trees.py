@@ -283,7 +283,9 @@ async def _fetch_all(resolver: Resolver, remote: Remote, entries: list[TreeEntry
                                  not resolved.cached, entry.remote.anonymous)
 
     total = sum(s.file.size for s in stored if s is not None)
-    todo = [(i, e) for i, e in enumerate(entries) if stored[i] is None]
+    # largest first: the long downloads start at once and the small ones fill in around them
+    todo = sorted(((i, e) for i, e in enumerate(entries) if stored[i] is None),
+                  key=lambda item: -(item[1].size or 0))
     try:
         if todo:
             log.info("%s: %d of %d files to fetch", remote.display, len(todo), len(entries))
