@@ -70,17 +70,18 @@ class LockEntry:
 
 
 def read_items(path: str | Path) -> list[Item]:
-    """The items of a list or lock file (``-`` reads a list from standard input).
+    """The items of a list or lock file (``-`` reads standard input: a lock file when it
+    is TOML with ``version`` or ``[[file]]``, else a list).
 
     :raises UsageError: the file cannot be read or is malformed (naming the
         file and the line or entry).
     """
     if str(path) == "-":
-        return _parse_list(sys.stdin.read(), "<stdin>")
-    text = _read(path)
-    name = str(path)
-    if Path(path).suffix in (".lock", ".toml"):
-        return [_item(e, name, i) for i, e in enumerate(_parse_lock(text, name))]
+        text, name = sys.stdin.read(), "<stdin>"
+    else:
+        text, name = _read(path), str(path)
+        if Path(path).suffix in (".lock", ".toml"):
+            return [_item(e, name, i) for i, e in enumerate(_parse_lock(text, name))]
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError:

@@ -277,3 +277,17 @@ def test_a_damaged_index_says_so_and_how_to_recover(origin, tmp_path, damage):
     again = run_cli("resolve", url, sha, "--json")
     assert again.returncode == 0, again.stderr
     assert _json(again)["sha256"] == sha
+
+
+def test_a_lock_file_on_standard_input_is_read_as_one(origin, tmp_path):
+    """``hostkit resolve -r - < hostkit.lock`` (or a pipe) refused the lock as a list with
+    three words on line 3; standard input is recognised as a lock file as a file is."""
+    sha = origin.add("stdin-lock.bin", data(700, 1002))
+    url = f"{origin.url}/f/stdin-lock.bin"
+    lock = tmp_path / "hostkit.lock"
+    run_cli("lock", url, "-o", lock, check=True)
+    proc = subprocess.run([sys.executable, "-m", "hostkit.cli", "resolve", "-r", "-", "--json"],
+                          input=lock.read_text(), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    (item,) = _json(proc)
+    assert item["sha256"] == sha and item["verified"] is True
