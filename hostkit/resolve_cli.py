@@ -156,8 +156,10 @@ def add_resolve_command(sub, common, epilog: str) -> None:
     r.add_argument("-o", "--output", metavar="PATH",
                    help="also place the verified file at PATH (a read-only hard link from the "
                         "cache, else a copy; atomic; replaces an existing file) and print PATH; "
-                        "with several items a folder (DIR/), each file under its lock file "
-                        "output name or its identifier's file name. A folder identifier "
+                        "DIR/ (a trailing slash, or several items) is a folder, each file "
+                        "placed in it under its lock file output name or its identifier's "
+                        "file name (names that clash, also by case, are refused). A folder "
+                        "identifier "
                         "(s3://bucket/prefix/, ...) is placed as a folder at PATH, built next "
                         "to it and renamed in; an existing PATH is replaced only when empty "
                         "or placed by hostkit")
