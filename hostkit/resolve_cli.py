@@ -619,17 +619,27 @@ def _file_name(identifier: str) -> str:
                          ) from None
 
 
+#: Characters no output name may hold: controls (a newline would split the one-path-a-line
+#: output, escapes would reach the terminal), bidi overrides, and '\\' (a separator on
+#: Windows, where '..\\x' leaves the folder).
+_NOT_IN_NAMES = frozenset([*map(chr, range(0x20)), *map(chr, range(0x7f, 0xa0)),
+                           *map(chr, range(0x202a, 0x202f)), *map(chr, range(0x2066, 0x206a)),
+                           "\\"])
+
+
 def _safe_name(name: str) -> str:
-    """A relative path inside the output folder: no absolute path, no '..', no empty name."""
+    """A relative path inside the output folder: no absolute path, no '..', no empty name,
+    no control character or backslash."""
     from pathlib import PurePosixPath
 
     from .errors import UsageError
 
     parts = PurePosixPath(name).parts
-    if not name.strip() or "\0" in name or name.startswith("/") or not parts \
-            or any(p in (".", "..") for p in name.split("/")):
+    if not name.strip() or not _NOT_IN_NAMES.isdisjoint(name) or name.startswith("/") \
+            or not parts or any(p in (".", "..") for p in name.split("/")):
         raise UsageError(f"{name!r} cannot be an output name",
-                         hint="a file name (or a relative path) inside the -o folder")
+                         hint="a file name (or a relative path with '/') inside the -o "
+                              "folder, without control characters or backslashes")
     return str(PurePosixPath(*parts))
 
 

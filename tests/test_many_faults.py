@@ -291,3 +291,22 @@ def test_a_lock_file_on_standard_input_is_read_as_one(origin, tmp_path):
     assert proc.returncode == 0, proc.stderr
     (item,) = _json(proc)
     assert item["sha256"] == sha and item["verified"] is True
+
+
+@pytest.mark.parametrize("name", ["a\nb", "a\tb", "x\x1b[2Jy", "a\u202eb.exe", "..\\evil",
+                                  "sub\\w.bin"])
+def test_lock_output_names_with_controls_or_backslashes_are_refused(origin, tmp_path, name):
+    """A lock file's output name with a newline broke the one-path-a-line output (two
+    lines for one file), with terminal escapes or a bidi override it was printed raw, and a
+    backslash is a separator (``..\\evil``: outside the folder) on Windows."""
+    sha = origin.add("ctl.bin", data(400, 1003))
+    escaped = name.replace("\\", "\\\\").replace("\n", "\\n").replace("\t", "\\t") \
+        .replace("\x1b", "\\u001b").replace("\u202e", "\\u202e")
+    lock = tmp_path / "ctl.lock"
+    lock.write_text(f'version = 1\n[[file]]\nidentifier = "{origin.url}/f/ctl.bin"\n'
+                    f'hash = "sha256:{sha}"\noutput = "{escaped}"\n')
+    proc = run_cli("resolve", "-r", lock, "-o", f"{tmp_path}/out/")
+    assert proc.returncode == 2, proc.stdout
+    assert "cannot be an output name" in proc.stderr and proc.stdout == ""
+    assert not any(c in proc.stderr for c in "\x1b\u202e")
+    assert not (tmp_path / "out").exists()
