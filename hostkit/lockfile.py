@@ -215,7 +215,8 @@ def _parse_lock(text: str, name: str) -> list[LockEntry]:
         raise UsageError(f"{name}: not a valid lock file: {exc}",
                          hint="fix the TOML, or write it again with `hostkit lock`") from None
     unknown = sorted(set(doc) - {"version", "file"})
-    if doc.get("version") != LOCK_VERSION or unknown:
+    version = doc.get("version")
+    if type(version) is not int or version != LOCK_VERSION or unknown:  # True == 1 too
         raise UsageError(f"{name}: not a hostkit lock file (version {LOCK_VERSION}, [[file]] "
                          "entries" + (f"; unknown keys: {', '.join(unknown)}" if unknown else "")
                          + ")", hint="write it with `hostkit lock ID... -o FILE`")

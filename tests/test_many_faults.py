@@ -310,3 +310,14 @@ def test_lock_output_names_with_controls_or_backslashes_are_refused(origin, tmp_
     assert "cannot be an output name" in proc.stderr and proc.stdout == ""
     assert not any(c in proc.stderr for c in "\x1b\u202e")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("version", ["true", "1.0", '"1"'])
+def test_a_lock_version_of_another_type_is_refused(origin, tmp_path, version):
+    """``version = true`` and ``version = 1.0`` passed for version 1 (Python: True == 1)."""
+    sha = origin.add("ver.bin", data(300, 1004))
+    lock = tmp_path / "v.lock"
+    lock.write_text(f'version = {version}\n[[file]]\nidentifier = "{origin.url}/f/ver.bin"\n'
+                    f'hash = "sha256:{sha}"\n')
+    proc = run_cli("resolve", "-r", lock)
+    assert proc.returncode == 2 and "not a hostkit lock file" in proc.stderr, proc.stderr
