@@ -217,6 +217,34 @@ def test_200_mib_object_resolved_with_parallel_ranges(s3env, proxy, tmp_path):
     print(f"200 MiB resolved in {elapsed:.1f}s with up to {proxy.max_active} connections")
 
 
+#: Runs argv[1:] from a small process and prints its exit status and peak RSS (KiB): a child
+#: forked from pytest itself would report pytest's RSS (Linux keeps the high-water mark
+#: across fork and exec).
+_PEAK = ("import os, sys\npid = os.fork()\nif pid == 0:\n    os.execv(sys.argv[1], sys.argv[1:])\n"
+         "_, status, usage = os.wait4(pid, 0)\nprint(status, usage.ru_maxrss)")
+
+
+def test_parallel_parts_waiting_for_their_turn_hold_a_few_mib(s3env, seaweed, tmp_path):
+    """4 parts of 16 MiB: the three waiting ones leave their bytes in the kernel's socket
+    buffers, so the download's peak memory is that of a 1-byte one plus a few MiB."""
+    data = os.urandom(64 * MiB)
+    seaweed.admin.put_object(Bucket="plain", Key="peak-big.bin", Body=data)
+    seaweed.admin.put_object(Bucket="plain", Key="peak-tiny.bin", Body=b"x")
+    env = {**os.environ, "HOSTKIT_PART_SIZE": str(16 * MiB), "HOSTKIT_CONCURRENCY": "4"}
+
+    def peak(key: str, expected: str) -> int:
+        env["HOSTKIT_CACHE_DIR"] = str(tmp_path / key)
+        out = subprocess.run([sys.executable, "-S", "-c", _PEAK, sys.executable, "-m",
+                              "hostkit.cli", "resolve", "--quiet", f"{s3env}/plain/{key}",
+                              expected], capture_output=True, text=True, timeout=120, env=env)
+        status, kib = out.stdout.splitlines()[-1].split()  # after the path resolve prints
+        assert status == "0", out.stderr
+        return int(kib)
+
+    grown = peak("peak-big.bin", sha(data)) - peak("peak-tiny.bin", sha(b"x"))
+    assert grown < 24 * 1024, f"{grown >> 10} MiB more than a 1-byte download"
+
+
 def test_advertised_md5_is_checked(s3env, seaweed, monkeypatch):
     seaweed.admin.put_object(Bucket="plain", Key="md5.bin", Body=b"checked by md5")
     from hostkit_backends import s3

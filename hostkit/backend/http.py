@@ -51,9 +51,16 @@ class ObjectChanged(Exception):
         self.header = header
 
 
+#: What aiohttp buffers of one part of a parallel read before it stops reading the socket
+#: (twice this): parts waiting for their turn then leave the rest in the kernel's socket
+#: buffer, where it costs the process no memory (see :mod:`hostkit.backend.parts`).
+PART_READ_BUFSIZE = 256 << 10
+
+
 @contextlib.asynccontextmanager
 async def request(context, method: str, url: str, *, headers=None, ssl: Any = True,
-                  encoded: bool = True, max_redirects: int = 0, display: str | None = None):
+                  encoded: bool = True, max_redirects: int = 0, display: str | None = None,
+                  read_bufsize: int | None = None):
     """One request through the context's pooled aiohttp session; yields the response.
 
     With ``encoded`` the URL is sent byte for byte (it may be signed);
@@ -61,12 +68,16 @@ async def request(context, method: str, url: str, *, headers=None, ssl: Any = Tr
     environment; redirects are followed up to ``max_redirects`` (0: none).
     With ``display`` (the identifier as shown) a failure to get an answer is
     raised as the hostkit error :func:`~hostkit.backend.network_error` maps it to.
+    ``read_bufsize`` overrides the session's body buffer for this response.
     """
     from yarl import URL
 
     session = await context.http_session()
     target = URL(url, encoded=encoded)
-    follow = {"max_redirects": max_redirects} if max_redirects else {"allow_redirects": False}
+    follow: dict[str, Any] = {"max_redirects": max_redirects} if max_redirects \
+        else {"allow_redirects": False}
+    if read_bufsize is not None:
+        follow["read_bufsize"] = read_bufsize
     try:
         resp = await session.request(method, target, headers=headers, ssl=ssl, **follow,
                                      **context.proxy_for(target))
@@ -165,7 +176,8 @@ async def _open_range(context, url: str, offset: int, end: int | None, *, header
     async with contextlib.AsyncExitStack() as stack:
         resp = await stack.enter_async_context(
             request(context, "GET", url, headers=sent, ssl=ssl, encoded=encoded,
-                    max_redirects=max_redirects, display=display))
+                    max_redirects=max_redirects, display=display,
+                    read_bufsize=None if end is None else PART_READ_BUFSIZE))
         start, total = _accepted(resp, offset, end, expected, pinned_by_url)
         if start is None and end is None and offset and resp.status in (206, 416):
             # the resume cannot continue here: ask for the whole object instead
