@@ -366,9 +366,10 @@ def check_many(items, *, settings: Settings | None = None,
     """The items :func:`resolve_many` would refuse, as ``(index, error)``; no I/O.
 
     An item is refused when its identifier is malformed or no backend accepts
-    it (the backend's own rules included), when its hash does not parse, or
-    when a hash is required (``require_hash``) and it has none. Each error's
-    ``identifier`` is the item's, as it may be shown.
+    it (the backend's own rules included), when its hash does not parse, when
+    a hash is required (``require_hash``) and it has none, or when another item
+    names the same identifier (the same cache key) with a different hash (both
+    are refused). Each error's ``identifier`` is the item's, as it may be shown.
     """
     from .errors import HashRequired, UsageError
     from .hashes import parse_hash
