@@ -12,7 +12,8 @@ The folder: ``--small`` files of ``--small-kib`` KiB (in 10 subfolders) and
   fsync), interleaved A B A B so the machine's load hits both alike, outputs
   deleted and ``sync`` run before each. Target: hostkit <= 1.5x s5cmd (median).
 - warm: the same pinned resolve again, the snapshot in place (the CLI's fast
-  path: no plugins, no network). Target: <= 50 ms (median).
+  path: no plugins, no network). Target: <= 50 ms (median). The interpreter's
+  own start-up (``python -c pass``), measured in the same rounds, is its floor.
 - warm re-list: the same resolve without the hash (the prefix is mutable: one
   listing, every file's validator compared, nothing fetched).
 - peak memory (max RSS) of each, and a CPU breakdown: user and system seconds
@@ -147,6 +148,8 @@ def main() -> None:
             for _ in range(args.warm):
                 results.setdefault("hostkit resolve --hash (warm, pinned)", []).append(
                     measure([*hostkit, "--hash", f"sha256:{digest}"], warm_env, server.pid))
+                results.setdefault("python -c pass (interpreter start-up)", []).append(
+                    measure([sys.executable, "-c", "pass"], warm_env, server.pid))
             for _ in range(max(3, args.warm // 5)):
                 results.setdefault("hostkit resolve (warm, re-listed)", []).append(
                     measure(hostkit, warm_env, server.pid))
