@@ -201,6 +201,10 @@ _SCHEMAS = {
                              "the identifier gave other bytes than before: the old ones",
                              "properties": {"sha256": {"type": "string"},
                                             "recorded_at": {"type": "string"}}},
+            "tree": {"type": "boolean", "description": "a folder (only when true): path is "
+                     "its read-only snapshot folder, sha256 its manifest's, size the bytes "
+                     "of its files"},
+            "files": {"type": "integer", "description": "how many files the folder has"},
         }},
     "PrefetchRequest": {
         "type": "object", "required": ["items"],
