@@ -56,6 +56,9 @@ from .objectstore import (
     vanished,
 )
 
+#: Blobs asked for per page of a folder's listing (Azure's own maximum is 5000).
+LIST_PAGE = 5000
+
 
 @hookimpl
 def hostkit_backends():
@@ -240,7 +243,8 @@ class AzureStore(Store):
         container = self._service.get_container_client(loc.bucket)
         try:
             async for page in container.list_blobs(name_starts_with=loc.key or None,
-                                                   include=["metadata"]).by_page():
+                                                   include=["metadata"],
+                                                   results_per_page=LIST_PAGE).by_page():
                 async for props in page:
                     md5 = props.content_settings.content_md5 if props.content_settings \
                         else None

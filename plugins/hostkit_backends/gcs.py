@@ -65,6 +65,8 @@ from .objectstore import (
 )
 
 GOOGLE_ENDPOINT = "https://storage.googleapis.com"
+#: Objects asked for per page of a folder's listing (GCS's own maximum).
+LIST_PAGE = 1000
 
 
 @hookimpl
@@ -237,7 +239,7 @@ class GcsStore(Store):
         token: str | None = None
         seen: set[str] = set()
         while True:
-            params = {"prefix": loc.key, "maxResults": "1000"}
+            params = {"prefix": loc.key, "maxResults": str(LIST_PAGE)}
             if token:
                 params["pageToken"] = token
             try:

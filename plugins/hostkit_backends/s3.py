@@ -77,6 +77,8 @@ from .sigv4 import environment_credentials, sign
 
 log = logging.getLogger("hostkit.s3")
 AWS_ENDPOINT = "https://s3.amazonaws.com"
+#: Keys asked for per ListObjectsV2 page (S3's own maximum).
+LIST_PAGE = 1000
 #: Bytes one ListObjectsV2 page may have (1000 keys of 1 KiB each, and their XML).
 _MAX_LISTING = 8 << 20
 _MD5_ETAG = re.compile(r'^"?([0-9a-fA-F]{32})"?$')
@@ -470,7 +472,8 @@ class S3Store(Store):
         token: str | None = None
         seen_tokens: set[str] = set()
         while True:
-            params = {"list-type": "2", "prefix": loc.key, "encoding-type": "url"}
+            params = {"list-type": "2", "prefix": loc.key, "encoding-type": "url",
+                      "max-keys": str(LIST_PAGE)}
             if token:
                 params["continuation-token"] = token
             query = "&".join(f"{k}={quote(v, safe='-_.~')}" for k, v in sorted(params.items()))
