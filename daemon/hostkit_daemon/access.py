@@ -21,6 +21,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import pwd
@@ -74,7 +75,8 @@ class Policy:
         """403 unless ``Host`` (TCP) and ``Origin`` (if any) name this daemon."""
         host = request.headers.get(hdrs.HOST, "")
         sockname = request.transport.get_extra_info("sockname") if request.transport else None
-        if isinstance(sockname, tuple) and not self._host_ok(host, sockname):
+        if isinstance(sockname, tuple) and not _host_ok(host, sockname[0], sockname[1],
+                                                        self.hosts):
             raise ForbiddenHost(f"Host {host[:100]!r} is not this daemon's address",
                                 hint="connect to the address the daemon listens on (127.0.0.1:PORT "
                                      "or localhost:PORT), or start it with --allow-host NAME")
@@ -83,18 +85,21 @@ class Policy:
             raise ForbiddenOrigin("requests from web pages of other origins are refused",
                                   hint="call the daemon from a program, not from a browser page")
 
-    def _host_ok(self, host: str, sockname: tuple) -> bool:
-        name, port = split_host(host)
-        if name is None or port != sockname[1]:
-            return False
-        local = str(sockname[0]).lower()
-        if name == local or name in self.hosts:
-            return True
-        try:
-            loopback = ipaddress.ip_address(local).is_loopback
-        except ValueError:
-            loopback = False
-        return loopback and name in _LOOPBACK_NAMES
+
+@functools.lru_cache(maxsize=256)  # every request asks; a few Host values ever answer
+def _host_ok(host: str, address, port: int, allowed: frozenset[str]) -> bool:
+    """Whether the ``Host`` header names the address ``(address, port)`` a request came to."""
+    name, asked = split_host(host)
+    if name is None or asked != port:
+        return False
+    local = str(address).lower()
+    if name == local or name in allowed:
+        return True
+    try:
+        loopback = ipaddress.ip_address(local).is_loopback
+    except ValueError:
+        loopback = False
+    return loopback and name in _LOOPBACK_NAMES
 
 
 def split_host(host: str) -> tuple[str | None, int | None]:
