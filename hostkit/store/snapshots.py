@@ -200,7 +200,8 @@ def build_snapshot(layout: Layout, sha256: str, files: list[TreeFile], blob_path
             target = tmp.joinpath(*f.path.split("/"))
             if target.parent not in folders:
                 target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-                folders.update(target.parents)
+                # only the snapshot's own folders: never tmp/, the cache or anything above
+                folders.update(p for p in target.parents if tmp in p.parents)
             _link_or_copy(blob_path(f.sha256), target)
         manifest = layout.snapshot_manifest(sha256)
         if not manifest.is_file():
