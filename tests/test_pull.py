@@ -362,8 +362,13 @@ def test_pull_killed_during_a_download_and_while_building_then_rerun(origin, pac
                             stderr=subprocess.PIPE, env=os.environ.copy())
     deadline = time.monotonic() + 30
     def written() -> int:
-        return sum(p.stat().st_size for p in (cache / "tmp").glob("*.part")) \
-            if (cache / "tmp").is_dir() else 0
+        total = 0
+        for part in (cache / "tmp").glob("*.part") if (cache / "tmp").is_dir() else ():
+            try:
+                total += part.stat().st_size
+            except FileNotFoundError:  # claimed (renamed) or finished meanwhile
+                continue
+        return total
 
     while not written() and time.monotonic() < deadline:  # some bytes of the image are on disk
         time.sleep(0.01)
