@@ -12,7 +12,7 @@ pytestmark = pytest.mark.timeout(60)
 
 def test_a_file_changing_while_uploading_is_a_409_and_exit_code_2(tmp_path):
     """Any route raising SourceChanged (an upload) answers 409 ``source_changed``."""
-    from hostkit_daemon.app import create_app
+    from hostkit_daemon.app import _behind_frontdoor, create_app
 
     from hostkit.errors import SourceChanged
     from hostkit.settings import Settings
@@ -23,7 +23,7 @@ def test_a_file_changing_while_uploading_is_a_409_and_exit_code_2(tmp_path):
 
     def make_app():
         app = create_app(Settings(cache_dir=tmp_path / "c"), token="t0ken")
-        app.router.add_post("/v1/upload-test", upload)
+        app.router.add_post("/v1/upload-test", _behind_frontdoor(upload, "/v1/upload-test"))
         return app
 
     thread, loop, url = serve_in_thread(make_app, "errors-daemon", handler_cancellation=True)
@@ -40,6 +40,30 @@ def test_a_file_changing_while_uploading_is_a_409_and_exit_code_2(tmp_path):
     rebuilt = error_from_dict(err, status)
     assert type(rebuilt) is SourceChanged and rebuilt.exit_code == 2
     assert rebuilt.to_dict() == err
+
+
+def test_a_route_added_outside_the_front_door_stops_the_daemon_from_starting(tmp_path):
+    """Routes are guarded by wrapping, not by a middleware: one added bare is refused."""
+    import asyncio
+
+    from hostkit_daemon.app import create_app
+
+    from hostkit.settings import Settings
+
+    async def bare(request: web.Request) -> web.Response:
+        return web.json_response({"secret": "unguarded"})
+
+    async def start() -> None:
+        app = create_app(Settings(cache_dir=tmp_path / "c"), token="t0ken")
+        app.router.add_get("/v1/bare", bare)
+        runner = web.AppRunner(app)
+        try:
+            with pytest.raises(RuntimeError, match="GET /v1/bare"):
+                await runner.setup()
+        finally:
+            await runner.cleanup()
+
+    asyncio.run(start())
 
 
 def test_the_client_rebuilds_every_kind_through_the_registry():
