@@ -146,13 +146,14 @@ def cpu_breakdown(name: str, samples: list[Sample], size: int) -> str:
 
 
 def floor(baseline: list[Sample], size: int, hash_per_gib: float,
-          start: float = 0.0) -> tuple[float, str]:
+          start: float = 0.0, disk: float = 0.0) -> tuple[float, str]:
     """The least wall time a verified download can take here, as a ratio to ``baseline``.
 
     It needs at least the CPU the unverified tool and the server spent, plus hashing
     (``hash_per_gib``), on ``os.cpu_count()`` cores; it cannot beat the tool's wall
-    time either; ``start`` is a start-up the tool does not pay (an interpreter and its
-    imports). Returns ``(ratio, explanation)``.
+    time, nor ``disk``, the time to write the bytes durably (the tool leaves them in the
+    page cache; a cache fsyncs before it answers); ``start`` is a start-up the tool
+    does not pay (an interpreter and its imports). Returns ``(ratio, explanation)``.
     """
     import statistics
 
@@ -160,10 +161,19 @@ def floor(baseline: list[Sample], size: int, hash_per_gib: float,
     wall = statistics.median(s.wall for s in baseline)
     cpu = statistics.median(s.cpu + s.server for s in baseline)
     hashing = hash_per_gib * size / (1 << 30)
-    least = max(wall, (cpu + hashing) / cores) + start
+    least = max(wall, (cpu + hashing) / cores, disk) + start
     return least / wall, (f"max(tool wall {wall:.2f} s, (tool+server CPU {cpu:.2f} s + "
-                          f"sha256 {hashing:.2f} s) / {cores} cores) + start-up {start:.2f} s "
-                          f"= {least:.2f} s")
+                          f"sha256 {hashing:.2f} s) / {cores} cores, durable write "
+                          f"{disk:.2f} s) + start-up {start:.2f} s = {least:.2f} s")
+
+
+def durable_write(path: Path, size: int) -> Sample:
+    """``dd`` of ``size`` zero bytes to ``path`` with fdatasync: the disk's part of a floor."""
+    try:
+        return measure(["dd", "if=/dev/zero", f"of={path}", "bs=1M", f"count={size >> 20}",
+                        "conv=fdatasync", "status=none"])
+    finally:
+        Path(path).unlink(missing_ok=True)
 
 
 def row(measure: str, value: str, target: str, met: bool) -> str:

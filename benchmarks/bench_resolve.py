@@ -38,6 +38,7 @@ from _common import (
     ROOT,
     compile_bytecode,
     cpu_breakdown,
+    durable_write,
     floor,
     make_file,
     measure,
@@ -92,6 +93,7 @@ def main() -> None:
                                     server_pid=nginx.pid),
                 "python start-up (" + START + ")":
                     lambda: measure([sys.executable, "-c", START]),
+                "durable write (dd, fdatasync)": lambda: durable_write(out, size),
             }
             for i in range(args.rounds):
                 for name, fn in contenders.items():
@@ -121,7 +123,7 @@ def main() -> None:
 
 def report(results, others, warm_s, bare_s, size: int, args) -> None:
     names = list(results)
-    curl, cli, api, start = (results[n] for n in names)
+    curl, cli, api, start, disk = (results[n] for n in names)
     med = statistics.median
     base = med(s.wall for s in curl)
     hash_gib = sha256_seconds_per_gib()
@@ -141,11 +143,13 @@ def report(results, others, warm_s, bare_s, size: int, args) -> None:
     for name in names[:3]:
         print(cpu_breakdown(name, results[name], size))
     startup = med(s.wall for s in start)
+    written = med(s.wall for s in disk)
     print(f"  sha256 alone (hashlib, one thread)  {hash_gib:.2f} s/GiB; python start-up "
-          f"with aiohttp and hostkit {startup:.2f} s")
+          f"with aiohttp and hostkit {startup:.2f} s; durable write (dd + fdatasync) "
+          f"{spread([s.wall for s in disk])} s")
     ratios = [h.wall / c.wall for h, c in zip(cli, curl, strict=True)]
     ratio = med(s.wall for s in cli) / base
-    least, why = floor(curl, size, hash_gib, startup)
+    least, why = floor(curl, size, hash_gib, startup, written)
     print(f"  floor for a verified download here: {why} -> {least:.2f}x curl")
     peak = max(s.peak_kib for s in cli) / 1024
     print()

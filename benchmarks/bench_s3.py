@@ -39,6 +39,7 @@ from _common import (
     ROOT,
     compile_bytecode,
     cpu_breakdown,
+    durable_write,
     floor,
     make_file,
     measure,
@@ -59,6 +60,7 @@ BOTO = "boto3 download_file (no verification)"
 TINY = "hostkit resolve, 1-byte object (fixed cost)"
 TINY_S5 = "s5cmd cp, 1-byte object"
 PY = f"python start-up ({START})"
+DISK = "durable write (dd, fdatasync)"
 
 
 def main() -> None:
@@ -112,6 +114,7 @@ def main() -> None:
                                       fresh_cache(), pid),
                 TINY_S5: lambda: measure([*s5, "cp", "s3://bench/tiny.bin", out], env, pid),
                 PY: lambda: measure([sys.executable, "-c", START]),
+                DISK: lambda: durable_write(out, size),
             }
             if args.no_boto3:
                 del contenders[BOTO]
@@ -142,7 +145,7 @@ def report(results: dict[str, list], size: int, args) -> None:
             walls = [s.wall for s in results[name]]
             print(f"{name:<46}{spread(walls):>26}{med(walls) / base:>9.2f}"
                   f"{max(s.peak_kib for s in results[name]) / 1024:>10.0f}")
-    for name in (TINY, TINY_S5, PY):
+    for name in (TINY, TINY_S5, PY, DISK):
         walls = [s.wall for s in results[name]]
         print(f"{name:<46}{spread(walls):>26}{'':>9}"
               f"{max(s.peak_kib for s in results[name]) / 1024:>10.0f}")
@@ -156,7 +159,8 @@ def report(results: dict[str, list], size: int, args) -> None:
           f"{med(s.sys for s in tiny):.2f} s, SeaweedFS {med(s.server for s in tiny):.2f} s")
     print(f"  sha256 alone (hashlib, one thread)    {hash_gib:.2f} s/GiB; python start-up "
           f"with aiohttp and hostkit {startup:.2f} s")
-    least, why = floor(results[S5], size, hash_gib, startup)
+    least, why = floor(results[S5], size, hash_gib, startup,
+                       med(s.wall for s in results[DISK]))
     print(f"  floor for a verified download here: {why} -> {least:.2f}x s5cmd")
     ratios = [h.wall / c.wall for h, c in zip(results[HK], results[S5], strict=True)]
     ratio = med(s.wall for s in results[HK]) / base
