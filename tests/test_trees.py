@@ -338,8 +338,12 @@ def test_killed_tree_resolve_resumes_without_fetching_again(s3env, seaweed, tmp_
         part_size = 0
         while time.monotonic() < deadline and killed.poll() is None:
             blobs = list((cache / "blobs" / "sha256").glob("*"))
-            parts = list((cache / "tmp").glob("*.part"))
-            part_size = max((p.stat().st_size for p in parts), default=0)
+            part_size = 0
+            for part in (cache / "tmp").glob("*.part"):
+                try:
+                    part_size = max(part_size, part.stat().st_size)
+                except FileNotFoundError:  # claimed (renamed) or finished meanwhile
+                    continue
             if len(blobs) >= len(small) and part_size >= (2 << 20):
                 break
             time.sleep(0.02)
