@@ -29,6 +29,7 @@ from .http import (
     open_range,
     range_headers,
     ranged_get,
+    read_body,
     request,
 )
 from .multipart import MultipartTarget, hash_file, send_file, upload_part_size
@@ -37,7 +38,7 @@ from .parts import ordered_parts, part_settings
 __all__ = [
     "IDENTITY", "HttpStatus", "MultipartTarget", "ObjectChanged", "Ranged", "hash_file",
     "network_error", "open_range", "ordered_parts", "part_settings", "raise_for_status",
-    "range_headers", "ranged_get", "request", "require", "retry_after", "send_file",
+    "range_headers", "ranged_get", "read_body", "request", "require", "retry_after", "send_file",
     "status_error", "status_kind", "upload_part_size",
 ]
 

@@ -120,6 +120,23 @@ class Ranged:
             raise network_error(exc, self.display) or exc from None
 
 
+async def read_body(resp, limit: int) -> bytes:
+    """The whole body of a small answer (a listing, a JSON document), at most ``limit + 1``
+    bytes: a caller seeing more than ``limit`` knows the answer was too large.
+
+    ``resp.content.read(n)`` returns what has arrived so far, not ``n`` bytes: a body
+    that comes in several pieces (a server flushing as it writes, a slow link) would
+    be cut at the first one and read as malformed.
+    """
+    data = bytearray()
+    while len(data) <= limit:
+        chunk = await resp.content.read(limit + 1 - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return bytes(data)
+
+
 async def _body_start(resp) -> str:
     with contextlib.suppress(Exception):
         return (await resp.content.read(4096)).decode("utf-8", "replace")

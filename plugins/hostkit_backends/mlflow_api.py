@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, unquote, urlencode, urlsplit
 
-from hostkit.backend import network_error, request, retry_after
+from hostkit.backend import network_error, read_body, request, retry_after
 from hostkit.errors import (
     BackendError,
     CredentialsNeeded,
@@ -248,7 +248,7 @@ class MlflowApi:
         try:
             async with request(self.context, "GET", url, headers=self.server.headers(),
                                ssl=self.server.ssl(), max_redirects=5) as resp:
-                body = await resp.content.read(_MAX_JSON)
+                body = await read_body(resp, _MAX_JSON)
                 status, headers = resp.status, resp.headers
                 kind = resp.headers.get("Content-Type", "")
         except HostkitError:

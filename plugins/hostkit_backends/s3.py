@@ -42,6 +42,7 @@ from hostkit.backend import (
     network_error,
     range_headers,
     ranged_get,
+    read_body,
     request,
     require,
     status_error,
@@ -378,7 +379,7 @@ class S3Store(Store):
         try:
             async with request(self.context, "GET", url, ssl=self._ssl(),
                                headers=signer.sign("GET", url, {}, region)) as resp:
-                body = (await resp.content.read(64 << 10)).decode("utf-8", "replace")
+                body = (await read_body(resp, 64 << 10)).decode("utf-8", "replace")
                 status = resp.status
         except HostkitError:
             raise

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from multidict import CIMultiDict
 
-from hostkit.backend import ordered_parts, part_settings
+from hostkit.backend import ordered_parts, part_settings, read_body
 from hostkit.errors import HostkitError, UsageError
 from hostkit.identifiers import parse_identifier
 from hostkit.tier import TierConflict, TierObject, TierStore
@@ -175,7 +175,7 @@ class S3TierStore(TierStore):
             async with session.request(method, URL(url, encoded=True), headers=sent,
                                        data=data, ssl=self.s3._ssl(),
                                        allow_redirects=False) as resp:
-                body = await resp.content.read(limit + 1)
+                body = await read_body(resp, limit)
                 if len(body) > limit and resp.status < 300:
                     raise _too_big(loc, limit)
                 return resp.status, CIMultiDict(resp.headers), body
