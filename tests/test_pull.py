@@ -449,3 +449,42 @@ def test_signed_part_urls_never_appear_in_pull_output(origin, packaged, tmp_path
                   "--json")
     assert bad.returncode == 2 and "unsafe_archive" in bad.stdout, bad.stdout
     assert secret not in bad.stdout + bad.stderr
+
+
+def test_a_part_pruned_before_it_is_placed_is_resolved_again(origin, packaged, tmp_path):
+    """A `cache rm` (or a cron prune) between the parts' resolve and DIR's build: the part
+    is resolved again by its sha256 and the pull completes (it failed "cannot build DIR")."""
+    import signal
+    import subprocess
+    import time
+
+    served = publish(origin, packaged / "assets")
+    rec, into = write(tmp_path / "r.json", mlcube_record(served)), tmp_path / "d"
+    manifest_url, manifest_sha = served["mlcube.yaml"]
+    proc = subprocess.Popen(_pull_argv(rec, into), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "HOSTKIT_FAILPOINT": "place:SIGSTOP"})
+
+    def stopped() -> bool:
+        with open(f"/proc/{proc.pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "T"
+
+    try:
+        deadline = time.monotonic() + 60
+        while not stopped():  # at the first placing: every part is resolved by now
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            time.sleep(0.02)
+        run_cli("cache", "rm", manifest_sha, "-y", check=True)
+        origin.hits.clear()
+        while proc.poll() is None:  # each placing stops once more
+            if stopped():
+                os.kill(proc.pid, signal.SIGCONT)
+            time.sleep(0.02)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, stderr
+    check_layout(into, packaged)
+    assert len(origin.gets(manifest_url.rsplit("/", 1)[1])) == 1  # fetched again, once

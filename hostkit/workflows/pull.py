@@ -156,7 +156,29 @@ def _plain_file_name(url: str, default: str) -> str:
     return name if name and name not in (".", "..") and "\\" not in name else default
 
 
-def _resolve(part: Part, settings, pulled: Pulled, cache_dir: Path | None = None) -> Path:
+@dataclass
+class _Fetched:
+    """A part resolved into the cache, and how to place it again if its blob leaves."""
+
+    resolved: Any
+    identifier: str
+    settings: Any
+    cache_dir: Path | None
+
+    @property
+    def path(self) -> Path:
+        return Path(self.resolved.path)
+
+    def place(self, target: Path) -> None:
+        """Place the part at ``target``; a blob pruned meanwhile is resolved again by sha256."""
+        api.place_resolved(self.resolved, target, self.identifier, settings=self.settings,
+                           cache_dir=self.cache_dir)
+
+    def read_text(self, encoding: str = "utf-8") -> str:
+        return self.path.read_text(encoding=encoding)
+
+
+def _resolve(part: Part, settings, pulled: Pulled, cache_dir: Path | None = None) -> _Fetched:
     resolved = api.resolve_info(part.url, part.expected or None, settings=settings,
                                 cache_dir=cache_dir)
     # as the resolver shows it (a presigned URL's signature masked), never as given
@@ -165,7 +187,7 @@ def _resolve(part: Part, settings, pulled: Pulled, cache_dir: Path | None = None
                                "cached": resolved.cached}
     if not part.expected:
         pulled.trusted_on_first_use[part.hash_field] = resolved.sha256
-    return Path(resolved.path)
+    return _Fetched(resolved, part.url, settings, cache_dir)
 
 
 def _caps() -> dict[str, int]:
@@ -214,11 +236,11 @@ def pull(record: dict[str, Any], into: Path | str, *, force: bool = False,
     pulled = Pulled(into=into, form=form)
     layout = Layout(settings.cache_dir)
     # everything that can fail on the network happens before DIR is touched
-    files: dict[str, Path] = {}  # relative path in DIR -> source (a cache blob)
+    files: dict[str, _Fetched] = {}  # relative path in DIR -> the part (a cache blob)
     texts: dict[str, str] = {}   # relative path in DIR -> text written
-    archive: tuple[Part, Path] | None = None
+    archive: tuple[Part, _Fetched] | None = None
 
-    def fetch(part: Part) -> Path:
+    def fetch(part: Part) -> _Fetched:
         return _resolve(part, settings, pulled, local)
 
     if form == "mlcube":
@@ -282,7 +304,8 @@ def pull(record: dict[str, Any], into: Path | str, *, force: bool = False,
             archive = (part, fetch(part))
     tree = None
     if archive is not None:
-        part, blob = archive
+        part, fetched = archive
+        blob = fetched.path
         sha = pulled.parts[part.name]["sha256"]
         tree, was_cached = trees.cached_tree(layout, blob, sha, label=redact_url(part.url),
                                              **caps)
@@ -291,7 +314,7 @@ def pull(record: dict[str, Any], into: Path | str, *, force: bool = False,
     return pulled
 
 
-def _build(into: Path, force: bool, files: dict[str, Path], texts: dict[str, str],
+def _build(into: Path, force: bool, files: dict[str, _Fetched], texts: dict[str, str],
            tree: Path | None, pulled: Pulled) -> None:
     try:
         into.parent.mkdir(parents=True, exist_ok=True)
@@ -302,8 +325,8 @@ def _build(into: Path, force: bool, files: dict[str, Path], texts: dict[str, str
     try:
         tmp.mkdir()
         (tmp / "workspace").mkdir()
-        for rel, source in files.items():
-            place(source, tmp / rel)
+        for rel, fetched in files.items():
+            fetched.place(tmp / rel)
         for rel, text in texts.items():
             (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
             (tmp / rel).write_text(text, encoding="utf-8")
