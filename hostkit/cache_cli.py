@@ -20,6 +20,7 @@ from pathlib import Path
 
 from .errors import CacheError, UsageError
 from .formatting import (
+    confirm,
     format_age,
     format_size,
     format_table,
@@ -369,7 +370,7 @@ def _delete(cache: Cache, plan: DeletionPlan, args, budget: int | None = None) -
                   f"({format_size(plan.partial_bytes)})")
     done = plan
     if not args.dry_run and not empty:
-        if not _confirm(f"{_summary(plan)}: delete? [y/N] ", args):
+        if not confirm(f"{_summary(plan)}: delete? [y/N] ", assume_yes=args.yes):
             print("nothing deleted", file=sys.stderr)
             return DECLINED
         done = cache.execute(plan)
@@ -415,22 +416,6 @@ def _deletion_dict(cache: Cache, plan: DeletionPlan, dry_run: bool, budget: int 
             "partials_removed": len(plan.partials), "total_bytes": plan.total_after,
             "max_bytes": budget, "pinned_bytes": plan.pinned_bytes,
             "pinned_over_budget": pinned_over}
-
-
-def _interactive() -> bool:
-    return sys.stdin is not None and sys.stdin.isatty()
-
-
-def _confirm(question: str, args) -> bool:
-    """Ask on a terminal; anything but y/yes is no. No terminal or ``-y``: yes, unasked."""
-    if args.yes or not _interactive():
-        return True
-    print(question, end="", file=sys.stderr, flush=True)
-    try:
-        answer = sys.stdin.readline()
-    except (EOFError, KeyboardInterrupt):
-        answer = ""
-    return answer.strip().lower() in ("y", "yes")
 
 
 # -- verify -----------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ plugin's) can use it without pulling in the CLI or making an import cycle.
 from __future__ import annotations
 
 import json
+import sys
 import time
 
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
@@ -96,3 +97,19 @@ _HELP_FORMATTER = None
 def print_json(data) -> None:
     """Print ``data`` as indented JSON (anything not JSON, such as paths, as its str)."""
     print(json.dumps(data, indent=2, default=str))
+
+
+def confirm(question: str, *, assume_yes: bool = False) -> bool:
+    """Ask ``question`` on a terminal; anything but y/yes is no.
+
+    With ``assume_yes`` (``-y``), or when stdin is not a terminal (a script, a pipe,
+    cron), the answer is yes, unasked: scripts keep working as before the prompt.
+    """
+    if assume_yes or sys.stdin is None or not sys.stdin.isatty():
+        return True
+    print(question, end="", file=sys.stderr, flush=True)
+    try:
+        answer = sys.stdin.readline()
+    except (EOFError, KeyboardInterrupt):
+        answer = ""
+    return answer.strip().lower() in ("y", "yes")

@@ -16,6 +16,7 @@ import time
 
 from hostkit.errors import UsageError
 from hostkit.formatting import (
+    confirm,
     format_age,
     format_size,
     format_table,
@@ -214,7 +215,7 @@ async def _prune(args, store, found, budget: int | None, age: float | None) -> i
                                  ", ".join(b.identifiers) or "-"] for b in plan.blobs],
                                right=(1, 2)))
     if not args.dry_run and not empty:
-        if not _confirm(f"{summary}: delete from {found.url}? [y/N] ", args):
+        if not confirm(f"{summary}: delete from {found.url}? [y/N] ", assume_yes=args.yes):
             print("nothing deleted", file=sys.stderr)
             return DECLINED
         await execute_prune(store, plan)
@@ -230,15 +231,3 @@ async def _prune(args, store, found, budget: int | None, age: float | None) -> i
         print(f"{'dry run: ' if args.dry_run else ''}{summary}; {verb} "
               f"{format_size(plan.freed)}; {format_size(plan.total_after)} left in the tier")
     return 0
-
-
-def _confirm(question: str, args) -> bool:
-    """Ask on a terminal; anything but y/yes is no. No terminal or ``-y``: yes, unasked."""
-    if args.yes or sys.stdin is None or not sys.stdin.isatty():
-        return True
-    print(question, end="", file=sys.stderr, flush=True)
-    try:
-        answer = sys.stdin.readline()
-    except (EOFError, KeyboardInterrupt):
-        answer = ""
-    return answer.strip().lower() in ("y", "yes")
