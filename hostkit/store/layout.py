@@ -131,3 +131,15 @@ class Layout:
     def quarantine_path(self, sha256: str, when: float) -> Path:
         """Where a rotten blob is kept for inspection."""
         return self.quarantine_dir / f"{sha256}.{int(when)}"
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (one we may not signal counts as alive): decides
+    whether a partial, a half-built snapshot or a pull's folder was left by a dead run."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True

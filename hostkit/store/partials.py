@@ -27,22 +27,12 @@ from pathlib import Path
 from ..errors import CacheError
 from ..failpoints import failpoint
 from ..hashes import CHUNK, MultiHasher
-from .layout import Layout
+from .layout import Layout, pid_alive
 
 _BATCH_BYTES = CHUNK
 _WINDOW = 4
 _WRITEBACK_EVERY = 16 << 20
 _ACTIVE: set[str] = set()  # partials this process is writing right now
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def partial_owner_alive(part: Path) -> bool:
@@ -52,7 +42,7 @@ def partial_owner_alive(part: Path) -> bool:
         return False
     if owner == os.getpid():
         return str(part) in _ACTIVE
-    return _pid_alive(owner)
+    return pid_alive(owner)
 
 
 def _write_sidecar(path: Path, meta: dict) -> None:

@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import CacheError, UsageError, register
-from .layout import Layout
+from .layout import Layout, pid_alive
 
 #: Longest path and path segment (bytes of UTF-8) a listing may name: Linux's limits.
 MAX_PATH_BYTES = 4095
@@ -268,18 +268,8 @@ def remove_stale(layout: Layout) -> None:
         return
     for leftover in layout.tmp_dir.glob("snap-*.d"):
         owner = Layout.partial_owner(leftover)
-        if owner is not None and owner != os.getpid() and not _alive(owner):
+        if owner is not None and owner != os.getpid() and not pid_alive(owner):
             _remove(leftover)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
 
 
 def _remove(root: Path) -> None:

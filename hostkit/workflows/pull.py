@@ -35,7 +35,7 @@ from ..failpoints import failpoint
 from ..place import place
 from ..redact import redact_url
 from ..store import trees
-from ..store.layout import Layout
+from ..store.layout import Layout, pid_alive
 from .mlcube import ADDITIONAL, IMAGE_DIR, PARAMETERS, read_manifest, singularity_image
 
 #: MLCube-era record: part -> (url field, hash field).
@@ -353,18 +353,8 @@ def _remove_stale(into: Path) -> None:
             pid = int(leftover.name.rsplit(".pull-", 1)[1].split("-")[0])
         except (IndexError, ValueError):
             continue
-        if pid != os.getpid() and not _alive(pid):
+        if pid != os.getpid() and not pid_alive(pid):
             shutil.rmtree(leftover, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
 
 
 def _link_tree(tree: Path, dest: Path) -> None:
