@@ -699,15 +699,9 @@ def _why(exc: BaseException) -> str:
 
 def _quarantine(cache: Cache, path: Path, sha: str) -> Path | None:
     """Move bytes that claimed to be ``sha`` to ``quarantine/`` (deleted if that fails)."""
-    target = cache.layout.quarantine_path(sha, time.time())
-    try:
-        cache.layout.quarantine_dir.mkdir(mode=0o700, exist_ok=True)
-        os.replace(path, target)
-        return target
-    except OSError:
-        with contextlib.suppress(OSError):
-            path.unlink()
-        return None
+    with contextlib.suppress(OSError):  # a read-only cache: the bytes are not used anyway
+        return cache.tier.quarantine_file(path, sha)
+    return None
 
 
 # -- operating the tier (``hostkit tier``) ----------------------------------------------

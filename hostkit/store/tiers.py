@@ -99,6 +99,14 @@ class LocalTier:
         path = self.path(sha256)
         if not path.exists():
             return None
+        return self.quarantine_file(path, sha256)
+
+    def quarantine_file(self, path: Path, sha256: str) -> Path | None:
+        """Move ``path``, bytes that claimed to be ``sha256`` (a blob, or a download that
+        failed its check), to ``quarantine/``; delete it if that fails.
+
+        :raises OSError: it can be neither moved nor deleted (a read-only cache).
+        """
         target = self.layout.quarantine_path(sha256, time.time())
         try:
             self.layout.quarantine_dir.mkdir(mode=0o700, exist_ok=True)
