@@ -48,6 +48,7 @@ from .objectstore import (
     Store,
     after_slashes,
     changed,
+    check_public_url,
     created_meanwhile,
     env_true,
     no_bucket,
@@ -408,24 +409,17 @@ def hostkit_check(ref, remote, context):
 
 async def _check(remote, context):
     from hostkit.hookspecs import Findings, Verdict
-    from hostkit.identifiers import parse_identifier
-
-    from .http import check_url
 
     loc = remote.loc
-    url = remote._store().public_url(loc, loc.version)
-    if url is None:
+    found = await check_public_url(remote, context, private=(
+        f"the blob is private ({loc.identifier()})",
+        "give its container anonymous read access for blobs (`az storage container "
+        "set-permission --public-access blob`), or share it otherwise (e.g. on Synapse)"),
+        pinned=f"pinned to version {loc.version} for hostkit; a plain GET of its URL reads "
+               "the current blob, so the sha256 you submit is what guards it")
+    if found is None:
         return Findings(anonymous=Verdict(
             False, f"{loc.identifier()}: the storage account's endpoint is not known, so "
                    "there is no URL to give MedPerf", "set AZURE_STORAGE_CONNECTION_STRING or "
                    "AZURE_STORAGE_ACCOUNT_NAME"))
-    found = await check_url(parse_identifier(url), context, private=(
-        f"the blob is private ({loc.identifier()})",
-        "give its container anonymous read access for blobs (`az storage container "
-        "set-permission --public-access blob`), or share it otherwise (e.g. on Synapse)"))
-    found.fetch = True  # the caller's own credentials may read what no anonymous GET can
-    if loc.version:
-        found.permanent = Verdict(
-            True, f"pinned to version {loc.version} for hostkit; a plain GET of its URL "
-                  "reads the current blob, so the sha256 you submit is what guards it")
     return found

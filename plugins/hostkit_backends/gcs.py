@@ -57,6 +57,7 @@ from .objectstore import (
     Store,
     after_slashes,
     changed,
+    check_public_url,
     created_meanwhile,
     no_bucket,
     object_store_hooks,
@@ -441,20 +442,10 @@ def hostkit_check(ref, remote, context):
 
 
 async def _check(remote, context):
-    from hostkit.hookspecs import Verdict
-    from hostkit.identifiers import parse_identifier
-
-    from .http import check_url
-
     loc = remote.loc
-    url = remote._store().public_url(loc, loc.version)
-    found = await check_url(parse_identifier(url), context, private=(
+    return await check_public_url(remote, context, private=(
         f"the object is private ({loc.identifier()})",
         "make it publicly readable (grant allUsers the Storage Object Viewer role on the "
         "bucket, or `gcloud storage objects update URL --add-acl-grant=entity=AllUsers,"
-        "role=READER`), or share it otherwise (e.g. on Synapse)"))
-    found.fetch = True  # the caller's own credentials may read what no anonymous GET can
-    if loc.version:
-        found.permanent = Verdict(True, f"pinned to generation {loc.version}: its bytes "
-                                        "cannot change")
-    return found
+        "role=READER`), or share it otherwise (e.g. on Synapse)"),
+        pinned=f"pinned to generation {loc.version}: its bytes cannot change")

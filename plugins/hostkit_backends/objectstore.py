@@ -510,3 +510,28 @@ def changed(display: str, item: str = "object") -> TransientError:
 def env_true(name: str) -> bool:
     """An environment flag set to 1/true/yes/on."""
     return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+async def check_public_url(remote, context, *, private: tuple[str, str],
+                           pinned: str | None = None):
+    """``hostkit check``'s part common to the object stores: probe the object's plain URL
+    with no credential (:func:`hostkit_backends.http.check_url`). Returns its Findings,
+    with ``permanent`` passed as ``pinned`` says for an identifier naming a version; None
+    when the store has no URL to give (an unknown endpoint).
+
+    :param private: the message and fix when no anonymous GET may read the object.
+    """
+    from hostkit.hookspecs import Verdict
+    from hostkit.identifiers import parse_identifier
+
+    from .http import check_url
+
+    loc = remote.loc
+    url = remote._store().public_url(loc, loc.version)
+    if url is None:
+        return None
+    found = await check_url(parse_identifier(url), context, private=private)
+    found.fetch = True  # the caller's own credentials may read what no anonymous GET can
+    if loc.version and pinned:
+        found.permanent = Verdict(True, pinned)
+    return found

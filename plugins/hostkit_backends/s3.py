@@ -67,6 +67,7 @@ from .objectstore import (
     Store,
     after_slashes,
     changed,
+    check_public_url,
     created_meanwhile,
     env_true,
     no_bucket,
@@ -913,19 +914,12 @@ PRIVATE_FIX = ("make it public-read (a bucket policy granting s3:GetObject to ev
 
 async def _check(remote, context):
     from hostkit.hookspecs import Verdict
-    from hostkit.identifiers import parse_identifier
-
-    from .http import check_url
 
     store, loc = remote._store(), remote.loc
-    url = store.public_url(loc, loc.version)
-    found = await check_url(parse_identifier(url), context,
-                            private=(f"the object is private ({loc.identifier()})",
-                                     PRIVATE_FIX))
-    found.fetch = True  # the caller's own keys may read what no anonymous GET can
-    if loc.version:
-        found.permanent = Verdict(True, f"pinned to version {loc.version}: its bytes cannot "
-                                        "change")
+    found = await check_public_url(
+        remote, context, private=(f"the object is private ({loc.identifier()})", PRIVATE_FIX),
+        pinned=f"pinned to version {loc.version}: its bytes cannot change")
+    if found is None or loc.version:
         return found
     try:
         status = await store.versioning(loc)
