@@ -454,9 +454,11 @@ def test_signed_part_urls_never_appear_in_pull_output(origin, packaged, tmp_path
 def test_a_part_pruned_before_it_is_placed_is_resolved_again(origin, packaged, tmp_path):
     """A `cache rm` (or a cron prune) between the parts' resolve and DIR's build: the part
     is resolved again by its sha256 and the pull completes (it failed "cannot build DIR")."""
+    import contextlib
     import signal
     import subprocess
-    import time
+
+    from tests.test_many_faults import _stopped
 
     served = publish(origin, packaged / "assets")
     rec, into = write(tmp_path / "r.json", mlcube_record(served)), tmp_path / "d"
@@ -465,21 +467,14 @@ def test_a_part_pruned_before_it_is_placed_is_resolved_again(origin, packaged, t
                             stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "HOSTKIT_FAILPOINT": "place:SIGSTOP"})
 
-    def stopped() -> bool:
-        with open(f"/proc/{proc.pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "T"
-
     try:
-        deadline = time.monotonic() + 60
-        while not stopped():  # at the first placing: every part is resolved by now
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
-            time.sleep(0.02)
+        _stopped(proc)  # at the first placing: every part is resolved by now
         run_cli("cache", "rm", manifest_sha, "-y", check=True)
         origin.hits.clear()
         while proc.poll() is None:  # each placing stops once more
-            if stopped():
+            with contextlib.suppress(AssertionError):
+                _stopped(proc, timeout=0.5)
                 os.kill(proc.pid, signal.SIGCONT)
-            time.sleep(0.02)
         stdout, stderr = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
