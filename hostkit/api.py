@@ -146,15 +146,10 @@ def resolve(identifier: str, expected: str | None = None, *, offline: bool | Non
     :class:`~hostkit.errors.ContentChanged` error instead, and the cache keeps the
     old bytes.
     """
-    check_output(output)
-    resolved = _resolve_info(identifier, expected, offline=offline, require_hash=require_hash,
-                             cache_dir=cache_dir, progress=progress, settings=settings,
-                             pin=pin, require_same=require_same)
-    _warn_changed(resolved)
-    if output is None:
-        return resolved.path
-    return place_resolved(resolved, Path(output), identifier, settings=settings,
-                          cache_dir=cache_dir, offline=offline, pin=pin).path
+    return _resolved_and_placed(identifier, expected, offline=offline,
+                                require_hash=require_hash, cache_dir=cache_dir,
+                                progress=progress, settings=settings, output=output, pin=pin,
+                                require_same=require_same).path
 
 
 def resolve_info(identifier: str, expected: str | None = None, *, offline: bool | None = None,
@@ -171,11 +166,21 @@ def resolve_info(identifier: str, expected: str | None = None, *, offline: bool 
     identifier, and the one asked for as ``pinned_from``. A change trust on first
     use noticed is in ``changed_from`` (and warned about, as by :func:`resolve`).
     """
+    return _resolved_and_placed(identifier, expected, offline=offline,
+                                require_hash=require_hash, cache_dir=cache_dir,
+                                progress=progress, settings=settings, output=output, pin=pin,
+                                require_same=require_same)
+
+
+def _resolved_and_placed(identifier: str, expected: str | None, *, offline, require_hash,
+                         cache_dir, progress, settings, output, pin, require_same) -> Resolved:
+    """:func:`resolve_info`'s work, shared with :func:`resolve`: resolve, warn about a
+    change (pointing at the caller of the public function), place at ``output``."""
     check_output(output)
     resolved = _resolve_info(identifier, expected, offline=offline, require_hash=require_hash,
                              cache_dir=cache_dir, progress=progress, settings=settings,
                              pin=pin, require_same=require_same)
-    _warn_changed(resolved)
+    _warn_changed(resolved, stacklevel=4)
     if output is None:
         return resolved
     return place_resolved(resolved, Path(output), identifier, settings=settings,

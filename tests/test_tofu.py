@@ -117,9 +117,10 @@ def test_the_api_warns_and_the_resolver_publishes_changed(origin, settings):
         warnings.simplefilter("error")
         hostkit.resolve(url)
     new = origin.add("api.bin", data(1900, 906))
-    with pytest.warns(ContentChangedWarning, match=f"sha256:{old}.*sha256:{new}"):
+    with pytest.warns(ContentChangedWarning, match=f"sha256:{old}.*sha256:{new}") as caught:
         path = hostkit.resolve(url)
     assert path.name == new
+    assert caught[0].filename == __file__  # it points at the caller, not at hostkit
     info = api.resolve_info(url)  # known now: no warning, no change
     assert info.changed_from is None
 
@@ -164,3 +165,16 @@ def test_changes_through_the_daemon(daemon, origin):
     assert out["changed_from"]["sha256"] == old and out["sha256"] == new
     assert f"sha256:{old}" in proc.stderr and f"sha256:{new}" in proc.stderr
     assert _entry(url, "--cache-dir", dcache)["sha256"] == new
+
+
+def test_resolve_info_warns_at_its_caller_too(origin, settings):
+    from hostkit import api
+    from hostkit.errors import ContentChangedWarning
+
+    origin.add("where.bin", data(1100, 909))
+    url = f"{origin.url}/f/where.bin"
+    api.resolve_info(url)
+    new = origin.add("where.bin", data(1200, 910))
+    with pytest.warns(ContentChangedWarning, match=f"sha256:{new}") as caught:
+        api.resolve_info(url)
+    assert caught[0].filename == __file__
