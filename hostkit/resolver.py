@@ -251,7 +251,7 @@ class Resolver:
             # other bytes than recorded (even when another process stored them meanwhile)
             self._publish_changed(remote, entry, resolved.sha256, not same)
             if same:
-                raise _changed(remote.display, entry, resolved.sha256)
+                raise content_changed(remote.display, entry, resolved.sha256)
             log.info("%s changed: sha256:%s (recorded %s) is now sha256:%s", remote.display,
                      entry.sha256, iso_time(entry.created), resolved.sha256)
             resolved.changed_from = {"sha256": entry.sha256,
@@ -525,9 +525,9 @@ class Resolver:
                     return await self._stored(remote, info, part, digests, digest, keep)
                 part.discard()
                 part = PartialDownload(layout, remote.cache_key)
-            info, digests = await self._transfer(remote, digest, part)
+            info, digests = await self.transfer(remote, digest, part)
         except BaseException as exc:
-            self.events.publish(_failed(remote, exc))
+            self.events.publish(failed_event(remote, exc))
             # kept for a later resume unless the failure shows the bytes are no good, or
             # they carry no validator to resume against (a cut, Ctrl-C, a deadline: kept)
             if isinstance(exc, _BYTES_NO_GOOD) or not (
@@ -538,9 +538,13 @@ class Resolver:
             raise
         return await self._stored(remote, info, part, digests, digest, keep)
 
-    async def _transfer(self, remote: Remote, digest: Digest | None,
-                        part) -> tuple[RemoteInfo, dict[str, str]]:
+    async def transfer(self, remote: Remote, digest: Digest | None,
+                       part) -> tuple[RemoteInfo, dict[str, str]]:
         """The download loop: open, append, retry with backoff, resume; return info and digests.
+
+        ``part`` receives the bytes: a :class:`~hostkit.store.partials.PartialDownload`
+        (a file in the cache), or a folder's small file held in memory
+        (:class:`hostkit.small_files.MemoryPart`); both hash as they receive.
 
         Bytes are appended to a partial only when the server answered from the
         offset asked for and vouched, with the partial's own strong validator,
@@ -575,9 +579,10 @@ class Resolver:
                     elif body.offset != part.size:
                         await part.restart()
                     if body.offset == 0:
-                        await _io(part.record, validator=info.validator, total=info.size,
-                                    anonymous=remote.anonymous,
-                                    identifier=remote.display, digests=info.digests)
+                        await part.record_source(validator=info.validator, total=info.size,
+                                                 anonymous=remote.anonymous,
+                                                 identifier=remote.display,
+                                                 digests=info.digests)
                     self.events.publish(DownloadStarted(remote.cache_key, remote.display,
                                                         info.size, part.size))
                     await self._receive(remote, body, part, info.size)
@@ -661,7 +666,7 @@ class Resolver:
         try:
             resolved = await _io(self._store, remote, info, part, digests, digest, keep)
         except BaseException as exc:  # a mismatch with the hash or the server's digests
-            self.events.publish(_failed(remote, exc))
+            self.events.publish(failed_event(remote, exc))
             raise
         self.events.publish(Finished(remote.cache_key, remote.display, resolved.sha256,
                                      resolved.size, part.downloaded))
@@ -688,17 +693,7 @@ class Resolver:
     def _store(self, remote: Remote, info: RemoteInfo, part, digests: dict[str, str],
                digest: Digest | None, keep: bool = False) -> Resolved:
         try:
-            for alg, advertised in info.digests.items():
-                # an alg first advertised after a restart mid-download was not computed: skip it
-                if alg in digests and digests[alg] != advertised:
-                    raise HashMismatch(
-                        remote.display, f"{alg}:{advertised} (advertised by the server)",
-                        f"{alg}:{digests[alg]}",
-                        hint="the bytes were damaged in transit or the server's metadata is "
-                             "wrong; try again")
-            if digest and digests[digest.alg] != digest.hex:
-                raise HashMismatch(remote.display, str(digest),
-                                   f"{digest.alg}:{digests[digest.alg]}")
+            check_digests(remote, info, digests, digest)
             self._refuse_change(remote, digests["sha256"], keep)  # before it is stored
             immutable = remote.immutable or info.immutable
             part.mark_stored(digests["sha256"], immutable)
@@ -728,11 +723,27 @@ class Resolver:
     def _refuse_change(self, remote: Remote, sha256: str, keep: bool) -> None:
         """ContentChanged when ``keep`` and the key's entry holds other bytes (blocking)."""
         if keep and (old := self.cache.entry(remote.cache_key)) and old.sha256 != sha256:
-            raise _changed(remote.display, old, sha256)
+            raise content_changed(remote.display, old, sha256)
 
 
 #: Failures that show the bytes on disk are of no use: the partial is deleted.
 _BYTES_NO_GOOD = (HashMismatch, CacheError, NotFound, NotDirectLink, NotAFile)
+
+
+def check_digests(remote: Remote, info: RemoteInfo, digests: dict[str, str],
+                  digest: Digest | None) -> None:
+    """HashMismatch unless the received bytes' ``digests`` match what the server
+    advertised (``info.digests``) and the caller's ``digest``."""
+    for alg, advertised in info.digests.items():
+        # an alg first advertised after a restart mid-download was not computed: skip it
+        if alg in digests and digests[alg] != advertised:
+            raise HashMismatch(
+                remote.display, f"{alg}:{advertised} (advertised by the server)",
+                f"{alg}:{digests[alg]}",
+                hint="the bytes were damaged in transit or the server's metadata is "
+                     "wrong; try again")
+    if digest and digests[digest.alg] != digest.hex:
+        raise HashMismatch(remote.display, str(digest), f"{digest.alg}:{digests[digest.alg]}")
 
 
 def _deadline_error(display: str, deadline: float | None) -> DeadlineExceeded:
@@ -748,7 +759,7 @@ async def _io(fn, /, *args, **kwargs):
     return await asyncio.to_thread(fn, *args, **kwargs)
 
 
-def _failed(remote: Remote, exc: BaseException) -> Failed:
+def failed_event(remote: Remote, exc: BaseException) -> Failed:
     """The event for a download that ends in ``exc`` (a cancel or Ctrl-C included)."""
     if isinstance(exc, HostkitError):
         return Failed(remote.cache_key, remote.display, exc.kind, exc.message)
@@ -766,7 +777,7 @@ def _flight_key(remote: Remote, keep: bool = False) -> str:
             f"{'+keep' if keep else ''}")
 
 
-def _changed(display: str, old: Entry, new_sha256: str) -> ContentChanged:
+def content_changed(display: str, old: Entry, new_sha256: str) -> ContentChanged:
     """The error of strict trust on first use: ``display`` gave other bytes than ``old``."""
     return ContentChanged(
         display, f"sha256:{old.sha256}", f"sha256:{new_sha256}", iso_time(old.created),

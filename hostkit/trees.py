@@ -45,6 +45,7 @@ from .formatting import iso_time
 from .hashes import Digest
 from .remote import Remote, TreeEntry
 from .results import Progress, Resolved
+from .small_files import SMALL_FILE, SmallFiles
 from .store.index import Entry
 from .store.snapshots import ListingCheck, TreeFile, UnsafeTree, manifest_bytes
 
@@ -257,24 +258,31 @@ async def _fetch_all(resolver: Resolver, remote: Remote, entries: list[TreeEntry
     cache = resolver.cache
     settings = resolver.settings
     slots = asyncio.Semaphore(max(1, settings.tree_jobs))
-    known = await _io(_known_entries, cache, entries)
+    known = await _io(_known_entries, cache, entries, expected)
     total = 0
     stored: list[_Fetched | None] = [None] * len(entries)
     for index, entry in enumerate(entries):
         hit = known[index]
-        if hit is not None and _unchanged(entry, hit, expected.get(entry.path)):
-            stored[index] = _Fetched(TreeFile(entry.path, hit.size, hit.sha256), False,
-                                     hit.anonymous)
+        if hit.stored and hit.entry is not None and \
+                _unchanged(entry, hit.entry, expected.get(entry.path)):
+            stored[index] = _Fetched(TreeFile(entry.path, hit.entry.size, hit.entry.sha256),
+                                     False, hit.entry.anonymous)
     meter = _TreeMeter(resolver, remote, entries, stored, progress)
     fetched_bytes = 0
+    # the shared tier works blob by blob: with one, every file takes the single-file path
+    small = None if settings.tier else SmallFiles(resolver, looked=looked, same=same)
 
     async def one(index: int, entry: TreeEntry) -> None:
         nonlocal fetched_bytes
         want = expected.get(entry.path)
+        digest = Digest("sha256", want) if want else None
         async with slots:
-            resolved = await resolver.resolve_file(
-                entry.remote, Digest("sha256", want) if want else None, looked=looked,
-                same=same)
+            if small is not None and entry.size is not None and entry.size <= SMALL_FILE \
+                    and not known[index].wanted_stored:
+                resolved = await small.fetch(entry.remote, digest, known[index].entry)
+            else:
+                resolved = await resolver.resolve_file(entry.remote, digest, looked=looked,
+                                                       same=same)
         fetched_bytes += resolved.size
         if fetched_bytes + total > settings.tree_max_bytes:
             raise _too_large(remote.display, f"more than {settings.tree_max_bytes} bytes",
@@ -289,11 +297,25 @@ async def _fetch_all(resolver: Resolver, remote: Remote, entries: list[TreeEntry
     try:
         if todo:
             log.info("%s: %d of %d files to fetch", remote.display, len(todo), len(entries))
-            async with asyncio.TaskGroup() as group:
-                for index, entry in todo:
-                    group.create_task(one(index, entry))
-    except BaseExceptionGroup as group:
-        raise _first(group) from None
+            try:
+                async with asyncio.TaskGroup() as group:
+                    for index, entry in todo:
+                        group.create_task(one(index, entry))
+            except BaseExceptionGroup as group:
+                failure = _first(group)
+                if small is not None:
+                    if isinstance(failure, asyncio.CancelledError):
+                        small.abandon()
+                    else:  # the small files fetched so far are kept: a rerun does not fetch them
+                        with contextlib.suppress(Exception):
+                            await small.close()
+                raise failure from None
+            except BaseException:  # cancelled from outside
+                if small is not None:
+                    small.abandon()
+                raise
+            if small is not None:
+                await small.close()
     finally:
         meter.close()
     return [s for s in stored if s is not None]
@@ -309,13 +331,26 @@ def _first(group: BaseExceptionGroup) -> BaseException:
     return group.exceptions[0]
 
 
-def _known_entries(cache, entries: list[TreeEntry]) -> list[Entry | None]:
-    """The index entry of each file, when its blob is stored (blocking)."""
-    out: list[Entry | None] = []
+@dataclass
+class _Known:
+    """What the cache knows of a listed file before anything is fetched."""
+
+    #: Its index entry, if any.
+    entry: Entry | None
+    #: Whether that entry's blob is stored.
+    stored: bool
+    #: Whether the blob a pinned manifest names for it is stored (a cache answer, then).
+    wanted_stored: bool
+
+
+def _known_entries(cache, entries: list[TreeEntry], expected: dict[str, str]) -> list[_Known]:
+    """What the cache knows of each listed file (blocking)."""
+    out: list[_Known] = []
     for entry in entries:
         found = cache.entry(entry.remote.cache_key)
-        out.append(found if found is not None and cache.blob(found.sha256) is not None
-                   else None)
+        want = expected.get(entry.path)
+        out.append(_Known(found, found is not None and cache.blob(found.sha256) is not None,
+                          want is not None and cache.blob(want) is not None))
     return out
 
 

@@ -130,6 +130,21 @@ class Blob:
     path: Path
 
 
+@dataclass
+class StoredFile:
+    """A blob just moved into place and the entry to point at it (:meth:`Index.add_files`)."""
+
+    key: str
+    identifier: str
+    sha256: str
+    size: int
+    digests: dict[str, str]
+    validator: str | None
+    immutable: bool
+    verified: bool
+    anonymous: bool
+
+
 class Index:
     """The SQLite index of the cache at ``layout``. Safe across threads and processes."""
 
@@ -476,12 +491,8 @@ class Index:
 
     def add_blob_row(self, sha256: str, size: int, digests: dict[str, str]) -> dict[str, str]:
         """Record a stored blob (or its new use); return every digest now known for it."""
-        now = time.time()
         with self._tx() as db:
-            db.execute("INSERT OR IGNORE INTO blobs(sha256,size,digests,created,accessed) "
-                       "VALUES(?,?,'{}',?,?)", (sha256, size, now, now))
-            db.execute("UPDATE blobs SET accessed=? WHERE sha256=?", (now, sha256))
-            return _merge_digests(db, sha256, digests)
+            return _add_blob(db, sha256, size, digests, time.time())
 
     def add_digests(self, sha256: str, digests: dict[str, str]) -> None:
         """Record more digests for an existing blob (after a re-hash)."""
@@ -495,22 +506,22 @@ class Index:
         ``created`` is when the key got its current bytes: kept while the sha256 stays,
         reset when it changes (trust on first use reports it as the old bytes' time).
         """
+        with self._tx() as db:
+            _put_entry(db, key, identifier, blob.sha256, blob.size, validator, immutable,
+                       verified, anonymous, time.time())
+        return self.entry(key)  # type: ignore[return-value]
+
+    def add_files(self, files: list[StoredFile]) -> list[dict[str, str]]:
+        """Record many stored blobs and point each one's key at it, in one transaction
+        (a folder's small files: one commit for the batch); return each blob's digests."""
         now = time.time()
         with self._tx() as db:
-            db.execute(
-                "INSERT INTO entries(key,identifier,sha256,size,validator,immutable,verified,"
-                "pinned,anonymous,created,accessed,checked) VALUES(?,?,?,?,?,?,?,0,?,?,?,?) "
-                "ON CONFLICT(key) DO UPDATE SET identifier=excluded.identifier, "
-                "sha256=excluded.sha256, size=excluded.size, validator=excluded.validator, "
-                "immutable=excluded.immutable, anonymous=excluded.anonymous, "
-                "verified=MAX(excluded.verified, CASE WHEN entries.sha256=excluded.sha256 "
-                "THEN entries.verified ELSE 0 END), "
-                "created=CASE WHEN entries.sha256=excluded.sha256 THEN entries.created "
-                "ELSE excluded.created END, "
-                "accessed=excluded.accessed, checked=excluded.checked",
-                (key, identifier, blob.sha256, blob.size, validator, int(immutable),
-                 int(verified), int(anonymous), now, now, now))
-        return self.entry(key)  # type: ignore[return-value]
+            merged = []
+            for f in files:
+                merged.append(_add_blob(db, f.sha256, f.size, f.digests, now))
+                _put_entry(db, f.key, f.identifier, f.sha256, f.size, f.validator,
+                           f.immutable, f.verified, f.anonymous, now)
+            return merged
 
     def touch(self, sha256: str, key: str | None = None, *, checked: bool = False) -> None:
         """Record a use (for LRU eviction); ``checked`` also records a revalidation.
@@ -650,6 +661,34 @@ def _make_private(path: Path, mode: int) -> None:
         st = path.stat()
         if st.st_uid == os.getuid() and st.st_mode & 0o077:
             os.chmod(path, mode)
+
+
+def _add_blob(db: sqlite3.Connection, sha256: str, size: int, digests: dict[str, str],
+              now: float) -> dict[str, str]:
+    """Insert or touch a blob row and merge its digests (inside a transaction)."""
+    db.execute("INSERT OR IGNORE INTO blobs(sha256,size,digests,created,accessed) "
+               "VALUES(?,?,'{}',?,?)", (sha256, size, now, now))
+    db.execute("UPDATE blobs SET accessed=? WHERE sha256=?", (now, sha256))
+    return _merge_digests(db, sha256, digests)
+
+
+def _put_entry(db: sqlite3.Connection, key: str, identifier: str, sha256: str, size: int,
+               validator: str | None, immutable: bool, verified: bool, anonymous: bool,
+               now: float) -> None:
+    """Insert or update an entry row (inside a transaction); see :meth:`Index.put_entry`."""
+    db.execute(
+        "INSERT INTO entries(key,identifier,sha256,size,validator,immutable,verified,"
+        "pinned,anonymous,created,accessed,checked) VALUES(?,?,?,?,?,?,?,0,?,?,?,?) "
+        "ON CONFLICT(key) DO UPDATE SET identifier=excluded.identifier, "
+        "sha256=excluded.sha256, size=excluded.size, validator=excluded.validator, "
+        "immutable=excluded.immutable, anonymous=excluded.anonymous, "
+        "verified=MAX(excluded.verified, CASE WHEN entries.sha256=excluded.sha256 "
+        "THEN entries.verified ELSE 0 END), "
+        "created=CASE WHEN entries.sha256=excluded.sha256 THEN entries.created "
+        "ELSE excluded.created END, "
+        "accessed=excluded.accessed, checked=excluded.checked",
+        (key, identifier, sha256, size, validator, int(immutable), int(verified),
+         int(anonymous), now, now, now))
 
 
 def _merge_digests(db: sqlite3.Connection, sha256: str, digests: dict[str, str]) -> dict:

@@ -17,6 +17,7 @@ import asyncio
 import collections
 import contextlib
 import errno
+import functools
 import json
 import os
 import secrets
@@ -211,7 +212,7 @@ class PartialDownload:
         try:
             self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600)
         except OSError as exc:
-            raise _cache_error(exc, self.layout) from None
+            raise write_error(exc, self.layout.root) from None
         self.size = min(offset, self.size)
         await self._run(self._rehash_prefix)
         self._resumed_from = self.size
@@ -234,6 +235,10 @@ class PartialDownload:
                      "anonymous": anonymous}
         with contextlib.suppress(OSError):
             _write_sidecar(Layout.sidecar(self.path), self.meta)
+
+    async def record_source(self, **meta) -> None:
+        """:meth:`record` in the writer thread (the download loop calls this)."""
+        await self._run(functools.partial(self.record, **meta))
 
     def mark_stored(self, sha256: str, immutable: bool) -> None:
         """Note in the sidecar that the blob is about to be moved in place.
@@ -290,7 +295,7 @@ class PartialDownload:
                 while rest:
                     rest = rest[os.write(self._fd, rest):]
         except OSError as exc:
-            raise _cache_error(exc, self.layout) from None
+            raise write_error(exc, self.layout.root) from None
         self._written += total
         if self._written - self._flushed >= _WRITEBACK_EVERY:
             # start writing back to disk now so the final fsync has little left to wait for
@@ -368,10 +373,11 @@ def _start_writeback(fd: int, offset: int, nbytes: int) -> None:
         _sync_file_range(fd, offset, nbytes, _SYNC_FILE_RANGE_WRITE)
 
 
-def _cache_error(exc: OSError, layout: Layout) -> CacheError:
+def write_error(exc: OSError, root: Path) -> CacheError:
+    """The CacheError for a failed write under the cache at ``root`` (disk full, or why)."""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return CacheError(f"disk full while writing to the cache at {layout.root}",
+        return CacheError(f"disk full while writing to the cache at {root}",
                           hint="free space, run `hostkit cache prune --max-size SIZE`, "
                                "or set HOSTKIT_CACHE_DIR to a bigger disk; nothing was cached")
-    return CacheError(f"cannot write to the cache at {layout.root}: {exc.strerror or exc}",
+    return CacheError(f"cannot write to the cache at {root}: {exc.strerror or exc}",
                       hint="check permissions or set HOSTKIT_CACHE_DIR")

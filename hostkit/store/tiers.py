@@ -87,6 +87,26 @@ class LocalTier:
         _fsync_dir(final.parent)
         return final
 
+    def put_many(self, files: list[tuple[Path, str]]) -> list[Path]:
+        """:meth:`put` for many ``(temp, sha256)``, with one directory fsync for all of them.
+
+        :raises OSError: a rename or the directory fsync failed (files moved before it
+            stay moved: the caller indexes or removes them).
+        """
+        finals = []
+        for temp, sha256 in files:
+            final = self.path(sha256)
+            finals.append(final)
+            with contextlib.suppress(OSError):
+                if final.stat().st_size == temp.stat().st_size:
+                    temp.unlink()
+                    continue
+            os.chmod(temp, 0o400)
+            os.replace(temp, final)
+        if finals:
+            _fsync_dir(self.layout.blob_dir)
+        return finals
+
     def remove(self, sha256: str) -> None:
         """Delete the file."""
         self.path(sha256).unlink(missing_ok=True)

@@ -1,0 +1,205 @@
+"""A folder's small files: fetched whole into memory, stored in batches.
+
+A folder of a thousand 64 KiB files spends its time per file, not per byte: the
+single-file path gives each one a lock file, a resume sidecar, a partial file
+with its own writer and hasher threads, two fsyncs and two index transactions.
+For a listed file whose size is known and at most :data:`SMALL_FILE`,
+:mod:`hostkit.trees` uses this path instead:
+
+- the same download loop (:meth:`hostkit.resolver.Resolver.transfer`: retries with
+  backoff, stalls, truncation, If-Range resumes within the run), received into
+  memory and hashed as it arrives (:class:`MemoryPart`);
+- the same checks: the server's advertised digests (an S3 ETag's md5), a pinned
+  sha256 from the folder's manifest, strict trust on first use;
+- stored with the others in batches (:meth:`hostkit.store.cache.Cache.add_small_files`):
+  every file written and fsynced, all moved in with one directory fsync, indexed in
+  one transaction. A blob appears whole and verified, as on the single-file path.
+
+What it leaves out, on purpose: a small file is never resumed across runs (a killed
+run fetches again the files of its last batch: at most :data:`BATCH_BYTES`, fetched
+in the last :data:`BATCH_SECONDS`), and two
+processes fetching the same folder at the same moment may both fetch a small file
+(it is stored once). A download of the same file already running in this process
+is joined, and a file that turns out larger than :data:`SMALL_FILE` (a Git LFS
+pointer listed by its pointer's size) goes through the single-file path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import TYPE_CHECKING
+
+from .events import Changed, Finished
+from .hashes import Digest, MultiHasher
+from .results import Resolved
+from .store.index import Entry, StoredFile
+
+if TYPE_CHECKING:
+    from .remote import Remote
+    from .resolver import Resolver
+
+#: Files of at most this many bytes (by the listing) take the small-file path.
+SMALL_FILE = 1 << 20
+#: A batch is stored once it holds this many bytes or :data:`BATCH_FILES` files.
+BATCH_BYTES = 8 << 20
+BATCH_FILES = 256
+#: ... or once its first file has waited this many seconds (what a killed run can lose).
+BATCH_SECONDS = 0.5
+
+
+class _TooLarge(Exception):
+    """The file is larger than the listing said: it takes the single-file path instead."""
+
+
+class MemoryPart:
+    """A small file received into memory, hashed as it arrives.
+
+    The part the download loop (:meth:`hostkit.resolver.Resolver.transfer`) writes
+    into, as it writes into a :class:`~hostkit.store.partials.PartialDownload`; it
+    refuses more than ``limit`` bytes (:class:`_TooLarge`).
+    """
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.size = 0
+        self.meta: dict = {}
+        self._chunks: list[bytes] = []
+        self._hasher = MultiHasher()
+        self._algs: tuple[str, ...] = ()
+
+    @property
+    def validator(self) -> str | None:
+        """The validator the bytes so far came under (a resume within the run uses it)."""
+        return self.meta.get("validator")
+
+    @property
+    def downloaded(self) -> int:
+        """Bytes received (all of them: a small file never resumes across runs)."""
+        return self.size
+
+    def forget_validator(self) -> None:
+        """The bytes so far cannot be resumed: the next request starts from byte 0."""
+        self.meta = {**self.meta, "validator": None}
+
+    async def start(self, algs, offset: int) -> None:
+        """Begin receiving (``offset`` is 0: nothing is kept across runs)."""
+        self._algs = tuple(algs)
+        await self.restart()
+
+    async def restart(self) -> None:
+        """Drop the bytes so far."""
+        self._chunks = []
+        self.size = 0
+        self._hasher = MultiHasher(self._algs)
+
+    async def record_source(self, *, validator: str | None, total: int | None, **_) -> None:
+        """Note what the server said of the object; too large for memory: :class:`_TooLarge`."""
+        if total is not None and total > self.limit:
+            raise _TooLarge
+        self.meta = {"validator": validator, "size": total}
+
+    async def write(self, chunk: bytes) -> None:
+        """Keep and hash ``chunk``."""
+        self.size += len(chunk)
+        if self.size > self.limit:
+            raise _TooLarge
+        self._hasher.update(chunk)
+        self._chunks.append(chunk)
+
+    async def finish(self) -> dict[str, str]:
+        """The digests of every byte received."""
+        return self._hasher.hexdigests()
+
+    def data(self) -> bytes:
+        """The bytes received."""
+        return b"".join(self._chunks)
+
+
+class SmallFiles:
+    """The small files of one folder resolve, fetched into memory and stored in batches.
+
+    :meth:`fetch` each file, then :meth:`close` once all are fetched (or :meth:`abandon`
+    on a cancel): a fetched file is stored, and its blob path valid, only after the
+    batch that takes it is flushed.
+    """
+
+    def __init__(self, resolver: Resolver, *, looked: float, same: bool):
+        self.resolver = resolver
+        self.looked = looked
+        self.same = same
+        self._pending: list[tuple[bytes, StoredFile, Remote]] = []
+        self._bytes = 0
+        self._flushing = asyncio.Lock()
+        self._closed = asyncio.Event()
+        self._timer: asyncio.Task | None = None
+
+    async def fetch(self, remote: Remote, digest: Digest | None, old: Entry | None) -> Resolved:
+        """Fetch and verify one small file; it is stored with its batch.
+
+        ``old`` is the file's index entry, if any (trust on first use compares with it).
+        """
+        resolver = self.resolver
+        if resolver.download_for(remote.cache_key) is not None:  # join it
+            return await resolver.resolve_file(remote, digest, looked=self.looked,
+                                               same=self.same)
+        from .resolver import check_digests, content_changed, failed_event
+
+        part = MemoryPart(SMALL_FILE)
+        try:
+            info, digests = await resolver.transfer(remote, digest, part)
+            check_digests(remote, info, digests, digest)
+            sha = digests["sha256"]
+            if digest is None and old is not None and old.sha256 != sha:
+                resolver.events.publish(Changed(remote.cache_key, remote.display, old.sha256,
+                                                sha, old.created, not self.same))
+                if self.same:
+                    raise content_changed(remote.display, old, sha)
+        except _TooLarge:
+            return await resolver.resolve_file(remote, digest, looked=self.looked,
+                                               same=self.same)
+        except BaseException as exc:
+            resolver.events.publish(failed_event(remote, exc))
+            raise
+        resolver.stats["misses"] += 1
+        resolver.stats["downloads"] += 1
+        data = part.data()
+        self._pending.append((data, StoredFile(
+            remote.cache_key, remote.display, sha, len(data), digests, info.validator,
+            remote.immutable or info.immutable, digest is not None, remote.anonymous), remote))
+        self._bytes += len(data)
+        if self._bytes >= BATCH_BYTES or len(self._pending) >= BATCH_FILES:
+            await self.flush()
+        elif self._timer is None or self._timer.done():
+            self._timer = asyncio.get_running_loop().create_task(self._flush_soon())
+        return Resolved(resolver.cache.blob_path(sha), sha, len(data), False, remote.display,
+                        digest is not None, digests)
+
+    async def _flush_soon(self) -> None:
+        with contextlib.suppress(TimeoutError):  # close() wakes it early
+            await asyncio.wait_for(self._closed.wait(), BATCH_SECONDS)
+        await self.flush()
+
+    async def close(self) -> None:
+        """Store every file fetched so far; the batch timer stops."""
+        self._closed.set()
+        if self._timer is not None:
+            await self._timer
+        await self.flush()
+
+    def abandon(self) -> None:
+        """Stop the batch timer without storing (the resolve was cancelled)."""
+        if self._timer is not None:
+            self._timer.cancel()
+
+    async def flush(self) -> None:
+        """Store every file fetched so far (one batch; see the module)."""
+        async with self._flushing:
+            batch, self._pending, self._bytes = self._pending, [], 0
+            if not batch:
+                return
+            await asyncio.to_thread(self.resolver.cache.add_small_files,
+                                    [(data, stored) for data, stored, _ in batch])
+        for _, stored, remote in batch:
+            self.resolver.events.publish(Finished(remote.cache_key, remote.display,
+                                                  stored.sha256, stored.size, stored.size))
