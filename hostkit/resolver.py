@@ -57,7 +57,6 @@ from .events import (
     Changed,
     DownloadStarted,
     EventBus,
-    Failed,
     Finished,
     Hit,
     Progressed,
@@ -68,6 +67,7 @@ from .failpoints import failpoint
 from .formatting import iso_time
 from .hashes import Digest, hash_file, parse_hash
 from .identifiers import Ref, parse_identifier
+from .outcomes import check_digests, content_changed, failed_event
 from .remote import Context, Remote, RemoteInfo, strong_validator
 from .results import Progress, ProgressListener, Resolved
 from .settings import Settings, load_settings
@@ -730,22 +730,6 @@ class Resolver:
 _BYTES_NO_GOOD = (HashMismatch, CacheError, NotFound, NotDirectLink, NotAFile)
 
 
-def check_digests(remote: Remote, info: RemoteInfo, digests: dict[str, str],
-                  digest: Digest | None) -> None:
-    """HashMismatch unless the received bytes' ``digests`` match what the server
-    advertised (``info.digests``) and the caller's ``digest``."""
-    for alg, advertised in info.digests.items():
-        # an alg first advertised after a restart mid-download was not computed: skip it
-        if alg in digests and digests[alg] != advertised:
-            raise HashMismatch(
-                remote.display, f"{alg}:{advertised} (advertised by the server)",
-                f"{alg}:{digests[alg]}",
-                hint="the bytes were damaged in transit or the server's metadata is "
-                     "wrong; try again")
-    if digest and digests[digest.alg] != digest.hex:
-        raise HashMismatch(remote.display, str(digest), f"{digest.alg}:{digests[digest.alg]}")
-
-
 def _deadline_error(display: str, deadline: float | None) -> DeadlineExceeded:
     return DeadlineExceeded(
         f"{display}: not resolved within the {deadline:g} s deadline",
@@ -759,31 +743,12 @@ async def _io(fn, /, *args, **kwargs):
     return await asyncio.to_thread(fn, *args, **kwargs)
 
 
-def failed_event(remote: Remote, exc: BaseException) -> Failed:
-    """The event for a download that ends in ``exc`` (a cancel or Ctrl-C included)."""
-    if isinstance(exc, HostkitError):
-        return Failed(remote.cache_key, remote.display, exc.kind, exc.message)
-    if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt):
-        return Failed(remote.cache_key, remote.display, "cancelled",
-                      "the download was stopped; its partial file is kept for a resume")
-    return Failed(remote.cache_key, remote.display, "error", type(exc).__name__)
-
-
 def _flight_key(remote: Remote, keep: bool = False) -> str:
     """Downloads are shared per cache key, but never between anonymous and credentialed
     requests: each must get what its own credentials (or none) give; nor between
     strict trust on first use (``keep``: changed bytes refused) and the rest."""
     return (f"{remote.cache_key} {'anonymous' if remote.anonymous else 'credentialed'}"
             f"{'+keep' if keep else ''}")
-
-
-def content_changed(display: str, old: Entry, new_sha256: str) -> ContentChanged:
-    """The error of strict trust on first use: ``display`` gave other bytes than ``old``."""
-    return ContentChanged(
-        display, f"sha256:{old.sha256}", f"sha256:{new_sha256}", iso_time(old.created),
-        hint="if the change is expected, resolve once without --require-same "
-             "(HOSTKIT_REQUIRE_SAME=0) to accept the new bytes; to keep using the old ones, "
-             f"pass --hash sha256:{old.sha256}")
 
 
 def _algs(digest: Digest | None, info: RemoteInfo) -> list[str]:

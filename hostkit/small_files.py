@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 
 from .events import Changed, Finished
 from .hashes import Digest, MultiHasher
+from .outcomes import check_digests, content_changed, failed_event
 from .results import Resolved
 from .store.index import Entry, StoredFile
 
@@ -143,8 +144,6 @@ class SmallFiles:
         if resolver.download_for(remote.cache_key) is not None:  # join it
             return await resolver.resolve_file(remote, digest, looked=self.looked,
                                                same=self.same)
-        from .resolver import check_digests, content_changed, failed_event
-
         part = MemoryPart(SMALL_FILE)
         try:
             info, digests = await resolver.transfer(remote, digest, part)
