@@ -11,6 +11,7 @@ network is async.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -276,16 +277,30 @@ class Context:
 
     @staticmethod
     def proxy_for(url) -> dict:
-        """``proxy``/``proxy_auth`` request arguments from HTTP(S)_PROXY and NO_PROXY."""
-        import contextlib as _contextlib
+        """``proxy``/``proxy_auth`` request arguments from HTTP(S)_PROXY and NO_PROXY.
 
-        from aiohttp.helpers import get_env_proxy_for_url
+        aiohttp's lookup reads the whole environment and ``~/.netrc`` on every call
+        (a tenth of a small file's CPU): its answer is kept per scheme and host for as
+        long as the variables it reads stay the same.
+        """
         from yarl import URL
 
-        with _contextlib.suppress(LookupError):
-            proxy, proxy_auth = get_env_proxy_for_url(URL(str(url), encoded=True))
-            return {"proxy": proxy, "proxy_auth": proxy_auth}
-        return {}
+        target = URL(str(url), encoded=True)
+        env = tuple(os.environ.get(name) for name in _PROXY_VARIABLES)
+        memo = (env, target.scheme, target.host)
+        found = _PROXIES.get(memo)
+        if found is None:
+            from aiohttp.helpers import get_env_proxy_for_url
+
+            try:
+                proxy, proxy_auth = get_env_proxy_for_url(target)
+                found = {"proxy": proxy, "proxy_auth": proxy_auth}
+            except LookupError:
+                found = {}
+            if len(_PROXIES) > 1024:
+                _PROXIES.clear()
+            _PROXIES[memo] = found
+        return found
 
     async def aclose(self) -> None:
         """Close pooled connections and the backends' clients."""
@@ -296,6 +311,12 @@ class Context:
         if self._http is not None and not self._http.closed:
             await self._http.close()
 
+
+#: The variables aiohttp's proxy lookup reads (urllib's ``getproxies``, ``no_proxy``, netrc).
+_PROXY_VARIABLES = ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "ws_proxy",
+                    "WS_PROXY", "wss_proxy", "WSS_PROXY", "no_proxy", "NO_PROXY", "NETRC",
+                    "HOME", "REQUEST_METHOD")
+_PROXIES: dict[tuple, dict] = {}
 
 #: Connections the shared HTTP session opens at once; further requests wait for one.
 HTTP_CONNECTIONS = 64

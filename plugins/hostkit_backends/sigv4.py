@@ -16,6 +16,7 @@ roles, expiring keys) is left to botocore's chain.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import os
@@ -93,6 +94,15 @@ def _hmac(key: bytes, text: str) -> bytes:
     return hmac.new(key, text.encode(), hashlib.sha256).digest()
 
 
+@functools.lru_cache(maxsize=16)
+def _signing_key(secret_key: str, day: str, region: str, service: str) -> bytes:
+    """SigV4's key for one day, region and service (four HMACs: kept, as botocore does not)."""
+    key = _hmac(f"AWS4{secret_key}".encode(), day)
+    for part in (region, service, "aws4_request"):
+        key = _hmac(key, part)
+    return key
+
+
 def sign(credentials: StaticCredentials, method: str, url: str, headers: dict[str, str],
          region: str, *, payload: str = EMPTY_SHA256, service: str = "s3",
          now: datetime | None = None) -> dict[str, str]:
@@ -123,9 +133,7 @@ def sign(credentials: StaticCredentials, method: str, url: str, headers: dict[st
     scope = f"{stamp[:8]}/{region}/{service}/aws4_request"
     to_sign = "\n".join(["AWS4-HMAC-SHA256", stamp, scope,
                          hashlib.sha256(canonical.encode()).hexdigest()])
-    key = _hmac(f"AWS4{credentials.secret_key}".encode(), stamp[:8])
-    for part in (region, service, "aws4_request"):
-        key = _hmac(key, part)
+    key = _signing_key(credentials.secret_key, stamp[:8], region, service)
     signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
     out["Authorization"] = (f"AWS4-HMAC-SHA256 Credential={credentials.access_key}/{scope}, "
                             f"SignedHeaders={signed_headers}, Signature={signature}")
