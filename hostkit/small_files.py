@@ -27,7 +27,6 @@ pointer listed by its pointer's size) goes through the single-file path.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import TYPE_CHECKING
 
 from .events import Changed, Finished
@@ -43,10 +42,12 @@ if TYPE_CHECKING:
 #: Files of at most this many bytes (by the listing) take the small-file path.
 SMALL_FILE = 1 << 20
 #: A batch is stored once it holds this many bytes or :data:`BATCH_FILES` files.
-BATCH_BYTES = 8 << 20
-BATCH_FILES = 256
+BATCH_BYTES = 4 << 20
+BATCH_FILES = 64
 #: ... or once its first file has waited this many seconds (what a killed run can lose).
 BATCH_SECONDS = 0.5
+#: Fetching waits for the disk while this many bytes are held in memory.
+HELD_BYTES = 8 * BATCH_BYTES
 
 
 class _TooLarge(Exception):
@@ -122,7 +123,9 @@ class SmallFiles:
 
     :meth:`fetch` each file, then :meth:`close` once all are fetched (or :meth:`abandon`
     on a cancel): a fetched file is stored, and its blob path valid, only after the
-    batch that takes it is flushed.
+    batch that takes it is stored. Batches are stored in a worker thread, one at a
+    time, while the next one is fetched; fetching waits only when
+    :data:`HELD_BYTES` are held in memory.
     """
 
     def __init__(self, resolver: Resolver, *, looked: float, same: bool):
@@ -130,9 +133,9 @@ class SmallFiles:
         self.looked = looked
         self.same = same
         self._pending: list[tuple[bytes, StoredFile, Remote]] = []
-        self._bytes = 0
-        self._flushing = asyncio.Lock()
-        self._closed = asyncio.Event()
+        self._bytes = 0  # held: pending, and in the batch being stored
+        self._storing: asyncio.Task | None = None
+        self._failed: BaseException | None = None
         self._timer: asyncio.Task | None = None
 
     async def fetch(self, remote: Remote, digest: Digest | None, old: Entry | None) -> Resolved:
@@ -168,37 +171,62 @@ class SmallFiles:
             remote.immutable or info.immutable, digest is not None, remote.anonymous), remote))
         self._bytes += len(data)
         if self._bytes >= BATCH_BYTES or len(self._pending) >= BATCH_FILES:
-            await self.flush()
+            self._store_soon()
         elif self._timer is None or self._timer.done():
-            self._timer = asyncio.get_running_loop().create_task(self._flush_soon())
+            self._timer = asyncio.get_running_loop().create_task(self._store_later())
+        while self._bytes >= HELD_BYTES and self._storing is not None:
+            await asyncio.shield(self._storing)  # memory stays flat: wait for the disk
+        if self._failed is not None:
+            raise self._failed
         return Resolved(resolver.cache.blob_path(sha), sha, len(data), False, remote.display,
                         digest is not None, digests)
 
-    async def _flush_soon(self) -> None:
-        with contextlib.suppress(TimeoutError):  # close() wakes it early
-            await asyncio.wait_for(self._closed.wait(), BATCH_SECONDS)
-        await self.flush()
+    def _store_soon(self) -> None:
+        """Start storing what is pending, unless a batch is being stored (it goes on)."""
+        if self._storing is None:
+            self._storing = asyncio.get_running_loop().create_task(self._store_all())
+
+    async def _store_later(self) -> None:
+        await asyncio.sleep(BATCH_SECONDS)
+        self._store_soon()
+
+    async def _store_all(self) -> None:
+        """Store batch after batch until nothing is pending; keep the first failure."""
+        try:
+            while self._pending and self._failed is None:
+                batch, self._pending = self._pending, []
+                try:
+                    await asyncio.to_thread(self.resolver.cache.add_small_files,
+                                            [(data, stored) for data, stored, _ in batch])
+                except Exception as exc:
+                    self._failed = exc
+                    return
+                finally:
+                    self._bytes -= sum(len(data) for data, _, _ in batch)
+                for _, stored, remote in batch:
+                    self.resolver.events.publish(Finished(
+                        remote.cache_key, remote.display, stored.sha256, stored.size,
+                        stored.size))
+        finally:
+            self._storing = None
 
     async def close(self) -> None:
-        """Store every file fetched so far; the batch timer stops."""
-        self._closed.set()
-        if self._timer is not None:
-            await self._timer
-        await self.flush()
+        """Store every file fetched so far; the batch timer stops.
 
-    def abandon(self) -> None:
-        """Stop the batch timer without storing (the resolve was cancelled)."""
+        :raises CacheError: a batch could not be stored.
+        """
         if self._timer is not None:
             self._timer.cancel()
+        while self._storing is not None:
+            await self._storing
+        self._store_soon()
+        if self._storing is not None:
+            await self._storing
+        if self._failed is not None:
+            raise self._failed
 
-    async def flush(self) -> None:
-        """Store every file fetched so far (one batch; see the module)."""
-        async with self._flushing:
-            batch, self._pending, self._bytes = self._pending, [], 0
-            if not batch:
-                return
-            await asyncio.to_thread(self.resolver.cache.add_small_files,
-                                    [(data, stored) for data, stored, _ in batch])
-        for _, stored, remote in batch:
-            self.resolver.events.publish(Finished(remote.cache_key, remote.display,
-                                                  stored.sha256, stored.size, stored.size))
+    def abandon(self) -> None:
+        """Stop the batch timer without storing (the resolve was cancelled); a batch being
+        stored in a worker thread is stored all the same."""
+        if self._timer is not None:
+            self._timer.cancel()

@@ -253,11 +253,14 @@ def _too_large(shown: str, what: str, variable: str) -> UnsafeTree:
 async def _fetch_all(resolver: Resolver, remote: Remote, entries: list[TreeEntry],
                      expected: dict[str, str], progress: Progress | None, looked: float,
                      same: bool) -> list[_Fetched]:
-    """Every file through the single-file path, ``tree_jobs`` at a time; the first failure
-    stops the rest (their bytes so far stay for a resume)."""
+    """Every file through the single-file path, ``tree_jobs`` at a time (and as many small
+    files through :mod:`hostkit.small_files`); the first failure stops the rest (their
+    bytes so far stay for a resume)."""
     cache = resolver.cache
     settings = resolver.settings
+    # small files take their own slots: a few large downloads do not hold them up
     slots = asyncio.Semaphore(max(1, settings.tree_jobs))
+    small_slots = asyncio.Semaphore(max(1, settings.tree_jobs))
     known = await _io(_known_entries, cache, entries, expected)
     total = 0
     stored: list[_Fetched | None] = [None] * len(entries)
@@ -276,11 +279,12 @@ async def _fetch_all(resolver: Resolver, remote: Remote, entries: list[TreeEntry
         nonlocal fetched_bytes
         want = expected.get(entry.path)
         digest = Digest("sha256", want) if want else None
-        async with slots:
-            if small is not None and entry.size is not None and entry.size <= SMALL_FILE \
-                    and not known[index].wanted_stored:
+        if small is not None and entry.size is not None and entry.size <= SMALL_FILE \
+                and not known[index].wanted_stored:
+            async with small_slots:
                 resolved = await small.fetch(entry.remote, digest, known[index].entry)
-            else:
+        else:
+            async with slots:
                 resolved = await resolver.resolve_file(entry.remote, digest, looked=looked,
                                                        same=same)
         fetched_bytes += resolved.size
