@@ -93,6 +93,7 @@ def main() -> None:
     results: dict[str, list[dict]] = {}
     try:
         src = work / "src"
+        src.mkdir()
         for i in range(args.small):
             path = src / f"d{i % 10}" / f"f{i:05d}.bin"
             path.parent.mkdir(parents=True, exist_ok=True)

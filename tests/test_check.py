@@ -570,3 +570,18 @@ def test_who_may_download_a_synapse_entity_in_words():
     assert who_can_download(acl((7, ("DOWNLOAD",)), (8, ("READ",)))) == (
         "only the 1 user or team on its access list")
     assert who_can_download(acl((7, ("READ",)))) == "nobody but its administrators"
+
+
+def test_a_folder_is_no_medperf_asset_and_says_what_to_host_instead(weed, keys):
+    put(weed, "public", "tree/a.bin", b"a" * 100)
+    put(weed, "public", "tree/sub/b.bin", b"b" * 200)
+    base = f"minio://127.0.0.1:{weed.port}"
+    status, reports, _ = check_json(f"{base}/public/tree/", env=keys)
+    assert status == 1, reports
+    direct = verdicts(reports[0])["direct"]
+    assert direct["ok"] is False and "folder" in direct["message"]
+    assert "MedPerf" in direct["message"] and "one file" in direct["message"]
+    assert "hostkit package" in direct["fix"] and "tarball" in direct["fix"]
+    assert "submit" not in reports[0] or not reports[0]["submit"]
+    status, out, _ = check(f"{base}/public/tree/", env=keys)
+    assert status == 1 and "✗ direct download" in out and "folder" in out

@@ -203,6 +203,10 @@ async def judge(resolver, text: str) -> Report:
                 report.verdicts = _unreached(exc)
                 report.fetch = False
                 return report
+            if remote is not None and await _names_folder(remote):
+                report.verdicts = _unreached(_folder(remote.display))
+                report.fetch = False
+                return report
             findings = await _findings(resolver, ref, remote, refusal)
     except TimeoutError:
         findings = Findings(anonymous=Verdict(
@@ -214,6 +218,27 @@ async def judge(resolver, text: str) -> Report:
             findings.permanent, remote = Verdict(None, "not reached"), None
     _merge(report, findings, refusal, remote)
     return report
+
+
+async def _names_folder(remote) -> bool:
+    """Whether ``remote`` names a folder (one request when only the backend can tell; a
+    failure there is left for the checks that follow to report)."""
+    if remote.tree is not None:
+        return bool(remote.tree)
+    try:
+        return bool(await remote.is_tree())
+    except HostkitError:
+        return False
+
+
+def _folder(display: str) -> NotAFile:
+    return NotAFile(
+        f"{display} is a folder: MedPerf downloads one file per asset (a model's weights, "
+        "an MLCube's additional files as one tarball)",
+        hint="host one file: pack the folder as a tarball (for an MLCube, `hostkit package` "
+             "writes additional_files.tar.gz) and check that file; `hostkit resolve` still "
+             "fetches the folder itself, pinned by its manifest's sha256",
+        identifier=display)
 
 
 def _unreached(error: HostkitError) -> dict[str, Verdict]:
