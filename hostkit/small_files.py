@@ -137,6 +137,7 @@ class SmallFiles:
         self._storing: asyncio.Task | None = None
         self._failed: BaseException | None = None
         self._timer: asyncio.Task | None = None
+        self._writable = False  # the cache was found writable (checked once, first fetch)
 
     async def fetch(self, remote: Remote, digest: Digest | None, old: Entry | None) -> Resolved:
         """Fetch and verify one small file; it is stored with its batch.
@@ -147,6 +148,9 @@ class SmallFiles:
         if resolver.download_for(remote.cache_key) is not None:  # join it
             return await resolver.resolve_file(remote, digest, looked=self.looked,
                                                same=self.same)
+        if not self._writable:  # as the single-file path: refused before any byte is fetched
+            await asyncio.to_thread(resolver.cache.require_writable)
+            self._writable = True
         part = MemoryPart(SMALL_FILE)
         try:
             info, digests = await resolver.transfer(remote, digest, part)
