@@ -25,8 +25,8 @@ from ..errors import CacheError
 from ..failpoints import failpoint
 from ..hashes import hash_file
 from .index import Blob, Entry, Index, StoredFile
-from .layout import CONTENT_ALG, Layout
-from .partials import partial_owner_alive, stale_sidecars, write_error
+from .layout import CONTENT_ALG, Layout, key_hash
+from .partials import _ACTIVE, partial_owner_alive, stale_sidecars, write_error
 from .snapshots import TreeFile, build_snapshot, drop_snapshot, parse_manifest, snapshot_ready
 from .tiers import LocalTier
 from .trees import drop_tree
@@ -207,8 +207,9 @@ class Cache:
     def add_small_files(self, files: list[tuple[bytes, StoredFile]]) -> list[Blob]:
         """Store many small, verified files held in memory and index them, as a batch.
 
-        Each is written to ``tmp/`` (named as a partial, so a killed run's leftovers are
-        reaped like any abandoned partial) and fsynced; then all are moved in with one
+        Each is written to ``tmp/`` (named as a partial: a killed run's leftovers are
+        reaped by the next batch storing the same files, or as any abandoned partial by
+        ``prune``) and fsynced; then all are moved in with one
         directory fsync and indexed in one transaction. Same promise as
         :meth:`add_blob`: a blob appears whole and verified, and a failure leaves none
         of this batch indexed and no file of it behind unless another process had
@@ -222,8 +223,11 @@ class Cache:
             try:
                 for data, f in files:
                     temp = self.layout.new_partial(f.key)
-                    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
                     temps.append(temp)
+                    # being written: this process's single-file path must not claim it as
+                    # an abandoned partial of the same key (and delete it)
+                    _ACTIVE.add(str(temp))
+                    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
                     fds.append(fd)
                     view = memoryview(data)
                     while view:
@@ -241,6 +245,8 @@ class Cache:
                 with contextlib.suppress(OSError):
                     temp.unlink()
             raise write_error(exc, self.root) from None
+        finally:
+            _ACTIVE.difference_update(map(str, temps))
         failpoint("batch-index")
         try:
             merged = self.index.add_files([f for _, f in files])
@@ -250,6 +256,14 @@ class Cache:
                     if self.index.blob_row(f.sha256) is None:
                         self.tier.remove(f.sha256)
             raise
+        # a killed run's batch left these files' partials (no sidecar: nothing to resume)
+        # that no claim of the single-file path will reap: they are stored now
+        names = {key_hash(f.key) for _, f in files}
+        for part in self.layout.all_partials():
+            if part.name.partition(".")[0] in names and not partial_owner_alive(part) \
+                    and not Layout.sidecar(part).exists():
+                with contextlib.suppress(OSError):  # best effort: the batch is stored
+                    part.unlink()
         now = time.time()
         return [Blob(f.sha256, f.size, digests, now, now, final)
                 for (_, f), digests, final in zip(files, merged, finals, strict=True)]
