@@ -719,9 +719,18 @@ def test_a_shared_daemon_never_lends_a_token_an_https_url_would_carry(
            "HOSTKIT_GITHUB_RAW_URL": github.raw_url, "HOSTKIT_GITHUB_LFS_URL": github.lfs_url}
     d = DaemonProcess(tmp_path, "--group", SHARED_GROUP, env=env, socket_path=str(sock))
     try:
-        assert call_json(d.url, "POST", "/v1/resolve", {"identifier": raw})[0] == 200
+        first = call_json(d.url, "POST", "/v1/resolve", {"identifier": raw})
+        assert first[0] == 200
         seen = len(github.hits)
         status, answer = _as_other(other_user, d.url, "POST", "/v1/resolve", {"identifier": raw})
+        assert status == 403 and answer["error"] == "credentials_not_lent", answer
+        assert "sha256" not in answer and len(github.hits) == seen
+        # the owner's repeated request is answered from memory by its bytes; the very same
+        # bytes from the other user are not (the memory is the owner's, checks included)
+        pinned = {"identifier": raw, "hash": first[1]["sha256"]}
+        for _ in range(2):
+            assert call_json(d.url, "POST", "/v1/resolve", pinned)[0] == 200
+        status, answer = _as_other(other_user, d.url, "POST", "/v1/resolve", pinned)
         assert status == 403 and answer["error"] == "credentials_not_lent", answer
         assert "sha256" not in answer and len(github.hits) == seen
         # with the token set, even a public repository's file is fetched with it: not lent

@@ -39,6 +39,8 @@ class WarmHits:
         self.resolver = resolver
         self._answers: dict[tuple[str, str], tuple[str, int, str, bytes]] = {}
         self._touched: set[str] = set()
+        #: ``(caller, request body) -> (identifier, hash)``: bodies answered by ``get``
+        self._bodies: dict[tuple[object, bytes], tuple[str, str]] = {}
         self._flusher: asyncio.Task | None = None
         #: Resolves answered here (the resolver's own ``stats`` count the others).
         self.hits = 0
@@ -66,6 +68,24 @@ class WarmHits:
             self._flusher = asyncio.ensure_future(self._flush_later())
         return body, size
 
+    def get_body(self, caller, raw: bytes) -> tuple[bytes, int, str] | None:
+        """(JSON answer, size, identifier) for a request body ``caller`` sent before and
+        that was answered by :meth:`get` then (so it passed every check of the route)."""
+        seen = self._bodies.get((caller, raw))
+        if seen is None:
+            return None
+        hit = self.get(*seen)
+        if hit is None:
+            del self._bodies[(caller, raw)]
+            return None
+        return hit[0], hit[1], seen[0]
+
+    def remember_body(self, caller, raw: bytes, identifier: str, expected: str) -> None:
+        """``caller``'s request body ``raw`` was answered by :meth:`get` for the pair."""
+        if len(self._bodies) >= MAX_ENTRIES:
+            self._bodies.pop(next(iter(self._bodies)))
+        self._bodies[(caller, raw)] = (identifier, expected)
+
     def remember(self, identifier: str, expected: str, resolved: Resolved) -> None:
         """After a successful resolve with a hash: remember step 1's answer for the pair.
 
@@ -87,6 +107,7 @@ class WarmHits:
     def forget(self) -> None:
         """Drop every remembered answer (after cache removals)."""
         self._answers.clear()
+        self._bodies.clear()
 
     async def _flush_later(self) -> None:
         await asyncio.sleep(TOUCH_EVERY)
