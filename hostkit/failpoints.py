@@ -16,7 +16,8 @@ import signal
 _NAME, _, _SIGNAL = os.environ.get("HOSTKIT_FAILPOINT", "").partition(":")
 
 #: Every point, in the order a download reaches them.
-POINTS = ("fsync", "verify", "rename", "index", "entry", "sidecar")
+POINTS = ("fsync", "verify", "rename", "index", "entry", "sidecar", "batch-rename",
+          "batch-index")
 
 
 def failpoint(name: str) -> None:

@@ -15,13 +15,15 @@ For a listed file whose size is known and at most :data:`SMALL_FILE`,
   every file written and fsynced, all moved in with one directory fsync, indexed in
   one transaction. A blob appears whole and verified, as on the single-file path.
 
-What it leaves out, on purpose: a small file is never resumed across runs (a killed
-run fetches again the files of its last batch: at most :data:`BATCH_BYTES`, fetched
-in the last :data:`BATCH_SECONDS`), and two
-processes fetching the same folder at the same moment may both fetch a small file
-(it is stored once). A download of the same file already running in this process
-is joined, and a file that turns out larger than :data:`SMALL_FILE` (a Git LFS
-pointer listed by its pointer's size) goes through the single-file path.
+What it leaves out, on purpose: a small file is never resumed across runs. A killed
+run fetches again what it held in memory, not yet stored: the files of the last
+:data:`BATCH_SECONDS`, at most :data:`HELD_BYTES` (the disk slower than the
+network), and a batch killed between its move into place and its index transaction
+(its blobs are found and indexed then, with no second copy). Two processes fetching
+the same folder at the same moment may both fetch a small file (it is stored once).
+A download of the same file already running in this process is joined, and a file
+that turns out larger than :data:`SMALL_FILE` (a Git LFS pointer listed by its
+pointer's size) goes through the single-file path.
 """
 
 from __future__ import annotations

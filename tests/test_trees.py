@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import json
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -297,6 +298,20 @@ def test_output_dir_is_built_next_to_it_and_swapped_in(store, tmp_path):
 # -- SeaweedFS only: a killed resolve resumes --------------------------------------------------
 
 
+def _indexed_blobs(cache: Path) -> list[str]:
+    """The blobs the cache's index lists now (read-only; none while there is no index)."""
+    import sqlite3
+
+    try:
+        db = sqlite3.connect(f"file:{cache / 'index.db'}?mode=ro", uri=True, timeout=5)
+        try:
+            return [row[0] for row in db.execute("SELECT sha256 FROM blobs")]
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return []
+
+
 class SlowProxy(TcpProxy):
     """A relay that sleeps ``pause`` seconds per 256 KiB sent to the client."""
 
@@ -337,7 +352,7 @@ def test_killed_tree_resolve_resumes_without_fetching_again(s3env, seaweed, tmp_
         deadline = time.monotonic() + 60
         part_size = 0
         while time.monotonic() < deadline and killed.poll() is None:
-            blobs = list((cache / "blobs" / "sha256").glob("*"))
+            blobs = _indexed_blobs(cache)  # stored and indexed: a rerun knows them
             part_size = 0
             for part in (cache / "tmp").glob("*.part"):
                 try:
@@ -417,13 +432,20 @@ class LyingS3:
     async def other(self, request):
         from aiohttp import web
 
-        from tests.origin import _send
+        from tests.origin import _etag, _send
 
         self.gets += 1
         key = request.path.removeprefix("/bucket/")
-        if key in self.objects:
-            return await _send(request, self.objects[key])
-        return web.Response(status=404)
+        if key not in self.objects:
+            return web.Response(status=404)
+        data = self.objects[key]
+        closed = re.fullmatch(r"bytes=(\d+)-(\d+)", request.headers.get("Range", ""))
+        if closed and request.method == "GET":  # a part, as S3 answers one
+            a, b = int(closed[1]), min(int(closed[2]), len(data) - 1)
+            return web.Response(status=206, body=data[a:b + 1], headers={
+                "Content-Range": f"bytes {a}-{b}/{len(data)}", "ETag": _etag(data),
+                "Content-Type": "application/octet-stream"})
+        return await _send(request, data)
 
     def close(self):
         asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
@@ -992,3 +1014,18 @@ def test_gcs_listing_follows_page_tokens(monkeypatch, tmp_path):
     finally:
         asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
+
+
+def test_a_listing_smaller_than_the_object_never_stores_a_truncated_file(liar, monkeypatch):
+    """An S3 listing that says 100 bytes for a 2 MiB object (stale, or lying) while the
+    server honours ranges: the read of bytes 0-99 came back as a fine 206 and the folder
+    held a 100-byte file, exit 0. The 206's Content-Range total names another object:
+    re-read (a HEAD for the real size), the file is whole."""
+    monkeypatch.setenv("HOSTKIT_RETRIES", "2")
+    monkeypatch.setenv("HOSTKIT_BACKOFF", "0.01")
+    big, small = os.urandom(2 << 20), b"fine"
+    liar.objects = {"p/big.bin": big, "p/ok.txt": small}
+    listing = page(sorted(liar.objects), objects=liar.objects)
+    liar.pages = [listing.replace(f"<Size>{len(big)}</Size>", "<Size>100</Size>")]
+    got, _ = resolve_tree(f"minio://127.0.0.1:{liar.port}/bucket/p/")
+    assert files_of(got.path) == {"big.bin": big, "ok.txt": small}

@@ -148,8 +148,12 @@ async def open_range(context, url: str, offset: int = 0, end: int | None = None,
                      headers: Mapping[str, str] | None = None, if_range: str | None = None,
                      expect: Mapping[str, str] | None = None, pinned_by_url: bool = False,
                      ssl: Any = True, encoded: bool = True, max_redirects: int = 0,
-                     display: str | None = None):
+                     display: str | None = None, size: int | None = None):
     """GET bytes ``[offset, end)`` of ``url`` (``end`` None: to the end); yields a :class:`Ranged`.
+
+    ``size`` is the object's whole size as the caller learnt it (a listing, a HEAD):
+    an answer for an object of another size (a 206's ``Content-Range`` total, a 200's
+    length) is another object (:class:`ObjectChanged`), however well its range fits.
 
     ``if_range`` (a strong ETag) is sent with a resume; a 206 must carry it
     back as its ``ETag``. ``expect`` maps response headers to the values the
@@ -173,7 +177,7 @@ async def open_range(context, url: str, offset: int = 0, end: int | None = None,
     async with _open_range(context, url, offset, end, headers=headers, if_range=if_range,
                            expect=expect, pinned_by_url=pinned_by_url, ssl=ssl,
                            encoded=encoded, max_redirects=max_redirects,
-                           display=display) as ranged:
+                           display=display, size=size) as ranged:
         ranged.display = display
         yield ranged
 
@@ -181,7 +185,7 @@ async def open_range(context, url: str, offset: int = 0, end: int | None = None,
 @contextlib.asynccontextmanager
 async def _open_range(context, url: str, offset: int, end: int | None, *, headers,
                       if_range, expect, pinned_by_url: bool, ssl, encoded: bool,
-                      max_redirects: int, display: str | None):
+                      max_redirects: int, display: str | None, size: int | None):
     base = {**IDENTITY, **(headers or {})}
     ranged = bool(offset) or end is not None
     sent = {**base, **range_headers(offset, end)} if ranged else base
@@ -196,6 +200,8 @@ async def _open_range(context, url: str, offset: int, end: int | None, *, header
                     max_redirects=max_redirects, display=display,
                     read_bufsize=None if end is None else PART_READ_BUFSIZE))
         start, total = _accepted(resp, offset, end, expected, pinned_by_url)
+        if start is not None and size is not None and total is not None and total != size:
+            raise ObjectChanged("size", str(size), str(total))
         if start is None and end is None and offset and resp.status in (206, 416):
             # the resume cannot continue here: ask for the whole object instead
             await stack.aclose()
@@ -204,9 +210,11 @@ async def _open_range(context, url: str, offset: int, end: int | None, *, header
                         max_redirects=max_redirects, display=display))
             offset, expected = 0, dict(expect or {})
             start, total = _accepted(resp, 0, None, expected, pinned_by_url)
+            if start is not None and size is not None and total is not None and total != size:
+                raise ObjectChanged("size", str(size), str(total))
         if start is None:
             if end is not None and resp.status in (200, 206):
-                _refuse_part(resp, offset, end, expected, pinned_by_url)
+                _refuse_part(resp, offset, end, expected, pinned_by_url, size)
             raise HttpStatus(resp.status, await _body_start(resp), resp.reason or "",
                              resp.headers)
         yield Ranged(resp, start, total)
@@ -237,8 +245,12 @@ def _accepted(resp, offset: int, end: int | None, expected, pinned_by_url: bool
     return None, None
 
 
-def _refuse_part(resp, offset: int, end: int, expected, pinned_by_url: bool) -> None:
+def _refuse_part(resp, offset: int, end: int, expected, pinned_by_url: bool,
+                 size: int | None = None) -> None:
     """Raise why an answer is not the part asked for: another object, or another range."""
+    if resp.status == 200 and size is not None and resp.content_length is not None \
+            and resp.content_length != size:
+        raise ObjectChanged("size", str(size), str(resp.content_length))
     if resp.status == 200 and not (offset == 0 and resp.content_length == end):
         return  # not a part at all: an HttpStatus
     for name, value in expected.items():

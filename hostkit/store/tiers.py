@@ -97,12 +97,22 @@ class LocalTier:
         for temp, sha256 in files:
             final = self.path(sha256)
             finals.append(final)
-            with contextlib.suppress(OSError):
-                if final.stat().st_size == temp.stat().st_size:
-                    temp.unlink()
-                    continue
             os.chmod(temp, 0o400)
-            os.replace(temp, final)
+            # a link never replaces: another process storing the same bytes at the same
+            # moment keeps its copy, and the snapshots linking it stay links to the one blob
+            try:
+                os.link(temp, final)
+            except FileExistsError:
+                with contextlib.suppress(OSError):
+                    if final.stat().st_size == temp.stat().st_size:
+                        temp.unlink()
+                        continue
+                os.replace(temp, final)  # a leftover of another size: replaced
+                continue
+            except OSError:  # a file system without hard links
+                os.replace(temp, final)
+                continue
+            temp.unlink()
         if finals:
             _fsync_dir(self.layout.blob_dir)
         return finals

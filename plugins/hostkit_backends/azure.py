@@ -273,10 +273,12 @@ class AzureStore(Store):
             stream = await blob.download_blob(offset=start, length=end - start,
                                               max_concurrency=1,
                                               **_pin(meta.version), **condition)
-            # the answer must name the object the HEAD saw: a server may ignore the condition
+            # the answer must name the object the HEAD (or the listing) saw, of its size:
+            # a server may ignore the condition
             props = stream.properties
             if (meta.etag and props.etag != meta.etag) or \
-                    (meta.version and props.version_id != meta.version):
+                    (meta.version and props.version_id != meta.version) or \
+                    _whole_size(props.content_range) not in (None, meta.size):
                 raise changed(loc.identifier())
             async for chunk in stream.chunks():
                 yield chunk
@@ -423,3 +425,9 @@ async def _check(remote, context):
                    "there is no URL to give MedPerf", "set AZURE_STORAGE_CONNECTION_STRING or "
                    "AZURE_STORAGE_ACCOUNT_NAME"))
     return found
+
+
+def _whole_size(content_range: str | None) -> int | None:
+    """The object's size a download's ``Content-Range`` (``bytes a-b/total``) names, if any."""
+    total = (content_range or "").rpartition("/")[2]
+    return int(total) if total.isascii() and total.isdigit() else None

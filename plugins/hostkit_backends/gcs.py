@@ -293,7 +293,7 @@ class GcsStore(Store):
         expect = {"x-goog-generation": str(generation)} if generation else {}
         try:
             async for chunk in ranged_get(self.context, url, start, end, headers=headers,
-                                          expect=expect, pinned_by_url=True):
+                                          expect=expect, pinned_by_url=True, size=meta.size):
                 yield chunk
         except ObjectChanged:
             raise changed(loc.identifier()) from None

@@ -450,7 +450,7 @@ class S3Store(Store):
         try:
             async for chunk in ranged_get(self.context, url, start, end, ssl=self._ssl(),
                                           headers=signer.sign("GET", url, headers, region),
-                                          expect=expect):
+                                          expect=expect, size=meta.size):
                 yield chunk
         except ObjectChanged:
             raise changed(loc.identifier()) from None
