@@ -190,6 +190,19 @@ def test_warm_answers_equal_the_resolvers_and_notice_removals(daemon, gated):
     assert st["stats"]["hits"] == 2
 
 
+def test_repeated_bodies_are_remembered_only_when_small(daemon, gated):
+    """A warm hit's request body is remembered by its bytes (answered again unparsed), but
+    not a padded one: a caller must not make the daemon hold thousands of large bodies."""
+    sha = gated.add("warm-padded.bin", payload(2000, 24))
+    body = {"identifier": gated.file_url("warm-padded.bin"), "hash": sha}
+    padded = json.dumps(body).encode()[:-1] + b" " * 100_000 + b"}"
+    for raw in (None, padded):
+        for _ in range(3):
+            status, answer = call_json(daemon.url, "POST", "/v1/resolve", body, raw=raw)
+            assert status == 200 and answer["sha256"] == sha
+    assert [len(raw) for _, raw in daemon.state.warm._bodies] == [len(json.dumps(body))]
+
+
 def test_warm_answers_redact_secrets_as_the_resolver_does(daemon, gated):
     sha = gated.add("warm-secret.bin", payload(3000, 23))
     url = gated.file_url("warm-secret.bin") + "?token=TOKENVALUE456&part=1"

@@ -28,6 +28,9 @@ from hostkit.results import Resolved
 
 #: Answers remembered (oldest forgotten first).
 MAX_ENTRIES = 4096
+#: Request bodies longer than this are not remembered (a body is a few hundred bytes; a
+#: caller padding bodies must not make the daemon hold MAX_ENTRIES large ones).
+MAX_BODY = 4096
 #: Seconds between writes of collected access times to the index.
 TOUCH_EVERY = 1.0
 
@@ -82,6 +85,8 @@ class WarmHits:
 
     def remember_body(self, caller, raw: bytes, identifier: str, expected: str) -> None:
         """``caller``'s request body ``raw`` was answered by :meth:`get` for the pair."""
+        if len(raw) > MAX_BODY:
+            return
         if len(self._bodies) >= MAX_ENTRIES:
             self._bodies.pop(next(iter(self._bodies)))
         self._bodies[(caller, raw)] = (identifier, expected)
