@@ -33,10 +33,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from _common import BIN, ROOT, compile_bytecode, row, sha256_seconds_per_gib
+from _common import BIN, ROOT, Sample, compile_bytecode, measure, row, sha256_seconds_per_gib
 
 from tests.servers import SeaweedS3Server
 
@@ -44,34 +43,6 @@ KEY, SECRET = "benchkey", "benchsecret"
 #: What a Python client imports before its first request (part of the floor).
 START = "import asyncio, aiohttp, hostkit.resolver"
 STARTUP = "python start-up (aiohttp, hostkit)"
-#: GNU time: peak RSS and CPU of a command, measured from a small parent.
-TIME = "/usr/bin/time"
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def measure(cmd: list[str], env: dict, server_pid: int) -> dict:
-    """Wall, client user/sys CPU, server CPU and peak RSS of one command (exit on failure).
-
-    Peak RSS comes from GNU time (``/usr/bin/time -f``), whose child starts small: a
-    child forked from this Python process would report this process's RSS as its own.
-    """
-    server0 = cpu_seconds(server_pid)
-    t0 = time.perf_counter()
-    proc = subprocess.run([TIME, "-f", "%M %U %S", *cmd], env={**os.environ, **env},
-                          capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        raise SystemExit(f"{cmd[0]} failed: {proc.stderr[-3000:]}")
-    rss_kib, user, system = proc.stderr.strip().splitlines()[-1].split()
-    return {"wall": wall, "user": float(user), "sys": float(system),
-            "server": cpu_seconds(server_pid) - server0, "rss_mib": int(rss_kib) / 1024,
-            "stdout": proc.stdout}
-
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -85,15 +56,13 @@ def main() -> None:
     s5cmd = shutil.which("s5cmd", path=str(BIN)) or shutil.which("s5cmd")
     if not s5cmd:
         raise SystemExit("s5cmd not found: `uv sync` installs it (dev group)")
-    if not os.access(TIME, os.X_OK):
-        raise SystemExit(f"{TIME} (GNU time) not found: apt-get install time")
     compile_bytecode()
     print(f"load average: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} "
           f"{os.getloadavg()[2]:.2f} on {os.cpu_count()} CPUs", flush=True)
     (ROOT / ".bench").mkdir(exist_ok=True)  # on the cache's disk, gitignored
     work = Path(tempfile.mkdtemp(prefix="hostkit-bench-tree-", dir=ROOT / ".bench"))
     total = args.small * args.small_kib * 1024 + args.big * (args.big_mib << 20)
-    results: dict[str, list[dict]] = {}
+    results: dict[str, list[Sample]] = {}
     try:
         src = work / "src"
         src.mkdir()
@@ -122,20 +91,22 @@ def main() -> None:
             ident = "s3://bench/tree/"
             cache, out = work / "cache", work / "out"
             hostkit = [str(BIN / "hostkit"), "resolve", "--quiet", ident]
-            first = measure([*hostkit, "--json"], {**env, "HOSTKIT_CACHE_DIR": str(cache)},
-                            server.pid)
-            answer = json.loads(first["stdout"])
+            first = subprocess.run([*hostkit, "--json"], capture_output=True, text=True,
+                                   env={**os.environ, **env, "HOSTKIT_CACHE_DIR": str(cache)})
+            if first.returncode != 0:
+                raise SystemExit(f"hostkit resolve failed: {first.stderr[-3000:]}")
+            answer = json.loads(first.stdout)
             digest = answer["sha256"]
             assert answer["files"] == args.small + args.big, answer
             print(f"manifest sha256:{digest}, {answer['files']} files", flush=True)
 
-            def cold_hostkit() -> dict:
+            def cold_hostkit() -> Sample:
                 shutil.rmtree(cache, ignore_errors=True)
                 os.sync()
                 return measure([*hostkit, "--hash", f"sha256:{digest}"],
                                {**env, "HOSTKIT_CACHE_DIR": str(cache)}, server.pid)
 
-            def cold_s5cmd() -> dict:
+            def cold_s5cmd() -> Sample:
                 shutil.rmtree(out, ignore_errors=True)
                 os.sync()
                 return measure([*s5, "cp", "s3://bench/tree/*", f"{out}/"], env, server.pid)
@@ -146,7 +117,7 @@ def main() -> None:
                 for name, fn in contenders.items():
                     results.setdefault(name, []).append(fn())
                 print(f"round {i + 1}/{args.rounds}: " + ", ".join(
-                    f"{n.split()[0]} {r[-1]['wall']:.2f}s" for n, r in results.items()),
+                    f"{n.split()[0]} {r[-1].wall:.2f}s" for n, r in results.items()),
                     flush=True)
             warm_env = {**env, "HOSTKIT_CACHE_DIR": str(cache)}
             for _ in range(args.warm):
@@ -164,9 +135,9 @@ def main() -> None:
     report(results, args, total)
 
 
-def report(results: dict[str, list[dict]], args, total: int) -> None:
+def report(results: dict[str, list[Sample]], args, total: int) -> None:
     def med(name: str, key: str = "wall") -> float:
-        return statistics.median(r[key] for r in results[name])
+        return statistics.median(getattr(r, key) for r in results[name])
 
     s5, cold = "s5cmd cp (no verification, no fsync)", "hostkit resolve --hash (cold)"
     warm, relist = "hostkit resolve --hash (warm, pinned)", "hostkit resolve (warm, re-listed)"
@@ -176,14 +147,14 @@ def report(results: dict[str, list[dict]], args, total: int) -> None:
     print(f"{'what':<40}{'best s':>8}{'median s':>10}{'spread':>8}{'x s5cmd':>9}"
           f"{'user s':>8}{'sys s':>7}{'server s':>9}{'peak MiB':>9}")
     for name, runs in results.items():
-        walls = [r["wall"] for r in runs]
+        walls = [r.wall for r in runs]
         spread = (max(walls) - min(walls)) / statistics.median(walls)
         print(f"{name:<40}{min(walls):>8.3f}{statistics.median(walls):>10.3f}"
               f"{spread:>7.0%} {med(name) / med(s5):>8.2f}{med(name, 'user'):>8.2f}"
               f"{med(name, 'sys'):>7.2f}{med(name, 'server'):>9.2f}"
-              f"{max(r['rss_mib'] for r in runs):>9.0f}")
+              f"{max(r.peak_kib for r in runs) / 1024:>9.0f}")
     ratio = med(cold) / med(s5)
-    ratios = [h["wall"] / c["wall"] for h, c in zip(results[cold], results[s5], strict=True)]
+    ratios = [h.wall / c.wall for h, c in zip(results[cold], results[s5], strict=True)]
     # the floor: what s5cmd and SeaweedFS spent, plus sha256 of every byte, on the cores;
     # never below s5cmd's wall; plus the interpreter and imports s5cmd does not pay
     gib = total / (1 << 30)
@@ -206,10 +177,10 @@ def report(results: dict[str, list[dict]], args, total: int) -> None:
               f"{least / med(s5):.2f}x)", "<= 1.5x", ratio <= 1.5))
     print(row("warm re-resolve of the pinned tree", f"{med(warm) * 1000:.0f} ms median",
               "<= 50 ms", med(warm) <= 0.05))
-    print(row("peak memory, cold tree", f"{max(r['rss_mib'] for r in results[cold]):.0f} MiB "
-              f"(warm {max(r['rss_mib'] for r in results[warm]):.0f}, re-list "
-              f"{max(r['rss_mib'] for r in results[relist]):.0f}; s5cmd "
-              f"{max(r['rss_mib'] for r in results[s5]):.0f})", "flat with size", True))
+    print(row("peak memory, cold tree", f"{max(r.peak_kib for r in results[cold]) / 1024:.0f} MiB "
+              f"(warm {max(r.peak_kib for r in results[warm]) / 1024:.0f}, re-list "
+              f"{max(r.peak_kib for r in results[relist]) / 1024:.0f}; s5cmd "
+              f"{max(r.peak_kib for r in results[s5]) / 1024:.0f})", "flat with size", True))
 
 
 if __name__ == "__main__":
