@@ -185,6 +185,26 @@ def row(measure: str, value: str, target: str, met: bool) -> str:
     return f"ROW | {measure} | {value} | target {target} | {'met' if met else 'MISSED'}"
 
 
+def clean_start(out: Path) -> None:
+    """Delete the last run's output and write back dirty pages: the baselines do not fsync,
+    and their dirty pages would otherwise be written back during the next contender's run."""
+    out.unlink(missing_ok=True)
+    os.sync()
+
+
+def interleaved(contenders: dict, rounds: int, results: dict, before=None) -> None:
+    """Run each of ``contenders`` (name -> a function returning a :class:`Sample`) once a
+    round, in turn (A B A B: the machine's load hits all alike), ``before()`` ahead of
+    each run; append the samples to ``results[name]`` and print each round's walls."""
+    for i in range(rounds):
+        for name, fn in contenders.items():
+            if before is not None:
+                before()
+            results.setdefault(name, []).append(fn())
+        print(f"round {i + 1}/{rounds}: " + ", ".join(
+            f"{n.split()[0]} {r[-1].wall:.2f}s" for n, r in results.items()), flush=True)
+
+
 def best(fn, rounds: int):
     """The result of ``fn()`` with the smallest first element (wall time) over ``rounds`` calls."""
     results = [fn() for _ in range(rounds)]

@@ -36,10 +36,12 @@ from pathlib import Path
 from _common import (
     BIN,
     ROOT,
+    clean_start,
     compile_bytecode,
     cpu_breakdown,
     durable_write,
     floor,
+    interleaved,
     make_file,
     measure,
     row,
@@ -95,13 +97,7 @@ def main() -> None:
                     lambda: measure([sys.executable, "-c", START]),
                 "durable write (dd, fdatasync)": lambda: durable_write(out, size),
             }
-            for i in range(args.rounds):
-                for name, fn in contenders.items():
-                    out.unlink(missing_ok=True)
-                    os.sync()
-                    results.setdefault(name, []).append(fn())
-                print(f"round {i + 1}/{args.rounds}: " + ", ".join(
-                    f"{n.split()[0]} {r[-1].wall:.2f}s" for n, r in results.items()), flush=True)
+            interleaved(contenders, args.rounds, results, before=lambda: clean_start(out))
             if args.others:
                 others = list(_others(url, sha, work))
 

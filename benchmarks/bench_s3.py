@@ -37,10 +37,12 @@ from pathlib import Path
 from _common import (
     BIN,
     ROOT,
+    clean_start,
     compile_bytecode,
     cpu_breakdown,
     durable_write,
     floor,
+    interleaved,
     make_file,
     measure,
     row,
@@ -118,16 +120,7 @@ def main() -> None:
             }
             if args.no_boto3:
                 del contenders[BOTO]
-            for i in range(args.rounds):
-                for name, fn in contenders.items():
-                    # start each from a clean page cache state: the baselines do not fsync,
-                    # and their gigabyte of dirty pages would be written back during the
-                    # next contender's run
-                    out.unlink(missing_ok=True)
-                    os.sync()
-                    results.setdefault(name, []).append(fn())
-                print(f"round {i + 1}/{args.rounds}: " + ", ".join(
-                    f"{n.split()[0]} {r[-1].wall:.2f}s" for n, r in results.items()), flush=True)
+            interleaved(contenders, args.rounds, results, before=lambda: clean_start(out))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     report(results, size, args)

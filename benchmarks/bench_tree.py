@@ -35,7 +35,16 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _common import BIN, ROOT, Sample, compile_bytecode, measure, row, sha256_seconds_per_gib
+from _common import (
+    BIN,
+    ROOT,
+    Sample,
+    compile_bytecode,
+    interleaved,
+    measure,
+    row,
+    sha256_seconds_per_gib,
+)
 
 from tests.servers import SeaweedS3Server
 
@@ -113,12 +122,7 @@ def main() -> None:
 
             contenders = {"s5cmd cp (no verification, no fsync)": cold_s5cmd,
                           "hostkit resolve --hash (cold)": cold_hostkit}
-            for i in range(args.rounds):
-                for name, fn in contenders.items():
-                    results.setdefault(name, []).append(fn())
-                print(f"round {i + 1}/{args.rounds}: " + ", ".join(
-                    f"{n.split()[0]} {r[-1].wall:.2f}s" for n, r in results.items()),
-                    flush=True)
+            interleaved(contenders, args.rounds, results)
             warm_env = {**env, "HOSTKIT_CACHE_DIR": str(cache)}
             for _ in range(args.warm):
                 results.setdefault("hostkit resolve --hash (warm, pinned)", []).append(
