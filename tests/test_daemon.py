@@ -12,6 +12,7 @@ import hashlib
 import http.client
 import json
 import os
+import re
 import signal
 import socket
 import stat
@@ -276,6 +277,21 @@ def test_cache_list_info_pin_unpin_delete(daemon, gated):
     assert removed["freed_bytes"] == 6000
     assert call_json(daemon.url, "GET", "/v1/cache")[1]["entries"] == []
     assert call_json(daemon.url, "DELETE", f"/v1/cache/{sha_b}")[0] == 404
+
+
+def test_cache_routes_never_echo_the_secrets_of_an_identifier_not_found(daemon, gated):
+    """Like ``hostkit cache``, the daemon names an identifier it did not find redacted:
+    the answer (printed by the client, kept in CI logs) must not carry its userinfo or
+    signature."""
+    url = gated.file_url("nowhere.bin").replace("http://", "http://user:PWSECRET1@") \
+        + "?X-Amz-Signature=SIGSECRET1&token=TOKSECRET1"
+    enc = quote(url, safe="")
+    for method, path in (("GET", f"/v1/cache/{enc}"), ("DELETE", f"/v1/cache/{enc}"),
+                         ("POST", f"/v1/cache/{enc}/pin"), ("DELETE", f"/v1/cache/{enc}/pin")):
+        status, _, body = call(daemon.url, method, path)
+        assert status == 404 and json.loads(body)["error"] == "not_in_cache", body
+        assert b"nowhere.bin" in body
+        assert not re.search(rb"PWSECRET1|SIGSECRET1|TOKSECRET1", body), body
 
 
 def test_healthz_status_and_metrics(daemon, gated):

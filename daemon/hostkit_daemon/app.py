@@ -794,7 +794,7 @@ def _ident(request: web.Request) -> str:
 
 
 def _not_in_cache(ident: str) -> ApiError:
-    return NotInCache(f"nothing in the cache matches {ident[:200]!r}",
+    return NotInCache(f"nothing in the cache matches {logs.redact_identifier(ident)[:200]!r}",
                       hint="GET /v1/cache lists identifiers and digests; percent-encode "
                            "'/', '?' and '#' of an identifier in the path")
 
