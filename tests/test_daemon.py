@@ -204,6 +204,35 @@ def test_repeated_bodies_are_remembered_only_when_small(daemon, gated):
     assert [len(raw) for _, raw in daemon.state.warm._bodies] == [len(json.dumps(body))]
 
 
+def test_a_remembered_body_passes_the_front_door_and_answers_only_a_plain_warm_hit(
+        daemon, gated):
+    """A body answered again unparsed still meets the token and draining checks, the same
+    bytes asking for a stream get one, and a removal through the daemon is noticed."""
+    sha = gated.add("warm-body.bin", payload(3000, 25))
+    raw = json.dumps({"identifier": gated.file_url("warm-body.bin"), "hash": sha}).encode()
+    for _ in range(3):  # a miss, a hit of the resolver, a remembered one (its body kept)
+        assert call_json(daemon.url, "POST", "/v1/resolve", raw=raw)[0] == 200
+    assert raw in [body for _, body in daemon.state.warm._bodies]
+    status, answer = call_json(daemon.url, "POST", "/v1/resolve", raw=raw,
+                               headers={"Authorization": "Bearer wrong"})
+    assert status == 401 and answer["error"] == "unauthorized"
+    status, headers, lines = call(daemon.url, "POST", "/v1/resolve", raw=raw,
+                                  headers={"Accept": "application/x-ndjson"})
+    assert status == 200 and headers["content-type"].startswith("application/x-ndjson")
+    last = json.loads(lines.splitlines()[-1])
+    assert last["event"] == "resolved" and last["sha256"] == sha
+    daemon.state.draining = True
+    try:
+        status, answer = call_json(daemon.url, "POST", "/v1/resolve", raw=raw)
+    finally:
+        daemon.state.draining = False
+    assert status == 503 and answer["error"] == "shutting_down"
+    assert call_json(daemon.url, "DELETE", f"/v1/cache/{sha}")[0] == 200
+    status, again = call_json(daemon.url, "POST", "/v1/resolve", raw=raw)
+    assert status == 200 and again["cached"] is False and again["sha256"] == sha
+    assert len(gated.gets("warm-body.bin")) == 2
+
+
 def test_warm_answers_redact_secrets_as_the_resolver_does(daemon, gated):
     sha = gated.add("warm-secret.bin", payload(3000, 23))
     url = gated.file_url("warm-secret.bin") + "?token=TOKENVALUE456&part=1"
