@@ -245,7 +245,7 @@ def _main(argv) -> int:
     failpoint("parse")  # tests: Ctrl-C while the command line is read
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="hostkit: %(message)s", stream=sys.stderr)
+                        handlers=[_log_handler()])
     try:
         _refuse_undecodable(args)
         return _dispatch(args)
@@ -255,6 +255,22 @@ def _main(argv) -> int:
     except KeyboardInterrupt:
         print("interrupted; a partial download will resume next time", file=sys.stderr)
         return 130
+
+
+def _log_handler():
+    """Log lines to stderr, each (a traceback too) through :func:`hostkit.redact.redact_text`:
+    a plugin's or a library's exception may quote an identifier as given."""
+    import logging
+
+    from .redact import redact_text
+
+    class Redacting(logging.Formatter):
+        def format(self, record: logging.LogRecord) -> str:
+            return redact_text(super().format(record))
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(Redacting("hostkit: %(message)s"))
+    return handler
 
 
 #: Arguments that name things hostkit looks up or sends (paths may be any bytes: not these).

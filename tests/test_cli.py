@@ -142,22 +142,28 @@ def test_help_explains_commands():
     assert "synapse:syn123" in run_cli("resolve", "--help", check=True).stdout
 
 
-def test_broken_third_party_plugin_is_named_and_isolated(tmp_path, origin):
+def _third_party(tmp_path, modules: dict[str, str]) -> dict[str, str]:
+    """Install ``modules`` (entry-point name -> module source) as one plugin distribution;
+    the environment that makes ``hostkit`` find it."""
     site = tmp_path / "site"
     dist = site / "broken_backend-1.0.dist-info"
     dist.mkdir(parents=True)
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-backend\nVersion: 1.0\n")
-    (dist / "entry_points.txt").write_text("[hostkit]\nbroken = broken_backend\n"
-                                           "crashy = crashy_backend\n")
-    (site / "broken_backend.py").write_text("raise ImportError('needs libfoo')\n")
-    (site / "crashy_backend.py").write_text(textwrap.dedent("""
+    (dist / "entry_points.txt").write_text("[hostkit]\n" + "".join(
+        f"{name} = {name}_backend\n" for name in modules))
+    for name, source in modules.items():
+        (site / f"{name}_backend.py").write_text(textwrap.dedent(source))
+    return {"PYTHONPATH": os.pathsep.join([str(site), *sys.path])}
+
+
+def test_broken_third_party_plugin_is_named_and_isolated(tmp_path, origin):
+    env = _third_party(tmp_path, {"broken": "raise ImportError('needs libfoo')\n", "crashy": """
         from hostkit.hookspecs import hookimpl
 
         @hookimpl(tryfirst=True)
         def hostkit_resolve(ref, context):
             raise RuntimeError("bug in crashy")
-    """))
-    env = {"PYTHONPATH": os.pathsep.join([str(site), *sys.path])}
+    """})
     proc = run_cli("plugins", "--json", env=env)
     report = json.loads(proc.stdout)
     assert "broken" in report["broken"] and "needs libfoo" in report["broken"]["broken"]
@@ -166,6 +172,27 @@ def test_broken_third_party_plugin_is_named_and_isolated(tmp_path, origin):
     resolved = run_cli("resolve", f"{origin.url}/f/ok.bin", sha, env=env)
     assert resolved.returncode == 0, resolved.stderr
     assert "crashy" in resolved.stderr and "broken" in resolved.stderr
+
+
+def test_log_lines_never_carry_a_secret(tmp_path, origin):
+    """A plugin's exception quoting the identifier as given (userinfo, a signature) is
+    logged on stderr, and with -v a traceback too: every log line is redacted."""
+    env = _third_party(tmp_path, {"crashy": """
+        from hostkit.hookspecs import hookimpl
+
+        @hookimpl(tryfirst=True)
+        def hostkit_resolve(ref, context):
+            raise RuntimeError(f"cannot read {ref.identifier}")
+    """})
+    sha = origin.add("logged.bin", data(100, 52))
+    host = origin.url.split("://", 1)[1]
+    signed = f"http://me:PASSWORD1@{host}/f/logged.bin?X-Amz-Signature=SECRETSIG"
+    for args in (("resolve", signed, sha), ("-v", "resolve", signed, f"{signed}&n=2")):
+        proc = run_cli(*args, env=env)
+        assert proc.returncode == 0, proc.stderr
+        assert "crashy" in proc.stderr and "cannot read http://" in proc.stderr
+        for secret in ("PASSWORD1", "SECRETSIG"):
+            assert secret not in proc.stderr + proc.stdout, (args, proc.stderr)
 
 
 def test_demo_runs_offline_and_shows_hits(tmp_path):
