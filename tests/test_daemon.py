@@ -29,6 +29,7 @@ import pytest
 from tests.conftest import run_cli
 from tests.daemon_fixtures import (
     DaemonProcess,
+    DaemonThread,
     auth,
     call,
     call_json,
@@ -231,6 +232,35 @@ def test_a_remembered_body_passes_the_front_door_and_answers_only_a_plain_warm_h
     status, again = call_json(daemon.url, "POST", "/v1/resolve", raw=raw)
     assert status == 200 and again["cached"] is False and again["sha256"] == sha
     assert len(gated.gets("warm-body.bin")) == 2
+
+
+def test_warm_answers_of_a_short_commit_keep_the_resolvers_pinned_identifier(tmp_path):
+    """A short commit is looked up and answered under the full one (``pinned_from`` the
+    identifier asked): that answer depends on a lookup, not only on the identifier and
+    the hash, so a repeat gets the resolver's answer, never a memo without the pin."""
+    from dataclasses import replace
+
+    from tests.standins.github import GitHubServer
+
+    server = GitHubServer()
+    gh = server.start()
+    d = DaemonThread(tmp_path / "cache")
+    d.settings = replace(d.settings, environment={
+        "HOSTKIT_GITHUB_API_URL": gh.api_url, "HOSTKIT_GITHUB_RAW_URL": gh.raw_url,
+        "HOSTKIT_GITHUB_LFS_URL": gh.lfs_url})
+    d.start()
+    try:
+        data = payload(1500, 26)
+        commit = gh.commit("o/r", {"w.bin": data})
+        body = {"identifier": f"github:o/r@{commit[:7]}/w.bin",
+                "hash": hashlib.sha256(data).hexdigest()}
+        answers = [call_json(d.url, "POST", "/v1/resolve", body)[1] for _ in range(4)]
+        pinned = f"{gh.raw_url}/o/r/{commit}/w.bin"
+        assert [(a["identifier"], a.get("pinned_from"), a["cached"]) for a in answers] == [
+            (pinned, body["identifier"], cached) for cached in (False, True, True, True)]
+    finally:
+        d.stop()
+        server.stop()
 
 
 def test_warm_answers_redact_secrets_as_the_resolver_does(daemon, gated):

@@ -2,7 +2,9 @@
 
 The resolver answers a resolve *with a hash* whose blob is stored without any
 network or re-hash (step 1 of :meth:`hostkit.resolver.Resolver.resolve`): the
-answer depends only on the identifier, the hash and the blob being present.
+answer depends only on the identifier, the hash and the blob being present
+(not for a movable reference, a branch or a short commit: the resolver looks it
+up first and answers under what it names now; nor for a folder).
 The daemon remembers those answers (already encoded as JSON) so the next
 identical request costs one ``stat`` of the blob instead of two SQLite queries
 and a write transaction. This is a memo of the resolver's own answers, not a
@@ -96,8 +98,11 @@ class WarmHits:
 
         Built from the resolver's own answer (no index query on the event loop).
         """
-        if self.resolver.settings.verify_on_hit or resolved.tree:
-            return  # every hit is the resolver's, to be re-hashed; a folder is not one blob
+        if self.resolver.settings.verify_on_hit or resolved.tree or resolved.pinned_from:
+            # every hit is the resolver's, to be re-hashed; a folder is not one blob; a
+            # pinned movable reference (a branch, a short commit) is answered under what a
+            # lookup finds now, not under the identifier and hash alone
+            return
         # exactly what Resolver.resolve returns for a stored blob matching the given hash,
         # with the identifier redacted as the resolver does (no presigned secrets echoed)
         shown = redact_url(parse_identifier(identifier).identifier)
