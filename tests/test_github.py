@@ -691,6 +691,60 @@ def test_check_a_private_repository_says_so(gh):
     assert TOKEN not in json.dumps(reports)
 
 
+# -- hostile answers ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("body, content_type, said", [
+    (b"<!doctype html><html><body><form action=/login>Sign in</form></body></html>",
+     "text/html", ("did not answer with a commit", "without JSON")),
+    (b'{"tree": [' + b" " * (9 << 20) + b"]}", "application/json",
+     ("over 8388608 bytes", "over 8388608 bytes")),
+])
+def test_an_api_answer_that_is_a_page_or_huge_is_a_clear_error(gh, resolver, body,
+                                                               content_type, said):
+    commit = gh.commit("o/r", {"w.bin": b"h" * 100})
+    gh.fail("api", 200, {}, times=2, body=body, content_type=content_type)
+    lookup = refused(resolver, "github:o/r@main/w.bin", errors.BackendError, pin=True)
+    listing = refused(resolver, f"github:o/r@{commit}/", errors.BackendError)
+    for exc, text in zip((lookup, listing), said, strict=True):
+        assert text in exc.message and "api_url" in exc.hint
+
+
+def test_a_redirect_or_lfs_link_no_client_may_follow_is_a_clear_error(gh, resolver,
+                                                                     monkeypatch):
+    """Before, a port out of range (in a raw host's redirect or the LFS server's link) raised
+    ValueError from the token's host check, and a redirect to user:password@ a configured
+    host aiohttp's ValueError (the token and the URL's credentials): tracebacks."""
+    monkeypatch.setenv("GITHUB_TOKEN", TOKEN)
+    lfs = data(2000, 91)
+    commit = gh.commit("o/r", {"w.bin": b"x" * 100, "m.bin": gh.lfs(lfs)})
+    raw_host = gh.raw_url.rpartition("/")[0].removeprefix("http://")
+    for location in ("http://127.0.0.1:99999/x", f"http://user:pw@{raw_host}/raw/x"):
+        gh.fail("raw", 302, {"Location": location})
+        exc = refused(resolver, f"github:o/r@{commit}/w.bin", errors.BackendError)
+        assert "redirected to a URL" in exc.message and "pw" not in exc.message
+    gh.lfs_hrefs[sha(lfs)] = "http://127.0.0.1:99999/object"
+    exc = refused(resolver, f"github:o/r@{commit}/m.bin", errors.BackendError)
+    assert "gave no usable download link" in exc.message
+
+
+@pytest.mark.parametrize("url, token", [
+    ("http://user:s3cret@127.0.0.1:9/api", None),
+    ("http://user:s3cret@127.0.0.1:9/api", TOKEN),
+    ("http://127.0.0.1:99999/api", TOKEN),
+])
+def test_a_host_setting_with_a_password_or_a_bad_port_is_refused_unshown(gh, url, token):
+    """Before, a user:password in api_url was printed in every 'cannot connect' message (and
+    with a token, aiohttp refused the pair: a traceback), and a port out of range was a
+    traceback too."""
+    proc = run_cli("resolve", "github:o/r@main/w.bin", "--pin",
+                   env={"HOSTKIT_GITHUB_API_URL": url, **({"GITHUB_TOKEN": token} if token
+                                                          else {})})
+    assert proc.returncode == 2 and "HOSTKIT_GITHUB_API_URL" in proc.stderr, proc.stderr
+    assert "s3cret" not in proc.stderr and "Traceback" not in proc.stderr
+    assert gh.hits == []
+
+
 # -- settings and listings ------------------------------------------------------------------
 
 

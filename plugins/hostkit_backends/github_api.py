@@ -126,12 +126,27 @@ def config_for(context) -> GitHubConfig:
 
 def _base(context, key: str, default: str) -> str:
     value = (context.option("github", key) or default).strip().rstrip("/")
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query:
+    if not usable_url(value) or urlsplit(value).query:
         raise UsageError(f"HOSTKIT_GITHUB_{key.upper()}={redact_url(value)!r} is not an "
                          "http(s) base URL", hint=f"set it like {default} (or [backends.github] "
-                                                  f"{key} in config.toml)")
+                                                  f"{key} in config.toml), with no "
+                                                  "user:password (the token is sent instead)")
     return value
+
+
+def usable_url(url: str) -> bool:
+    """Whether a request may go to ``url``: http(s), a host, a port in range, no user info.
+
+    A ``user:password@`` would be sent beside the token (aiohttp refuses the pair)
+    or, without one, shown in every message naming the host; a port out of range
+    fails every parse of the URL (:func:`origin` too).
+    """
+    parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018  # raises for a port out of range
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and "@" not in parts.netloc
 
 
 def origin(url: str) -> str:
@@ -161,11 +176,10 @@ def quote_path(path: str) -> str:
 
 def _next_hop(url: str, location: str | None, display: str) -> str:
     target = urljoin(url, location or "")
-    if not location or urlsplit(target).scheme not in ("http", "https") \
-            or not urlsplit(target).hostname:
+    if not location or not usable_url(target):
         raise BackendError(f"{display}: GitHub redirected to a URL that is not an http(s) URL "
-                           "with a host", hint="check the api_url / raw_url settings",
-                           identifier=display)
+                           "with a host and a valid port, and no user:password",
+                           hint="check the api_url / raw_url settings", identifier=display)
     return target
 
 
@@ -450,9 +464,9 @@ class GitHub:
         if not isinstance(action, dict):
             action = {}
         href = action.get("href")
-        if not isinstance(href, str) or urlsplit(href).scheme not in ("http", "https"):
+        if not isinstance(href, str) or not usable_url(href):
             raise BackendError(f"{display} is a Git LFS pointer, and the LFS server gave no "
-                               f"download link for {what}",
+                               f"usable download link for {what}",
                                hint="the repository's LFS storage may be disabled or over its "
                                     "quota; tell its owner", identifier=display)
         headers = action.get("header")

@@ -104,6 +104,9 @@ class Failure:
     headers: dict[str, str]
     times: int
     message: str = "API rate limit exceeded"
+    #: sent instead of the JSON message (a web page, a huge answer), as ``content_type``
+    body: bytes | None = None
+    content_type: str = "application/json"
 
 
 @dataclass
@@ -117,6 +120,8 @@ class GitHubStandin:
     redirects: set[tuple[str, str]] = field(default_factory=set)
     #: LFS objects whose first download is cut after 40% (then served normally)
     cut_once: set[str] = field(default_factory=set)
+    #: the download link the LFS batch answer gives for an oid instead of the storage's
+    lfs_hrefs: dict[str, str] = field(default_factory=dict)
     failures: list[Failure] = field(default_factory=list)
     hits: list[Hit] = field(default_factory=list)
     urls: dict[str, str] = field(default_factory=dict)
@@ -141,6 +146,7 @@ class GitHubStandin:
         self.lfs_objects.clear()
         self.redirects.clear()
         self.cut_once.clear()
+        self.lfs_hrefs.clear()
         self.failures.clear()
         self.hits.clear()
         self._cdn.clear()
@@ -169,10 +175,12 @@ class GitHubStandin:
         return pointer_for(data)
 
     def fail(self, site: str, status: int, headers: dict[str, str], times: int = 1,
-             message: str = "API rate limit exceeded") -> None:
+             message: str = "API rate limit exceeded", *, body: bytes | None = None,
+             content_type: str = "application/json") -> None:
         """Make ``site`` (api, raw, lfs, cdn) answer ``status`` with ``headers`` ``times`` times
-        (a JSON body whose ``message`` is ``message``)."""
-        self.failures.append(Failure(site, status, headers, times, message))
+        (a JSON body whose ``message`` is ``message``, or ``body`` as ``content_type``)."""
+        self.failures.append(Failure(site, status, headers, times, message, body,
+                                     content_type))
 
     def seen(self, site: str, method: str | None = None) -> list[Hit]:
         """The requests ``site`` saw (of ``method``)."""
@@ -222,6 +230,10 @@ def _app(state: GitHubStandin) -> web.Application:
         for failure in state.failures:
             if failure.site == site and failure.times > 0:
                 failure.times -= 1
+                if failure.body is not None:
+                    return web.Response(body=failure.body, status=failure.status,
+                                        headers=failure.headers,
+                                        content_type=failure.content_type)
                 return web.json_response({"message": failure.message},
                                          status=failure.status, headers=failure.headers)
         return await handler(request)
@@ -350,7 +362,8 @@ def _app(state: GitHubStandin) -> web.Application:
             if oid in state.lfs_objects:
                 objects.append({"oid": oid, "size": obj.get("size"), "authenticated": True,
                                 "actions": {"download": {
-                                    "href": f"{state.urls['cdn']}/lfs-objects/{oid}",
+                                    "href": state.lfs_hrefs.get(
+                                        oid, f"{state.urls['cdn']}/lfs-objects/{oid}"),
                                     "header": {"Authorization": f"RemoteAuth ticket-{oid[:8]}"},
                                     "expires_in": 3600}}})
             else:
