@@ -66,13 +66,7 @@ def place(blob_path: Path, target: Path) -> Path:
         raise _failed(target, exc) from None
     temp = target.parent / f".{target.name[:200]}.hostkit-{secrets.token_hex(6)}.tmp"
     try:
-        try:
-            os.link(blob_path, temp)
-        except OSError as exc:
-            if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EACCES, errno.EMLINK,
-                                 errno.ENOTSUP, errno.EOPNOTSUPP):
-                raise
-            _copy(blob_path, temp)
+        _link_or_copy(blob_path, temp)
         if _same_inode(temp, target):
             # rename(2) of two links to one inode does nothing: target already is the blob
             os.unlink(temp)
@@ -169,6 +163,8 @@ def _check_tree_target(target: Path) -> None:
 
 
 def _link_or_copy(source: Path, temp: Path) -> None:
+    """A hard link to ``source`` at ``temp``, else a reflink or a copy (another file system,
+    too many links, no links at all)."""
     try:
         os.link(source, temp)
     except OSError as exc:
