@@ -200,8 +200,6 @@ async def _open_range(context, url: str, offset: int, end: int | None, *, header
                     max_redirects=max_redirects, display=display,
                     read_bufsize=None if end is None else PART_READ_BUFSIZE))
         start, total = _accepted(resp, offset, end, expected, pinned_by_url)
-        if start is not None and size is not None and total is not None and total != size:
-            raise ObjectChanged("size", str(size), str(total))
         if start is None and end is None and offset and resp.status in (206, 416):
             # the resume cannot continue here: ask for the whole object instead
             await stack.aclose()
@@ -210,8 +208,8 @@ async def _open_range(context, url: str, offset: int, end: int | None, *, header
                         max_redirects=max_redirects, display=display))
             offset, expected = 0, dict(expect or {})
             start, total = _accepted(resp, 0, None, expected, pinned_by_url)
-            if start is not None and size is not None and total is not None and total != size:
-                raise ObjectChanged("size", str(size), str(total))
+        if start is not None and None not in (size, total) and total != size:
+            raise ObjectChanged("size", str(size), str(total))
         if start is None:
             if end is not None and resp.status in (200, 206):
                 _refuse_part(resp, offset, end, expected, pinned_by_url, size)
