@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from hostkit.errors import (
+    BackendError,
     CredentialsNeeded,
     CredentialsRefused,
     NotFound,
@@ -516,3 +517,117 @@ def test_artifacts_setting_forces_the_way(env, monkeypatch):
     monkeypatch.setenv("HOSTKIT_MLFLOW_ARTIFACTS", "sideways")
     with pytest.raises(UsageError, match="HOSTKIT_MLFLOW_ARTIFACTS"):
         resolve(f"runs:/{run}/file.txt")
+
+
+# -- a server that lies (an aiohttp stand-in: no MLflow server needed) -------------------------
+
+RUN = "0123456789abcdef0123456789abcdef"
+
+
+@pytest.fixture
+def liar(monkeypatch, tmp_path):
+    """A stand-in tracking server answering what ``answers[route]`` says (a function of the
+    request returning an aiohttp response); every request is counted in ``hits``."""
+    from aiohttp import web
+
+    from tests.daemon_fixtures import serve_in_thread
+
+    answers: dict = {
+        "/api/2.0/mlflow/runs/get": lambda request: web.json_response(
+            {"run": {"info": {"artifact_uri": f"mlflow-artifacts:/1/{RUN}/artifacts"}}}),
+    }
+    hits: list[str] = []
+
+    def make_app():
+        async def handle(request):
+            hits.append(request.path_qs)
+            answer = answers.get(request.path)
+            return answer(request) if answer else web.json_response(
+                {"error_code": "RESOURCE_DOES_NOT_EXIST", "message": "no"}, status=404)
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", handle)
+        return app
+
+    _clear_cloud_env(monkeypatch, tmp_path)
+    monkeypatch.setenv("HOSTKIT_RETRIES", "0")
+    _, loop, url = serve_in_thread(make_app, "lying-mlflow")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+    yield answers, hits
+    loop.call_soon_threadsafe(loop.stop)
+
+
+def _listing(*files, token=None):
+    from aiohttp import web
+
+    return lambda request: web.json_response(
+        {"files": list(files), **({"next_page_token": token} if token else {})})
+
+
+@pytest.mark.parametrize("case, listing, words", [
+    ("size not a number", _listing({"path": "f", "is_dir": False, "file_size": "abc"}),
+     "size"),
+    ("negative size", _listing({"path": "f", "is_dir": False, "file_size": -5}), "size"),
+    ("a page token forever", _listing(token="again"), "repeats"),
+])
+def test_a_lying_listing_is_a_clear_error(liar, case, listing, words):
+    answers, hits = liar
+    answers["/api/2.0/mlflow/artifacts/list"] = listing
+    with pytest.raises(BackendError, match=words) as error:
+        resolve(f"runs:/{RUN}/f")
+    assert "MLflow" in error.value.hint or "MLFLOW" in error.value.hint
+    assert len(hits) < 10
+
+
+def test_a_folder_listing_itself_is_an_error_not_a_loop(liar):
+    from aiohttp import web
+
+    answers, hits = liar
+    answers["/api/2.0/mlflow/artifacts/list"] = lambda request: web.json_response(
+        {"files": [{"path": request.query.get("path") or "d", "is_dir": True}]})
+    with pytest.raises(BackendError, match="listed"):
+        resolve(f"runs:/{RUN}/d/")
+    assert len(hits) < 10
+
+
+@pytest.mark.parametrize("answer", [{"run": [1, 2]}, {"run": {"info": "x"}}, {"run": None}])
+def test_an_answer_of_another_shape_is_a_clear_error(liar, answer):
+    from aiohttp import web
+
+    answers, _ = liar
+    answers["/api/2.0/mlflow/runs/get"] = lambda request: web.json_response(answer)
+    with pytest.raises(BackendError, match="artifact location"):
+        resolve(f"runs:/{RUN}/f")
+
+
+def test_a_huge_answer_is_refused(liar, monkeypatch):
+    from aiohttp import web
+    from hostkit_backends import mlflow_api
+
+    answers, _ = liar
+    monkeypatch.setattr(mlflow_api, "_MAX_JSON", 1000)
+    answers["/api/2.0/mlflow/runs/get"] = lambda request: web.json_response(
+        {"run": {"info": {"artifact_uri": "mlflow-artifacts:/x", "pad": "x" * 5000}}})
+    with pytest.raises(BackendError, match="more than"):
+        resolve(f"runs:/{RUN}/f")
+
+
+def test_a_login_page_and_a_dead_server(liar, monkeypatch):
+    from aiohttp import web
+
+    from hostkit.errors import Unreachable
+
+    answers, _ = liar
+    answers["/api/2.0/mlflow/runs/get"] = lambda request: web.Response(
+        text="<html><form><input type=password name=pw></form></html>",
+        content_type="text/html")
+    with pytest.raises(CredentialsNeeded, match="login page") as page:
+        resolve(f"runs:/{RUN}/f")
+    assert "MLFLOW_TRACKING_TOKEN" in page.value.hint
+    from tests.servers import free_port
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://{LOOPBACK}:{free_port()}")
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", TOKEN)
+    with pytest.raises(Unreachable) as dead:
+        resolve(f"runs:/{RUN}/f")
+    assert TOKEN not in str(dead.value)

@@ -412,9 +412,13 @@ class _Artifact(Remote):
                            hint=_TREE_HINT, identifier=self.display)
         return found
 
+    def _reads_direct(self, where: _Where) -> bool:
+        """Whether files under ``where`` are read from their ``s3://`` store directly."""
+        return self.how.direct and bool(where.root) and str(where.root).startswith("s3://")
+
     def _direct_remote(self, where: _Where) -> Remote | None:
         """The s3 backend's Remote for this file when it is read from the store directly."""
-        if not (self.how.direct and where.root and where.root.startswith("s3://")):
+        if not self._reads_direct(where):
             return None
         if self._direct is None:
             from . import s3
@@ -506,16 +510,26 @@ class _Artifact(Remote):
         if not (await self._describe()).is_dir:
             raise NotAFile(f"{self.display} names a file, not a folder",
                            hint="resolve it as a file", identifier=self.display)
+        direct = self._reads_direct(where)
         folders = [self.path]
         while folders:
-            for found in await where.list(folders.pop()):
+            folder = folders.pop()
+            for found in await where.list(folder):
+                # only what lies below the folder listed: a server listing a folder in
+                # itself (or its parent) would otherwise be walked for ever
+                below = found.path[len(folder) + 1:] if folder else found.path
+                if (folder and not found.path.startswith(folder + "/")) or \
+                        any(s in ("", ".", "..") for s in below.split("/")):
+                    raise BackendError(f"{self.display}: the server listed "
+                                       f"{found.path[:100]!r} in {folder or 'the root'!r}",
+                                       hint="the server is not answering as an MLflow "
+                                            "tracking server does; check MLFLOW_TRACKING_URI",
+                                       identifier=self.display)
                 if found.is_dir:
                     folders.append(found.path)
                     continue
                 inner = found.path[len(self.path) + 1:] if self.path else found.path
                 child = self._child(found.path, where, found)
-                direct = self.how.direct and bool(where.root) and \
-                    str(where.root).startswith("s3://")
                 yield TreeEntry(path=inner, remote=child, size=found.size,
                                 validator=None if direct else _weak(found.size))
 

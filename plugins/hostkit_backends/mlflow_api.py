@@ -47,6 +47,15 @@ _REFUSED = ("check MLFLOW_TRACKING_TOKEN, or MLFLOW_TRACKING_USERNAME and "
             "MLFLOW_TRACKING_PASSWORD: the server did not accept them (or they may not read this)")
 #: A store's "no such object" inside the 500 the artifact proxy answers for a missing file.
 _MISSING_IN_STORE = re.compile(r"\(404\)|NoSuchKey|Not Found|No such file|does not exist", re.I)
+#: A model version number, as MLflow numbers them (a version is cached for good under it).
+_VERSION = re.compile(r"[1-9][0-9]{0,17}")
+_NOT_MLFLOW = ("the server is not answering as an MLflow tracking server does; check "
+               "MLFLOW_TRACKING_URI")
+
+
+def _obj(value: Any) -> dict:
+    """``value`` when it is a JSON object, else an empty one (a server may answer any shape)."""
+    return value if isinstance(value, dict) else {}
 
 
 @dataclass(frozen=True)
@@ -258,6 +267,10 @@ class MlflowApi:
         text = body.decode("utf-8", "replace")
         if not 200 <= status < 300:
             raise api_error(status, text, display, self.server, headers=headers)
+        if len(body) > _MAX_JSON:
+            raise BackendError(f"{display}: {self.server.shown} answered more than "
+                               f"{_MAX_JSON >> 20} MiB to {path}", hint=_NOT_MLFLOW,
+                               identifier=display)
         try:
             data = json.loads(text)
         except ValueError:
@@ -280,7 +293,7 @@ class MlflowApi:
         """The run's artifact root (``runs/get``: ``run.info.artifact_uri``)."""
         if run_id not in self._roots:
             data = await self.get("/api/2.0/mlflow/runs/get", {"run_id": run_id}, display)
-            root = ((data.get("run") or {}).get("info") or {}).get("artifact_uri")
+            root = _obj(_obj(data.get("run")).get("info")).get("artifact_uri")
             if not isinstance(root, str) or not root:
                 raise BackendError(f"{display}: the server gave no artifact location for run "
                                    f"{run_id}", hint="check the run in the MLflow UI",
@@ -315,18 +328,29 @@ class MlflowApi:
                      name) -> list[FileInfo]:
         found: list[FileInfo] = []
         token = None
+        tokens: set[str] = set()
         for _ in range(100_000):
             data = await self.get(path, {**params, **({"page_token": token} if token else {})},
                                   display)
-            for item in data.get("files") or ():
+            files = data.get("files") or ()
+            for item in files if isinstance(files, list) else ():
                 if not isinstance(item, dict) or not isinstance(item.get("path"), str):
                     continue
                 size = item.get("file_size")
-                found.append(FileInfo(name(item["path"]), bool(item.get("is_dir")),
-                                      int(size) if size is not None else None))
+                if size is not None and (type(size) is not int or size < 0):
+                    raise BackendError(f"{display}: the artifact listing gives "
+                                       f"{item['path'][:100]!r} a size that is not a byte "
+                                       f"count ({str(size)[:40]!r})", hint=_NOT_MLFLOW,
+                                       identifier=display)
+                found.append(FileInfo(name(item["path"]), bool(item.get("is_dir")), size))
             token = data.get("next_page_token")
             if not token:
                 return found
+            token = str(token)
+            if token in tokens:
+                raise BackendError(f"{display}: the artifact listing repeats a page token",
+                                   hint=_NOT_MLFLOW, identifier=display)
+            tokens.add(token)
         raise BackendError(f"{display}: the artifact listing never ended",
                            hint="the server keeps answering more pages", identifier=display)
 
@@ -336,7 +360,7 @@ class MlflowApi:
         """``model-versions/get``: source, run_id, status."""
         data = await self.get("/api/2.0/mlflow/model-versions/get",
                               {"name": name, "version": version}, display)
-        return data.get("model_version") or {}
+        return _obj(data.get("model_version"))
 
     async def download_uri(self, name: str, version: str, display: str) -> str:
         """``model-versions/get-download-uri``: where the version's artifacts are."""
@@ -353,19 +377,23 @@ class MlflowApi:
         """The version an alias names now (``registered-models/alias``)."""
         data = await self.get("/api/2.0/mlflow/registered-models/alias",
                               {"name": name, "alias": alias}, display)
-        version = (data.get("model_version") or {}).get("version")
+        version = _obj(data.get("model_version")).get("version")
         if not version:
             raise NotFound(f"{display}: the alias names no version",
                            hint="set it: MlflowClient().set_registered_model_alias(...)",
                            identifier=display)
+        if not _VERSION.fullmatch(str(version)):
+            raise BackendError(f"{display}: the alias names {str(version)[:40]!r}, not a "
+                               "version number", hint=_NOT_MLFLOW, identifier=display)
         return str(version)
 
     async def latest_version(self, name: str, display: str) -> str:
         """The newest version of a registered model (``registered-models/get-latest-versions``)."""
         data = await self.get("/api/2.0/mlflow/registered-models/get-latest-versions",
                               {"name": name}, display)
-        versions = [int(v["version"]) for v in data.get("model_versions") or ()
-                    if str(v.get("version", "")).isdigit()]
+        listed = data.get("model_versions")
+        versions = [int(v["version"]) for v in (listed if isinstance(listed, list) else ())
+                    if isinstance(v, dict) and _VERSION.fullmatch(str(v.get("version", "")))]
         if not versions:
             raise NotFound(f"{display}: the model has no versions",
                            hint="register one first", identifier=display)
