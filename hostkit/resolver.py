@@ -28,7 +28,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import random
 import time
 import weakref
 from dataclasses import replace
@@ -50,7 +49,6 @@ from .errors import (
     TransientError,
     TruncatedBody,
     UnknownScheme,
-    Unreachable,
     UsageError,
 )
 from .events import (
@@ -594,20 +592,17 @@ class Resolver:
                 failpoint("verify")
                 return info, digests
             except TransientError as exc:
+                from .backend.errors import retry_delay, retry_limit  # only when retrying
+
                 attempt += 1
-                # a host that refuses connections rarely comes back within seconds
-                limit = min(self.settings.retries, 2) if isinstance(exc, Unreachable) \
-                    else self.settings.retries
+                limit = retry_limit(exc, self.settings)
                 if attempt > limit:
                     raise
-                delay = exc.retry_after or min(self.settings.max_backoff,
-                                               self.settings.backoff * 2 ** (attempt - 1))
+                delay = retry_delay(exc, attempt, self.settings)
                 log.warning("%s; retry %d/%d in %.1fs", exc.message, attempt, limit, delay)
                 self.events.publish(Retrying(remote.cache_key, remote.display, attempt, limit,
                                              delay, exc.message))
-                # a server's Retry-After is the least it asks for: jitter upwards from it
-                await asyncio.sleep(delay * (1 + random.random() / 4) if exc.retry_after
-                                    else delay * (0.5 + random.random() / 2))
+                await asyncio.sleep(delay)
 
     @contextlib.asynccontextmanager
     async def _answered(self, remote: Remote):

@@ -27,10 +27,10 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from .backend.errors import retry_delay, retry_limit
 from .errors import (
     CacheError,
     ContentChanged,
@@ -205,13 +205,13 @@ async def _listing(resolver: Resolver, remote: Remote) -> list[TreeEntry]:
             return await _list_once(remote, settings.tree_max_files, settings.tree_max_bytes)
         except TransientError as exc:
             attempt += 1
-            if attempt > settings.retries:
+            limit = retry_limit(exc, settings)
+            if attempt > limit:
                 raise
-            delay = exc.retry_after or min(settings.max_backoff,
-                                           settings.backoff * 2 ** (attempt - 1))
-            log.warning("%s; listing again (%d/%d) in %.1fs", exc.message, attempt,
-                        settings.retries, delay)
-            await asyncio.sleep(delay * (0.5 + random.random() / 2))
+            delay = retry_delay(exc, attempt, settings)
+            log.warning("%s; listing again (%d/%d) in %.1fs", exc.message, attempt, limit,
+                        delay)
+            await asyncio.sleep(delay)
 
 
 async def _list_once(remote: Remote, max_files: int, max_bytes: int) -> list[TreeEntry]:

@@ -532,6 +532,36 @@ def test_pages_arriving_in_pieces_are_read_whole(liar):
     assert files_of(got.path) == {k.removeprefix("p/"): v for k, v in liar.objects.items()}
 
 
+def test_a_listing_told_to_retry_after_n_seconds_waits_at_least_that(tmp_path, monkeypatch):
+    """A listing answered "busy, Retry-After: 1" is asked again no sooner than 1 s later,
+    as a download is (the listing's retry jittered the server's wait downwards: 0.5-1 s)."""
+    from types import SimpleNamespace
+
+    from hostkit import trees
+    from hostkit.errors import TransientError
+    from hostkit.remote import Remote, TreeEntry
+    from hostkit.settings import Settings
+
+    asked: list[float] = []
+
+    class Busy(Remote):
+        cache_key = display = "stub:busy/"
+        tree = True
+
+        async def list(self):
+            asked.append(time.monotonic())
+            if len(asked) == 1:
+                raise TransientError("stub:busy/: the server answered 503", retry_after=1.0,
+                                     hint="try again later")
+            yield TreeEntry("a.bin", self, 1)
+
+    monkeypatch.setattr("random.random", lambda: 0.0)  # the jitter at its low end
+    resolver = SimpleNamespace(settings=Settings(cache_dir=tmp_path, retries=1))
+    entries = asyncio.run(trees._listing(resolver, Busy()))
+    assert [e.path for e in entries] == ["a.bin"] and len(asked) == 2
+    assert asked[1] - asked[0] >= 1.0
+
+
 # -- the manifest and the name rules, on their own -----------------------------------------
 
 

@@ -118,3 +118,23 @@ def test_proxy_from_environment_honours_no_proxy(monkeypatch):
     assert Context.proxy_for("https://files.example/x")["proxy"].host == "proxy.invalid"
     assert Context.proxy_for("https://internal.example/x") == {}
     assert Context.proxy_for("http://files.example/x") == {}  # no HTTP_PROXY set
+
+
+def test_retry_waits_back_off_and_honour_retry_after(monkeypatch):
+    """The one rule of the resolver's and a folder listing's retries."""
+    from hostkit.backend import retry_delay, retry_limit
+    from hostkit.settings import Settings
+
+    settings = Settings(retries=5, backoff=0.5, max_backoff=3.0)
+    busy = errors.TransientError("busy", hint="h")
+    assert retry_limit(busy, settings) == 5
+    assert retry_limit(errors.Unreachable("refused", hint="h"), settings) == 2
+    monkeypatch.setattr("random.random", lambda: 0.0)  # the jitter's two ends
+    assert [retry_delay(busy, n, settings) for n in (1, 2, 3, 4)] == [0.25, 0.5, 1.0, 1.5]
+    monkeypatch.setattr("random.random", lambda: 0.999)
+    assert [round(retry_delay(busy, n, settings), 2) for n in (1, 4)] == [0.5, 3.0]
+    told = errors.TransientError("busy", hint="h", retry_after=8.0)  # past max_backoff too
+    monkeypatch.setattr("random.random", lambda: 0.0)
+    assert retry_delay(told, 1, settings) == 8.0  # never sooner than the server asked
+    monkeypatch.setattr("random.random", lambda: 0.999)
+    assert 8.0 < retry_delay(told, 1, settings) <= 10.0

@@ -5,7 +5,8 @@
   used only from the offset asked and under the validator expected;
 - :mod:`.errors`: an HTTP status (:func:`status_error`,
   :func:`raise_for_status`) or a network failure (:func:`network_error`) to a
-  :mod:`hostkit.errors` type, the backend passing only its texts;
+  :mod:`hostkit.errors` type, the backend passing only its texts; how long to wait
+  before a retry (:func:`retry_delay`) and how many (:func:`retry_limit`);
 - :mod:`.parts`: the parallel ordered parts reader (:func:`ordered_parts`);
 - :mod:`.multipart`: the multipart uploader (:func:`send_file`).
 
@@ -20,7 +21,15 @@ from types import ModuleType
 
 from hostkit.errors import MissingExtra
 
-from .errors import network_error, raise_for_status, retry_after, status_error, status_kind
+from .errors import (
+    network_error,
+    raise_for_status,
+    retry_after,
+    retry_delay,
+    retry_limit,
+    status_error,
+    status_kind,
+)
 from .http import (
     IDENTITY,
     HttpStatus,
@@ -38,8 +47,8 @@ from .parts import ordered_parts, part_settings
 __all__ = [
     "IDENTITY", "HttpStatus", "MultipartTarget", "ObjectChanged", "Ranged", "hash_file",
     "network_error", "open_range", "ordered_parts", "part_settings", "raise_for_status",
-    "range_headers", "ranged_get", "read_body", "request", "require", "retry_after", "send_file",
-    "status_error", "status_kind", "upload_part_size",
+    "range_headers", "ranged_get", "read_body", "request", "require", "retry_after",
+    "retry_delay", "retry_limit", "send_file", "status_error", "status_kind", "upload_part_size",
 ]
 
 

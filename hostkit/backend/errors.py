@@ -95,6 +95,28 @@ def retry_after(headers) -> float | None:
     return min(float(value), 60.0) if value.isascii() and value.isdigit() else None
 
 
+def retry_limit(exc: TransientError, settings) -> int:
+    """How many times a request that failed with ``exc`` is tried again: ``settings.retries``,
+    at most 2 for a host that refuses connections (it rarely comes back within seconds)."""
+    return min(settings.retries, 2) if isinstance(exc, Unreachable) else settings.retries
+
+
+def retry_delay(exc: TransientError, attempt: int, settings) -> float:
+    """Seconds to wait before retry ``attempt`` (1, 2, ...) of a request that failed with ``exc``.
+
+    Exponential backoff from ``settings.backoff`` up to ``settings.max_backoff``,
+    jittered downwards (0.5-1x) so that clients cut at once do not come back at once;
+    a server's ``Retry-After`` (``exc.retry_after``) is the least it asked for, so it is
+    jittered upwards (1-1.25x).
+    """
+    import random
+
+    if exc.retry_after:
+        return exc.retry_after * (1 + random.random() / 4)
+    delay = min(settings.max_backoff, settings.backoff * 2 ** (attempt - 1))
+    return delay * (0.5 + random.random() / 2)
+
+
 def raise_for_status(resp, display: str, **particulars) -> None:
     """Raise :func:`status_error` for an aiohttp response that is not a 2xx; else nothing."""
     if not 200 <= resp.status < 300:
