@@ -250,23 +250,25 @@ def _run(args, settings, wants: list[Want], *, out_dir=None, refused: dict | Non
                          hint="e.g. -j 4")
     api = _api()
     pairs = [(w.identifier, w.hash) for w in wants]
-    refused = dict(refused or {})
-    for index, error in api.check_many(pairs, settings=settings):
-        refused.setdefault(index, error)
-    names = {}
-    if out_dir is not None:
-        names = _output_names(wants, refused)
-    if refused:
+    given = dict(refused or {})
+    refused = dict(given)
+    names = _output_names(wants, refused) if out_dir is not None else {}
+    if refused:  # the API's checks too, so that every refused item is named at once
+        refused = given
+        for index, error in api.check_many(pairs, settings=settings):
+            refused.setdefault(index, error)
+        if out_dir is not None:
+            _output_names(wants, refused)
         _report_refused(args, wants, refused)
         return None
     from .progress import batch_progress_for
 
-    try:
+    try:  # resolve_many checks every item (check_many) before it resolves any
         with _own_warnings():
             outcomes: list = api.resolve_many(
                 pairs, jobs=args.jobs, settings=settings, cache_dir=_path(args.cache_dir),
                 progress=batch_progress_for(settings, len(wants)), pin=args.pin)
-    except ItemsRefused as exc:  # the same checks as above: only if something changed since
+    except ItemsRefused as exc:
         _report_refused(args, wants, dict(exc.refused))
         return None
     placed: dict[int, object] = {}

@@ -290,3 +290,25 @@ def test_the_api_answers_per_item_and_refuses_bad_lists_up_front(origin):
     with pytest.warns(ContentChangedWarning, match=new):
         (changed,) = hostkit.resolve_many([url])
     assert changed.changed_from["sha256"] == sha
+
+
+def test_a_clean_list_is_checked_once(origin, tmp_path, monkeypatch, capsys):
+    """The command's own checks (output names) pass: the API's checks (every identifier
+    through its backend) run once, in resolve_many, not once more before it."""
+    from hostkit import api
+    from hostkit.cli import main
+
+    calls = []
+    check_many = api.check_many
+    monkeypatch.setattr(api, "check_many", lambda *a, **k: calls.append(1) or check_many(*a, **k))
+    urls = [f"{origin.url}/f/{origin_name}" for origin_name in ("once-a.bin", "once-b.bin")]
+    shas = [origin.add(url.rsplit("/", 1)[1], data(900 + i, 760 + i)) for i, url in enumerate(urls)]
+    out = tmp_path / "once"
+    assert main(["resolve", "-q", f"{urls[0]}={shas[0]}", urls[1], "-o", f"{out}/"]) == 0
+    assert len(calls) == 1
+    assert (out / "once-a.bin").read_bytes() == data(900, 760)
+    assert capsys.readouterr().out.split() == [str(out / "once-a.bin"), str(out / "once-b.bin")]
+    calls.clear()  # refused: every item named, the API's refusals with the clash
+    assert main(["resolve", urls[0], f"{urls[0]}?x=1", "ftp://x/y", "-o", f"{out}/"]) == 2
+    err = capsys.readouterr().err
+    assert "same name 'once-a.bin'" in err and "no backend accepts" in err
