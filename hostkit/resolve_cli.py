@@ -298,12 +298,14 @@ def _report(args, wants: list[Want], outcomes: list, placed: dict, *,
     for index, (want, outcome) in enumerate(zip(wants, outcomes, strict=True)):
         if isinstance(outcome, HostkitError):
             print(f"error: {_where(want)}{outcome}", file=sys.stderr)
-            rows.append({**outcome.to_dict(), "identifier": outcome.identifier or
-                         _shown(want.identifier)})
+            if args.json:
+                rows.append({**outcome.to_dict(), "identifier": outcome.identifier or
+                             _shown(want.identifier)})
             continue
         target = placed.get(index)
-        rows.append({**outcome.to_dict(), **({"placed": str(target)} if target else {})})
-        if paths and not args.json:
+        if args.json:
+            rows.append({**outcome.to_dict(), **({"placed": str(target)} if target else {})})
+        elif paths:
             print(target or outcome.path)
     if args.json:
         print_json(rows)
