@@ -39,7 +39,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
-from hostkit.backend import HttpStatus, network_error, retry_after, status_error
+from hostkit.backend import HttpStatus, network_error, read_body, retry_after, status_error
 from hostkit.errors import (
     BackendError,
     HashMismatch,
@@ -587,16 +587,10 @@ class GitHubRemote(Remote):
 
     async def _read_head(self, ranged) -> bytes:
         """Up to POINTER_MAX bytes of the answer (all of a pointer, the start of any file)."""
-        head = b""
         try:
-            while len(head) < POINTER_MAX:
-                chunk = await ranged.response.content.read(POINTER_MAX - len(head))
-                if not chunk:
-                    break
-                head += chunk
+            return await read_body(ranged.response, POINTER_MAX - 1)
         except Exception as exc:
             raise self._network_error(exc) from None
-        return head
 
     async def _lfs_body(self, stack: contextlib.AsyncExitStack, pointer: Pointer,
                         offset: int) -> Body:

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urljoin, urlsplit
 
-from hostkit.backend import HttpStatus, network_error, open_range
+from hostkit.backend import HttpStatus, network_error, open_range, read_body
 from hostkit.errors import (
     BackendError,
     CredentialsNeeded,
@@ -259,12 +259,10 @@ class Answer:
 
 async def _read(resp, display: str) -> bytes:
     """A whole API answer, refused past :data:`_MAX_JSON` bytes (a server may lie)."""
-    body = b""
-    async for chunk in resp.content.iter_any():
-        body += chunk
-        if len(body) > _MAX_JSON:
-            raise BackendError(f"{display}: GitHub's answer is over {_MAX_JSON} bytes",
-                               hint="check the api_url setting", identifier=display)
+    body = await read_body(resp, _MAX_JSON)
+    if len(body) > _MAX_JSON:
+        raise BackendError(f"{display}: GitHub's answer is over {_MAX_JSON} bytes",
+                           hint="check the api_url setting", identifier=display)
     return body
 
 

@@ -26,6 +26,7 @@ from hostkit.backend import (
     network_error,
     open_range,
     raise_for_status,
+    read_body,
     request,
     retry_after,
     status_error,
@@ -339,12 +340,7 @@ async def probe(context, url: str, display: str, inspect: Inspect | None = None
         async with request(context, "GET", url, headers=headers, encoded=False,
                            max_redirects=10) as resp:
             raise_for_status(resp, display, texts=_TEXTS)
-            first = b""
-            while len(first) < PROBE_BYTES:
-                chunk = await resp.content.read(PROBE_BYTES - len(first))
-                if not chunk:
-                    break
-                first += chunk
+            first = await read_body(resp, PROBE_BYTES - 1)
             content_type = resp.headers.get("Content-Type")
             problem = page_problem(url, display, content_type, first) or (
                 inspect(first, display) if inspect is not None else None)
