@@ -68,6 +68,8 @@ class BatchBar(BatchProgress):
         self._lock = threading.Lock()
         self._bar = None
         self._items: dict[int, list] = {}  # index -> [total or None, done]
+        # the sums over _items, kept as items start and advance (not summed again each time)
+        self._known, self._unknown, self._done = 0, 0, 0
         self._finished = 0
 
     def item(self, index: int, identifier: str) -> Progress:
@@ -91,15 +93,21 @@ class BatchBar(BatchProgress):
     def _desc(self) -> str:
         return f"{self._finished}/{self.count} done"
 
-    def _sizes(self) -> tuple[int | None, int]:
-        totals = [t for t, _ in self._items.values()]
-        total = None if None in totals else sum(t for t in totals if t is not None)
-        return total, sum(d for _, d in self._items.values())
+    def _count(self, total: int | None, done: int, sign: int) -> None:
+        if total is None:
+            self._unknown += sign
+        else:
+            self._known += sign * total
+        self._done += sign * done
 
     def _start(self, index: int, total: int | None, done: int) -> None:
         with self._lock:
+            if (before := self._items.get(index)) is not None:  # a restart
+                self._count(*before, -1)
             self._items[index] = [total, done]
-            all_total, all_done = self._sizes()
+            self._count(total, done, 1)
+            all_total = None if self._unknown else self._known
+            all_done = self._done
             if self._bar is None:
                 if all_total is not None and all_total < self.min_bytes:
                     return
@@ -119,6 +127,7 @@ class BatchBar(BatchProgress):
         with self._lock:
             if index in self._items:
                 self._items[index][1] += nbytes
+                self._done += nbytes
             if self._bar is not None:
                 self._bar.update(nbytes)
 

@@ -94,3 +94,48 @@ def test_resolve_with_progress_true_draws_a_bar(origin):
     assert proc.returncode == 0, proc.stderr
     assert "bar.bin" in proc.stderr and "MB" in proc.stderr  # tqdm's line: name, sizes
     assert proc.stdout.strip().endswith(sha)
+
+
+def test_one_bar_for_several_counts_restarts_once(monkeypatch):
+    """The batch bar opens once the known sizes reach min_bytes (or a size is unknown); an
+    item's restart from another offset moves the bar, never counts its bytes twice."""
+    import io
+
+    from hostkit.progress import BatchBar
+
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    bar = BatchBar(3, 1000)
+    a, b, c = (bar.item(i, f"id{i}") for i in range(3))
+    a.start("id0", 400, 0)
+    a.advance(300)
+    assert bar._bar is None  # 400 bytes known: under min_bytes
+    b.start("id1", 700, 0)
+    assert (bar._bar.total, bar._bar.n) == (1100, 300)
+    b.advance(500)
+    b.start("id1", 700, 200)  # b retried from byte 200: 500 -> 200 of it
+    assert (bar._bar.total, bar._bar.n) == (1100, 500)
+    c.start("id2", None, 0)
+    assert bar._bar.total is None
+    bar.finished(0, None)
+    assert "1/3 done" in bar._bar.desc
+    bar.close()
+    assert bar._bar is None
+
+
+def test_one_bar_for_many_items_costs_little_per_item(monkeypatch):
+    """Each start updates the sums: the bar's work does not grow with the items before it
+    (summing every item at each start took 24 s for 20,000 items)."""
+    import io
+
+    from hostkit.progress import BatchBar
+
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    n = 20_000
+    bar = BatchBar(n, 1 << 60)  # never drawn: the bookkeeping alone
+    began = time.perf_counter()
+    for index in range(n):
+        item = bar.item(index, "x")
+        item.start("x", 1000, 0)
+        item.advance(1000)
+        bar.finished(index, None)
+    assert time.perf_counter() - began < 3
