@@ -103,7 +103,7 @@ class BatchBar(BatchProgress):
     def _start(self, index: int, total: int | None, done: int) -> None:
         with self._lock:
             if (before := self._items.get(index)) is not None:  # a restart
-                self._count(*before, -1)
+                self._count(before[0], before[1], -1)
             self._items[index] = [total, done]
             self._count(total, done, 1)
             all_total = None if self._unknown else self._known
