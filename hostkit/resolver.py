@@ -62,10 +62,9 @@ from .events import (
     Waiting,
 )
 from .failpoints import failpoint
-from .formatting import iso_time
 from .hashes import Digest, hash_file, parse_hash
 from .identifiers import Ref, parse_identifier
-from .outcomes import check_digests, content_changed, failed_event
+from .outcomes import check_digests, content_changed, failed_event, note_change
 from .remote import Context, Remote, RemoteInfo, strong_validator
 from .results import Progress, ProgressListener, Resolved
 from .settings import Settings, load_settings
@@ -235,7 +234,10 @@ class Resolver:
         try:
             resolved = await self._join_or_start(remote, digest, looked, keep)
         except ContentChanged as exc:  # refused where it was stored; the entry stayed
-            self._publish_changed(remote, entry, exc.found.removeprefix("sha256:"), False)
+            if entry is not None:
+                self.events.publish(Changed(remote.cache_key, remote.display, entry.sha256,
+                                            exc.found.removeprefix("sha256:"), entry.created,
+                                            False))
             raise
         finally:
             if unsubscribe is not None:
@@ -247,13 +249,8 @@ class Resolver:
             resolved.verified = True
         elif entry is not None and resolved.sha256 != entry.sha256:
             # other bytes than recorded (even when another process stored them meanwhile)
-            self._publish_changed(remote, entry, resolved.sha256, not same)
-            if same:
-                raise content_changed(remote.display, entry, resolved.sha256)
-            log.info("%s changed: sha256:%s (recorded %s) is now sha256:%s", remote.display,
-                     entry.sha256, iso_time(entry.created), resolved.sha256)
-            resolved.changed_from = {"sha256": entry.sha256,
-                                     "recorded_at": iso_time(entry.created)}
+            resolved.changed_from = note_change(self.events, remote, entry, resolved.sha256,
+                                                same)
         return resolved
 
     async def resolve_file(self, remote: Remote, digest: Digest | None, *, looked: float,
@@ -281,12 +278,6 @@ class Resolver:
         if offline or (digest and await _io(self.cache.find_blob, digest.alg, digest.hex)):
             return False
         return await remote.is_tree()
-
-    def _publish_changed(self, remote: Remote, old: Entry | None, new_sha256: str,
-                         accepted: bool) -> None:
-        if old is not None:
-            self.events.publish(Changed(remote.cache_key, remote.display, old.sha256,
-                                        new_sha256, old.created, accepted))
 
     async def _join_or_start(self, remote: Remote, digest: Digest | None,
                              looked: float, keep: bool = False) -> Resolved:

@@ -31,9 +31,9 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from .events import Changed, Finished
+from .events import Finished
 from .hashes import Digest, MultiHasher
-from .outcomes import check_digests, content_changed, failed_event
+from .outcomes import check_digests, failed_event, note_change
 from .results import Resolved
 from .store.index import Entry, StoredFile
 
@@ -159,10 +159,7 @@ class SmallFiles:
             check_digests(remote, info, digests, digest)
             sha = digests["sha256"]
             if digest is None and old is not None and old.sha256 != sha:
-                resolver.events.publish(Changed(remote.cache_key, remote.display, old.sha256,
-                                                sha, old.created, not self.same))
-                if self.same:
-                    raise content_changed(remote.display, old, sha)
+                note_change(resolver.events, remote, old, sha, self.same)
         except _TooLarge:
             return await resolver.resolve_file(remote, digest, looked=self.looked,
                                                same=self.same)

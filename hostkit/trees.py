@@ -33,16 +33,15 @@ from typing import TYPE_CHECKING
 from .backend.errors import retry_delay, retry_limit
 from .errors import (
     CacheError,
-    ContentChanged,
     HashMismatch,
     NotFound,
     OfflineMiss,
     TransientError,
     UsageError,
 )
-from .events import Changed, DownloadStarted, Hit, Progressed, Waiting
-from .formatting import iso_time
+from .events import DownloadStarted, Hit, Progressed, Waiting
 from .hashes import Digest
+from .outcomes import note_change
 from .remote import Remote, TreeEntry
 from .results import Progress, Resolved
 from .small_files import SMALL_FILE, SmallFiles
@@ -109,7 +108,7 @@ async def resolve_tree(resolver: Resolver, remote: Remote, shown: str, digest: D
                                 "holds now); nothing was placed")
     changed_from = None
     if digest is None and record is not None and record.sha256 != sha:
-        changed_from = _changed(resolver, remote, record, sha, same)
+        changed_from = note_change(resolver.events, remote, record, sha, same)
     await _io(cache.store_manifest, data)
     path = await _io(cache.build_snapshot, sha, files)
     await _io(cache.put_tree, remote.cache_key, remote.display, sha, files,
@@ -175,22 +174,6 @@ async def _hit(resolver: Resolver, remote: Remote, path, sha256: str, files: lis
     resolver.events.publish(Hit(remote.cache_key, remote.display, sha256, size))
     return Resolved(path, sha256, size, True, remote.display, verified, {"sha256": sha256},
                     tree=True, files=len(files))
-
-
-def _changed(resolver: Resolver, remote: Remote, record: Entry, sha: str,
-             same: bool) -> dict[str, str]:
-    """Trust on first use for a folder: other files than recorded. ContentChanged when
-    ``same``; else the ``changed_from`` of the answer."""
-    resolver.events.publish(Changed(remote.cache_key, remote.display, record.sha256, sha,
-                                    record.created, not same))
-    if same:
-        raise ContentChanged(
-            remote.display, f"sha256:{record.sha256}", f"sha256:{sha}", iso_time(record.created),
-            hint="if the change is expected, resolve once without --require-same to accept "
-                 f"the new files; to keep the old ones, pass --hash sha256:{record.sha256}")
-    log.info("%s changed: manifest sha256:%s (recorded %s) is now sha256:%s", remote.display,
-             record.sha256, iso_time(record.created), sha)
-    return {"sha256": record.sha256, "recorded_at": iso_time(record.created)}
 
 
 # -- listing ----------------------------------------------------------------------------
