@@ -19,6 +19,7 @@ from dataclasses import replace
 import pytest
 
 from hostkit.errors import (
+    BackendError,
     CredentialsNeeded,
     CredentialsRefused,
     HashMismatch,
@@ -697,3 +698,23 @@ def test_gcs_refused_credentials_are_told_apart_from_anonymous(monkeypatch, tmp_
     assert isinstance(refused, CredentialsRefused) and "storage.objects.get" in refused.message
     anon = gcs.GcsStore(replace(conf, token="anon"), None)._status_error(401, "", loc)
     assert isinstance(anon, CredentialsNeeded) and "HOSTKIT_GCS_ANONYMOUS" in anon.hint
+
+
+def test_an_oversized_listing_page_is_refused(monkeypatch):
+    """A ListObjectsV2 page over the limit is an error, not held in memory whole."""
+    from hostkit_backends import s3
+
+    from tests.test_trees import LyingS3, page
+
+    liar = LyingS3()
+    try:
+        monkeypatch.setenv("HOSTKIT_S3_ANONYMOUS", "1")
+        monkeypatch.setenv("HOSTKIT_MINIO_INSECURE_HOSTS", "127.0.0.1")
+        monkeypatch.setenv("HOSTKIT_RETRIES", "0")
+        monkeypatch.setattr(s3, "_MAX_LISTING", 4000)
+        liar.pages = [page([f"p/{i:04d}" for i in range(200)])]
+        with pytest.raises(BackendError, match="listing page is over 4000 bytes"):
+            resolve(f"minio://127.0.0.1:{liar.port}/bucket/p/")
+        assert liar.gets == 0
+    finally:
+        liar.close()

@@ -32,8 +32,10 @@ import contextlib
 import logging
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 from hostkit.backend import (
@@ -373,28 +375,31 @@ class S3Store(Store):
     async def versioning(self, loc: Location) -> str | None:
         """The bucket's versioning status (GetBucketVersioning): ``Enabled``, ``Suspended``
         or None (never turned on). Signed with the caller's credentials."""
-        signer = await self._signed(loc)
-        region = self._regions.get(loc.bucket, signer.region)
-        base = self._url(loc, region, bucket_only=True)
-        url = (base.rstrip("/") if base.endswith(f"/{loc.bucket}/") else base) + "?versioning"
-        try:
-            async with request(self.context, "GET", url, ssl=self._ssl(),
-                               headers=signer.sign("GET", url, {}, region)) as resp:
-                body = (await read_body(resp, 64 << 10)).decode("utf-8", "replace")
-                status = resp.status
-        except HostkitError:
-            raise
-        except Exception as exc:
-            raise self._error(exc, loc) from None
+        def url(region: str) -> str:
+            base = self._url(loc, region, bucket_only=True)
+            return (base.rstrip("/") if base.endswith(f"/{loc.bucket}/") else base) + \
+                "?versioning"
+
+        status, _, data = await self._ask("GET", loc, url, limit=64 << 10)
+        body = data.decode("utf-8", "replace")
         if status != 200:
-            match = re.search(r"<Code>([^<]+)</Code>", body)
-            raise self._status_error(match.group(1) if match else str(status), status, loc)
+            raise self._status_error(error_code(body) or str(status), status, loc)
         found = re.search(r"<Status>\s*([A-Za-z]+)\s*</Status>", body)
         return found.group(1) if found else None
 
     async def _head(self, loc: Location, *, version: str | None = None,
                     bucket_only: bool = False):
-        """A signed HEAD of the object (or its bucket): (status, headers).
+        """A signed HEAD of the object (or its bucket): (status, headers)."""
+        status, headers, _ = await self._ask(
+            "HEAD", loc, lambda region: self._url(loc, region, version=version,
+                                                  bucket_only=bucket_only))
+        return status, headers
+
+    async def _ask(self, method: str, loc: Location, url: Callable[[str], str], *,
+                   limit: int = 0) -> tuple[int, Any, bytes]:
+        """One signed request without a body to ``url(region)``: ``(status, headers, body)``,
+        at most ``limit + 1`` bytes of the body read (a caller seeing more knows it is
+        too large).
 
         On AWS a bucket in another region answers with its region: asked again there.
         """
@@ -403,12 +408,12 @@ class S3Store(Store):
         signer = await self._signed(loc)
         region = self._regions.get(loc.bucket, signer.region)
         for _ in range(2):
-            url = self._url(loc, region, version=version, bucket_only=bucket_only)
+            target = url(region)
             try:
-                async with request(self.context, "HEAD", url,
-                                        headers=signer.sign("HEAD", url, {}, region),
-                                        ssl=self._ssl()) as resp:
+                async with request(self.context, method, target, ssl=self._ssl(),
+                                   headers=signer.sign(method, target, {}, region)) as resp:
                     status, headers = resp.status, resp.headers
+                    body = await read_body(resp, limit) if limit else b""
             except HostkitError:
                 raise
             except Exception as exc:
@@ -418,7 +423,7 @@ class S3Store(Store):
                 break
             log.debug("%s: bucket %s is in %s", redact_text(loc.identifier()), loc.bucket, moved)
             region = self._regions[loc.bucket] = moved
-        return status, headers
+        return status, headers, body
 
     # reading
 
@@ -455,8 +460,7 @@ class S3Store(Store):
         except ObjectChanged:
             raise changed(loc.identifier()) from None
         except HttpStatus as exc:
-            match = re.search(r"<Code>([^<]+)</Code>", exc.body)
-            raise self._status_error(match.group(1) if match else str(exc.status), exc.status,
+            raise self._status_error(error_code(exc.body) or str(exc.status), exc.status,
                                      loc, reading=True) from None
         except Exception as exc:
             raise self._error(exc, loc, reading=True) from None
@@ -470,7 +474,6 @@ class S3Store(Store):
         """
         from urllib.parse import unquote_plus
 
-        signer = await self._signed(loc)
         token: str | None = None
         seen_tokens: set[str] = set()
         while True:
@@ -479,10 +482,16 @@ class S3Store(Store):
             if token:
                 params["continuation-token"] = token
             query = "&".join(f"{k}={quote(v, safe='-_.~')}" for k, v in sorted(params.items()))
-            status, body = await self._list_page(loc, signer, query)
+            status, _, data = await self._ask(
+                "GET", loc, lambda region, query=query:
+                f"{self._url(loc, region, bucket_only=True)}?{query}", limit=_MAX_LISTING)
+            if len(data) > _MAX_LISTING:
+                raise BackendError(f"{loc.identifier()}: a listing page is over "
+                                   f"{_MAX_LISTING} bytes", hint="check the endpoint is an S3 "
+                                   "API", identifier=loc.identifier())
+            body = data.decode("utf-8", "replace")
             if status != 200:
-                match = re.search(r"<Code>([^<]+)</Code>", body)
-                code = match.group(1) if match else str(status)
+                code = error_code(body) or str(status)
                 if code == "NoSuchKey":  # some servers say so for an empty prefix
                     return
                 raise self._status_error(code, status, loc)
@@ -503,35 +512,6 @@ class S3Store(Store):
                                    identifier=loc.identifier(),
                                    hint="report it to the server's operator")
             seen_tokens.add(token)
-
-    async def _list_page(self, loc: Location, signer, query: str) -> tuple[int, str]:
-        """One signed ListObjectsV2 request: ``(status, body)`` (AWS: asked again in the
-        bucket's own region when another one answers)."""
-        region = self._regions.get(loc.bucket, signer.region)
-        for _ in range(2):
-            url = f"{self._url(loc, region, bucket_only=True)}?{query}"
-            try:
-                async with request(self.context, "GET", url, ssl=self._ssl(),
-                                   headers=signer.sign("GET", url, {}, region)) as resp:
-                    status = resp.status
-                    moved = resp.headers.get("x-amz-bucket-region")
-                    data = bytearray()  # (content.read(n) returns what has arrived so far)
-                    async for chunk in resp.content.iter_chunked(1 << 16):
-                        data += chunk
-                        if len(data) > _MAX_LISTING:
-                            raise BackendError(f"{loc.identifier()}: a listing page is over "
-                                               f"{_MAX_LISTING} bytes", hint="check the "
-                                               "endpoint is an S3 API",
-                                               identifier=loc.identifier())
-                    body = data.decode("utf-8", "replace")
-            except HostkitError:
-                raise
-            except Exception as exc:
-                raise self._error(exc, loc) from None
-            if self.conf.endpoint or not moved or moved == region or status < 300:
-                break
-            region = self._regions[loc.bucket] = moved
-        return status, body
 
     def _ssl(self):
         """What aiohttp's ``ssl=`` gets: verification as botocore would do it (made once)."""
@@ -856,6 +836,13 @@ def _iso_time(text: str | None) -> float | None:
     except ValueError:
         return None
     return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+
+
+def error_code(body: str | bytes) -> str:
+    """The ``<Code>`` of an S3 error answer (``NoSuchKey``...); "" when it has none."""
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    match = re.search(r"<Code>([^<]{1,100})</Code>", text)
+    return match.group(1) if match else ""
 
 
 def _code(exc: BaseException) -> str:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
-import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -36,7 +35,8 @@ from hostkit.identifiers import parse_identifier
 from hostkit.tier import TierConflict, TierObject, TierStore
 
 from .objectstore import Location, ObjectMeta, check_key, store_for
-from .s3 import S3Store, parse
+from .s3 import S3Store, error_code, parse
+from .sigv4 import sign
 
 #: Statuses and codes that mean "the condition failed": someone else wrote first.
 _CONFLICT = {"PreconditionFailed", "ConditionalRequestConflict"}
@@ -129,7 +129,7 @@ class S3TierStore(TierStore):
         loc = self._at(key)
         status, got, body = await self._send("PUT", loc, headers=headers, data=data,
                                              payload=hashlib.sha256(data).hexdigest())
-        if status == 412 or _code(body) in _CONFLICT or (if_match and status == 404):
+        if status == 412 or error_code(body) in _CONFLICT or (if_match and status == 404):
             raise TierConflict(key)
         self._check(status, body, loc, conditional=if_absent or if_match is not None)
         return TierObject(key, len(data), got.get("ETag"))
@@ -142,7 +142,7 @@ class S3TierStore(TierStore):
                    "Content-Length": str(size), "Content-Type": "application/octet-stream"}
         status, _, body = await self._send("PUT", loc, headers=headers,
                                            data=_chunks(path, size), payload=sha256)
-        if status == 412 or _code(body) in _CONFLICT:
+        if status == 412 or error_code(body) in _CONFLICT:
             return False
         self._check(status, body, loc, conditional=True)
         return True
@@ -152,7 +152,7 @@ class S3TierStore(TierStore):
         loc = self._at(key)
         status, _, body = await self._send("DELETE", loc,
                                            headers={"If-Match": if_match} if if_match else {})
-        if status == 412 or _code(body) in _CONFLICT:
+        if status == 412 or error_code(body) in _CONFLICT:
             raise TierConflict(key)
         if status != 404:
             self._check(status, body, loc)
@@ -189,7 +189,7 @@ class S3TierStore(TierStore):
         """Raise the s3 backend's error for an answer that is not a success."""
         if 200 <= status < 300:
             return
-        code = _code(body) or str(status)
+        code = error_code(body) or str(status)
         if conditional and code in ("NotImplemented", "501"):
             raise UsageError(f"{self.url}: the server does not take conditional writes "
                              "(If-None-Match / If-Match), which the tier needs",
@@ -213,24 +213,10 @@ async def _chunks(path: Path, size: int) -> AsyncIterator[bytes]:
 
 def _sign(signer, method: str, url: str, headers: dict, region: str, payload: str) -> dict:
     """SigV4 headers for a request whose body has the sha256 ``payload`` (hex)."""
-    headers = {**headers, "x-amz-content-sha256": payload}
     if signer.credentials is None:
-        return headers
-    from botocore.auth import S3SigV4Auth
-    from botocore.awsrequest import AWSRequest
-
-    class KnownPayload(S3SigV4Auth):
-        def payload(self, request):
-            return payload
-
-    request = AWSRequest(method=method, url=url, headers=headers)
-    KnownPayload(signer.credentials.get_frozen_credentials(), "s3", region).add_auth(request)
-    return dict(request.headers.items())
-
-
-def _code(body: bytes) -> str:
-    match = re.search(rb"<Code>([^<]{1,100})</Code>", body or b"")
-    return match.group(1).decode("ascii", "replace") if match else ""
+        return {**headers, "x-amz-content-sha256": payload}
+    return sign(signer.credentials.get_frozen_credentials(), method, url, headers, region,
+                payload=payload)
 
 
 def _too_big(loc: Location, limit: int) -> HostkitError:
