@@ -303,23 +303,32 @@ def _split_ref(rest: str) -> tuple[str, str]:
     return gitref, path
 
 
+class _InRepository(Remote):
+    """What every Remote of this backend holds: the location, GitHub's hosts, and whether
+    its bytes are fetched with no credential (a shared daemon serves only those to anyone)."""
+
+    def __init__(self, loc: Location, gh: GitHub, *, credentialed: bool):
+        self.loc = loc
+        self.gh = gh
+        self.context = gh.context
+        self.credentialed = credentialed
+        # the token goes with every request to GitHub's hosts, public repositories' too
+        self.anonymous = gh.config.token is None and not credentialed
+
+
 # -- a branch, tag or short SHA: looked up, then refused or pinned ---------------------
 
 
-class GitHubRef(Remote):
+class GitHubRef(_InRepository):
     """A file at a ref that must be looked up: a branch, a tag, a short SHA."""
 
     movable = True
 
     def __init__(self, loc: Location, gh: GitHub, *, display: str, key: str,
                  credentialed: bool):
-        self.loc = loc
-        self.gh = gh
-        self.context = gh.context
+        super().__init__(loc, gh, credentialed=credentialed)
         self.display = display
         self.cache_key = key
-        self.credentialed = credentialed
-        self.anonymous = gh.config.token is None and not credentialed
 
     def at(self, commit: str) -> Remote:
         """The Remote of this file (or folder) at ``commit`` (a file's identifier: the raw
@@ -392,7 +401,7 @@ class GitHubRef(Remote):
 # -- a folder at a commit --------------------------------------------------------------
 
 
-class GitHubTreeRemote(Remote):
+class GitHubTreeRemote(_InRepository):
     """A folder at one commit (immutable): its files, listed by the git trees API, each
     fetched as its own raw URL (Git LFS objects included)."""
 
@@ -400,18 +409,14 @@ class GitHubTreeRemote(Remote):
     immutable = True
 
     def __init__(self, loc: Location, commit: str, gh: GitHub, *, credentialed: bool):
-        self.loc = loc
+        super().__init__(loc, gh, credentialed=credentialed)
         self.commit = commit
-        self.gh = gh
-        self.context = gh.context
         self.folder = unquote(loc.path)
         inside = f"{loc.path}/" if loc.path else ""
         self.display = f"github:{loc.owner}/{loc.repo}@{commit}/{inside}"
         # the raw host's URL of the folder: unique per endpoint, never a file's key
         self.cache_key = url_cache_key(f"{gh.config.raw}/{loc.owner}/{loc.repo}/{commit}/"
                                        f"{inside}")
-        self.credentialed = credentialed
-        self.anonymous = gh.config.token is None and not credentialed
 
     async def list(self):  # type: ignore[override]  # an async generator
         """``GET /repos/{o}/{r}/git/trees/{commit}?recursive=1``: the files under the folder.
@@ -507,16 +512,14 @@ def parse_pointer(data: bytes, display: str) -> Pointer | None:
     return Pointer(oid[len("sha256:"):], int(size))
 
 
-class GitHubRemote(Remote):
+class GitHubRemote(_InRepository):
     """One file at one commit: immutable. Its Git LFS object when the raw file is a pointer."""
 
     immutable = True
 
     def __init__(self, loc: Location, commit: str, gh: GitHub, *, credentialed: bool):
-        self.loc = loc
+        super().__init__(loc, gh, credentialed=credentialed)
         self.commit = commit
-        self.gh = gh
-        self.context = gh.context
         self.config: GitHubConfig = gh.config
         #: what is requested (the query may hold a credential: never shown or stored)
         self.url = f"{self.config.raw}/{loc.owner}/{loc.repo}/{commit}/{loc.path}{loc.query}"
@@ -524,8 +527,6 @@ class GitHubRemote(Remote):
         #: every form is shown as what is fetched, the raw URL at the commit: the pinned
         #: identifier any downloader (MedPerf's too) can use
         self.display = redact_url(self.url)
-        self.credentialed = credentialed
-        self.anonymous = self.config.token is None and not credentialed
 
     async def stat(self) -> RemoteInfo:
         """A HEAD of the raw file; a small one is read, and if it is an LFS pointer its
