@@ -588,18 +588,8 @@ class Index:
         with self._tx() as db:
             db.executemany("INSERT OR IGNORE INTO tree_blobs(tree, sha256) VALUES(?,?)",
                            [(sha256, m) for m in sorted(members | {sha256})])
-            db.execute(
-                "INSERT INTO trees(key,identifier,sha256,size,files,immutable,verified,pinned,"
-                "anonymous,created,accessed,checked) VALUES(?,?,?,?,?,?,?,0,?,?,?,?) "
-                "ON CONFLICT(key) DO UPDATE SET identifier=excluded.identifier, "
-                "sha256=excluded.sha256, size=excluded.size, files=excluded.files, "
-                "immutable=excluded.immutable, anonymous=excluded.anonymous, "
-                "verified=MAX(excluded.verified, CASE WHEN trees.sha256=excluded.sha256 "
-                "THEN trees.verified ELSE 0 END), "
-                "created=CASE WHEN trees.sha256=excluded.sha256 THEN trees.created "
-                "ELSE excluded.created END, accessed=excluded.accessed, checked=excluded.checked",
-                (key, identifier, sha256, size, files, int(immutable), int(verified),
-                 int(anonymous), now, now, now))
+            db.execute(_TREE_UPSERT, (key, identifier, sha256, size, files, int(immutable),
+                                      int(verified), int(anonymous), now, now, now))
         return self.tree(key)  # type: ignore[return-value]
 
     def touch_tree(self, sha256: str, key: str | None = None, *, checked: bool = False) -> None:
@@ -676,19 +666,28 @@ def _put_entry(db: sqlite3.Connection, key: str, identifier: str, sha256: str, s
                validator: str | None, immutable: bool, verified: bool, anonymous: bool,
                now: float) -> None:
     """Insert or update an entry row (inside a transaction); see :meth:`Index.put_entry`."""
-    db.execute(
-        "INSERT INTO entries(key,identifier,sha256,size,validator,immutable,verified,"
-        "pinned,anonymous,created,accessed,checked) VALUES(?,?,?,?,?,?,?,0,?,?,?,?) "
-        "ON CONFLICT(key) DO UPDATE SET identifier=excluded.identifier, "
-        "sha256=excluded.sha256, size=excluded.size, validator=excluded.validator, "
-        "immutable=excluded.immutable, anonymous=excluded.anonymous, "
-        "verified=MAX(excluded.verified, CASE WHEN entries.sha256=excluded.sha256 "
-        "THEN entries.verified ELSE 0 END), "
-        "created=CASE WHEN entries.sha256=excluded.sha256 THEN entries.created "
-        "ELSE excluded.created END, "
-        "accessed=excluded.accessed, checked=excluded.checked",
-        (key, identifier, sha256, size, validator, int(immutable), int(verified),
-         int(anonymous), now, now, now))
+    db.execute(_ENTRY_UPSERT, (key, identifier, sha256, size, validator, int(immutable),
+                               int(verified), int(anonymous), now, now, now))
+
+
+def _upsert(table: str, column: str) -> str:
+    """The statement that points a key of ``table`` (``entries``, or ``trees`` for folders)
+    at a sha256, with its own ``column`` (a validator, a file count). The pin is kept;
+    ``created`` is kept while the sha256 stays and reset when it changes (trust on first
+    use reports it as the old bytes' time); ``verified`` never drops for the same sha256."""
+    same = f"{table}.sha256=excluded.sha256"
+    return (f"INSERT INTO {table}(key,identifier,sha256,size,{column},immutable,verified,"
+            "pinned,anonymous,created,accessed,checked) VALUES(?,?,?,?,?,?,?,0,?,?,?,?) "
+            "ON CONFLICT(key) DO UPDATE SET identifier=excluded.identifier, "
+            f"sha256=excluded.sha256, size=excluded.size, {column}=excluded.{column}, "
+            "immutable=excluded.immutable, anonymous=excluded.anonymous, "
+            f"verified=MAX(excluded.verified, CASE WHEN {same} THEN {table}.verified ELSE 0 "
+            f"END), created=CASE WHEN {same} THEN {table}.created ELSE excluded.created END, "
+            "accessed=excluded.accessed, checked=excluded.checked")
+
+
+_ENTRY_UPSERT = _upsert("entries", "validator")
+_TREE_UPSERT = _upsert("trees", "files")
 
 
 def _merge_digests(db: sqlite3.Connection, sha256: str, digests: dict[str, str]) -> dict:
