@@ -308,7 +308,7 @@ class DaemonThread:
 
     @property
     def state(self):
-        from hostkit_daemon.app import STATE
+        from hostkit_daemon.state import STATE
 
         return self.app[STATE]
 

@@ -88,7 +88,7 @@ def _raw_post(url: str, body: dict) -> socket.socket:
 def test_openapi_describes_every_route(daemon):
     status, doc = call_json(daemon.url, "GET", "/v1/openapi.json")
     assert status == 200 and doc["openapi"].startswith("3.")
-    from hostkit_daemon.app import UNROUTED
+    from hostkit_daemon.frontdoor import UNROUTED
 
     for route in daemon.app.router.routes():
         if route.method == "HEAD" or route.resource.canonical == UNROUTED:

@@ -12,7 +12,8 @@ pytestmark = pytest.mark.timeout(60)
 
 def test_a_file_changing_while_uploading_is_a_409_and_exit_code_2(tmp_path):
     """Any route raising SourceChanged (an upload) answers 409 ``source_changed``."""
-    from hostkit_daemon.app import _behind_frontdoor, create_app
+    from hostkit_daemon.app import create_app
+    from hostkit_daemon.frontdoor import behind_frontdoor
 
     from hostkit.errors import SourceChanged
     from hostkit.settings import Settings
@@ -23,7 +24,7 @@ def test_a_file_changing_while_uploading_is_a_409_and_exit_code_2(tmp_path):
 
     def make_app():
         app = create_app(Settings(cache_dir=tmp_path / "c"), token="t0ken")
-        app.router.add_post("/v1/upload-test", _behind_frontdoor(upload, "/v1/upload-test"))
+        app.router.add_post("/v1/upload-test", behind_frontdoor(upload, "/v1/upload-test"))
         return app
 
     thread, loop, url = serve_in_thread(make_app, "errors-daemon", handler_cancellation=True)
@@ -85,3 +86,4 @@ def test_the_client_rebuilds_every_kind_through_the_registry():
     assert isinstance(newer, UnknownDaemonError) and newer.kind == "brand_new"
     assert newer.http_status == 418 and newer.exit_code == 2
     assert error_from_dict({"error": "other_new", "message": "m"}, 500).exit_code == 1
+

@@ -2,7 +2,10 @@
 
 Modules, one idea each:
 
-- :mod:`.app`        routes and thin handlers; state on the app; startup/cleanup hooks
+- :mod:`.app`        routes and thin handlers; startup/cleanup hooks
+- :mod:`.frontdoor`  what every route is behind: draining, address and token checks,
+                     errors as JSON, metrics, the request log line
+- :mod:`.state`      what the handlers share, kept on the app
 - :mod:`.jobs`       background resolves (``"wait": false``) and prefetch jobs
 - :mod:`.downloads`  what is downloading right now, from the resolver's events
 - :mod:`.metrics`    counters and the Prometheus text at ``/metrics``

@@ -1,20 +1,14 @@
-"""Routes and thin handlers. State lives on the app; the Resolver does the work.
-
-Every route answers JSON (``/metrics`` and blob bytes aside). A client
-mistake is a 4xx ``{"error": kind, "message", "hint"}``; only a bug in the
-daemon is a 500, and the daemon keeps serving after it.
-"""
+"""Routes and thin handlers. State lives on the app (:mod:`.state`), every route is
+behind the front door (:mod:`.frontdoor`); the Resolver does the work."""
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import os
 import re
 import time
-import traceback
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 
 from aiohttp import hdrs, web
 
@@ -36,9 +30,8 @@ from hostkit.hashes import parse_hash
 from hostkit.resolver import Resolver
 
 from . import access, logs
-from .access import Caller, Policy
-from .blobs import VerifiedBlobs, send_verified, verify_blob
-from .downloads import DownloadTracker
+from .access import Policy
+from .blobs import send_verified, verify_blob
 from .downloads import stop as _stop
 from .errors import (
     ApiError,
@@ -50,36 +43,32 @@ from .errors import (
     CredentialsNotAccepted,
     CredentialsNotLent,
     Forbidden,
-    HttpError,
     InternalError,
-    MethodNotAllowed,
-    NoRoute,
     NotInCache,
     PreconditionFailed,
     QueueFull,
     ShuttingDown,
     TooLarge,
-    Unauthorized,
     UnknownJob,
+)
+from .frontdoor import (
+    MAX_BODY,
+    MAX_ITEMS,
+    TOO_LARGE_HINT,
+    behind_frontdoor,
+    require_guarded,
+    unrouted,
 )
 from .jobs import Item, Jobs
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Metrics
 from .openapi import IDENT, RESOLVER_ERRORS, ROUTES, document, json_answer, path_parameter, route
 from .scrub import Scrubber
+from .state import CALLER, LOG, STATE, DaemonState
 from .warm import WarmHits
 
-#: Largest request body accepted (bytes).
-MAX_BODY = 1 << 20
-#: Most items in one prefetch.
-MAX_ITEMS = 1000
 #: Longest identifier accepted (characters).
 MAX_IDENTIFIER = 8192
-#: Routes open without a token (load balancers and systemd probes).
-PUBLIC_ROUTES = frozenset({"/healthz"})
-#: The catch-all (``/{path:.*}``) answering every path no route declares (404, or 405 for a
-#: known path): not an API route. Its canonical form.
-UNROUTED = "/{path}"
 
 _DIGEST = re.compile(r"^[0-9a-fA-F]{64}$")
 #: A JSON escape of a UTF-16 surrogate: the body may hold a lone one (not encodable text).
@@ -90,55 +79,6 @@ _RESOLVE_FIELDS = {"identifier", "hash", "wait", "offline", "require_hash", "req
 #: Seconds between two batches of a streamed resolve's events (progress is coalesced).
 STREAM_EVERY = 0.1
 _IMMUTABLE = "public, max-age=31536000, immutable"
-
-
-@dataclass
-class DaemonState:
-    """Everything the handlers share, kept on the app under :data:`STATE`."""
-
-    resolver: Resolver
-    token: str | None = None
-    listen: str | None = None
-    policy: Policy = field(default_factory=Policy)
-    owns_resolver: bool = True
-    metrics: Metrics = field(default_factory=Metrics)
-    downloads: DownloadTracker = field(default_factory=DownloadTracker)
-    jobs: Jobs | None = None
-    warm: WarmHits | None = None
-    draining: bool = False
-    started: float = field(default_factory=time.time)
-    scrub_rate: int = 0
-    scrubber: Scrubber | None = None
-    scrub_task: asyncio.Task | None = None
-    #: Blobs hashed whole and found right (full sends, ranged checks, the scrub).
-    verified: VerifiedBlobs = field(default_factory=VerifiedBlobs)
-
-    def quarantine(self, sha256: str, reason: str, found_by: str) -> None:
-        """Log and count a blob whose bytes no longer match (already quarantined)."""
-        logs.event("quarantined", sha256=sha256, reason=reason, found_by=found_by)
-        self.metrics.quarantined[found_by] += 1
-        self.verified.discard(sha256)
-        self.warm.forget()
-
-    def stats(self) -> dict:
-        """The resolver's counters, with the hits the daemon answered itself (warm memo)."""
-        stats = dict(self.resolver.stats)
-        stats["hits"] = stats.get("hits", 0) + self.warm.hits
-        return stats
-
-    def observe(self, seconds: float, outcome: str, error: str | None) -> None:
-        """Count one resolve answer (and its error kind) for /metrics."""
-        self.metrics.observe_resolve(seconds, outcome)
-        if error:
-            self.metrics.errors[error] += 1
-
-
-STATE = web.AppKey("hostkit_state", DaemonState)
-#: Per-request fields for the request's log line (identifier, outcome, bytes...).
-LOG = web.RequestKey("hostkit_log", dict) if hasattr(web, "RequestKey") else "hostkit_log"
-#: The request's :class:`~.access.Caller`.
-CALLER = web.RequestKey("hostkit_caller", Caller) if hasattr(web, "RequestKey") \
-    else "hostkit_caller"
 
 
 def create_app(settings=None, *, token: str | None = None, resolver: Resolver | None = None,
@@ -162,22 +102,18 @@ def create_app(settings=None, *, token: str | None = None, resolver: Resolver | 
     app[STATE] = state
     for r in ROUTES:  # exactly the declared routes (a GET answers HEAD too)
         if r.method == "GET":
-            app.router.add_get(r.path, _behind_frontdoor(r.handler, r.path))
+            app.router.add_get(r.path, behind_frontdoor(r.handler, r.path))
         else:
-            app.router.add_route(r.method, r.path, _behind_frontdoor(r.handler, r.path))
+            app.router.add_route(r.method, r.path, behind_frontdoor(r.handler, r.path))
     # anything else is a JSON 404 or 405, behind the same door (token first)
-    app.router.add_route("*", "/{path:.*}", _behind_frontdoor(_unrouted, "unmatched"))
+    app.router.add_route("*", "/{path:.*}", behind_frontdoor(unrouted, "unmatched"))
     app.on_startup.append(_startup)
     app.on_cleanup.append(_cleanup)
     return app
 
 
 async def _startup(app: web.Application) -> None:
-    if unguarded := [f"{r.method} {r.resource.canonical}" for r in app.router.routes()
-                     if not getattr(r.handler, "behind_frontdoor", False)]:
-        # no middleware guards a route added some other way: refuse to serve it unguarded
-        raise RuntimeError(f"routes not behind the front door (register them with "
-                           f"_behind_frontdoor): {', '.join(unguarded)}")
+    require_guarded(app)
     state = app[STATE]
     if state.scrub_rate > 0:
         state.scrubber = Scrubber(
@@ -206,126 +142,6 @@ async def _cleanup(app: web.Application) -> None:
         await state.resolver.aclose()
 
 
-# -- the front door: draining, auth, errors, metrics, request log ---------------------
-
-
-def _behind_frontdoor(handler, route: str):
-    """``handler`` (of the declared ``route``) behind :func:`frontdoor`.
-
-    Each route's handler is wrapped once, here, rather than the door being an
-    aiohttp middleware: a middleware costs every request aiohttp's chain of
-    wrappers (about 7 µs of the 60 µs a bare handler takes), and the warm
-    resolve is answered in not much more than that. A route added without it
-    stops the daemon from starting (``_startup``), so none is served unguarded.
-    """
-    async def door(request: web.Request) -> web.StreamResponse:
-        return await frontdoor(request, handler, route)
-
-    door.__name__ = door.__qualname__ = getattr(handler, "__name__", "door")
-    door.__doc__ = handler.__doc__
-    door.behind_frontdoor = True  # type: ignore[attr-defined]  # checked at start-up
-    return door
-
-
-async def _unrouted(request: web.Request) -> web.StreamResponse:
-    """No declared route has this path (404), or none has it with this method (405)."""
-    allowed = set()
-    for resource in request.app.router.resources():
-        info = resource.get_info()
-        pattern = info.get("pattern")
-        if (info.get("path") == request.path or pattern is not None
-                and pattern.fullmatch(request.path)) and resource.canonical != UNROUTED:
-            allowed.update(r.method for r in resource)
-    if allowed:
-        raise web.HTTPMethodNotAllowed(request.method, sorted(allowed))
-    raise web.HTTPNotFound()
-
-
-async def frontdoor(request: web.Request, handler, route: str):
-    """Refuse while draining, check the token, turn errors into JSON, log one line."""
-    state = request.app[STATE]
-    started = time.monotonic()
-    info: dict = {}
-    request[LOG] = info
-    state.metrics.in_progress += 1
-    try:
-        if route not in PUBLIC_ROUTES:
-            if state.draining:
-                raise ShuttingDown("the daemon is shutting down",
-                                   hint="retry in a moment, or resolve in-process")
-            state.policy.check_address(request)
-            if state.token is not None:
-                _check_token(request, state.token)
-            request[CALLER] = state.policy.caller(request)
-        response = await handler(request)
-    except HostkitError as exc:
-        response = _error_response(exc, info)
-    except web.HTTPException as exc:  # aiohttp's own: no route, wrong method, body too large
-        response = exc if exc.status < 400 else _error_response(_http_error(exc, request), info)
-    except asyncio.CancelledError:
-        # the client went away; a download it waited for goes on (the resolver shields it)
-        _log_request(state, request, route, 499, started, info)
-        raise
-    except Exception as exc:
-        logs.event("internal_error", route=route, message=repr(exc),
-                   traceback=traceback.format_exc(limit=20))
-        response = _error_response(
-            InternalError("internal error", hint="this is a bug in hostkit; see the daemon log"),
-            info)
-    finally:
-        state.metrics.in_progress -= 1
-    _log_request(state, request, route, response.status, started, info)
-    return response
-
-
-def _check_token(request: web.Request, token: str) -> None:
-    """401 unless ``Authorization: Bearer <token>`` (compared as bytes, in constant time).
-
-    Header values arrive decoded with ``surrogateescape``: bytes that are not UTF-8
-    come back as the bytes sent, and simply do not match (never a 500).
-    """
-    given = request.headers.get(hdrs.AUTHORIZATION, "")
-    scheme, _, value = given.partition(" ")
-    sent = value.strip().encode("utf-8", "surrogateescape")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(sent, token.encode()):
-        raise Unauthorized("this daemon requires a token" if not given else "wrong token",
-                           hint="send 'Authorization: Bearer <token>' (the CLI reads "
-                                "HOSTKIT_DAEMON_TOKEN)")
-
-
-def _error_response(exc: HostkitError, info: dict) -> web.Response:
-    """The JSON answer for an error (``HostkitError.to_dict``), its kind noted for the log."""
-    info["error_kind"] = exc.kind
-    return web.json_response(exc.to_dict(), status=exc.http_status,
-                             headers=exc.headers if isinstance(exc, ApiError) else None)
-
-
-_ROUTES_HINT = "see GET /v1/openapi.json for each route's method"
-_TOO_LARGE_HINT = (f"send at most {MAX_BODY} bytes; split a prefetch into batches of at "
-                   f"most {MAX_ITEMS} items")
-
-
-def _http_error(exc: web.HTTPException, request: web.Request) -> ApiError:
-    """The daemon's error for a refusal of aiohttp's own (no route, method, body size)."""
-    message = f"{request.method} {logs.redact_identifier(request.path)[:200]}: {exc.reason}"
-    if exc.status == 404:
-        return NoRoute(message, hint="no such route; see GET /v1/openapi.json")
-    if exc.status == 405:
-        return MethodNotAllowed(message, hint=_ROUTES_HINT, allow=exc.headers.get(hdrs.ALLOW))
-    if exc.status == 413:
-        return TooLarge(message, hint=_TOO_LARGE_HINT)
-    return HttpError(message, status=exc.status)
-
-
-def _log_request(state: DaemonState, request: web.Request, route: str, status: int,
-                 started: float, info: dict) -> None:
-    seconds = time.monotonic() - started
-    state.metrics.requests[(route, request.method, status)] += 1
-    if status >= 400 and (kind := info.get("error_kind")):
-        state.metrics.errors[kind] += 1
-    logs.request(request.method, route, status, seconds, info)
-
-
 # -- request bodies ------------------------------------------------------------------
 
 
@@ -337,7 +153,7 @@ async def _raw_body(request: web.Request) -> bytes:
     length = request.content_length
     if length is not None and length > MAX_BODY:
         raise TooLarge(f"request body of {length} bytes is over the "
-                       f"{MAX_BODY} byte limit", hint=_TOO_LARGE_HINT)
+                       f"{MAX_BODY} byte limit", hint=TOO_LARGE_HINT)
     payload = request.content
     if length is not None and payload.is_eof():
         return payload.read_nowait()  # the usual small body, already buffered: no await

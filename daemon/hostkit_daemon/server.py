@@ -39,8 +39,9 @@ from hostkit.errors import UsageError
 
 from . import DEFAULT_HOST, logs, runtime
 from .access import Policy, uids
-from .app import STATE, create_app, stop_scrub
+from .app import create_app, stop_scrub
 from .scrub import DEFAULT_RATE
+from .state import STATE
 
 #: Seconds to wait for the handlers of open connections once downloads are settled.
 HANDLER_TIMEOUT = 5.0
