@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from urllib.parse import quote
+
 import pytest
 from aiohttp import web
 
@@ -87,3 +90,78 @@ def test_the_client_rebuilds_every_kind_through_the_registry():
     assert newer.http_status == 418 and newer.exit_code == 2
     assert error_from_dict({"error": "other_new", "message": "m"}, 500).exit_code == 1
 
+
+#: A tier bucket's listing as a hostile S3 server gives it: a blob, a stray object, a ref
+#: and a lease whose texts carry terminal escapes.
+_HOSTILE_SHA = "ab" * 32
+_HOSTILE_TIER = {
+    f"tier/cas/sha256/{_HOSTILE_SHA}": b"12345",
+    "tier/cas/sha256/not-a-digest": b"x",
+    "tier/refs/r1": json.dumps({"sha256": _HOSTILE_SHA, "size": 5,
+                                "identifier": "\x1b]0;owned\x07https://h/f"}).encode(),
+    "tier/leases/l1": json.dumps({"node": "\x1b[2Jnode", "pid": 7, "expires": 1e300}).encode(),
+}
+
+
+def _listing(prefix: str) -> str:
+    items = "".join(f"<Contents><Key>{quote(key)}</Key><Size>{len(data)}</Size>"
+                    f"<LastModified>2001-01-01T00:00:00Z</LastModified><ETag>\"e\"</ETag>"
+                    "</Contents>" for key, data in _HOSTILE_TIER.items()
+                    if key.startswith(prefix))
+    return ('<?xml version="1.0"?><ListBucketResult><EncodingType>url</EncodingType>'
+            f"<IsTruncated>false</IsTruncated>{items}</ListBucketResult>")
+
+
+def test_tier_commands_refuse_a_dead_tier_and_missing_credentials_and_survive_a_hostile_one(
+        tmp_path):
+    """``hostkit tier``: a dead endpoint and missing credentials are clear errors (exit 4,
+    a hint, no secret); a hostile listing is shown without its escapes and nothing is
+    deleted by a dry run."""
+    from tests.conftest import run_cli
+    from tests.servers import free_port
+
+    seen: list[str] = []
+
+    async def s3(request: web.Request) -> web.Response:
+        seen.append(request.method)
+        if "list-type" in request.query:
+            return web.Response(text=_listing(request.query.get("prefix", "")),
+                                content_type="application/xml")
+        data = _HOSTILE_TIER.get(request.path.removeprefix("/site/"))
+        return web.Response(body=data) if data is not None else web.Response(status=404)
+
+    def make_app():
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", s3)
+        return app
+
+    thread, loop, url = serve_in_thread(make_app, "hostile-tier")
+    hostport = url.removeprefix("http://")
+    dead = f"127.0.0.1:{free_port()}"
+    base = {"HOME": str(tmp_path), "HOSTKIT_CACHE_DIR": str(tmp_path / "cache"),
+            "AWS_CONFIG_FILE": str(tmp_path / "none"),
+            "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+            "HOSTKIT_MINIO_INSECURE_HOSTS": f"{hostport},{dead}"}
+    creds = {"AWS_ACCESS_KEY_ID": "AKIDTIERTEST", "AWS_SECRET_ACCESS_KEY": "SECRETTIERVALUE"}
+    try:
+        down = run_cli("tier", "status", env={**base, **creds,
+                                              "HOSTKIT_TIER": f"minio://{dead}/site/tier"})
+        assert down.returncode == 4 and "cannot connect" in down.stderr, down.stderr
+        assert "hint:" in down.stderr and "SECRETTIERVALUE" not in down.stdout + down.stderr
+        anonymous = run_cli("tier", "ls", env={**base, "AWS_ACCESS_KEY_ID": "",
+                                               "AWS_SECRET_ACCESS_KEY": "",
+                                               "HOSTKIT_TIER": f"minio://{hostport}/site/tier"})
+        assert anonymous.returncode != 0 and "credentials" in anonymous.stderr, anonymous.stderr
+        assert "hint:" in anonymous.stderr and seen == []
+        env = {**base, **creds, "HOSTKIT_TIER": f"minio://{hostport}/site/tier"}
+        for args in (("status",), ("ls",), ("prune", "--older-than", "1d", "--dry-run")):
+            proc = run_cli("tier", *args, env=env)
+            assert proc.returncode == 0, (args, proc.stderr)
+            out = proc.stdout + proc.stderr
+            assert "\x1b" not in out and "\x07" not in out and "SECRETTIERVALUE" not in out
+            assert _HOSTILE_SHA[:12] in out or args == ("status",), out
+        assert "1 held" in run_cli("tier", "status", env=env).stdout
+        assert set(seen) <= {"GET", "HEAD"}  # a dry run deletes nothing
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
