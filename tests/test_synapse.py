@@ -380,3 +380,57 @@ def test_wrong_expected_hash_is_refused(resolver, synapse):
     assert info.value.expected == wrong
     assert info.value.found == "sha256:" + hashlib.sha256(payload).hexdigest()
     assert resolver.cache.entries() == []
+
+
+# -- a server that lies (an aiohttp stand-in answering only the entity bundle) -------------------
+
+
+@pytest.fixture
+def lying_synapse(monkeypatch, tmp_path):
+    """``answer["bundle"]``: the body (bytes) every ``bundle2`` gets, as JSON, status 200."""
+    from aiohttp import web
+
+    from tests.daemon_fixtures import serve_in_thread
+
+    answer = {"bundle": b"{}"}
+
+    def make_app():
+        async def bundle(request):
+            return web.Response(body=answer["bundle"], content_type="application/json")
+
+        app = web.Application()
+        app.router.add_post("/repo/v1/entity/{id}/bundle2", bundle)
+        app.router.add_post("/repo/v1/entity/{id}/version/{v}/bundle2", bundle)
+        return app
+
+    for key in ("SYNAPSE_AUTH_TOKEN", "SYNAPSE_PROFILE"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("HOSTKIT_RETRIES", "0")
+    monkeypatch.setenv("HOSTKIT_SYNAPSE_CONFIG", str(tmp_path / "synapseConfig"))
+    _, loop, url = serve_in_thread(make_app, "lying-synapse")
+    monkeypatch.setenv("HOSTKIT_SYNAPSE_ENDPOINT", url)
+    yield answer
+    loop.call_soon_threadsafe(loop.stop)
+
+
+def _file_bundle(size):
+    return json.dumps({"entity": {"concreteType": "org.sagebionetworks.repo.model.FileEntity",
+                                  "id": "syn1", "name": "f", "dataFileHandleId": "7",
+                                  "versionNumber": 1},
+                       "fileHandles": [{"id": "7", "contentSize": size}]}).encode()
+
+
+@pytest.mark.parametrize("body, words", [
+    (json.dumps({"entity": ["a", "list"]}).encode(), "not answering as Synapse"),
+    (json.dumps({"entity": {"concreteType": "org.sagebionetworks.repo.model.FileEntity",
+                            "dataFileHandleId": "7"}, "fileHandles": "7"}).encode(),
+     "not answering as Synapse"),
+    (_file_bundle("many"), "size"),
+    (_file_bundle(-3), "size"),
+    (b'{"entity": {"name": "' + b"x" * (17 << 20) + b'"}}', "more than"),
+])
+def test_a_lying_bundle_is_a_clear_error(lying_synapse, body, words):
+    lying_synapse["bundle"] = body
+    with pytest.raises(errors.BackendError, match=words) as error:
+        resolve(reloaded(), "synapse:syn1.1")
+    assert error.value.hint

@@ -202,17 +202,20 @@ class SynapseRemote(Remote):
         return self._meta
 
     def _parse_bundle(self, bundle: dict) -> _Meta:
-        entity = bundle.get("entity") or {}
-        kind = entity.get("concreteType", "")
+        entity, handles = bundle.get("entity") or {}, bundle.get("fileHandles") or []
+        if not isinstance(entity, dict) or not isinstance(handles, list):
+            raise self._lying("is not one", about="the entity bundle")
+        kind = str(entity.get("concreteType") or "")
         if kind != FILE_ENTITY:
-            what = kind.rpartition(".")[2] or bundle.get("entityType") or "entity"
+            what = kind.rpartition(".")[2] or str(bundle.get("entityType") or "entity")
             raise NotAFile(
-                f"{self.display} is a {what} ({entity.get('name', '?')!r}), not a file",
+                f"{self.display} is a {what[:100]} ({str(entity.get('name', '?'))[:200]!r}), "
+                "not a file",
                 hint="name one file inside it: its Synapse page lists the files' IDs "
                      f"({PORTAL}/#!Synapse:{self.entity_id})", identifier=self.display)
         fh_id = str(entity.get("dataFileHandleId") or "")
-        handle = next((h for h in bundle.get("fileHandles") or ()
-                       if str(h.get("id")) == fh_id), None)
+        handle = next((h for h in handles if isinstance(h, dict) and str(h.get("id")) == fh_id),
+                      None)
         if not fh_id or handle is None:
             # no matching file handle: the caller may see the entity but not download it
             unmet = (bundle.get("restrictionInformation") or {}).get("hasUnmetAccessRequirement")
@@ -223,8 +226,11 @@ class SynapseRemote(Remote):
         if re.fullmatch(r"[0-9a-f]{32}", md5):
             digests["md5"] = md5
         size = handle.get("contentSize")
+        if size is not None and (type(size) is not int or size < 0):
+            raise self._lying(f"gives the file a size that is not a byte count "
+                              f"({str(size)[:40]!r})", about="the entity bundle")
         version = entity.get("versionNumber")
-        info = RemoteInfo(size=int(size) if size is not None else None,
+        info = RemoteInfo(size=size,
                           validator=f"fh:{fh_id}", digests=digests,
                           immutable=self.version is not None,
                           content_type=handle.get("contentType"),
@@ -288,8 +294,8 @@ class SynapseRemote(Remote):
         return TreeEntry(prefix + name, SynapseRemote(child, version, self.conf, self.context),
                          validator=f"v{version}")
 
-    def _lying(self, what: str) -> BackendError:
-        return BackendError(f"{self.display}: the folder listing {what}",
+    def _lying(self, what: str, *, about: str = "the folder listing") -> BackendError:
+        return BackendError(f"{self.display}: {about} {what}",
                             identifier=self.display,
                             hint="the server is not answering as Synapse does; check "
                                  "HOSTKIT_SYNAPSE_ENDPOINT")
@@ -307,7 +313,7 @@ class SynapseRemote(Remote):
             offset = 0
         answer = await self.api.presigned(meta.file_handle_id, self.entity_id, self.display)
         url = answer.get("preSignedURL")
-        if not url:
+        if not url or not isinstance(url, str):
             raise self.api.no_access(self.display) if answer.get("failureCode") \
                 else BackendError(f"{self.display}: Synapse gave no download URL",
                                   hint="try again later", identifier=self.display)

@@ -27,7 +27,7 @@ import os
 import re
 from dataclasses import dataclass
 
-from hostkit.backend import network_error
+from hostkit.backend import network_error, read_body
 from hostkit.backend.errors import retry_after
 from hostkit.errors import (
     BackendError,
@@ -43,6 +43,8 @@ from hostkit.redact import redact_text, redact_url, url_cache_key
 PRODUCTION = "https://repo-prod.prod.sagebase.org"
 PRODUCTION_REPO = f"{PRODUCTION}/repo/v1"
 PORTAL = "https://www.synapse.org"
+#: How much of a JSON answer is read (an entity bundle or a page of children is far smaller).
+_MAX_JSON = 16 << 20
 BUNDLE_REQUEST = {"includeEntity": True, "includeAnnotations": True,
                   "includeFileHandles": True, "includeRestrictionInformation": True}
 
@@ -197,8 +199,9 @@ class SynapseApi:
             "includeFileHandles": True, "includePreSignedURLs": True,
             "requestedFiles": [{"fileHandleId": file_handle_id, "associateObjectId": entity_id,
                                 "associateObjectType": "FileEntity"}]})
-        files = answer.get("requestedFiles") or [{}]
-        return files[0] if isinstance(files[0], dict) else {}
+        files = answer.get("requestedFiles")
+        first = files[0] if isinstance(files, list) and files else {}
+        return first if isinstance(first, dict) else {}
 
     async def child(self, parent_id: str, name: str, what: str) -> str | None:
         """The id of the entity named ``name`` under ``parent_id``, or None."""
@@ -229,7 +232,13 @@ class SynapseApi:
             async with session.request(method, url, data=data, headers=self._headers(),
                                        allow_redirects=False,
                                        **self.context.proxy_for(url)) as resp:
-                text = await resp.text(errors="replace")
+                body = await read_body(resp, _MAX_JSON)
+                if len(body) > _MAX_JSON:
+                    raise BackendError(
+                        f"{what}: {self.conf.where()} answered more than {_MAX_JSON >> 20} MiB",
+                        hint="the server is not answering as Synapse does; check "
+                             "HOSTKIT_SYNAPSE_ENDPOINT", identifier=what)
+                text = body.decode("utf-8", "replace")
                 if 200 <= resp.status < 300:
                     try:
                         answer = json.loads(text) if text.strip() else {}
