@@ -187,6 +187,7 @@ def open_existing(root: Path) -> Cache:
     if cache.layout.index_path.is_file():
         return cache
     why = "the folder does not exist" if not cache.root.exists() else \
+        "it is a file, not a folder" if not cache.root.is_dir() else \
         "the folder holds no hostkit index (index.db)"
     raise CacheError(f"no cache at {cache.root}: {why}",
                      hint="the first `hostkit resolve` creates it; to use another cache pass "

@@ -125,6 +125,11 @@ def test_commands_that_only_look_never_create_a_cache(tmp_path, origin, capsys):
     assert code == 6 and "no hostkit index" in err
     assert list(empty.iterdir()) == []  # nothing written into a folder that is not a cache
 
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a cache")
+    code, _, err = cli(capsys, "cache", "ls", "--cache-dir", str(a_file))
+    assert code == 6 and "is a file, not a folder" in err and "holds no" not in err
+
     sha = origin.add("creates.bin", data(100, 9))  # resolve still creates the cache
     assert main(["resolve", f"{origin.url}/f/creates.bin", sha, "--cache-dir", str(missing)]) == 0
     code, out, _ = cli(capsys, "cache", "ls", "--cache-dir", str(missing))
