@@ -1,4 +1,5 @@
-"""The http backend against nginx, which serves Range/ETag/If-Range as real CDNs do."""
+"""The http backend against nginx, which serves Range/ETag/If-Range as real CDNs do (and
+its refusals that need no server)."""
 
 from __future__ import annotations
 
@@ -57,3 +58,18 @@ def test_resume_with_if_range_against_nginx(nginx, resolver):
     assert got.path.read_bytes() == nginx.payload
     last = nginx.access_log()[-1]
     assert (last.status, last.range) == (206, "bytes=1000000-")
+
+
+def test_a_share_links_suggestion_never_carries_its_secret():
+    """Before, a Dropbox link holding a token printed it whole as the error's suggestion in
+    ``hostkit resolve --json`` (message and hint redact it); a link without one keeps its
+    suggestion."""
+    from tests.conftest import run_cli
+
+    proc = run_cli("resolve", "https://www.dropbox.com/s/k3y/m.bin?dl=0&token=SEC-0042", "--json")
+    answer = json.loads(proc.stdout)
+    assert proc.returncode == 4 and answer["error"] == "not_direct_link", proc.stderr
+    assert "SEC-0042" not in proc.stdout + proc.stderr
+    assert "dl=1" in answer["hint"] and answer.get("suggestion") is None
+    proc = run_cli("resolve", "https://www.dropbox.com/s/k3y/m.bin?dl=0", "--json")
+    assert json.loads(proc.stdout)["suggestion"] == "https://www.dropbox.com/s/k3y/m.bin?dl=1"

@@ -155,9 +155,12 @@ def share_link_problem(url: str) -> HostkitError | None:
         pairs = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "dl"]
         direct = urlunsplit((parts.scheme, parts.netloc, path,
                              urlencode([*pairs, ("dl", "1")]), ""))
+        # a suggestion is printed whole (resolve --json, the daemon's answers): none that
+        # would carry the link's token
         return NotDirectLink(f"{shown} is a Dropbox share page, not the file",
                              hint=f"use the same link with dl=1: {redact_url(direct)}",
-                             identifier=shown, suggestion=direct)
+                             identifier=shown,
+                             suggestion=direct if redact_url(direct) == direct else None)
     if host in ("1drv.ms", "onedrive.live.com", "onedrive.com") or \
             host.endswith((".sharepoint.com", ".onedrive.com")):
         what = "SharePoint" if "sharepoint" in host else "OneDrive"
