@@ -350,6 +350,52 @@ def test_a_full_disk_during_a_batch_is_exit_6_and_nothing_half_stored(s3env, sea
     assert leftovers(cache) == []
 
 
+def test_a_batch_failing_half_way_through_its_move_in_leaves_no_blob_behind(tmp_path,
+                                                                            monkeypatch):
+    """The disk fills up (or the blob folder refuses a name) after some of a batch's files
+    were moved in: those are taken back out, as when the index write fails; none is left
+    unindexed in blobs/ (they were left there before)."""
+    import errno
+
+    from hostkit.errors import CacheError
+    from hostkit.store.cache import Cache
+    from hostkit.store.index import StoredFile
+
+    store = Cache(tmp_path / "cache")
+    store.require_writable()  # as SmallFiles does first
+    kept = store.add_small_files([(b"kept", StoredFile(
+        "k:kept", "k:kept", hashlib.sha256(b"kept").hexdigest(), 4, {}, None, False, False,
+        True))])[0]
+    # first the same bytes as a stored blob (the batch's copy is dropped, the blob kept)
+    batch = [(b"kept", StoredFile("k:again", "k:again", kept.sha256, 4, {}, None, False,
+                                  False, True))]
+    for i in range(3):
+        data = f"file {i}".encode()
+        batch.append((data, StoredFile(f"k:{i}", f"k:{i}", hashlib.sha256(data).hexdigest(),
+                                       len(data), {}, None, False, False, True)))
+    real_link, real_replace, links = os.link, os.replace, []
+
+    def full(real):
+        def call(src, dst, **kw):  # the blob folder takes no new name after three
+            if "blobs" in str(dst):
+                links.append(dst)
+                if len(links) > 3:
+                    raise OSError(errno.ENOSPC, "No space left on device")
+            return real(src, dst, **kw)
+        return call
+
+    monkeypatch.setattr(os, "link", full(real_link))
+    monkeypatch.setattr(os, "replace", full(real_replace))
+    with pytest.raises(CacheError, match="disk full"):
+        store.add_small_files(batch)
+    monkeypatch.setattr(os, "link", real_link)
+    monkeypatch.setattr(os, "replace", real_replace)
+    store.close()
+    assert len(links) >= 4
+    assert assert_consistent(tmp_path / "cache") == {kept.sha256}  # another's blob stays
+    assert leftovers(tmp_path / "cache") == []
+
+
 # -- 6. strict trust on first use ---------------------------------------------------------------
 
 

@@ -194,15 +194,19 @@ class Cache:
         failpoint("index")
         try:
             merged = self.index.add_blob_row(sha, size, digests)
-        except CacheError:
-            # e.g. disk full at the index write: take the file back out unless another
-            # process indexed the same bytes meanwhile, so nothing is left half-stored
-            with contextlib.suppress(CacheError, OSError):
-                if self.index.blob_row(sha) is None:
-                    self.tier.remove(sha)
+        except CacheError:  # e.g. disk full at the index write
+            self._unstore([sha])
             raise
         now = time.time()
         return Blob(sha, size, merged, now, now, final)
+
+    def _unstore(self, shas: list[str]) -> None:
+        """Take blobs just moved in back out after a failure, unless another process
+        indexed the same bytes meanwhile, so nothing is left half-stored (best effort)."""
+        with contextlib.suppress(CacheError, OSError):
+            for sha in shas:
+                if self.index.blob_row(sha) is None:
+                    self.tier.remove(sha)
 
     def add_small_files(self, files: list[tuple[bytes, StoredFile]]) -> list[Blob]:
         """Store many small, verified files held in memory and index them, as a batch.
@@ -218,6 +222,7 @@ class Cache:
         :raises CacheError: the disk is full, the cache cannot be written.
         """
         temps: list[Path] = []
+        moving = False
         try:
             fds = []
             try:
@@ -238,12 +243,17 @@ class Cache:
                 for fd in fds:
                     os.close(fd)
             failpoint("batch-rename")
+            moving = True
             finals = self.tier.put_many(
                 [(t, f.sha256) for t, (_, f) in zip(temps, files, strict=True)])
         except OSError as exc:
+            # the files moved in before the failure (their temps are gone) go back out too
+            moved = [f.sha256 for t, (_, f) in zip(temps, files, strict=True)
+                     if not t.exists()] if moving else []
             for temp in temps:
                 with contextlib.suppress(OSError):
                     temp.unlink()
+            self._unstore(moved)
             raise write_error(exc, self.root) from None
         finally:
             _ACTIVE.difference_update(map(str, temps))
@@ -251,10 +261,7 @@ class Cache:
         try:
             merged = self.index.add_files([f for _, f in files])
         except CacheError:
-            with contextlib.suppress(CacheError, OSError):
-                for _, f in files:
-                    if self.index.blob_row(f.sha256) is None:
-                        self.tier.remove(f.sha256)
+            self._unstore([f.sha256 for _, f in files])
             raise
         # a killed run's batch left these files' partials (no sidecar: nothing to resume)
         # that no claim of the single-file path will reap: they are stored now
