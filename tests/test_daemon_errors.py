@@ -123,6 +123,9 @@ def test_tier_commands_refuse_a_dead_tier_and_missing_credentials_and_survive_a_
     seen: list[str] = []
 
     async def s3(request: web.Request) -> web.Response:
+        if request.path == "/v1/status":  # this node's daemon, asked with the wrong token
+            return web.json_response({"error": "unauthorized", "message": "wrong token",
+                                      "hint": "send the token"}, status=401)
         seen.append(request.method)
         if "list-type" in request.query:
             return web.Response(text=_listing(request.query.get("prefix", "")),
@@ -161,6 +164,14 @@ def test_tier_commands_refuse_a_dead_tier_and_missing_credentials_and_survive_a_
             assert "\x1b" not in out and "\x07" not in out and "SECRETTIERVALUE" not in out
             assert _HOSTILE_SHA[:12] in out or args == ("status",), out
         assert "1 held" in run_cli("tier", "status", env=env).stdout
+        # this node's daemon refuses its counters: the tier is still shown, the refusal said
+        env.update(HOSTKIT_DAEMON_URL=url, HOSTKIT_DAEMON_TOKEN="not-it")
+        proc = run_cli("tier", "status", env=env)
+        assert proc.returncode == 0 and "1 held" in proc.stdout, proc.stderr
+        assert "wrong token" in proc.stdout and "not-it" not in proc.stdout + proc.stderr
+        answer = json.loads(run_cli("tier", "status", "--json", env=env, check=True).stdout)
+        assert answer["blobs"] == 1 and answer["node"] is None
+        assert "wrong token" in answer["node_error"]
         assert set(seen) <= {"GET", "HEAD"}  # a dry run deletes nothing
     finally:
         loop.call_soon_threadsafe(loop.stop)

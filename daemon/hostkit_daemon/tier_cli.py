@@ -14,7 +14,7 @@ import re
 import sys
 import time
 
-from hostkit.errors import UsageError
+from hostkit.errors import HostkitError, UsageError
 from hostkit.formatting import (
     confirm,
     format_age,
@@ -141,7 +141,7 @@ def _status(args, settings, found) -> int:
     now = time.time()
     held = [(o, s) for o, s in found.leases if not s.released and s.expires >= now]
     times = [b.modified for b in found.blobs if b.modified is not None]
-    node = _node_stats(settings)
+    node, refused = _node_stats(settings)
     if args.json:
         print_json({"tier": found.url, "blobs": len(found.blobs), "bytes": found.total_size,
                     "oldest": min(times, default=None), "newest": max(times, default=None),
@@ -149,7 +149,7 @@ def _status(args, settings, found) -> int:
                     "leases": {"held": len(held), "other": len(found.leases) - len(held)},
                     "held": [{"node": s.node, "pid": s.pid, "expires": s.expires}
                              for _, s in held],
-                    "node": node})
+                    "node": node, "node_error": refused})
         return 0
     span = f", oldest {format_age(min(times))}, newest {format_age(max(times))}" if times else ""
     print(f"tier       {found.url}")
@@ -159,7 +159,9 @@ def _status(args, settings, found) -> int:
     for _, s in held:
         print(f"  node {s.node} pid {s.pid} fetching, lease good for "
               f"{max(s.expires - now, 0):.0f}s")
-    if node is None:
+    if refused is not None:
+        print(f"this node  the daemon refused its counters: {refused}")
+    elif node is None:
         print("this node  no daemon answers: tier counters are kept by each node's daemon")
     else:
         print(f"this node  {node.get('tier_hits', 0)} tier hits, "
@@ -171,15 +173,18 @@ def _status(args, settings, found) -> int:
     return 0
 
 
-def _node_stats(settings) -> dict | None:
-    """This node's daemon counters, or None when no daemon answers."""
+def _node_stats(settings) -> tuple[dict | None, str | None]:
+    """(this node's daemon counters, None), (None, None) when no daemon answers, or
+    (None, why) when it refused (a wrong token): the tier's own status is shown anyway."""
     from hostkit.client import DaemonUnavailable, client_for, daemon_url, default_socket
 
     url = daemon_url(settings) or f"unix:{default_socket(settings)}"
     try:
-        return client_for(settings, url).status().get("stats") or {}
+        return client_for(settings, url).status().get("stats") or {}, None
     except DaemonUnavailable:
-        return None
+        return None, None
+    except HostkitError as exc:
+        return None, exc.message
 
 
 def _ls(args, found) -> int:
