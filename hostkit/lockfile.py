@@ -77,7 +77,7 @@ def read_items(path: str | Path) -> list[Item]:
         file and the line or entry).
     """
     if str(path) == "-":
-        text, name = sys.stdin.read(), "<stdin>"
+        text, name = sys.stdin.read().removeprefix("\ufeff"), "<stdin>"
     else:
         text, name = _read(path), str(path)
         if Path(path).suffix in (".lock", ".toml"):
@@ -178,8 +178,8 @@ def write_lock(path: str | Path, entries: list[LockEntry]) -> None:
 
 
 def _read(path: str | Path) -> str:
-    try:
-        return Path(path).read_text(encoding="utf-8")
+    try:  # -sig: a byte order mark (Windows editors write one) is no part of the text
+        return Path(path).read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
         raise UsageError(f"cannot read {path}: it is not UTF-8 text",
                          hint="a list holds one IDENTIFIER [HASH] per line") from None

@@ -257,6 +257,25 @@ def test_lock_file_errors_name_the_file(tmp_path, origin):
     assert proc.returncode == 2 and "colour" in proc.stderr
 
 
+def test_lists_and_lock_files_saved_with_a_byte_order_mark_are_read(tmp_path, monkeypatch):
+    """Windows editors (Notepad, PowerShell's -Encoding utf8) start UTF-8 files with a BOM:
+    it is no part of the first identifier, nor a TOML error at line 1, column 1."""
+    import io
+
+    from hostkit.lockfile import read_items
+
+    sha = "sha256:" + "a" * 64
+    lock = tmp_path / "bom.lock"
+    lock.write_text(f'\ufeffversion = 1\n[[file]]\nidentifier = "https://h/x"\nhash = "{sha}"\n',
+                    encoding="utf-8")
+    listed = tmp_path / "bom.txt"
+    listed.write_text(f"\ufeffhttps://h/y {sha}\n", encoding="utf-8")
+    monkeypatch.setattr(sys, "stdin", io.StringIO(f"\ufeffhttps://h/z {sha}\n"))
+    for path, identifier in ((lock, "https://h/x"), (listed, "https://h/y"), ("-", "https://h/z")):
+        (item,) = read_items(path)
+        assert (item.identifier, item.hash) == (identifier, sha)
+
+
 def test_lock_writer_escapes_strings(tmp_path):
     """Every string the writer emits reads back the same through tomllib."""
     from hostkit.lockfile import LockEntry, dumps
