@@ -82,7 +82,8 @@ class Settings:
     progress_min_bytes: int = 8 << 20
     #: Object stores (s3, minio, gs, az): bytes per ranged part, and parts in flight.
     #: 16 MiB x 4: a quarter of the requests 8 MiB parts take (each costs the server
-    #: CPU), the same memory (parts waiting for their turn hold at most 56 MiB).
+    #: CPU), the same memory (parts waiting for their turn hold at most 4 MiB together:
+    #: ``hostkit.backend.parts.READ_AHEAD``).
     part_size: int = 16 << 20
     concurrency: int = 4
     #: Folders (trees): files fetched at once, and the caps on one listing (a listing of
