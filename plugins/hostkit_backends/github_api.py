@@ -27,7 +27,6 @@ import contextlib
 import json
 import logging
 import os
-import random
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -35,7 +34,14 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urljoin, urlsplit
 
-from hostkit.backend import HttpStatus, network_error, open_range, read_body
+from hostkit.backend import (
+    HttpStatus,
+    network_error,
+    open_range,
+    read_body,
+    retry_delay,
+    retry_limit,
+)
 from hostkit.errors import (
     BackendError,
     CredentialsNeeded,
@@ -43,7 +49,6 @@ from hostkit.errors import (
     HostkitError,
     NotFound,
     TransientError,
-    Unreachable,
     UsageError,
     register,
 )
@@ -293,17 +298,12 @@ class GitHub:
                                         length=length)
             except TransientError as exc:
                 attempt += 1
-                # a host that refuses connections rarely comes back within seconds
-                limit = min(settings.retries, 2) if isinstance(exc, Unreachable) \
-                    else settings.retries
+                limit = retry_limit(exc, settings)
                 if not retry or attempt > limit:
                     raise
-                delay = exc.retry_after or min(settings.max_backoff,
-                                               settings.backoff * 2 ** (attempt - 1))
-                log.warning("%s; retry %d/%d in %.1fs", exc.message, attempt,
-                            settings.retries, delay)
-                await asyncio.sleep(delay * (1 + random.random() / 4) if exc.retry_after
-                                    else delay * (0.5 + random.random() / 2))
+                delay = retry_delay(exc, attempt, settings)
+                log.warning("%s; retry %d/%d in %.1fs", exc.message, attempt, limit, delay)
+                await asyncio.sleep(delay)
 
     async def _call(self, method: str, url: str, *, display: str, accept: str, body: Any,
                     auth: str, content_type: str, length: int | None) -> Answer:
