@@ -482,6 +482,19 @@ def test_the_resolver_waits_at_least_retry_after(gh, resolver):
     assert len(gets) == 3 and all(b.at - a.at >= 0.99 for a, b in itertools.pairwise(gets))
 
 
+def test_a_failing_lfs_server_or_listing_is_retried_by_the_resolver_alone(gh, resolver):
+    """Before, the LFS batch call and the folder listing were retried inside the resolver's
+    own retries: (retries + 1)² requests to a server answering 503 (36 by default, about a
+    minute and a half of backoff before the error)."""
+    commit = gh.commit("o/r", {"m.bin": gh.lfs(data(2000, 92))})
+    tries = resolver.settings.retries + 1
+    gh.fail("lfs", 503, {}, times=100)
+    refused(resolver, f"github:o/r@{commit}/m.bin", errors.TransientError)
+    gh.fail("api", 503, {}, times=100)
+    refused(resolver, f"github:o/r@{commit}/", errors.TransientError)
+    assert (len(gh.seen("lfs")), len(gh.seen("api"))) == (tries, tries)
+
+
 # -- uploads ------------------------------------------------------------------------------
 
 

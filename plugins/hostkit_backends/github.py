@@ -427,7 +427,8 @@ class GitHubTreeRemote(_InRepository):
         """
         loc, shown = self.loc, self.display
         url = self.gh.repo_url(loc.owner, loc.repo, f"/git/trees/{self.commit}?recursive=1")
-        answer = await self.gh.call("GET", url, display=shown)
+        # the resolver retries a listing: one try here
+        answer = await self.gh.call("GET", url, display=shown, retry=False)
         if answer.status in (404, 422, 409):
             raise NotFound(f"{shown}: {loc.owner}/{loc.repo} has no commit {self.commit} (or "
                            "the repository is private and no token may read it)",

@@ -284,7 +284,8 @@ class GitHub:
                    body: Any = None, auth: str = "bearer", retry: bool = True,
                    content_type: str = "application/json",
                    length: int | None = None) -> Answer:
-        """One API request (redirects followed by hand); 5xx and short rate limits retried.
+        """One API request (redirects followed by hand); 5xx and short rate limits retried
+        (``retry`` False: not, for a caller the resolver retries already).
 
         ``body`` is JSON-able, or an async iterable of bytes of ``length`` bytes
         (sent once: no retry, no redirect). Returns any answer that is not a
@@ -422,6 +423,8 @@ class GitHub:
                            display: str) -> tuple[str, dict[str, str]]:
         """Ask the LFS server where object ``oid`` is: ``(href, headers to send with it)``.
 
+        Tried once: it is asked from a Remote's ``stat``/``open``, which the resolver retries.
+
         :raises NotFound: the server does not have the object (or the repository).
         """
         url = f"{self.config.lfs}/{owner}/{repo}.git/info/lfs/objects/batch"
@@ -429,7 +432,7 @@ class GitHub:
                 "objects": [{"oid": oid, "size": size}]}
         what = f"its Git LFS object sha256:{oid} ({size} bytes)"
         answer = await self.call("POST", url, display=display, accept=LFS_JSON, body=body,
-                                 auth="basic", content_type=LFS_JSON)
+                                 auth="basic", content_type=LFS_JSON, retry=False)
         if answer.status == 404:
             raise NotFound(f"{display} is a Git LFS pointer, and the LFS server at "
                            f"{redact_url(self.config.lfs)} shows no LFS store for "
