@@ -166,6 +166,16 @@ def _ipv6(text: str) -> bool:
 def _idna(text: str, host: str) -> str:
     """An ASCII host name for ``host`` (IDNA, as browsers and yarl encode it)."""
     if host.isascii():
+        # what the resolver's getaddrinfo and yarl will do with it: an empty or overlong
+        # label, or an 'xn--' label that is no punycode, fails there with a UnicodeError
+        try:
+            host.encode("idna")
+            if "xn--" in host.lower():
+                host.encode("ascii").decode("idna")
+        except UnicodeError:
+            raise _bad(text, "does not have a valid host name",
+                       hint="check the host name: no empty labels ('a..b'), each label at "
+                            "most 63 characters") from None
         return host
     import idna  # a dependency of yarl, hence of aiohttp
 

@@ -61,6 +61,8 @@ def test_unreachable_idn_host_is_a_clean_network_error():
     "http://127.0.0.1:99999/f.bin", "http://127.0.0.1:-1/f.bin", "https://h:0/f",
     "http://h:8o/f", "http:///f.bin", "direct:http://[::1/f", "http://exa mple/f",
     "minio://host:70000/bucket/key", "http://a\u0001b/f",
+    # hosts the resolver's IDNA step refuses: once a traceback, exit 1
+    "http://h..o/x", "http://xn--a/x", f"https://{'a' * 64}.example/x",
 ])
 def test_bad_hosts_and_ports_are_usage_errors(ident):
     with pytest.raises(errors.UsageError):
