@@ -62,9 +62,10 @@ class LoadedPlugins:
             try:
                 impl.function(subparsers=subparsers, common=common)
             except Exception as exc:
-                self.failures[impl.plugin_name] = f"hostkit_register_commands() raised {exc!r}"
-                log.warning("hostkit plugin %r could not add its commands: %r",
-                            impl.plugin_name, exc)
+                self.failures[impl.plugin_name] = \
+                    f"hostkit_register_commands() raised {_shown(exc)}"
+                log.warning("hostkit plugin %r could not add its commands: %s",
+                            impl.plugin_name, _shown(exc))
 
     def accepted_forms(self) -> str:
         """Human list of accepted identifier forms, for error messages."""
@@ -92,8 +93,9 @@ def load_plugins() -> LoadedPlugins:
             module = ep.load()
             loaded.manager.register(module, name=ep.name)
         except Exception as exc:
-            loaded.failures[ep.name] = f"{type(exc).__name__}: {exc}"
-            log.warning("hostkit plugin %r (%s) failed to load: %s", ep.name, ep.value, exc)
+            loaded.failures[ep.name] = _shown(exc)
+            log.warning("hostkit plugin %r (%s) failed to load: %s", ep.name, ep.value,
+                        _shown(exc))
             continue
         loaded.sources[ep.name] = ep.dist.name if ep.dist else "?"
     return loaded
@@ -115,9 +117,18 @@ def call_first(loaded: LoadedPlugins, hook_name: str, **kwargs):
         except HostkitError:
             raise
         except Exception as exc:
-            loaded.failures[impl.plugin_name] = f"{hook_name}() raised {exc!r}"
-            log.warning("hostkit plugin %r failed in %s: %r", impl.plugin_name, hook_name, exc)
+            loaded.failures[impl.plugin_name] = f"{hook_name}() raised {_shown(exc)}"
+            log.warning("hostkit plugin %r failed in %s: %s", impl.plugin_name, hook_name,
+                        _shown(exc))
             continue
         if result is not None:
             return result
     return None
+
+
+def _shown(exc: BaseException) -> str:
+    """``Type: message`` of a plugin's exception, redacted: it may quote the identifier it
+    was given, credentials and all (kept in ``failures``, logged, listed by ``plugins``)."""
+    from .redact import redact_text
+
+    return redact_text(f"{type(exc).__name__}: {exc}")

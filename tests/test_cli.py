@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import stat
+import subprocess
 import sys
 import textwrap
 import time
@@ -193,6 +194,31 @@ def test_log_lines_never_carry_a_secret(tmp_path, origin):
         assert "crashy" in proc.stderr and "cannot read http://" in proc.stderr
         for secret in ("PASSWORD1", "SECRETSIG"):
             assert secret not in proc.stderr + proc.stdout, (args, proc.stderr)
+
+
+def test_api_users_never_see_a_plugins_secret_quote_either(tmp_path, origin):
+    """The same plugin through the Python API: its failure as recorded (``plugins
+    --json``'s ``broken``) and as logged by the library is redacted too."""
+    env = _third_party(tmp_path, {"crashy": """
+        from hostkit.hookspecs import hookimpl
+
+        @hookimpl(tryfirst=True)
+        def hostkit_resolve(ref, context):
+            raise RuntimeError(f"cannot read {ref.identifier}")
+    """})
+    sha = origin.add("api-logged.bin", data(100, 53))
+    host = origin.url.split("://", 1)[1]
+    signed = f"http://me:PASSWORD2@{host}/f/api-logged.bin?X-Amz-Signature=SECRETSIG2"
+    script = ("import json, sys, hostkit\n"
+              "from hostkit.plugins import load_plugins\n"
+              "hostkit.resolve(sys.argv[1], sys.argv[2])\n"
+              "print(json.dumps(load_plugins().failures))\n")
+    proc = subprocess.run([sys.executable, "-c", script, signed, sha], capture_output=True,
+                          text=True, env={**os.environ, **env}, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "cannot read http://" in json.loads(proc.stdout)["crashy"]
+    for secret in ("PASSWORD2", "SECRETSIG2"):
+        assert secret not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
 
 
 def test_demo_runs_offline_and_shows_hits(tmp_path):
