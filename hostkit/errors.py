@@ -80,7 +80,11 @@ class HostkitError(Exception):
         data = {"error": self.kind, "message": self.message, "hint": self.hint,
                 "identifier": self.identifier}
         if self.suggestion is not None:
-            data["suggestion"] = self.suggestion
+            # a backend suggests from what it was given, which may carry a token: the
+            # message and hint are redacted where they are written, the suggestion here
+            from .redact import redact_url
+
+            data["suggestion"] = redact_url(self.suggestion)
         return data
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from hostkit import errors
@@ -138,3 +140,16 @@ def test_retry_waits_back_off_and_honour_retry_after(monkeypatch):
     assert retry_delay(told, 1, settings) == 8.0  # never sooner than the server asked
     monkeypatch.setattr("random.random", lambda: 0.999)
     assert 8.0 < retry_delay(told, 1, settings) <= 10.0
+
+
+def test_an_errors_json_form_never_carries_a_secret_in_its_suggestion():
+    """--json and the daemon print HostkitError.to_dict(); a backend's suggestion is made
+    from what it was given, which may hold userinfo or a token."""
+    from hostkit.errors import NotDirectLink
+
+    exc = NotDirectLink("a share page", hint="use the direct form",
+                        suggestion="https://me:PW@files.example/m.bin?dl=1&token=SECRETTOK")
+    shown = json.dumps(exc.to_dict())
+    assert "PW" not in shown and "SECRETTOK" not in shown
+    assert exc.to_dict()["suggestion"].startswith("https://files.example/m.bin?dl=1&token=")
+    assert exc.suggestion.endswith("SECRETTOK")  # kept for the program itself (check --fix)
