@@ -17,6 +17,7 @@ from __future__ import annotations
 import sys
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import CacheError, UsageError
 from .formatting import (
@@ -31,7 +32,10 @@ from .formatting import (
     print_json,
 )
 from .redact import redact_url
-from .store.cache import MIN_SHA256_PREFIX, Cache, DeletionPlan
+from .store.layout import MIN_SHA256_PREFIX
+
+if TYPE_CHECKING:  # the store (SQLite, asyncio) loads only when a cache command runs
+    from .store.cache import Cache, DeletionPlan
 
 #: Exit code of ``rm`` / ``prune`` when the person at the terminal says no.
 DECLINED = 1
@@ -183,6 +187,8 @@ def run_cache_command(args, settings) -> int:
 
 def open_existing(root: Path) -> Cache:
     """The cache at ``root``; CacheError when there is none (it is not created)."""
+    from .store.cache import Cache
+
     cache = Cache(root)
     if cache.layout.index_path.is_file():
         return cache

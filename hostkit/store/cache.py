@@ -25,7 +25,7 @@ from ..errors import CacheError
 from ..failpoints import failpoint
 from ..hashes import hash_file
 from .index import Blob, Entry, Index, StoredFile
-from .layout import CONTENT_ALG, Layout, key_hash
+from .layout import CONTENT_ALG, MIN_SHA256_PREFIX, Layout, key_hash
 from .partials import _ACTIVE, partial_owner_alive, stale_sidecars, write_error
 from .snapshots import TreeFile, build_snapshot, drop_snapshot, parse_manifest, snapshot_ready
 from .tiers import LocalTier
@@ -36,9 +36,6 @@ log = logging.getLogger("hostkit.store")
 #: Partial downloads abandoned for longer than this are deleted by ``prune``.
 PARTIAL_MAX_AGE = 86400.0
 
-#: The fewest hex digits of a sha256 that :meth:`Cache.lookup` takes as a prefix
-#: (fewer would name blobs by accident); the index's lookup applies the same number.
-MIN_SHA256_PREFIX = 6
 
 
 @dataclass

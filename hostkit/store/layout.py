@@ -24,6 +24,9 @@ from pathlib import Path
 
 #: The content address of every blob.
 CONTENT_ALG = "sha256"
+#: The fewest hex digits of a sha256 that :meth:`Cache.lookup` takes as a prefix
+#: (fewer would name blobs by accident); the index's lookup applies the same number.
+MIN_SHA256_PREFIX = 6
 
 
 def key_hash(key: str) -> str:
