@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING
 
 from .errors import CacheError, UsageError
 from .formatting import (
+    add_actions,
+    add_plan_flags,
     confirm,
     format_age,
     format_size,
@@ -109,12 +111,7 @@ def add_cache_command(sub, common) -> None:
                        description="Inspect and manage the local cache: list, show, pin, "
                                    "verify, remove and prune entries and blobs.",
                        epilog=CACHE_EPILOG)
-    csub = c.add_subparsers(dest="cache_command", metavar="ACTION", required=True)
-    parsers = {}
-    for name, (short, description, examples) in _ACTIONS.items():
-        parsers[name] = csub.add_parser(name, parents=[common], help=short,
-                                        description=description, formatter_class=raw,
-                                        epilog=f"examples:\n{examples}\n")
+    parsers = add_actions(c, "cache_command", common, _ACTIONS)
     ids = [parsers[name].add_argument("id", metavar="ID", help=ID_HELP)
            for name in ("info", "rm", "pin", "unpin")]
     ids.append(parsers["verify"].add_argument(
@@ -127,11 +124,7 @@ def add_cache_command(sub, common) -> None:
     parsers["prune"].add_argument("--max-size", required=True, metavar="SIZE",
                                   help="the budget: 10G, 500M, 1.5GiB, 0 (powers of 1024)")
     for name in ("rm", "prune"):
-        parsers[name].add_argument("--dry-run", action="store_true",
-                                   help="show what would be deleted and the space freed; "
-                                        "delete nothing")
-        parsers[name].add_argument("-y", "--yes", action="store_true",
-                                   help="do not ask for confirmation on a terminal")
+        add_plan_flags(parsers[name])
 
 
 def complete_ids(prefix: str, parsed_args, **_) -> list[str]:

@@ -94,6 +94,27 @@ def help_formatter():
 _HELP_FORMATTER = None
 
 
+def add_actions(parser, dest: str, common, actions: dict) -> dict:
+    """The ``ACTION`` subcommands of a command (``hostkit cache ls``, ``hostkit tier prune``).
+
+    ``actions`` maps each name to ``(help, description, examples)``; each gets the
+    ``common`` flags and its examples as its epilog. Returns the parsers by name.
+    """
+    raw = help_formatter()
+    sub = parser.add_subparsers(dest=dest, metavar="ACTION", required=True)
+    return {name: sub.add_parser(name, parents=[common], help=short, description=description,
+                                 formatter_class=raw, epilog=f"examples:\n{examples}\n")
+            for name, (short, description, examples) in actions.items()}
+
+
+def add_plan_flags(parser) -> None:
+    """``--dry-run`` and ``-y`` of a command that plans a deletion first (see :func:`confirm`)."""
+    parser.add_argument("--dry-run", action="store_true",
+                        help="show what would be deleted and the space freed; delete nothing")
+    parser.add_argument("-y", "--yes", action="store_true",
+                        help="do not ask for confirmation on a terminal")
+
+
 def print_json(data) -> None:
     """Print ``data`` as indented JSON (anything not JSON, such as paths, as its str)."""
     print(json.dumps(data, indent=2, default=str))

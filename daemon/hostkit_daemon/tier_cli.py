@@ -16,6 +16,8 @@ import time
 
 from hostkit.errors import HostkitError, UsageError
 from hostkit.formatting import (
+    add_actions,
+    add_plan_flags,
     confirm,
     format_age,
     format_size,
@@ -65,22 +67,15 @@ def add_tier_command(sub, common) -> None:
                        description="Inspect and prune the shared tier a site's nodes use "
                                    "between their local caches and the origins (the tier "
                                    "setting).", epilog=TIER_EPILOG, formatter_class=raw)
-    tsub = t.add_subparsers(dest="tier_command", metavar="ACTION", required=True)
-    parsers = {}
-    for name, (short, description, examples) in _ACTIONS.items():
-        parsers[name] = tsub.add_parser(name, parents=[common], help=short,
-                                        description=description, formatter_class=raw,
-                                        epilog=f"examples:\n{examples}\n")
-        parsers[name].set_defaults(handler=run_tier_command)
+    parsers = add_actions(t, "tier_command", common, _ACTIONS)
+    for parser in parsers.values():
+        parser.set_defaults(handler=run_tier_command)
     prune = parsers["prune"]
     prune.add_argument("--max-size", metavar="SIZE",
                        help="keep at most this much: 500G, 2T, 0 (powers of 1024)")
     prune.add_argument("--older-than", metavar="AGE",
                        help="delete blobs written longer ago than this: 30d, 12h, 90m, 3600s")
-    prune.add_argument("--dry-run", action="store_true",
-                       help="show what would be deleted and the space freed; delete nothing")
-    prune.add_argument("-y", "--yes", action="store_true",
-                       help="do not ask for confirmation on a terminal")
+    add_plan_flags(prune)
 
 
 def parse_age(text: str) -> float:
