@@ -34,14 +34,11 @@ from pathlib import Path
 
 from .errors import CacheError, UsageError
 from .failpoints import failpoint
-
-#: ``ioctl(dst, FICLONE, src)``: share src's extents (Linux, btrfs/XFS/bcachefs/...).
-FICLONE = 0x40049409
+from .store.files import READ_ONLY, link_or_copy
+from .store.layout import pid_alive
 
 #: The mode of a placed file: read-only, like the cache's blobs.
-PLACED_MODE = 0o400
-
-_CHUNK = 1 << 20
+PLACED_MODE = READ_ONLY
 
 
 def place(blob_path: Path, target: Path) -> Path:
@@ -66,7 +63,7 @@ def place(blob_path: Path, target: Path) -> Path:
         raise _failed(target, exc) from None
     temp = target.parent / f".{target.name[:200]}.hostkit-{secrets.token_hex(6)}.tmp"
     try:
-        _link_or_copy(blob_path, temp)
+        link_or_copy(blob_path, temp)
         if _same_inode(temp, target):
             # rename(2) of two links to one inode does nothing: target already is the blob
             os.unlink(temp)
@@ -118,7 +115,7 @@ def place_tree(snapshot: Path, target: Path) -> Path:
             for name in dirs:
                 (temp / rel / name).mkdir()
             for name in names:
-                _link_or_copy(Path(here) / name, temp / rel / name)
+                link_or_copy(Path(here) / name, temp / rel / name)
         _fsync_dir(temp)
         failpoint("tree-swap")  # tests kill here: built next to it, not yet in place
         if os.path.lexists(target):
@@ -162,18 +159,6 @@ def _check_tree_target(target: Path) -> None:
                     "was", hint="choose another -o path, or empty or remove that folder first")
 
 
-def _link_or_copy(source: Path, temp: Path) -> None:
-    """A hard link to ``source`` at ``temp``, else a reflink or a copy (another file system,
-    too many links, no links at all)."""
-    try:
-        os.link(source, temp)
-    except OSError as exc:
-        if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EACCES, errno.EMLINK,
-                             errno.ENOTSUP, errno.EOPNOTSUPP):
-            raise
-        _copy(source, temp)
-
-
 #: ``renameat2`` flag: swap two paths atomically (Linux 3.15+).
 RENAME_EXCHANGE = 2
 
@@ -203,15 +188,7 @@ def _stale(leftover: Path) -> bool:
         pid = int(leftover.name.rsplit(".hostkit-", 1)[1].split("-")[0])
     except (IndexError, ValueError):
         return False
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except OSError:
-        return False
-    return False
+    return pid != os.getpid() and not pid_alive(pid)
 
 
 def _remove_tree(root: Path) -> None:
@@ -227,53 +204,6 @@ def _same_inode(a: Path, b: Path) -> bool:
     except FileNotFoundError:
         return False
     return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
-
-
-def _copy(source: Path, temp: Path) -> None:
-    """Reflink ``source`` to ``temp`` if the file system can, else copy it; fsync; read-only."""
-    fd_in = os.open(source, os.O_RDONLY)
-    try:
-        fd_out = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PLACED_MODE)
-        try:
-            if not _reflink(fd_in, fd_out):
-                _copy_bytes(fd_in, fd_out)
-            os.fsync(fd_out)
-        finally:
-            os.close(fd_out)
-    finally:
-        os.close(fd_in)
-
-
-def _reflink(fd_in: int, fd_out: int) -> bool:
-    try:
-        import fcntl
-
-        fcntl.ioctl(fd_out, FICLONE, fd_in)
-        return True
-    except (ImportError, OSError):  # not Linux, another file system, not supported
-        return False
-
-
-def _copy_bytes(fd_in: int, fd_out: int) -> None:
-    size = os.fstat(fd_in).st_size
-    done = 0
-    try:  # in the kernel where it can (Linux): no bytes through Python
-        while done < size:
-            n = os.copy_file_range(fd_in, fd_out, size - done)
-            if n == 0:
-                break
-            done += n
-    except (AttributeError, OSError) as exc:
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO):
-            raise
-    if done >= size:
-        return
-    os.lseek(fd_in, done, os.SEEK_SET)
-    os.lseek(fd_out, done, os.SEEK_SET)
-    while chunk := os.read(fd_in, _CHUNK):
-        view = memoryview(chunk)
-        while view:
-            view = view[os.write(fd_out, view):]
 
 
 def _fsync_dir(folder: Path) -> None:

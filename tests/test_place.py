@@ -120,6 +120,7 @@ def test_a_failing_copy_leaves_no_temporary_file(tmp_path, monkeypatch):
     """An error mid-copy (here: the write fails) removes the temp name; PATH stays as it was."""
     from hostkit import place as place_module
     from hostkit.errors import CacheError
+    from hostkit.store import files as files_module
 
     blob = tmp_path / "blob"
     blob.write_bytes(data(100_000, 7))
@@ -134,9 +135,9 @@ def test_a_failing_copy_leaves_no_temporary_file(tmp_path, monkeypatch):
         os.write(fd_out, b"half")
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(place_module.os, "link", no_link)
-    monkeypatch.setattr(place_module, "_copy_bytes", broken)
-    monkeypatch.setattr(place_module, "_reflink", lambda *_: False)
+    monkeypatch.setattr(files_module.os, "link", no_link)
+    monkeypatch.setattr(files_module, "_copy_bytes", broken)
+    monkeypatch.setattr(files_module, "_reflink", lambda *_: False)
     with pytest.raises(CacheError):
         place_module.place(blob, target)
     assert target.read_bytes() == b"old"

@@ -610,6 +610,29 @@ def test_listing_check_rules():
 # -- the cache: ls, pin, prune, rm, verify, offline, the index schema ---------------------------
 
 
+def test_a_cache_without_hard_links_gets_read_only_copies(s3env, seaweed, monkeypatch):
+    """Where links fail (too many links to one blob, a file system without them) the
+    snapshot holds read-only copies (the blob store and `-o` use the same fallback)."""
+    import errno
+
+    prefix = f"n{secrets.token_hex(4)}/"
+    data = {"w.bin": os.urandom(30_000), "d/v.bin": os.urandom(20_000)}
+    for rel, body in data.items():
+        seaweed.admin.put_object(Bucket="plain", Key=prefix + rel, Body=body)
+
+    def no_link(*_, **__):
+        raise OSError(errno.EMLINK, "Too many links")
+
+    monkeypatch.setattr(os, "link", no_link)
+    got, _ = resolve_tree(f"{s3env}/plain/{prefix}")
+    assert files_of(got.path) == data
+    blobs = Path(os.environ["HOSTKIT_CACHE_DIR"]) / "blobs" / "sha256"
+    for rel, body in data.items():
+        copy = os.stat(got.path / rel)
+        assert copy.st_mode & 0o777 == 0o400
+        assert copy.st_ino != os.stat(blobs / hashlib.sha256(body).hexdigest()).st_ino
+
+
 def test_cache_commands_account_for_snapshots(s3env, seaweed, monkeypatch):
     prefix = f"c{secrets.token_hex(4)}/"
     data = {"w.bin": os.urandom(30_000), "v.bin": os.urandom(20_000)}

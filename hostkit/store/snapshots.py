@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import CacheError, UsageError, register
+from .files import link_or_copy
 from .layout import Layout, pid_alive
 
 #: Longest path and path segment (bytes of UTF-8) a listing may name: Linux's limits.
@@ -202,11 +203,11 @@ def build_snapshot(layout: Layout, sha256: str, files: list[TreeFile], blob_path
                 target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
                 # only the snapshot's own folders: never tmp/, the cache or anything above
                 folders.update(p for p in target.parents if tmp in p.parents)
-            _link_or_copy(blob_path(f.sha256), target)
+            link_or_copy(blob_path(f.sha256), target)
         manifest = layout.snapshot_manifest(sha256)
         if not manifest.is_file():
             side = tmp.with_suffix(".manifest")
-            _link_or_copy(manifest_blob, side)
+            link_or_copy(manifest_blob, side)
             os.replace(side, manifest)
         for folder in folders - {tmp}:
             os.chmod(folder, 0o500)
@@ -226,17 +227,6 @@ def build_snapshot(layout: Layout, sha256: str, files: list[TreeFile], blob_path
         if tmp.exists():
             _remove(tmp)
     return final
-
-
-def _link_or_copy(blob: Path, target: Path) -> None:
-    try:
-        os.link(blob, target)
-    except OSError as exc:
-        if exc.errno not in (errno.EXDEV, errno.EMLINK, errno.EPERM, errno.EACCES,
-                             errno.ENOTSUP, errno.EOPNOTSUPP):
-            raise
-        shutil.copyfile(blob, target)
-        os.chmod(target, 0o400)
 
 
 def drop_snapshot(layout: Layout, sha256: str) -> None:
