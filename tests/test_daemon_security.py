@@ -29,6 +29,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import github_fixtures as ghfx
 from tests.conftest import run_cli
 from tests.daemon_fixtures import (
     DaemonProcess,
@@ -691,20 +692,14 @@ def test_another_users_cli_resolves_in_process_when_a_shared_daemon_cannot_serve
         subprocess.run(["rm", "-rf", str(base)], check=False)
 
 
-@pytest.fixture(scope="module")
-def github():
-    from tests.standins.github import GitHubServer
-
-    server = GitHubServer()
-    standin = server.start()
-    yield standin
-    server.stop()
+github_server = ghfx.github_server
 
 
 def test_a_shared_daemon_never_lends_a_token_an_https_url_would_carry(
-        tmp_path, other_user, github):
+        tmp_path, other_user, github_server):
     """A private repository's raw URL is plain https, but the daemon would send its owner's
     GH_TOKEN with it: refused to another user as credentials_not_lent, with no request."""
+    github = github_server
     from tests.standins.github import TOKEN
 
     github.reset()

@@ -13,32 +13,15 @@ import time
 import pytest
 
 from hostkit import errors
+from tests import github_fixtures as ghfx
 from tests.conftest import run_cli
-from tests.standins.github import TOKEN, GitHubServer, pointer_for
+from tests.standins.github import TOKEN, pointer_for
 from tests.test_resolve import data, resolve
 
 RAW_HOST = "https://raw.githubusercontent.com"
 
 
-@pytest.fixture(scope="module")
-def github_server():
-    server = GitHubServer()
-    standin = server.start()
-    yield standin
-    server.stop()
-
-
-@pytest.fixture
-def gh(github_server, monkeypatch):
-    """The stand-in, emptied, with the backend's hosts pointed at it and no token set
-    (request it before ``resolver``: the settings are read when that is made)."""
-    github_server.reset()
-    for name in ("GH_TOKEN", "GITHUB_TOKEN"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("HOSTKIT_GITHUB_API_URL", github_server.api_url)
-    monkeypatch.setenv("HOSTKIT_GITHUB_RAW_URL", github_server.raw_url)
-    monkeypatch.setenv("HOSTKIT_GITHUB_LFS_URL", github_server.lfs_url)
-    return github_server
+github_server, gh = ghfx.github_server, ghfx.gh
 
 
 def sha(payload: bytes) -> str:

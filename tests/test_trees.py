@@ -33,6 +33,7 @@ from hostkit.store.snapshots import (
     manifest_bytes,
     parse_manifest,
 )
+from tests import github_fixtures as ghfx
 from tests import objectstore_fixtures as fx
 from tests.conftest import run_cli
 from tests.objectstore_fixtures import TcpProxy, resolve
@@ -827,25 +828,7 @@ def test_tree_through_the_daemon(s3env, seaweed, daemon, monkeypatch):
 # -- GitHub folders at a commit -------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def github_server():
-    from tests.standins.github import GitHubServer
-
-    server = GitHubServer()
-    standin = server.start()
-    yield standin
-    server.stop()
-
-
-@pytest.fixture
-def gh(github_server, monkeypatch):
-    github_server.reset()
-    for name in ("GH_TOKEN", "GITHUB_TOKEN"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("HOSTKIT_GITHUB_API_URL", github_server.api_url)
-    monkeypatch.setenv("HOSTKIT_GITHUB_RAW_URL", github_server.raw_url)
-    monkeypatch.setenv("HOSTKIT_GITHUB_LFS_URL", github_server.lfs_url)
-    return github_server
+github_server, gh = ghfx.github_server, ghfx.gh
 
 
 def test_github_folder_at_a_commit(gh, tmp_path):
