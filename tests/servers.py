@@ -47,6 +47,37 @@ __all__ = [
 ]
 
 
+class AppThread:
+    """An aiohttp application served on 127.0.0.1 from its own event loop in a daemon
+    thread: the lying stand-ins the tests write in a few lines. ``port`` is set once it
+    serves; :meth:`close` stops it."""
+
+    def __init__(self, app) -> None:
+        import asyncio
+        import threading
+
+        from aiohttp import web
+
+        self.runner = web.AppRunner(app)
+        self.loop = asyncio.new_event_loop()
+        threading.Thread(target=self.loop.run_forever, daemon=True).start()
+
+        async def start() -> int:
+            await self.runner.setup()
+            site = web.TCPSite(self.runner, "127.0.0.1", 0)
+            await site.start()
+            return self.runner.addresses[0][1]
+
+        self.port: int = asyncio.run_coroutine_threadsafe(start(), self.loop).result(10)
+
+    def close(self) -> None:
+        """Stop serving and stop the loop."""
+        import asyncio
+
+        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+
+
 def free_port() -> int:
     """Return a TCP port on 127.0.0.1 that is free right now (bind to port 0)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:

@@ -28,6 +28,7 @@ import pytest
 from hostkit.store.snapshots import parse_manifest
 from tests import objectstore_fixtures as fx
 from tests.conftest import run_cli
+from tests.servers import AppThread
 from tests.test_faults import _fill, small_disk  # noqa: F401 (fixture)
 from tests.test_trees import files_of
 
@@ -117,17 +118,8 @@ class LyingGcs:
         app.router.add_get("/storage/v1/b/gbucket/o", self.listing)
         app.router.add_get("/storage/v1/b/gbucket/o/{key:.+}", self.resource)
         app.router.add_get("/download/storage/v1/b/gbucket/o/{key:.+}", self.media)
-        self.runner = web.AppRunner(app)
-        self.loop = asyncio.new_event_loop()
-        threading.Thread(target=self.loop.run_forever, daemon=True).start()
-
-        async def start():
-            await self.runner.setup()
-            site = web.TCPSite(self.runner, "127.0.0.1", 0)
-            await site.start()
-            return site._server.sockets[0].getsockname()[1]
-
-        self.port = asyncio.run_coroutine_threadsafe(start(), self.loop).result(10)
+        self.server = AppThread(app)
+        self.port = self.server.port
 
     def folder(self, files: dict[str, bytes | Obj]) -> tuple[str, str]:
         """A fresh prefix holding ``files``; returns (folder identifier, prefix)."""
@@ -191,8 +183,7 @@ class LyingGcs:
         return resp
 
     def close(self):
-        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.server.close()
 
 
 @pytest.fixture(scope="module")

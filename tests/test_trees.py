@@ -37,6 +37,7 @@ from tests import github_fixtures as ghfx
 from tests import objectstore_fixtures as fx
 from tests.conftest import run_cli
 from tests.objectstore_fixtures import TcpProxy, resolve
+from tests.servers import AppThread
 
 # fixtures (module-scoped servers, relays, per-test environments)
 seaweed, seaweed_proxy, proxy, s3env = fx.seaweed, fx.seaweed_proxy, fx.proxy, fx.s3env
@@ -401,19 +402,8 @@ class LyingS3:
         app = web.Application()
         app.router.add_get("/bucket/", self.listing)
         app.router.add_route("*", "/{tail:.*}", self.other)
-        self.runner = web.AppRunner(app)
-        self.loop = asyncio.new_event_loop()
-        import threading
-
-        threading.Thread(target=self.loop.run_forever, daemon=True).start()
-
-        async def start():
-            await self.runner.setup()
-            site = web.TCPSite(self.runner, "127.0.0.1", 0)
-            await site.start()
-            return site._server.sockets[0].getsockname()[1]
-
-        self.port = asyncio.run_coroutine_threadsafe(start(), self.loop).result(10)
+        self.server = AppThread(app)
+        self.port = self.server.port
 
     async def listing(self, request):
         from aiohttp import web
@@ -449,8 +439,7 @@ class LyingS3:
         return await _send(request, data)
 
     def close(self):
-        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.server.close()
 
 
 def page(keys, token: str | None = None, *, encoded: bool = True,
