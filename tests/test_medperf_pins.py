@@ -17,10 +17,9 @@ import shutil
 import subprocess
 import tomllib
 
-import pytest
-
+from tests import test_synapse as syn
 from tests.conftest import ROOT
-from tests.synapse_standin import TOKEN, SynapseServer
+from tests.synapse_standin import TOKEN
 from tests.test_resolve import data
 
 PINS = {"synapseclient": "4.1.1", "pydantic": "1.10.13"}
@@ -46,12 +45,7 @@ def test_the_committed_lock_is_current_and_resolves_hostkit_with_medperfs_pins()
     assert synapse["marker"] == "extra == 'synapse'" and "4.1.1" in synapse["specifier"]
 
 
-@pytest.fixture(scope="module")
-def synapse_server():
-    server = SynapseServer()
-    server.start()
-    yield server.synapse
-    server.stop()
+synapse_server = syn.synapse_server
 
 
 SCRIPT = r"""

@@ -35,6 +35,7 @@ from hostkit.store.snapshots import (
 )
 from tests import github_fixtures as ghfx
 from tests import objectstore_fixtures as fx
+from tests import test_synapse as syn
 from tests.conftest import run_cli
 from tests.objectstore_fixtures import TcpProxy, resolve
 from tests.servers import AppThread
@@ -711,25 +712,7 @@ def test_an_older_index_gains_the_tree_tables(tmp_path):
 # -- Synapse folders -------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def synapse_server():
-    from tests.synapse_standin import SynapseServer
-
-    server = SynapseServer()
-    server.start()
-    yield server.synapse
-    server.stop()
-
-
-@pytest.fixture
-def synapse(synapse_server, monkeypatch, tmp_path):
-    synapse_server.hits.clear()
-    for key in ("SYNAPSE_AUTH_TOKEN", "SYNAPSE_PROFILE"):
-        monkeypatch.delenv(key, raising=False)
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("HOSTKIT_SYNAPSE_ENDPOINT", synapse_server.url)
-    monkeypatch.setenv("HOSTKIT_SYNAPSE_CONFIG", str(tmp_path / "synapseConfig"))
-    return synapse_server
+synapse_server, synapse = syn.synapse_server, syn.synapse
 
 
 def test_synapse_folder(synapse, tmp_path):
