@@ -25,12 +25,17 @@ async def _serve(pieces: list[bytes]):
 
     app = web.Application()
     app.router.add_get("/doc", handler)
+    runner, base = await _started(app)
+    return runner, f"{base}/doc"
+
+
+async def _started(app) -> tuple:
+    """Serve ``app`` on 127.0.0.1 in the running loop: (its runner, its base URL)."""
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    return runner, f"http://127.0.0.1:{port}/doc"
+    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}"
 
 
 def test_a_body_sent_in_pieces_is_read_whole_and_capped(tmp_path):
@@ -85,12 +90,7 @@ async def _serve_object():
     app.router.add_get("/ranged", ranged)
     app.router.add_get("/ignores", ignores)
     app.router.add_get("/refuses", refuses)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    return runner, f"http://127.0.0.1:{port}"
+    return await _started(app)
 
 
 def test_an_answer_for_an_object_of_another_size_is_another_object(tmp_path):

@@ -175,16 +175,20 @@ def test_broken_third_party_plugin_is_named_and_isolated(tmp_path, origin):
     assert "crashy" in resolved.stderr and "broken" in resolved.stderr
 
 
+#: A plugin whose exception quotes the identifier it was given, as written.
+_QUOTING_PLUGIN = {"crashy": """
+    from hostkit.hookspecs import hookimpl
+
+    @hookimpl(tryfirst=True)
+    def hostkit_resolve(ref, context):
+        raise RuntimeError(f"cannot read {ref.identifier}")
+"""}
+
+
 def test_log_lines_never_carry_a_secret(tmp_path, origin):
     """A plugin's exception quoting the identifier as given (userinfo, a signature) is
     logged on stderr, and with -v a traceback too: every log line is redacted."""
-    env = _third_party(tmp_path, {"crashy": """
-        from hostkit.hookspecs import hookimpl
-
-        @hookimpl(tryfirst=True)
-        def hostkit_resolve(ref, context):
-            raise RuntimeError(f"cannot read {ref.identifier}")
-    """})
+    env = _third_party(tmp_path, _QUOTING_PLUGIN)
     sha = origin.add("logged.bin", data(100, 52))
     host = origin.url.split("://", 1)[1]
     signed = f"http://me:PASSWORD1@{host}/f/logged.bin?X-Amz-Signature=SECRETSIG"
@@ -199,13 +203,7 @@ def test_log_lines_never_carry_a_secret(tmp_path, origin):
 def test_api_users_never_see_a_plugins_secret_quote_either(tmp_path, origin):
     """The same plugin through the Python API: its failure as recorded (``plugins
     --json``'s ``broken``) and as logged by the library is redacted too."""
-    env = _third_party(tmp_path, {"crashy": """
-        from hostkit.hookspecs import hookimpl
-
-        @hookimpl(tryfirst=True)
-        def hostkit_resolve(ref, context):
-            raise RuntimeError(f"cannot read {ref.identifier}")
-    """})
+    env = _third_party(tmp_path, _QUOTING_PLUGIN)
     sha = origin.add("api-logged.bin", data(100, 53))
     host = origin.url.split("://", 1)[1]
     signed = f"http://me:PASSWORD2@{host}/f/api-logged.bin?X-Amz-Signature=SECRETSIG2"
