@@ -718,3 +718,28 @@ def test_an_oversized_listing_page_is_refused(monkeypatch):
         assert liar.gets == 0
     finally:
         liar.close()
+
+
+def test_a_gcs_json_answer_too_large_is_refused_unread(monkeypatch, tmp_path):
+    """An endpoint answering an object's metadata with 17 MiB of JSON: read whole into
+    memory and parsed before; now refused once it passes 16 MiB."""
+    from aiohttp import web
+
+    from hostkit.errors import BackendError
+    from tests.servers import AppThread
+
+    async def resource(request):
+        return web.json_response({"name": "m.bin", "size": "3", "generation": "1",
+                                  "pad": "x" * (17 << 20)})
+
+    app = web.Application()
+    app.router.add_get("/storage/v1/b/gbucket/o/{key:.+}", resource)
+    server = AppThread(app)
+    try:
+        fx._clear_cloud_env(monkeypatch, tmp_path)
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{server.port}")
+        monkeypatch.setenv("HOSTKIT_GCS_ANONYMOUS", "1")
+        with pytest.raises(BackendError, match="more than 16 MiB"):
+            resolve("gs://gbucket/m.bin")
+    finally:
+        server.close()

@@ -60,8 +60,10 @@ PART_READ_BUFSIZE = 256 << 10
 @contextlib.asynccontextmanager
 async def request(context, method: str, url: str, *, headers=None, ssl: Any = True,
                   encoded: bool = True, max_redirects: int = 0, display: str | None = None,
-                  read_bufsize: int | None = None):
+                  read_bufsize: int | None = None, data: Any = None):
     """One request through the context's pooled aiohttp session; yields the response.
+
+    ``data`` is the request body (bytes, or an async iterable of bytes for a stream).
 
     With ``encoded`` the URL is sent byte for byte (it may be signed);
     otherwise yarl quotes it as a browser would. Proxies come from the
@@ -79,8 +81,8 @@ async def request(context, method: str, url: str, *, headers=None, ssl: Any = Tr
     if read_bufsize is not None:
         follow["read_bufsize"] = read_bufsize
     try:
-        resp = await session.request(method, target, headers=headers, ssl=ssl, **follow,
-                                     **context.proxy_for(target))
+        resp = await session.request(method, target, headers=headers, ssl=ssl, data=data,
+                                     **follow, **context.proxy_for(target))
     except Exception as exc:
         if display is None:
             raise

@@ -34,6 +34,8 @@ from hostkit.backend import (
     ObjectChanged,
     network_error,
     ranged_get,
+    read_body,
+    request,
     require,
     status_error,
 )
@@ -68,6 +70,8 @@ from .objectstore import (
 GOOGLE_ENDPOINT = "https://storage.googleapis.com"
 #: Objects asked for per page of a folder's listing (GCS's own maximum).
 LIST_PAGE = 1000
+#: The most a JSON API answer (an object resource, a listing page) may hold.
+_MAX_ANSWER = 16 << 20
 
 
 @hookimpl
@@ -191,13 +195,27 @@ class GcsStore(Store):
     async def _request(self, method: str, url: str, loc: Location, *, params=None,
                        json_body=None, data=None, headers=None, ok=(200,),
                        reading: bool = False):
-        """One JSON-API request; returns (status, headers, parsed JSON or None)."""
-        session = await self.context.http_session()
+        """One JSON-API request; returns (status, headers, parsed JSON or None).
+
+        Through the toolkit's :func:`~hostkit.backend.request`: the proxy settings, no
+        redirect followed with the token, an answer read up to :data:`_MAX_ANSWER`.
+        """
+        from yarl import URL
+
         hdrs = await self._auth(loc, headers)
+        if json_body is not None:
+            data, hdrs = json.dumps(json_body).encode(), {**hdrs,
+                                                          "Content-Type": "application/json"}
+        target = str(URL(url).extend_query(params)) if params else url
         try:
-            async with session.request(method, url, params=params, json=json_body, data=data,
-                                       headers=hdrs) as resp:
-                body = await resp.read()
+            async with request(self.context, method, target, data=data, headers=hdrs) as resp:
+                body = await read_body(resp, _MAX_ANSWER)
+                if len(body) > _MAX_ANSWER:
+                    raise BackendError(f"{loc.identifier()}: the server answered more than "
+                                       f"{_MAX_ANSWER >> 20} MiB",
+                                       hint="the endpoint is not answering as GCS does; check "
+                                            "STORAGE_EMULATOR_HOST / the endpoint setting",
+                                       identifier=loc.identifier())
                 if resp.status not in ok:
                     raise self._status_error(resp.status, body.decode("utf-8", "replace"), loc,
                                              reading=reading)
@@ -360,8 +378,7 @@ class GcsStore(Store):
         return generation
 
     async def abort_upload(self, upload) -> None:
-        session = await self.context.http_session()
-        async with session.delete(upload["url"]):
+        async with request(self.context, "DELETE", upload["url"], encoded=False):
             pass
 
     async def _write(self, method, url, loc, **kwargs):

@@ -39,6 +39,7 @@ from hostkit.backend import (
     network_error,
     open_range,
     read_body,
+    request,
     retry_delay,
     retry_limit,
 )
@@ -308,11 +309,8 @@ class GitHub:
 
     async def _call(self, method: str, url: str, *, display: str, accept: str, body: Any,
                     auth: str, content_type: str, length: int | None) -> Answer:
-        session = await self.context.http_session()
         streamed = body is not None and not isinstance(body, dict | list)
         data = json.dumps(body).encode() if body is not None and not streamed else body
-        from yarl import URL
-
         for _ in range(_MAX_HOPS + 1):
             headers = {"Accept": accept, "X-GitHub-Api-Version": "2022-11-28",
                        **self.config.auth(url, auth)}
@@ -320,11 +318,9 @@ class GitHub:
                 headers["Content-Type"] = content_type
                 if length is not None:
                     headers["Content-Length"] = str(length)
-            target = URL(url, encoded=False)
             try:
-                async with session.request(method, target, data=data, headers=headers,
-                                           allow_redirects=False,
-                                           **self.context.proxy_for(target)) as resp:
+                async with request(self.context, method, url, data=data, headers=headers,
+                                   encoded=False) as resp:
                     answer = Answer(resp.status, resp.headers, await _read(resp, display))
             except HostkitError:
                 raise

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from multidict import CIMultiDict
 
-from hostkit.backend import ordered_parts, part_settings, read_body
+from hostkit.backend import ordered_parts, part_settings, read_body, request
 from hostkit.errors import HostkitError, UsageError
 from hostkit.identifiers import parse_identifier
 from hostkit.tier import TierConflict, TierObject, TierStore
@@ -163,18 +163,14 @@ class S3TierStore(TierStore):
                     data=None, payload: str | None = None, limit: int = 64 << 10
                     ) -> tuple[int, CIMultiDict, bytes]:
         """One signed request: ``(status, headers, body)`` (at most ``limit`` bytes of it)."""
-        from yarl import URL
-
         signer = await self.s3._signed(loc)
         region = self.s3._regions.get(loc.bucket, signer.region)
         url = self.s3._url(loc, region)
         sent = _sign(signer, method, url, dict(headers or {}), region,
                      payload or hashlib.sha256(b"").hexdigest())
-        session = await self.context.http_session()
         try:
-            async with session.request(method, URL(url, encoded=True), headers=sent,
-                                       data=data, ssl=self.s3._ssl(),
-                                       allow_redirects=False) as resp:
+            async with request(self.context, method, url, headers=sent, data=data,
+                               ssl=self.s3._ssl()) as resp:
                 body = await read_body(resp, limit)
                 if len(body) > limit and resp.status < 300:
                     raise _too_big(loc, limit)

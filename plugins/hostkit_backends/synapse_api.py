@@ -27,7 +27,7 @@ import os
 import re
 from dataclasses import dataclass
 
-from hostkit.backend import network_error, read_body
+from hostkit.backend import network_error, read_body, request
 from hostkit.backend.errors import retry_after
 from hostkit.errors import (
     BackendError,
@@ -228,10 +228,8 @@ class SynapseApi:
         """One JSON request; the hostkit error for any failure (never showing the token)."""
         data = json.dumps(body).encode() if body is not None else None
         try:
-            session = await self.context.http_session()
-            async with session.request(method, url, data=data, headers=self._headers(),
-                                       allow_redirects=False,
-                                       **self.context.proxy_for(url)) as resp:
+            async with request(self.context, method, url, data=data,
+                               headers=self._headers(), encoded=False) as resp:
                 body = await read_body(resp, _MAX_JSON)
                 if len(body) > _MAX_JSON:
                     raise BackendError(
