@@ -220,10 +220,8 @@ class SmallFiles:
         """
         if self._timer is not None:
             self._timer.cancel()
+        self._store_soon()  # (a batch being stored goes on to store what is pending)
         while self._storing is not None:
-            await self._storing
-        self._store_soon()
-        if self._storing is not None:
             await self._storing
         if self._failed is not None:
             raise self._failed
