@@ -7,6 +7,8 @@
 - ``s5cmd cp`` (Go, parallel ranges; no verification, no fsync) and boto3's managed
   ``download_file`` of the same object, run interleaved with hostkit in the same
   rounds so the machine's load hits all alike.
+- a minimal verified Python client (``minimal_s3.py get``: one GET through aiohttp,
+  sha256 while writing, fsync): what the same promise costs any Python program here.
 - ``hostkit resolve`` of a 1-byte object: the fixed cost (interpreter, imports,
   signing, a HEAD and a GET) inside the big figure, next to ``s5cmd cp`` of the same
   object and the bare start-up of the Python it runs on.
@@ -59,6 +61,8 @@ START = "import asyncio, aiohttp, hostkit.resolver"
 S5 = "s5cmd cp (no verification)"
 HK = "hostkit resolve --hash (cold)"
 BOTO = "boto3 download_file (no verification)"
+MINIMAL = "minimal Python client (verified, fsync)"
+HERE = Path(__file__).resolve().parent
 TINY = "hostkit resolve, 1-byte object (fixed cost)"
 TINY_S5 = "s5cmd cp, 1-byte object"
 PY = f"python start-up ({START})"
@@ -111,6 +115,9 @@ def main() -> None:
                 HK: lambda: measure([BIN / "hostkit", "resolve", "--quiet", ident, "--hash",
                                      f"sha256:{sha}"], fresh_cache(), pid),
                 BOTO: lambda: measure([sys.executable, "-c", boto], env, pid),
+                MINIMAL: lambda: measure([sys.executable, HERE / "minimal_s3.py", "get",
+                                          server.endpoint_url, "bench", "big.bin", out], env,
+                                         pid),
                 TINY: lambda: measure([BIN / "hostkit", "resolve", "--quiet",
                                        f"minio://127.0.0.1:{server.port}/bench/tiny.bin"],
                                       fresh_cache(), pid),
@@ -133,7 +140,7 @@ def report(results: dict[str, list], size: int, args) -> None:
     print(f"\ncold download of {args.size_mib} MiB from SeaweedFS on loopback, {args.rounds} "
           f"interleaved rounds; machine load {os.getloadavg()[0]:.2f}")
     print(f"{'what':<46}{'wall s median [min-max]':>26}{'x s5cmd':>9}{'peak MiB':>10}")
-    for name in (S5, HK, BOTO):
+    for name in (S5, HK, MINIMAL, BOTO):
         if name in results:
             walls = [s.wall for s in results[name]]
             print(f"{name:<46}{spread(walls):>26}{med(walls) / base:>9.2f}"
@@ -143,7 +150,7 @@ def report(results: dict[str, list], size: int, args) -> None:
         print(f"{name:<46}{spread(walls):>26}{'':>9}"
               f"{max(s.peak_kib for s in results[name]) / 1024:>10.0f}")
     print("\nCPU per GiB (operating system's accounting, medians; server = SeaweedFS):")
-    for name in (S5, HK, BOTO):
+    for name in (S5, HK, MINIMAL, BOTO):
         if name in results:
             print(cpu_breakdown(name, results[name], size))
     tiny = results[TINY]
@@ -155,13 +162,18 @@ def report(results: dict[str, list], size: int, args) -> None:
     least, why = floor(results[S5], size, hash_gib, startup,
                        med(s.wall for s in results[DISK]))
     print(f"  floor for a verified download here: {why} -> {least:.2f}x s5cmd")
+    minimal = med(s.wall for s in results[MINIMAL]) / base
+    versus = med(s.wall for s in results[HK]) / base / minimal
+    print(f"  a minimal verified Python client (minimal_s3.py: one aiohttp GET, sha256, fsync): "
+          f"{minimal:.2f}x s5cmd; hostkit {versus:.2f}x it")
     ratios = [h.wall / c.wall for h, c in zip(results[HK], results[S5], strict=True)]
     ratio = med(s.wall for s in results[HK]) / base
     tiny_wall = med(s.wall for s in tiny)
     peak = max(s.peak_kib for s in results[HK]) / 1024
     print()
     print(row(f"cold resolve of {args.size_mib} MiB from SeaweedFS, verified / s5cmd cp",
-              f"{ratio:.2f}x (per round {spread(ratios)}; floor {least:.2f}x)", "<= 1.3x",
+              f"{ratio:.2f}x (per round {spread(ratios)}; floor {least:.2f}x; a minimal "
+              f"verified Python client {minimal:.2f}x)", "<= 1.3x",
               ratio <= 1.3))
     print(row("fixed cost of an s3 resolve (a 1-byte object)",
               f"{tiny_wall:.2f} s (s5cmd {med(s.wall for s in results[TINY_S5]):.2f} s, "

@@ -16,6 +16,9 @@ The folder: ``--small`` files of ``--small-kib`` KiB (in 10 subfolders) and
   own start-up (``python -c pass``), measured in the same rounds, is its floor.
 - warm re-list: the same resolve without the hash (the prefix is mutable: one
   listing, every file's validator compared, nothing fetched).
+- a minimal verified Python client (``minimal_s3.py tree``: aiohttp and hashlib,
+  md5 and size checked, each file fsynced, no cache), in the same rounds: what the
+  same promise costs any Python program here, the second floor.
 - peak memory (max RSS) of each, and a CPU breakdown: user and system seconds
   of the client, and the CPU SeaweedFS spent serving it (its /proc counters).
 
@@ -52,6 +55,11 @@ KEY, SECRET = "benchkey", "benchsecret"
 #: What a Python client imports before its first request (part of the floor).
 START = "import asyncio, aiohttp, hostkit.resolver"
 STARTUP = "python start-up (aiohttp, hostkit)"
+S5 = "s5cmd cp (no verification, no fsync)"
+COLD = "hostkit resolve --hash (cold)"
+MINIMAL = "minimal Python client (verified, fsync)"
+HERE = Path(__file__).resolve().parent
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -98,7 +106,7 @@ def main() -> None:
                            env={**os.environ, **env}, check=True, capture_output=True)
             shutil.rmtree(src)
             ident = "s3://bench/tree/"
-            cache, out = work / "cache", work / "out"
+            cache, out, out_minimal = work / "cache", work / "out", work / "out-minimal"
             hostkit = [str(BIN / "hostkit"), "resolve", "--quiet", ident]
             first = subprocess.run([*hostkit, "--json"], capture_output=True, text=True,
                                    env={**os.environ, **env, "HOSTKIT_CACHE_DIR": str(cache)})
@@ -120,8 +128,16 @@ def main() -> None:
                 os.sync()
                 return measure([*s5, "cp", "s3://bench/tree/*", f"{out}/"], env, server.pid)
 
-            contenders = {"s5cmd cp (no verification, no fsync)": cold_s5cmd,
-                          "hostkit resolve --hash (cold)": cold_hostkit}
+            def cold_minimal() -> Sample:
+                # its own folder: a contender deletes only its own last output (on this
+                # kind of disk, files deleted a moment ago slow down creating new ones)
+                shutil.rmtree(out_minimal, ignore_errors=True)
+                os.sync()
+                return measure([sys.executable, HERE / "minimal_s3.py", "tree",
+                                server.endpoint_url, "bench", "tree/", out_minimal, 16], env,
+                               server.pid)
+
+            contenders = {S5: cold_s5cmd, COLD: cold_hostkit, MINIMAL: cold_minimal}
             interleaved(contenders, args.rounds, results)
             warm_env = {**env, "HOSTKIT_CACHE_DIR": str(cache)}
             for _ in range(args.warm):
@@ -143,7 +159,7 @@ def report(results: dict[str, list[Sample]], args, total: int) -> None:
     def med(name: str, key: str = "wall") -> float:
         return statistics.median(getattr(r, key) for r in results[name])
 
-    s5, cold = "s5cmd cp (no verification, no fsync)", "hostkit resolve --hash (cold)"
+    s5, cold = S5, COLD
     warm, relist = "hostkit resolve --hash (warm, pinned)", "hostkit resolve (warm, re-listed)"
     print(f"\na folder of {args.small} x {args.small_kib} KiB + {args.big} x {args.big_mib} MiB "
           f"({total / 2**20:.0f} MiB) from SeaweedFS on loopback; {args.rounds} interleaved "
@@ -174,11 +190,15 @@ def report(results: dict[str, list[Sample]], args, total: int) -> None:
     print(f"floor: max(s5cmd wall {med(s5):.2f} s, (s5cmd+server CPU {tool_cpu:.2f} s + sha256 "
           f"{hashing:.2f} s) / {cores} cores) + start-up {startup:.2f} s = {least:.2f} s "
           f"-> {least / med(s5):.2f}x s5cmd")
+    minimal = med(MINIMAL) / med(s5)
+    print(f"a minimal verified Python client (minimal_s3.py: aiohttp + hashlib, fsync, no cache, "
+          f"16 at a time): {minimal:.2f}x s5cmd; hostkit {med(cold) / med(MINIMAL):.2f}x it")
     print()
     print(row(f"cold tree ({args.small} x {args.small_kib} KiB + {args.big} x {args.big_mib} "
               "MiB), verified / s5cmd cp",
               f"{ratio:.2f}x (per round {min(ratios):.2f}-{max(ratios):.2f}; floor "
-              f"{least / med(s5):.2f}x)", "<= 1.5x", ratio <= 1.5))
+              f"{least / med(s5):.2f}x; a minimal verified Python client {minimal:.2f}x)",
+              "<= 1.5x", ratio <= 1.5))
     print(row("warm re-resolve of the pinned tree", f"{med(warm) * 1000:.0f} ms median",
               "<= 50 ms", med(warm) <= 0.05))
     print(row("peak memory, cold tree", f"{max(r.peak_kib for r in results[cold]) / 1024:.0f} MiB "
