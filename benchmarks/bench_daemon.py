@@ -9,7 +9,9 @@
    request log to a file). With taskset, servers run on the last CPU and wrk on
    the first. Target: >= 0.8x the bare handler's requests/s, and p99 < 5 ms.
    Server CPU time per request is reported too: the same comparison, less
-   sensitive to whatever else the machine is doing.
+   sensitive to whatever else the machine is doing. A third handler does the
+   daemon's per-request duties inline and nothing else (Host check, token, body
+   lookup, the blob's stat, a JSON log line): what those duties cost in aiohttp.
 2. Blob serving: ``GET /v1/blobs/{sha256}`` of a 1 GiB blob vs nginx serving the
    same file (sendfile on), each fetched with ``curl -o /dev/null`` (``--blob-rounds``
    alternating rounds). Target >= 0.9x in every round. Printed with each server's CPU
@@ -39,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -60,6 +63,43 @@ async def handler(request):
 app = web.Application()
 app.router.add_route("*", "/", handler)
 web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
+"""
+
+#: The daemon's own per-request duties on the warm path, written inline in one handler: the
+#: Host check, the token compared in constant time, the body read and looked up, the
+#: blob's stat, a JSON log line. The least the same answer costs in aiohttp (a floor).
+CHECKED_SERVER = """
+import hmac, json, os, sys, time
+from aiohttp import web
+
+port, token, blob = int(sys.argv[1]), sys.argv[2].encode(), sys.argv[3]
+size = os.stat(blob).st_size
+log = open(sys.argv[4], "a")
+answers = {}
+
+async def handler(request):
+    started = time.monotonic()
+    if request.headers.get("Host") != f"127.0.0.1:{port}":
+        raise web.HTTPForbidden()
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), token):
+        raise web.HTTPUnauthorized()
+    raw = await request.read()
+    body = answers.get(raw)
+    if body is None:
+        asked = json.loads(raw)
+        body = answers[raw] = json.dumps({"path": blob, "sha256": asked["hash"][7:],
+                                          "size": size, "cached": True}).encode()
+    if os.stat(blob).st_size != size:
+        raise web.HTTPNotFound()
+    log.write(f'{{"ts":{time.time():.3f},"event":"request","method":"POST","route":'
+              f'"/v1/resolve","status":200,"duration_ms":'
+              f'{(time.monotonic() - started) * 1000:.2f},"outcome":"hit"}}\\n')
+    return web.Response(body=body, content_type="application/json")
+
+app = web.Application()
+app.router.add_route("*", "/", handler)
+web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
 """
 
 WRK_POST = """
@@ -84,11 +124,14 @@ def make_file(path: Path, size: int) -> str:
 
 
 def wait_http(url: str, timeout: float = 20.0) -> None:
+    """Wait until ``url`` answers (any HTTP status: the server is up)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             with urllib.request.urlopen(url, timeout=1):
                 return
+        except urllib.error.HTTPError:
+            return
         except OSError:
             time.sleep(0.05)
     raise SystemExit(f"{url} did not answer within {timeout:.0f} s")
@@ -169,12 +212,14 @@ def wrk(url: str, seconds: float, script: Path, pid: int) -> tuple[float, float,
     return rps, float(value) * _UNITS[unit], cpu / total * 1e6
 
 
-def bench_warm(daemon: tuple[str, int], bare: tuple[str, int], body: dict, rounds: int,
-               seconds: float, tmp: Path) -> dict:
-    """Alternate wrk runs against the bare handler and the daemon; keep every figure."""
+def bench_warm(daemon: tuple[str, int], bare: tuple[str, int], checked: tuple[str, int],
+               body: dict, rounds: int, seconds: float, tmp: Path) -> dict:
+    """Alternate wrk runs against the bare handler, the daemon and the checked handler;
+    keep every figure."""
     script = tmp / "post.lua"
     script.write_text(WRK_POST.format(body=json.dumps(json.dumps(body)), token=TOKEN))
-    targets = {"bare": (f"{bare[0]}/", bare[1]), "daemon": (f"{daemon[0]}/v1/resolve", daemon[1])}
+    targets = {"bare": (f"{bare[0]}/", bare[1]), "daemon": (f"{daemon[0]}/v1/resolve", daemon[1]),
+               "checked": (f"{checked[0]}/", checked[1])}
     for url, pid in targets.values():
         wrk(url, 1, script, pid)  # warm-up
     out: dict = {f"{side}_{k}": [] for side in targets for k in ("rps", "p99_ms", "cpu_us")}
@@ -298,8 +343,14 @@ def main() -> int:
             body = {"identifier": f"{nginx.url}/small.bin", "hash": f"sha256:{sha_small}"}
             status, answer = post(f"{daemon_url}/v1/resolve", body)
             assert status == 200 and answer["sha256"] == sha_small, answer
+            checked_port = free_port()
+            checked_url = f"http://127.0.0.1:{checked_port}"
+            procs.append(Proc([sys.executable, "-c", CHECKED_SERVER, str(checked_port), TOKEN,
+                               answer["path"], str(tmp / "checked.log")]))
+            wait_http(f"{checked_url}/")
             results["warm"] = bench_warm((daemon_url, procs[0].proc.pid),
-                                         (bare_url, procs[1].proc.pid), body, args.rounds,
+                                         (bare_url, procs[1].proc.pid),
+                                         (checked_url, procs[2].proc.pid), body, args.rounds,
                                          args.seconds, tmp)
             print("2/3 GET /v1/blobs vs nginx ...", flush=True)
             t0 = time.perf_counter()
@@ -342,11 +393,18 @@ def report(r: dict, args) -> None:
           f"{med(w['bare_p99_ms']):6.2f} ms   runs {[round(x) for x in w['bare_rps']]}")
     print(f"   hostkit daemon       : {med(w['daemon_rps']):8.0f} req/s   p99 {p99:6.2f} ms"
           f"   runs {[round(x) for x in w['daemon_rps']]}")
+    print(f"   checked handler      : {med(w['checked_rps']):8.0f} req/s   p99 "
+          f"{med(w['checked_p99_ms']):6.2f} ms   runs {[round(x) for x in w['checked_rps']]}"
+          "\n   (the daemon's per-request duties inline: Host, token, body, stat, log line)")
     cpu_ratio = med(w["bare_cpu_us"]) / med(w["daemon_cpu_us"])
+    checked_ratio = med(w["checked_rps"]) / med(w["bare_rps"])
     print(f"   server CPU per request: bare {med(w['bare_cpu_us']):.0f} us, daemon "
           f"{med(w['daemon_cpu_us']):.0f} us -> {cpu_ratio:.2f}x (the same comparison, "
           "less sensitive to other load on the machine); the ratio of CPU per request is "
           "the floor of the throughput ratio when the server's core is the bottleneck")
+    print(f"   checked handler {med(w['checked_cpu_us']):.0f} us per request, "
+          f"{checked_ratio:.2f}x the bare handler's req/s: the duties alone cost that much; "
+          f"the daemon {rps_ratio / checked_ratio:.2f}x the checked handler")
     print(f"\n2. GET of a {args.big_mib} MiB blob (curl -o /dev/null), "
           f"{args.blob_rounds} alternating rounds")
     for name, samples in (("nginx", b["nginx"]), ("GET /v1/blobs", b["daemon"])):
@@ -368,7 +426,8 @@ def report(r: dict, args) -> None:
               f"(runs {[round(x, 2) for x in blob_runs]})", ">= 0.9x in every run",
               min(blob_runs) >= 0.9))
     print(row("warm resolve through the daemon / a bare aiohttp handler",
-              f"{rps_ratio:.2f}x, p99 {p99:.2f} ms (CPU per request {cpu_ratio:.2f}x)",
+              f"{rps_ratio:.2f}x, p99 {p99:.2f} ms (CPU per request {cpu_ratio:.2f}x; a handler "
+              f"doing only the same checks {checked_ratio:.2f}x)",
               ">= 0.8x, p99 < 5 ms", rps_ratio >= 0.8 and p99 < 5))
 
 
