@@ -7,7 +7,7 @@
 - ``s5cmd cp`` (Go, parallel ranges; no verification, no fsync) and boto3's managed
   ``download_file`` of the same object, run interleaved with hostkit in the same
   rounds so the machine's load hits all alike.
-- a minimal verified Python client (``minimal_s3.py get``: one GET through aiohttp,
+- a minimal verified Python client (``minimal_client.py get``: one GET through aiohttp,
   sha256 while writing, fsync): what the same promise costs any Python program here.
 - ``hostkit resolve`` of a 1-byte object: the fixed cost (interpreter, imports,
   signing, a HEAD and a GET) inside the big figure, next to ``s5cmd cp`` of the same
@@ -115,7 +115,7 @@ def main() -> None:
                 HK: lambda: measure([BIN / "hostkit", "resolve", "--quiet", ident, "--hash",
                                      f"sha256:{sha}"], fresh_cache(), pid),
                 BOTO: lambda: measure([sys.executable, "-c", boto], env, pid),
-                MINIMAL: lambda: measure([sys.executable, HERE / "minimal_s3.py", "get",
+                MINIMAL: lambda: measure([sys.executable, HERE / "minimal_client.py", "get",
                                           server.endpoint_url, "bench", "big.bin", out], env,
                                          pid),
                 TINY: lambda: measure([BIN / "hostkit", "resolve", "--quiet",
@@ -164,7 +164,8 @@ def report(results: dict[str, list], size: int, args) -> None:
     print(f"  floor for a verified download here: {why} -> {least:.2f}x s5cmd")
     minimal = med(s.wall for s in results[MINIMAL]) / base
     versus = med(s.wall for s in results[HK]) / base / minimal
-    print(f"  a minimal verified Python client (minimal_s3.py: one aiohttp GET, sha256, fsync): "
+    print(f"  a minimal verified Python client (minimal_client.py: one aiohttp GET, sha256, "
+          f"fsync): "
           f"{minimal:.2f}x s5cmd; hostkit {versus:.2f}x it")
     ratios = [h.wall / c.wall for h, c in zip(results[HK], results[S5], strict=True)]
     ratio = med(s.wall for s in results[HK]) / base

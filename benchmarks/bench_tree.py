@@ -16,7 +16,7 @@ The folder: ``--small`` files of ``--small-kib`` KiB (in 10 subfolders) and
   own start-up (``python -c pass``), measured in the same rounds, is its floor.
 - warm re-list: the same resolve without the hash (the prefix is mutable: one
   listing, every file's validator compared, nothing fetched).
-- a minimal verified Python client (``minimal_s3.py tree``: aiohttp and hashlib,
+- a minimal verified Python client (``minimal_client.py tree``: aiohttp and hashlib,
   md5 and size checked, each file fsynced, no cache), in the same rounds: what the
   same promise costs any Python program here, the second floor.
 - peak memory (max RSS) of each, and a CPU breakdown: user and system seconds
@@ -133,7 +133,7 @@ def main() -> None:
                 # kind of disk, files deleted a moment ago slow down creating new ones)
                 shutil.rmtree(out_minimal, ignore_errors=True)
                 os.sync()
-                return measure([sys.executable, HERE / "minimal_s3.py", "tree",
+                return measure([sys.executable, HERE / "minimal_client.py", "tree",
                                 server.endpoint_url, "bench", "tree/", out_minimal, 16], env,
                                server.pid)
 
@@ -191,7 +191,8 @@ def report(results: dict[str, list[Sample]], args, total: int) -> None:
           f"{hashing:.2f} s) / {cores} cores) + start-up {startup:.2f} s = {least:.2f} s "
           f"-> {least / med(s5):.2f}x s5cmd")
     minimal = med(MINIMAL) / med(s5)
-    print(f"a minimal verified Python client (minimal_s3.py: aiohttp + hashlib, fsync, no cache, "
+    print(f"a minimal verified Python client (minimal_client.py: aiohttp + hashlib, fsync, "
+          f"no cache, "
           f"16 at a time): {minimal:.2f}x s5cmd; hostkit {med(cold) / med(MINIMAL):.2f}x it")
     print()
     print(row(f"cold tree ({args.small} x {args.small_kib} KiB + {args.big} x {args.big_mib} "

@@ -1,9 +1,10 @@
-"""A minimal verified, durable S3 client in Python: what any Python tool pays here.
+"""A minimal verified, durable download client in Python: what any Python tool pays here.
 
-    python benchmarks/minimal_s3.py get ENDPOINT BUCKET KEY OUT
-    python benchmarks/minimal_s3.py tree ENDPOINT BUCKET PREFIX OUTDIR [JOBS]
+    python benchmarks/minimal_client.py http URL OUT
+    python benchmarks/minimal_client.py get ENDPOINT BUCKET KEY OUT
+    python benchmarks/minimal_client.py tree ENDPOINT BUCKET PREFIX OUTDIR [JOBS]
 
-The benchmarks run it next to ``s5cmd`` and ``hostkit`` as a second baseline: the
+The benchmarks run it next to ``curl``/``s5cmd`` and ``hostkit`` as a second baseline: the
 least a Python program does to give the same promise (every byte hashed while it
 arrives, the S3 ETag's md5 checked for single-part objects, sizes checked, each file
 fsynced before it is renamed into place), written as plainly as possible with
@@ -36,16 +37,17 @@ def _credentials() -> StaticCredentials:
     return StaticCredentials(os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"])
 
 
-async def _fetch(session: aiohttp.ClientSession, credentials: StaticCredentials, url: str,
+async def _fetch(session: aiohttp.ClientSession, credentials: StaticCredentials | None, url: str,
                  path: str, size: int | None, etag: str | None) -> str:
-    """GET ``url`` into ``path``: hashed while written, checked, fsynced, renamed in."""
+    """GET ``url`` (signed with ``credentials``, if any) into ``path``: hashed while
+    written, checked, fsynced, renamed in."""
     sha = hashlib.sha256()
     md5 = hashlib.md5() if etag and "-" not in etag else None  # multipart ETags are no md5
     got = 0
     temp = path + ".part"
     with open(temp, "wb") as f:
-        async with session.get(url, headers=sign(credentials, "GET", url, {}, _REGION),
-                               read_bufsize=1 << 20) as response:
+        headers = sign(credentials, "GET", url, {}, _REGION) if credentials else {}
+        async with session.get(url, headers=headers, read_bufsize=1 << 20) as response:
             response.raise_for_status()
             async for chunk in response.content.iter_any():
                 sha.update(chunk)
@@ -81,6 +83,12 @@ async def _listing(session, credentials, endpoint: str, bucket: str, prefix: str
         token = root.findtext(_NS + "NextContinuationToken")
 
 
+async def http(url: str, out: str) -> None:
+    """One file, one plain GET."""
+    async with aiohttp.ClientSession() as session:
+        print(await _fetch(session, None, url, out, None, None))
+
+
 async def get(endpoint: str, bucket: str, key: str, out: str) -> None:
     """One object, one GET."""
     async with aiohttp.ClientSession() as session:
@@ -106,8 +114,10 @@ async def tree(endpoint: str, bucket: str, prefix: str, out: str, jobs: int) -> 
 
 
 def main(argv: list[str]) -> None:
-    """``get`` or ``tree`` (see the module's usage)."""
-    if len(argv) >= 5 and argv[0] == "get":
+    """``http``, ``get`` or ``tree`` (see the module's usage)."""
+    if len(argv) >= 3 and argv[0] == "http":
+        asyncio.run(http(*argv[1:3]))
+    elif len(argv) >= 5 and argv[0] == "get":
         asyncio.run(get(*argv[1:5]))
     elif len(argv) >= 5 and argv[0] == "tree":
         asyncio.run(tree(*argv[1:5], int(argv[5]) if len(argv) > 5 else 16))
