@@ -5,12 +5,16 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import pluggy
 
 from . import hookspecs
 from .remote import BackendInfo
 from .settings import Option
+
+if TYPE_CHECKING:
+    from importlib.metadata import Distribution
 
 ENTRY_POINT_GROUP = "hostkit"
 log = logging.getLogger("hostkit.plugins")
@@ -22,7 +26,17 @@ class LoadedPlugins:
 
     manager: pluggy.PluginManager
     failures: dict[str, str] = field(default_factory=dict)
-    sources: dict[str, str] = field(default_factory=dict)  # plugin name -> dist name
+    #: plugin name -> the distribution that installed it (None: unknown)
+    dists: dict[str, Distribution | None] = field(default_factory=dict)
+
+    @property
+    def sources(self) -> dict[str, str]:
+        """Plugin name -> the name of the distribution that installed it.
+
+        Read on demand: a distribution's name is in its METADATA file, parsed with
+        the email package, which every command would otherwise pay for at start-up.
+        """
+        return {name: dist.name if dist else "?" for name, dist in self.dists.items()}
 
     def each(self, hook_name: str) -> list[tuple[str, list]]:
         """``(plugin name, its list)`` from every plugin implementing a list-returning hook.
@@ -97,7 +111,7 @@ def load_plugins() -> LoadedPlugins:
             log.warning("hostkit plugin %r (%s) failed to load: %s", ep.name, ep.value,
                         _shown(exc))
             continue
-        loaded.sources[ep.name] = ep.dist.name if ep.dist else "?"
+        loaded.dists[ep.name] = ep.dist
     return loaded
 
 

@@ -39,7 +39,7 @@ exit codes: 0 published, 2 invalid cube, 4 a part is not anonymously readable (s
 def add_workflow_commands(sub, common) -> None:
     """Add ``package``, ``pull`` and ``publish`` to the ``hostkit`` subparsers."""
     from .formatting import help_formatter
-    from .workflows.mlcube import TYPES
+    from .workflows import CUBE_TYPES as TYPES
 
     p = sub.add_parser("package", parents=[common], epilog=PACKAGE_EPILOG,
                        formatter_class=help_formatter(),

@@ -15,6 +15,7 @@ Modules, one idea each:
 - :mod:`.errors`     the daemon's refusals, registered error classes
 - :mod:`.runtime`    the private runtime directory and the token files
 - :mod:`.commands`   ``hostkit daemon`` and ``hostkit status``
+- :mod:`.defaults`   what ``hostkit daemon`` starts with (its flags' defaults)
 - :mod:`.tier_cli`   ``hostkit tier status|ls|prune``: the site's shared tier
 - :mod:`.plugin`     the entry point: registers the commands (hook) and error kinds
 

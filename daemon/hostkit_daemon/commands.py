@@ -10,7 +10,7 @@ import time
 
 from hostkit.formatting import format_age, format_size, help_formatter, print_json
 
-from . import DEFAULT_HOST, DEFAULT_PORT, jobs, scrub
+from . import DEFAULT_HOST, DEFAULT_PORT, defaults
 
 #: Exit code of ``hostkit status`` when no daemon answers (as LSB ``status`` uses).
 NOT_RUNNING = 3
@@ -56,17 +56,17 @@ def add_parsers(sub, common) -> None:
     d.add_argument("--token", help="require 'Authorization: Bearer TOKEN' (prefer "
                    "--token-file or HOSTKIT_DAEMON_TOKEN: argv is visible to other users)")
     d.add_argument("--token-file", metavar="PATH", help="read the token from a file")
-    d.add_argument("--jobs", type=int, default=jobs.CONCURRENCY, metavar="N",
-                   help=f"prefetch items resolved at a time (default {jobs.CONCURRENCY})")
-    d.add_argument("--max-queued", type=int, default=jobs.MAX_PENDING, metavar="N",
+    d.add_argument("--jobs", type=int, default=defaults.CONCURRENCY, metavar="N",
+                   help=f"prefetch items resolved at a time (default {defaults.CONCURRENCY})")
+    d.add_argument("--max-queued", type=int, default=defaults.MAX_PENDING, metavar="N",
                    help="prefetch items one caller may have waiting or running; more is "
-                        f"answered 429 (default {jobs.MAX_PENDING})")
-    d.add_argument("--stall", type=float, default=jobs.STALL_SECONDS, metavar="SECONDS",
+                        f"answered 429 (default {defaults.MAX_PENDING})")
+    d.add_argument("--stall", type=float, default=defaults.STALL_SECONDS, metavar="SECONDS",
                    help="a prefetch item without progress this long gives its slot back "
-                        f"(default {jobs.STALL_SECONDS:g})")
-    d.add_argument("--scrub-rate", type=int, default=scrub.DEFAULT_RATE, metavar="BYTES",
+                        f"(default {defaults.STALL_SECONDS:g})")
+    d.add_argument("--scrub-rate", type=int, default=defaults.SCRUB_RATE, metavar="BYTES",
                    help="re-hash stored blobs in the background at this many bytes/s; "
-                        f"0 turns it off (default {scrub.DEFAULT_RATE >> 20} MiB/s)")
+                        f"0 turns it off (default {defaults.SCRUB_RATE >> 20} MiB/s)")
     d.add_argument("--grace", type=float, default=30.0, metavar="SECONDS",
                    help="on SIGTERM, let downloads in flight finish for this long (default 30)")
     d.set_defaults(handler=daemon_command)

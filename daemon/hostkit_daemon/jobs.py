@@ -31,15 +31,10 @@ from dataclasses import dataclass, field
 from hostkit.errors import HostkitError, Stalled
 
 from . import logs
+from .defaults import CONCURRENCY, MAX_PENDING, STALL_SECONDS
 from .downloads import stop
 from .errors import QueueFull, ShuttingDown
 
-#: Items resolved at a time, across all jobs.
-CONCURRENCY = 4
-#: Items one caller may have waiting or running.
-MAX_PENDING = 2000
-#: Seconds without progress after which a running item is stopped (kind ``stalled``).
-STALL_SECONDS = 30.0
 #: Seconds a client is told to wait after a 429.
 RETRY_AFTER = 5
 #: Seconds a finished job stays visible.

@@ -23,8 +23,6 @@ import time
 from . import logs
 from .blobs import VerifiedBlobs, stat_key
 
-#: Default pace, bytes per second: a background trickle next to any disk's bandwidth.
-DEFAULT_RATE = 20 << 20
 #: Seconds between two passes over the cache (and after an error).
 PASS_PAUSE = 5.0
 #: Bytes charged per blob on top of its size (opening and stat-ing files costs too).

@@ -40,7 +40,7 @@ from hostkit.errors import UsageError
 from . import DEFAULT_HOST, logs, runtime
 from .access import Policy, uids
 from .app import create_app, stop_scrub
-from .scrub import DEFAULT_RATE
+from .defaults import SCRUB_RATE
 from .state import STATE
 
 #: Seconds to wait for the handlers of open connections once downloads are settled.
@@ -105,7 +105,7 @@ def run_daemon(settings, *, host: str | None = None, port: int | None = None,
                socket_path: str | None = None, token: str | None = None,
                token_file: str | None = None, grace: float = 30.0, verbose: bool = False,
                group: str | None = None, allow_users: list[str] | None = None,
-               allow_hosts: list[str] | None = None, scrub_rate: int = DEFAULT_RATE,
+               allow_hosts: list[str] | None = None, scrub_rate: int = SCRUB_RATE,
                **job_options) -> int:
     """Serve until SIGTERM/SIGINT; return the exit code. Raises UsageError on unsafe setups."""
     address = bind_address(settings, host, port, socket_path)

@@ -23,6 +23,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..errors import HostkitError, UsageError, register
+from . import CUBE_TYPES
 
 #: Per type: task -> (inputs it must have, outputs it must have exactly).
 TASKS: dict[str, dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
@@ -35,7 +36,9 @@ TASKS: dict[str, dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
     "model": {"infer": (("data_path",), ("output_path",))},
     "metrics": {"evaluate": (("predictions", "labels"), ("output_path",))},
 }
-TYPES = tuple(TASKS)
+TYPES = CUBE_TYPES
+if tuple(TASKS) != TYPES:  # the command line lists CUBE_TYPES without importing this module
+    raise ImportError("hostkit.workflows.CUBE_TYPES must name the types TASKS has")
 PARAMETERS = "parameters.yaml"
 ADDITIONAL = "additional_files"
 ADDITIONAL_TARBALL = "additional_files.tar.gz"
