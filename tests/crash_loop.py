@@ -13,6 +13,16 @@ After all runs, ``cache verify`` must find every blob whole.
 prints ``N/N runs: no corrupt entry, R/M resumed without re-downloading`` where
 M counts the runs that left bytes on disk. Exit status 1 unless R = M and
 nothing is corrupt.
+
+    ./dev crash 20 --trees
+
+does the same with folders on SeaweedFS: each run uploads a new prefix (small files
+fetched into memory and stored in batches, two larger ones through the single-file
+path, a few files the earlier folders hold too, an empty one), resolves it pinned by
+its manifest or not, and is killed at a random moment or at a failpoint (the batch
+ones included). The undisturbed rerun must give the folder exactly as uploaded, its
+manifest digest the one computed here. Small files are not resumed across runs (they
+are held in memory until their batch is stored), so only correctness is counted.
 """
 
 from __future__ import annotations
@@ -32,6 +42,9 @@ from pathlib import Path
 from hostkit.failpoints import POINTS
 from tests.origin import OriginServer
 
+#: The bucket the folder rounds upload to.
+TREE_BUCKET = "crash"
+
 
 @dataclass
 class Summary:
@@ -42,10 +55,14 @@ class Summary:
     with_bytes: int = 0
     resumed: int = 0
     failures: list[str] = field(default_factory=list)
+    #: Whether resumes are counted (folders: their small files are never resumed).
+    resumes: bool = True
 
     def line(self) -> str:
         """The one-line verdict."""
         clean = self.runs - len(self.corrupt)
+        if not self.resumes:
+            return f"{clean}/{self.runs} runs: no corrupt entry, every rerun exact"
         return (f"{clean}/{self.runs} runs: no corrupt entry, {self.resumed}/{self.with_bytes} "
                 f"resumed without re-downloading ({self.with_bytes} runs had bytes on disk)")
 
@@ -96,14 +113,7 @@ def run(n: int, seed: int | None = None, size: int = 4 << 20, log=print) -> Summ
         try:
             for i in range(n):
                 _round(i, rng, origin, cache, env, size, summary, log)
-            verify = subprocess.run([sys.executable, "-m", "hostkit.cli", "cache", "verify",
-                                     "--report-only", "--json"], env=env, capture_output=True,
-                                    text=True, timeout=300)
-            problems = json.loads(verify.stdout).get("problems", []) if verify.stdout else []
-            summary.corrupt += [p["sha256"] for p in problems]
-            if verify.returncode not in (0, 8):
-                summary.failures.append(f"cache verify exited {verify.returncode}: "
-                                        f"{verify.stderr.strip()}")
+            _verify(env, summary)
         finally:
             server.stop()
     return summary
@@ -156,15 +166,116 @@ def _round(i: int, rng: random.Random, origin, cache: Path, env: dict, size: int
         f"{fetched}" + ("" if resumed is None else f", resumed: {resumed}"))
 
 
+def run_trees(n: int, seed: int | None = None, log=print) -> Summary:
+    """Do ``n`` kill-and-rerun rounds of folder resolves on one cache; return the summary."""
+    from tests.objectstore_fixtures import KEY, SECRET, start_seaweed
+
+    rng = random.Random(seed)
+    server = start_seaweed(buckets=(TREE_BUCKET,))
+    summary = Summary(resumes=False)
+    with tempfile.TemporaryDirectory(prefix="hostkit-crash-trees-") as tmp:
+        cache = Path(tmp) / "cache"
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("HOSTKIT_", "AWS_", "MLFLOW_"))}
+        env.update(HOSTKIT_CACHE_DIR=str(cache), HOSTKIT_CONFIG=str(Path(tmp) / "none.toml"),
+                   HOSTKIT_BACKOFF="0.01", HOSTKIT_MINIO_INSECURE_HOSTS="127.0.0.1",
+                   AWS_ACCESS_KEY_ID=KEY, AWS_SECRET_ACCESS_KEY=SECRET,
+                   AWS_EC2_METADATA_DISABLED="true",
+                   AWS_SHARED_CREDENTIALS_FILE=str(Path(tmp) / "no-aws-credentials"))
+        shared: list[bytes] = []  # contents earlier folders hold: stored once, linked again
+        try:
+            for i in range(n):
+                _tree_round(i, rng, server, cache, env, shared, summary, log)
+            _verify(env, summary)
+        finally:
+            server.stop()
+    return summary
+
+
+def _verify(env: dict, summary: Summary) -> None:
+    """``cache verify``: every blob must hash to its name."""
+    verify = subprocess.run([sys.executable, "-m", "hostkit.cli", "cache", "verify",
+                             "--report-only", "--json"], env=env, capture_output=True,
+                            text=True, timeout=300)
+    problems = json.loads(verify.stdout).get("problems", []) if verify.stdout else []
+    summary.corrupt += [p["sha256"] for p in problems]
+    if verify.returncode not in (0, 8):
+        summary.failures.append(f"cache verify exited {verify.returncode}: "
+                                f"{verify.stderr.strip()}")
+
+
+def _tree_files(rng: random.Random, shared: list[bytes]) -> dict[str, bytes]:
+    """A folder: small files in two subfolders, two past the small-file size, a few
+    contents of earlier folders, one empty file."""
+    files = {f"d{k % 2}/f{k:03d}.bin": rng.randbytes(rng.randint(1, 64 << 10))
+             for k in range(rng.randint(20, 60))}
+    for k in range(2):
+        files[f"big{k}.bin"] = rng.randbytes(rng.randint(3 << 19, 3 << 20))
+    for k, data in enumerate(rng.sample(shared, min(len(shared), 5))):
+        files[f"again/{k}.bin"] = data
+    files["empty.txt"] = b""
+    shared.extend(rng.sample(list(files.values()), 3))
+    return files
+
+
+def _tree_round(i: int, rng: random.Random, server, cache: Path, env: dict,
+                shared: list[bytes], summary: Summary, log) -> None:
+    import hashlib
+
+    from hostkit.store.snapshots import TreeFile, manifest_bytes
+
+    files = _tree_files(rng, shared)
+    prefix = f"t{i}/"
+    for path, data in files.items():
+        server.admin.put_object(Bucket=TREE_BUCKET, Key=prefix + path, Body=data)
+    manifest = hashlib.sha256(manifest_bytes(
+        TreeFile(p, len(d), hashlib.sha256(d).hexdigest()) for p, d in files.items())).hexdigest()
+    ident = f"minio://127.0.0.1:{server.port}/{TREE_BUCKET}/{prefix}"
+    pinned = rng.random() < 0.5
+    sig = rng.choice([signal.SIGKILL, signal.SIGINT])
+    point = rng.choice([None, None, *POINTS])
+    run_env = dict(env)
+    if point:
+        run_env["HOSTKIT_FAILPOINT"] = f"{point}:{sig.name}"
+    args = ["resolve", ident, *([f"sha256:{manifest}"] if pinned else []), "-q"]
+    proc = _cli(args, run_env)
+    how = f"{sig.name} at {point}" if point else f"{sig.name} after "
+    if point is None:
+        delay = rng.uniform(0.05, 1.5)
+        how += f"{delay:.2f}s"
+        try:
+            proc.wait(timeout=delay)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(sig)
+    proc.communicate(timeout=120)
+    summary.runs += 1
+    rerun = subprocess.run([sys.executable, "-m", "hostkit.cli", *args, "--json"], env=env,
+                           capture_output=True, text=True, timeout=120)
+    if rerun.returncode != 0:
+        summary.failures.append(f"run {i} ({how}): rerun exited {rerun.returncode}: "
+                                f"{rerun.stderr.strip()}")
+        return
+    got = json.loads(rerun.stdout)
+    root = Path(got["path"])
+    found = {str(f.relative_to(root)): f.read_bytes() for f in root.rglob("*") if f.is_file()}
+    if got["sha256"] != manifest or found != files:
+        summary.corrupt.append(f"t{i}")
+        log(f"run {i} ({how}): WRONG FOLDER (manifest {got['sha256']}, {len(found)} files)")
+        return
+    log(f"run {i}: {how}, exit {proc.returncode}, {len(files)} files, rerun good")
+
+
 def main(argv=None) -> int:
-    """``python -m tests.crash_loop N [--seed S]``."""
+    """``python -m tests.crash_loop N [--seed S] [--trees]``."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("n", type=int, nargs="?", default=20, help="rounds (default 20)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--size", type=int, default=4 << 20, help="bytes per file")
+    p.add_argument("--trees", action="store_true",
+                   help="folders on SeaweedFS instead of files on the test origin")
     args = p.parse_args(argv)
     started = time.monotonic()
-    summary = run(args.n, args.seed, args.size)
+    summary = run_trees(args.n, args.seed) if args.trees else run(args.n, args.seed, args.size)
     for failure in summary.failures:
         print("FAILED:", failure)
     print(summary.line(), f"[{time.monotonic() - started:.0f}s]")
