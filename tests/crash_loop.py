@@ -20,8 +20,9 @@ does the same with folders on SeaweedFS: each run uploads a new prefix (small fi
 fetched into memory and stored in batches, two larger ones through the single-file
 path, a few files the earlier folders hold too, an empty one), resolves it pinned by
 its manifest or not, and is killed at a random moment or at a failpoint (the batch
-ones included). The undisturbed rerun must give the folder exactly as uploaded, its
-manifest digest the one computed here. Small files are not resumed across runs (they
+ones included), now and then with another process resolving the same folder
+meanwhile. That process and the undisturbed rerun must give the folder exactly as
+uploaded, its manifest digest the one computed here. Small files are not resumed across runs (they
 are held in memory until their batch is stored), so only correctness is counted.
 """
 
@@ -239,6 +240,8 @@ def _tree_round(i: int, rng: random.Random, server, cache: Path, env: dict,
         run_env["HOSTKIT_FAILPOINT"] = f"{point}:{sig.name}"
     args = ["resolve", ident, *([f"sha256:{manifest}"] if pinned else []), "-q"]
     proc = _cli(args, run_env)
+    # now and then another process resolves the same folder meanwhile, undisturbed
+    beside = _cli([*args, "--json"], env) if rng.random() < 0.3 else None
     how = f"{sig.name} at {point}" if point else f"{sig.name} after "
     if point is None:
         delay = rng.uniform(0.05, 1.5)
@@ -249,19 +252,28 @@ def _tree_round(i: int, rng: random.Random, server, cache: Path, env: dict,
             proc.send_signal(sig)
     proc.communicate(timeout=120)
     summary.runs += 1
+    answers = []
+    if beside is not None:
+        out, err = beside.communicate(timeout=120)
+        how += ", another process beside it"
+        answers.append((beside.returncode, out, err))
     rerun = subprocess.run([sys.executable, "-m", "hostkit.cli", *args, "--json"], env=env,
                            capture_output=True, text=True, timeout=120)
-    if rerun.returncode != 0:
-        summary.failures.append(f"run {i} ({how}): rerun exited {rerun.returncode}: "
-                                f"{rerun.stderr.strip()}")
-        return
-    got = json.loads(rerun.stdout)
-    root = Path(got["path"])
-    found = {str(f.relative_to(root)): f.read_bytes() for f in root.rglob("*") if f.is_file()}
-    if got["sha256"] != manifest or found != files:
-        summary.corrupt.append(f"t{i}")
-        log(f"run {i} ({how}): WRONG FOLDER (manifest {got['sha256']}, {len(found)} files)")
-        return
+    answers.append((rerun.returncode, rerun.stdout, rerun.stderr))
+    for code, out, err in answers:
+        if code != 0:
+            summary.failures.append(f"run {i} ({how}): an undisturbed run exited {code}: "
+                                    f"{err.strip()}")
+            return
+        got = json.loads(out)
+        root = Path(got["path"])
+        found = {str(f.relative_to(root)): f.read_bytes() for f in root.rglob("*")
+                 if f.is_file()}
+        if got["sha256"] != manifest or found != files:
+            summary.corrupt.append(f"t{i}")
+            log(f"run {i} ({how}): WRONG FOLDER (manifest {got['sha256']}, "
+                f"{len(found)} files)")
+            return
     log(f"run {i}: {how}, exit {proc.returncode}, {len(files)} files, rerun good")
 
 
