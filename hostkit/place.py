@@ -96,9 +96,18 @@ def place_tree(snapshot: Path, target: Path) -> Path:
     (DIR holds the old tree or the new one at every instant), else the old
     folder is renamed aside first. Raises :class:`~hostkit.errors.CacheError`
     when the folder cannot be written; ``target`` is then left as it was.
+
+    A ``target`` that cannot be renamed, a mount point (a container's volume, as
+    Kubernetes mounts an ``emptyDir`` an init container fills), is filled in place
+    instead (:func:`_fill_in_place`): the whole folder is built in a hidden folder
+    inside it first, then what was there goes and the new entries are moved in one
+    by one. Whole at the end, never mixed with a failed run's files, but a reader
+    looking meanwhile can see it part-way: fill it before the service starts.
     """
     snapshot, target = Path(snapshot), Path(os.path.abspath(target))
     _check_tree_target(target)
+    if os.path.isdir(target) and os.path.ismount(target):
+        return _fill_in_place(snapshot, target)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -110,17 +119,20 @@ def place_tree(snapshot: Path, target: Path) -> Path:
                             f"{secrets.token_hex(6)}.tmp")
     try:
         temp.mkdir()
-        for here, dirs, names in os.walk(snapshot):
-            rel = Path(here).relative_to(snapshot)
-            for name in dirs:
-                (temp / rel / name).mkdir()
-            for name in names:
-                link_or_copy(Path(here) / name, temp / rel / name)
-        _fsync_dir(temp)
+        _build(snapshot, temp)
         failpoint("tree-swap")  # tests kill here: built next to it, not yet in place
         if os.path.lexists(target):
             _check_tree_target(target)  # again: it may have appeared meanwhile
-            if _exchange(temp, target):
+            try:
+                swapped = _exchange(temp, target)
+            except OSError as exc:
+                if exc.errno not in (errno.EBUSY, errno.EXDEV):
+                    raise
+                # a mount point os.path.ismount cannot see (a bind mount on its own
+                # file system): it cannot be renamed, so it is filled where it is
+                _remove_tree(temp)
+                return _fill_in_place(snapshot, target)
+            if swapped:
                 _fsync_dir(target.parent)
                 _remove_tree(temp)  # now the old tree
                 return target
@@ -134,9 +146,61 @@ def place_tree(snapshot: Path, target: Path) -> Path:
         _fsync_dir(target.parent)
     except OSError as exc:
         _remove_tree(temp)
-        raise _failed(target, exc) from None
+        raise _failed(target, exc, "folder") from None
     except BaseException:
         _remove_tree(temp)
+        raise
+    return target
+
+
+def _build(snapshot: Path, into: Path) -> None:
+    """Place every file of ``snapshot`` under ``into`` (an empty folder), then fsync it."""
+    for here, dirs, names in os.walk(snapshot):
+        rel = Path(here).relative_to(snapshot)
+        for name in dirs:
+            (into / rel / name).mkdir()
+        for name in names:
+            link_or_copy(Path(here) / name, into / rel / name)
+    _fsync_dir(into)
+
+
+#: The hidden folder a fill in place builds in, inside the target.
+_STAGE = ".hostkit-"
+
+
+def _fill_in_place(snapshot: Path, target: Path) -> Path:
+    """Fill ``target``, a folder that cannot be renamed (a mount point), with the snapshot.
+
+    Built whole in ``target/.hostkit-<pid>-<random>.tmp`` first (on the target's own
+    file system: copies when that is not the cache's), so a failure before the end
+    leaves ``target`` as it was; then the entries already there (checked: empty, or
+    hostkit placed them) are removed and the new ones renamed in. A killed run leaves
+    its hidden folder, removed by the next one.
+    """
+    for leftover in target.glob(f"{_STAGE}*.tmp"):
+        if leftover.is_dir() and _stale(leftover):
+            _remove_tree(leftover)
+    stage = target / f"{_STAGE}{os.getpid()}-{secrets.token_hex(6)}.tmp"
+    try:
+        stage.mkdir()
+        _build(snapshot, stage)
+        failpoint("tree-swap")
+        for old in os.listdir(target):
+            if not (old.startswith(_STAGE) and old.endswith(".tmp")):
+                path = target / old
+                if path.is_dir() and not path.is_symlink():
+                    _remove_tree(path)
+                else:
+                    path.unlink()
+        for name in os.listdir(stage):
+            os.rename(stage / name, target / name)
+        stage.rmdir()
+        _fsync_dir(target)
+    except OSError as exc:
+        _remove_tree(stage)
+        raise _failed(target, exc, "folder") from None
+    except BaseException:
+        _remove_tree(stage)
         raise
     return target
 
@@ -219,10 +283,10 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def _failed(target: Path, exc: OSError) -> CacheError:
+def _failed(target: Path, exc: OSError, what: str = "file") -> CacheError:
     reason = "disk full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else (
         exc.strerror or str(exc))
-    return CacheError(f"cannot place the file at {target}: {reason}; "
+    return CacheError(f"cannot place the {what} at {target}: {reason}; "
                       f"{target} was left as it was",
                       hint="free space or choose another path" if reason == "disk full"
                       else "check the folder exists and is writable")

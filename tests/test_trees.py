@@ -883,6 +883,55 @@ def test_output_dir_killed_before_the_swap_keeps_the_old_tree(s3env, seaweed, tm
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".model")) == []
 
 
+@pytest.mark.parametrize("mount", ["tmpfs", "bind"])
+def test_output_dir_that_is_a_mount_point_is_filled_in_place(s3env, seaweed, tmp_path, mount):
+    """``-o DIR`` where DIR is a volume's mount point (an init container filling an
+    emptyDir): it cannot be renamed or swapped, so it is filled where it is. A tmpfs is
+    another file system (copies); a bind mount is the cache's own (os.path.ismount
+    cannot see it: the swap's EBUSY says so)."""
+    if os.geteuid() != 0:
+        pytest.fail("needs root, to mount a tmpfs or a bind mount as the output folder")
+    prefix = f"m{secrets.token_hex(4)}/"
+    for rel, data in {"w.bin": b"old weights", "cfg/a.json": b"{}", "gone.txt": b"x"}.items():
+        seaweed.admin.put_object(Bucket="plain", Key=prefix + rel, Body=data)
+    ident = f"{s3env}/plain/{prefix}"
+    out = tmp_path / "app" / "model"
+    out.mkdir(parents=True)
+    if mount == "tmpfs":
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(out)], check=True)
+    else:
+        (tmp_path / "volume").mkdir()
+        subprocess.run(["mount", "--bind", str(tmp_path / "volume"), str(out)], check=True)
+    try:
+        proc = run_cli("resolve", ident, "-o", out, "--json")
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout)["placed"] == str(out)
+        assert files_of(out) == {"w.bin": b"old weights", "cfg/a.json": b"{}", "gone.txt": b"x"}
+        # the folder changed: what was there goes, whole; a kill before the moves changes
+        # nothing and leaves only its hidden folder, which the next run removes
+        seaweed.admin.put_object(Bucket="plain", Key=prefix + "w.bin", Body=b"new weights")
+        seaweed.admin.delete_object(Bucket="plain", Key=prefix + "gone.txt")
+        killed = run_cli("resolve", ident, "-o", out, env={"HOSTKIT_FAILPOINT": "tree-swap"})
+        assert killed.returncode == -signal.SIGKILL
+        visible = {k: v for k, v in files_of(out).items() if not k.startswith(".hostkit-")}
+        assert visible == {"w.bin": b"old weights", "cfg/a.json": b"{}", "gone.txt": b"x"}
+        # (built inside the tmpfs; beside the bind mount, whose EBUSY comes at the swap)
+        left = [*out.glob(".hostkit-*.tmp"), *out.parent.glob(".model.hostkit-*.tmp")]
+        assert len(left) == 1
+        proc = run_cli("resolve", ident, "-o", out)
+        assert proc.returncode == 0, proc.stderr
+        assert sorted(p.name for p in out.iterdir()) == ["cfg", "w.bin"]  # nothing hidden
+        assert [p.name for p in out.parent.iterdir()] == ["model"]
+        assert files_of(out) == {"w.bin": b"new weights", "cfg/a.json": b"{}"}
+        # a file hostkit did not place is refused and left alone, as for any folder
+        (out / "mine.txt").write_text("my notes")
+        proc = run_cli("resolve", ident, "-o", out)
+        assert proc.returncode == 2 and "did not place" in proc.stderr
+        assert (out / "mine.txt").read_text() == "my notes"
+    finally:
+        subprocess.run(["umount", "-l", str(out)], check=False)
+
+
 def test_lock_file_pins_a_folder(s3env, seaweed, tmp_path):
     prefix = f"l{secrets.token_hex(4)}/"
     seaweed.admin.put_object(Bucket="plain", Key=prefix + "a/w.bin", Body=b"locked")
