@@ -30,6 +30,7 @@ import errno
 import os
 import secrets
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 from .errors import CacheError, UsageError
@@ -111,13 +112,13 @@ def place_tree(snapshot: Path, target: Path) -> Path:
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise _failed(target, exc) from None
+        raise _failed(target, exc, "folder") from None
     for leftover in target.parent.glob(f".{target.name[:200]}.hostkit-*.tmp"):
         if leftover.is_dir() and _stale(leftover):
             _remove_tree(leftover)
     temp = target.parent / (f".{target.name[:200]}.hostkit-{os.getpid()}-"
                             f"{secrets.token_hex(6)}.tmp")
-    try:
+    with _removed_on_failure(temp, target):
         temp.mkdir()
         _build(snapshot, temp)
         failpoint("tree-swap")  # tests kill here: built next to it, not yet in place
@@ -144,13 +145,21 @@ def place_tree(snapshot: Path, target: Path) -> Path:
             return target
         os.rename(temp, target)
         _fsync_dir(target.parent)
+    return target
+
+
+@contextlib.contextmanager
+def _removed_on_failure(temp: Path, target: Path) -> Iterator[None]:
+    """Remove the folder ``temp`` if the block fails (a kill too); an OSError becomes
+    the CacheError for placing a folder at ``target``, which is left as it was."""
+    try:
+        yield
     except OSError as exc:
         _remove_tree(temp)
         raise _failed(target, exc, "folder") from None
     except BaseException:
         _remove_tree(temp)
         raise
-    return target
 
 
 def _build(snapshot: Path, into: Path) -> None:
@@ -181,7 +190,7 @@ def _fill_in_place(snapshot: Path, target: Path) -> Path:
         if leftover.is_dir() and _stale(leftover):
             _remove_tree(leftover)
     stage = target / f"{_STAGE}{os.getpid()}-{secrets.token_hex(6)}.tmp"
-    try:
+    with _removed_on_failure(stage, target):
         stage.mkdir()
         _build(snapshot, stage)
         failpoint("tree-swap")
@@ -196,12 +205,6 @@ def _fill_in_place(snapshot: Path, target: Path) -> Path:
             os.rename(stage / name, target / name)
         stage.rmdir()
         _fsync_dir(target)
-    except OSError as exc:
-        _remove_tree(stage)
-        raise _failed(target, exc, "folder") from None
-    except BaseException:
-        _remove_tree(stage)
-        raise
     return target
 
 

@@ -78,6 +78,29 @@ def _cli(args, env, **kwargs):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
 
 
+def _killed(args: list[str], env: dict, rng: random.Random, max_delay: float
+            ) -> tuple[str, subprocess.Popen]:
+    """Run ``hostkit args`` and end it with SIGKILL or SIGINT: at a failpoint picked at
+    random, or after a random delay of up to ``max_delay`` seconds. Returns how it was
+    ended (for the log) and the ended process."""
+    sig = rng.choice([signal.SIGKILL, signal.SIGINT])
+    point = rng.choice([None, None, *POINTS])
+    run_env = dict(env)
+    if point:
+        run_env["HOSTKIT_FAILPOINT"] = f"{point}:{sig.name}"
+    proc = _cli(args, run_env)
+    how = f"{sig.name} at {point}" if point else f"{sig.name} after "
+    if point is None:
+        delay = rng.uniform(0.05, max_delay)
+        how += f"{delay:.2f}s"
+        try:
+            proc.wait(timeout=delay)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(sig)
+    proc.communicate(timeout=120)
+    return how, proc
+
+
 def _on_disk(cache: Path, sha: str) -> int:
     """Bytes of this download an interrupted run left: partials, or the whole blob unindexed."""
     parts = sum(p.stat().st_size for p in (cache / "tmp").glob("*.part")) \
@@ -111,12 +134,8 @@ def run(n: int, seed: int | None = None, size: int = 4 << 20, log=print) -> Summ
         env = {k: v for k, v in os.environ.items() if not k.startswith("HOSTKIT_")}
         env.update(HOSTKIT_CACHE_DIR=str(cache), HOSTKIT_CONFIG=str(Path(tmp) / "none.toml"),
                    HOSTKIT_BACKOFF="0.01")
-        try:
-            for i in range(n):
-                _round(i, rng, origin, cache, env, size, summary, log)
-            _verify(env, summary)
-        finally:
-            server.stop()
+        _rounds(n, lambda i: _round(i, rng, origin, cache, env, size, summary, log), env,
+                summary, server.stop)
     return summary
 
 
@@ -127,22 +146,8 @@ def _round(i: int, rng: random.Random, origin, cache: Path, env: dict, size: int
     sha = origin.add(name, data)
     url = f"{origin.url}/slow/{name}"
     with_hash = rng.random() < 0.5
-    sig = rng.choice([signal.SIGKILL, signal.SIGINT])
-    point = rng.choice([None, None, *POINTS])
-    run_env = dict(env)
-    if point:
-        run_env["HOSTKIT_FAILPOINT"] = f"{point}:{sig.name}"
     args = ["resolve", url, *([sha] if with_hash else []), "-q"]
-    proc = _cli(args, run_env)
-    how = f"{sig.name} at {point}" if point else f"{sig.name} after "
-    if point is None:
-        delay = rng.uniform(0.05, 2.0)
-        how += f"{delay:.2f}s"
-        try:
-            proc.wait(timeout=delay)
-        except subprocess.TimeoutExpired:
-            proc.send_signal(sig)
-    proc.communicate(timeout=120)
+    how, proc = _killed(args, env, rng, 2.0)
     summary.runs += 1
     held = 0 if _indexed(cache, sha) else _on_disk(cache, sha)
     origin.hits.clear()
@@ -184,13 +189,20 @@ def run_trees(n: int, seed: int | None = None, log=print) -> Summary:
                    AWS_EC2_METADATA_DISABLED="true",
                    AWS_SHARED_CREDENTIALS_FILE=str(Path(tmp) / "no-aws-credentials"))
         shared: list[bytes] = []  # contents earlier folders hold: stored once, linked again
-        try:
-            for i in range(n):
-                _tree_round(i, rng, server, cache, env, shared, summary, log)
-            _verify(env, summary)
-        finally:
-            server.stop()
+        _rounds(n, lambda i: _tree_round(i, rng, server, cache, env, shared, summary, log),
+                env, summary, server.stop)
     return summary
+
+
+def _rounds(n: int, one, env: dict, summary: Summary, stop) -> None:
+    """``one(i)`` for each of ``n`` rounds, then ``cache verify``; ``stop()`` the server
+    whatever happens."""
+    try:
+        for i in range(n):
+            one(i)
+        _verify(env, summary)
+    finally:
+        stop()
 
 
 def _verify(env: dict, summary: Summary) -> None:
@@ -233,24 +245,10 @@ def _tree_round(i: int, rng: random.Random, server, cache: Path, env: dict,
         TreeFile(p, len(d), hashlib.sha256(d).hexdigest()) for p, d in files.items())).hexdigest()
     ident = f"minio://127.0.0.1:{server.port}/{TREE_BUCKET}/{prefix}"
     pinned = rng.random() < 0.5
-    sig = rng.choice([signal.SIGKILL, signal.SIGINT])
-    point = rng.choice([None, None, *POINTS])
-    run_env = dict(env)
-    if point:
-        run_env["HOSTKIT_FAILPOINT"] = f"{point}:{sig.name}"
     args = ["resolve", ident, *([f"sha256:{manifest}"] if pinned else []), "-q"]
-    proc = _cli(args, run_env)
     # now and then another process resolves the same folder meanwhile, undisturbed
     beside = _cli([*args, "--json"], env) if rng.random() < 0.3 else None
-    how = f"{sig.name} at {point}" if point else f"{sig.name} after "
-    if point is None:
-        delay = rng.uniform(0.05, 1.5)
-        how += f"{delay:.2f}s"
-        try:
-            proc.wait(timeout=delay)
-        except subprocess.TimeoutExpired:
-            proc.send_signal(sig)
-    proc.communicate(timeout=120)
+    how, proc = _killed(args, env, rng, 1.5)
     summary.runs += 1
     answers = []
     if beside is not None:
