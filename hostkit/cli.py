@@ -35,6 +35,7 @@ examples:
   hostkit resolve https://example.org/w.bin sha256:3f2a...   # prints the cached file's path
   hostkit resolve synapse:syn123 --json                      # path, sha256, size, verified
   hostkit resolve s3://bucket/w.bin sha256:3f2a... -o w.bin  # also place it at ./w.bin
+  hostkit resolve s3://box/models/unet/ -o /home/app/model   # a folder, placed whole at DIR
   hostkit --offline resolve https://example.org/w.bin        # from the cache, or fail
 """ + EPILOG
 

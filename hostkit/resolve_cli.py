@@ -161,7 +161,8 @@ def add_resolve_command(sub, common, epilog: str) -> None:
                         "file name (names that clash, also by case, are refused). A folder "
                         "identifier "
                         "(s3://bucket/prefix/, ...) is placed as a folder at PATH, built next "
-                        "to it and renamed in; an existing PATH is replaced only when empty "
+                        "to it and renamed in (a mount point, which cannot be renamed, is "
+                        "filled in place); an existing PATH is replaced only when empty "
                         "or placed by hostkit")
     lock = sub.add_parser("lock", parents=[common], help="write the sha256 of identifiers to a "
                           "lock file", description="Resolve each identifier and record its "
