@@ -28,10 +28,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import secrets
 import stat
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 from .errors import CacheError, UsageError
 from .failpoints import failpoint
@@ -91,19 +93,21 @@ def place_tree(snapshot: Path, target: Path) -> Path:
     ``target`` (``.DIR.hostkit-<random>.tmp``) and renamed in, so ``target`` is
     never half-built. An existing ``target`` is replaced, like ``-o`` replaces a
     file, when it is an empty folder or looks like a folder hostkit placed
-    (regular read-only files and folders only); any other folder, a file or a
-    link there is refused (:class:`~hostkit.errors.UsageError`) and left as it
-    was. The swap is one ``renameat2(RENAME_EXCHANGE)`` where Linux offers it
-    (DIR holds the old tree or the new one at every instant), else the old
-    folder is renamed aside first. Raises :class:`~hostkit.errors.CacheError`
-    when the folder cannot be written; ``target`` is then left as it was.
+    (regular read-only files and folders only); any other folder (one holding a
+    link, or another volume mounted inside), a file or a link there is refused
+    (:class:`~hostkit.errors.UsageError`) and left as it was. The swap is one
+    ``renameat2(RENAME_EXCHANGE)`` where Linux offers it (DIR holds the old tree
+    or the new one at every instant), else the old folder is renamed aside first.
+    Raises :class:`~hostkit.errors.CacheError` when the folder cannot be written;
+    ``target`` is then left as it was.
 
     A ``target`` that cannot be renamed, a mount point (a container's volume, as
     Kubernetes mounts an ``emptyDir`` an init container fills), is filled in place
     instead (:func:`_fill_in_place`): the whole folder is built in a hidden folder
     inside it first, then what was there goes and the new entries are moved in one
-    by one. Whole at the end, never mixed with a failed run's files, but a reader
-    looking meanwhile can see it part-way: fill it before the service starts.
+    by one, one fill at a time. Whole at the end, never mixed with a failed run's
+    files, but a reader looking meanwhile can see it part-way: fill it before the
+    service starts.
     """
     snapshot, target = Path(snapshot), Path(os.path.abspath(target))
     _check_tree_target(target)
@@ -173,8 +177,8 @@ def _build(snapshot: Path, into: Path) -> None:
     _fsync_dir(into)
 
 
-#: The hidden folder a fill in place builds in, inside the target.
-_STAGE = ".hostkit-"
+#: The hidden folder a fill in place builds in, inside the target (pid, 12 hex digits).
+_STAGE = re.compile(r"\.hostkit-[0-9]+-[0-9a-f]{12}\.tmp")
 
 
 def _fill_in_place(snapshot: Path, target: Path) -> Path:
@@ -182,48 +186,124 @@ def _fill_in_place(snapshot: Path, target: Path) -> Path:
 
     Built whole in ``target/.hostkit-<pid>-<random>.tmp`` first (on the target's own
     file system: copies when that is not the cache's), so a failure before the end
-    leaves ``target`` as it was; then the entries already there (checked: empty, or
-    hostkit placed them) are removed and the new ones renamed in. A killed run leaves
-    its hidden folder, removed by the next one.
+    leaves ``target`` as it was; then ``target`` is checked again (empty, or hostkit
+    placed what it holds: nothing of the user's came meanwhile), the entries there
+    are removed and the new ones renamed in. One fill at a time: each holds a lock on
+    ``target`` (``flock``, across containers sharing the volume too), so every hidden
+    folder found under it was left by a killed run, whatever its pid (a restarted
+    init container runs as the same pid 1), and is removed.
     """
-    for leftover in target.glob(f"{_STAGE}*.tmp"):
-        if leftover.is_dir() and _stale(leftover):
-            _remove_tree(leftover)
-    stage = target / f"{_STAGE}{os.getpid()}-{secrets.token_hex(6)}.tmp"
-    with _removed_on_failure(stage, target):
-        stage.mkdir()
-        _build(snapshot, stage)
-        failpoint("tree-swap")
-        for old in os.listdir(target):
-            if not (old.startswith(_STAGE) and old.endswith(".tmp")):
-                path = target / old
-                if path.is_dir() and not path.is_symlink():
-                    _remove_tree(path)
-                else:
-                    path.unlink()
-        for name in os.listdir(stage):
-            os.rename(stage / name, target / name)
-        stage.rmdir()
-        _fsync_dir(target)
+    for name in os.listdir(snapshot):
+        if _STAGE.fullmatch(name):
+            raise UsageError(
+                f"cannot fill the mount point {target} with this folder: it names {name!r}, "
+                "the name of hostkit's hidden folder there; it was left as it was",
+                hint=f"place it in a folder inside the mount point: -o {target}/NAME")
+    with _locked(target) as locked:
+        for leftover in os.listdir(target):
+            path = target / leftover
+            if _STAGE.fullmatch(leftover) and path.is_dir() and not path.is_symlink() \
+                    and (locked or _stale(path)):
+                _remove_tree(path)
+        stage = target / f".hostkit-{os.getpid()}-{secrets.token_hex(6)}.tmp"
+        with _removed_on_failure(stage, target):
+            stage.mkdir()
+            _build(snapshot, stage)
+            failpoint("tree-swap")
+            _check_tree_target(target, skip=stage.name)  # again: the build took a while
+            for old in os.listdir(target):
+                if not _STAGE.fullmatch(old):
+                    path = target / old
+                    if path.is_dir() and not path.is_symlink():
+                        _remove_tree(path)
+                    else:
+                        path.unlink()
+            for name in os.listdir(stage):
+                os.rename(stage / name, target / name)
+            stage.rmdir()
+            _fsync_dir(target)
     return target
 
 
-def _check_tree_target(target: Path) -> None:
-    """UsageError unless ``target`` is absent, an empty folder or a folder hostkit placed."""
+@contextlib.contextmanager
+def _locked(folder: Path) -> Iterator[bool]:
+    """Hold an exclusive ``flock`` on ``folder`` (waiting for another holder); yields
+    whether it is held (False where the file system has no such locks, e.g. NFS)."""
+    import fcntl
+
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as exc:
+        raise _failed(folder, exc, "folder") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:
+            yield False
+        else:
+            yield True
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _check_tree_target(target: Path, skip: str | None = None) -> None:
+    """UsageError unless ``target`` is absent, an empty folder or a folder hostkit placed
+    (read-only regular files and folders: no link, no other mount inside); ``skip``
+    names an entry of ``target`` not looked at (the fill's own hidden folder)."""
     if not os.path.lexists(target):
         return
     if target.is_symlink() or not target.is_dir():
         raise UsageError(f"cannot place the folder at {target}: it exists and is not a folder",
                          hint="choose another -o path, or remove it first")
-    for here, _dirs, names in os.walk(target):
+    mounts = _mount_points_under(target)
+    for here, dirs, names in os.walk(target):
+        if here == str(target) and skip in dirs:
+            dirs.remove(skip)
+        for name in dirs:
+            path = os.path.join(here, name)
+            if os.path.islink(path):
+                _refuse(target, path)
+            if os.path.ismount(path) if mounts is None else path in mounts:
+                raise UsageError(
+                    f"cannot place the folder at {target}: {path} is a mount point (another "
+                    "volume), which hostkit would have to empty; it was left as it was",
+                    hint="choose another -o path, or unmount it first")
         for name in names:
             path = os.path.join(here, name)
-            st = os.lstat(path)
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                continue  # removed meanwhile (another run placing the same folder)
             if not stat.S_ISREG(st.st_mode) or st.st_mode & 0o222:
-                raise UsageError(
-                    f"cannot place the folder at {target}: it holds {path}, which hostkit "
-                    "did not place (hostkit places read-only files only); it was left as it "
-                    "was", hint="choose another -o path, or empty or remove that folder first")
+                _refuse(target, path)
+
+
+def _refuse(target: Path, path: str) -> NoReturn:
+    raise UsageError(
+        f"cannot place the folder at {target}: it holds {path}, which hostkit did not "
+        "place (hostkit places read-only files only); it was left as it was",
+        hint="choose another -o path, or empty or remove that folder first")
+
+
+def _mount_points_under(folder: Path) -> set[str] | None:
+    """The mount points strictly inside ``folder``, as ``folder`` spells them (bind mounts
+    on its own file system too, which os.path.ismount misses); None without
+    ``/proc/self/mountinfo``."""
+    try:
+        with open("/proc/self/mountinfo", "rb") as fh:
+            lines = fh.read().decode("utf-8", "surrogateescape").splitlines()
+    except OSError:
+        return None
+    real = os.path.realpath(folder).rstrip("/")
+    found = set()
+    for line in lines:
+        fields = line.split(" ")
+        if len(fields) < 5:
+            continue
+        point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4])
+        if point.startswith(real + "/"):
+            found.add(str(folder) + point[len(real):])
+    return found
 
 
 #: ``renameat2`` flag: swap two paths atomically (Linux 3.15+).

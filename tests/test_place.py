@@ -169,3 +169,80 @@ def test_a_symlink_at_path_is_replaced_not_followed(origin, settings, tmp_path):
     link.symlink_to(blob)  # a symbolic link to the blob itself becomes a hard link
     run_cli("resolve", f"{origin.url}/f/sym.bin", sha, "-o", link, check=True)
     assert not link.is_symlink() and os.stat(link).st_ino == os.stat(blob).st_ino
+
+
+def _snapshot(root, files):
+    """A folder as the cache's snapshot holds one: read-only files."""
+    for rel, content in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+        path.chmod(0o400)
+    return root
+
+
+def test_a_folder_holding_a_link_to_a_folder_is_not_replaced(tmp_path):
+    """``-o DIR`` replaces only what hostkit placed: a link in DIR is refused, a link to a
+    folder too (os.walk lists it with the folders; before, it was deleted silently)."""
+    from hostkit.errors import UsageError
+    from hostkit.place import place_tree
+
+    snapshot = _snapshot(tmp_path / "snap", {"w.bin": b"weights"})
+    (tmp_path / "mine").mkdir()
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "link").symlink_to(tmp_path / "mine")
+    with pytest.raises(UsageError, match="link, which hostkit did not place"):
+        place_tree(snapshot, out)
+    assert [p.name for p in out.iterdir()] == ["link"] and (out / "link").is_symlink()
+
+
+@pytest.mark.parametrize("mount", ["tmpfs", "bind"])
+def test_a_mount_inside_the_output_folder_is_refused_not_emptied(tmp_path, mount):
+    """Another volume mounted inside ``-o DIR`` is not hostkit's to empty, even when it
+    holds read-only files only. Before: its files were deleted and, DIR being a mount
+    point, the fill failed half-done ('Device or resource busy ... left as it was')."""
+    from hostkit.errors import UsageError
+    from hostkit.place import place_tree
+
+    _require_root()
+    snapshot = _snapshot(tmp_path / "snap", {"w.bin": b"weights", "sub/b.bin": b"b"})
+    out = tmp_path / "out"
+    (out / "sub").mkdir(parents=True)
+    volume = _snapshot(tmp_path / "volume", {"theirs.bin": b"another volume's"})
+    try:
+        if mount == "tmpfs":  # DIR a mount point (filled in place), a tmpfs inside it
+            subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(out)],
+                           check=True)
+            (out / "sub").mkdir()
+        # a bind mount on the same file system: os.path.ismount cannot see it
+        subprocess.run(["mount", "--bind", str(volume), str(out / "sub")], check=True)
+        with pytest.raises(UsageError, match="sub is a mount point"):
+            place_tree(snapshot, out)
+        assert (volume / "theirs.bin").read_bytes() == b"another volume's"
+        assert [p.name for p in out.iterdir()] == ["sub"]
+    finally:  # where they are now (a swap could take one along: it did before)
+        with open("/proc/self/mountinfo") as f:
+            points = [line.split()[4] for line in f]
+        for point in sorted((p for p in points if p.startswith(f"{tmp_path}/")), reverse=True):
+            subprocess.run(["umount", "-l", point], check=False)
+
+
+def test_a_file_gone_while_the_output_folder_is_checked_is_no_traceback(
+        tmp_path, monkeypatch):
+    """Two runs placing one folder: a file the other run removes between the listing and
+    its lstat was an uncaught FileNotFoundError (a traceback, exit 1)."""
+    from hostkit.place import place_tree
+
+    snapshot = _snapshot(tmp_path / "snap", {"w.bin": b"weights"})
+    out = tmp_path / "out"
+    out.mkdir()
+    walk = os.walk
+
+    def racing_walk(top, *args, **kwargs):
+        for here, dirs, names in walk(top, *args, **kwargs):
+            yield here, dirs, [*names, "removed-meanwhile"] if here == str(out) else names
+    monkeypatch.setattr(os, "walk", racing_walk)
+    assert place_tree(snapshot, out) == out
+    monkeypatch.undo()
+    assert [p.name for p in out.iterdir()] == ["w.bin"]

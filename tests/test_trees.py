@@ -932,6 +932,122 @@ def test_output_dir_that_is_a_mount_point_is_filled_in_place(s3env, seaweed, tmp
         subprocess.run(["umount", "-l", str(out)], check=False)
 
 
+def _mounted_tmpfs(out: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.fail("needs root, to mount a tmpfs as the output folder")
+    out.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(out)], check=True)
+
+
+def _hostkit(*args, env=None) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "hostkit.cli", *map(str, args)],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **(env or {})})
+
+
+def _until(what, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not what():
+        assert time.monotonic() < deadline, f"timed out waiting for {what.__doc__}"
+        time.sleep(0.02)
+
+
+def test_mount_point_fills_one_at_a_time_and_check_it_again_after_the_build(
+        s3env, seaweed, tmp_path):
+    """A fill in place holds a lock on the mount point: a second run waits for it (two
+    runs' removals and moves interleaved: a traceback, a half-filled folder). And the
+    mount point is checked again after the build: a file of the user's written
+    meanwhile is not deleted."""
+    prefix = f"q{secrets.token_hex(4)}/"
+    for rel, data in {"w.bin": b"weights", "cfg/a.json": b"{}"}.items():
+        seaweed.admin.put_object(Bucket="plain", Key=prefix + rel, Body=data)
+    ident = f"{s3env}/plain/{prefix}"
+    out = tmp_path / "app" / "model"
+    _mounted_tmpfs(out)
+    first = second = None
+    try:
+        first = _hostkit("resolve", ident, "-o", out,
+                         env={"HOSTKIT_FAILPOINT": "tree-swap:SIGSTOP"})
+
+        def stopped():
+            """the first run to stop, its folder built"""
+            with open(f"/proc/{first.pid}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[0] == "T"
+        _until(stopped)
+        second = _hostkit("resolve", ident, "-o", out)
+
+        def waits():
+            """the second run to wait for the first's lock (or to end: it did not wait)"""
+            assert second.poll() is None, f"did not wait: {second.communicate()}"
+            with open("/proc/locks") as f:
+                return any("->" in line and str(second.pid) in line.split() for line in f)
+        _until(waits)
+        (out / "notes.txt").write_text("mine")
+        os.kill(first.pid, signal.SIGCONT)
+        for proc in (first, second):
+            _, err = proc.communicate(timeout=60)
+            assert proc.returncode == 2 and "notes.txt, which hostkit did not place" in err
+        assert [p.name for p in out.iterdir()] == ["notes.txt"]
+        (out / "notes.txt").unlink()
+        proc = run_cli("resolve", ident, "-o", out)
+        assert proc.returncode == 0, proc.stderr
+        assert sorted(p.name for p in out.iterdir()) == ["cfg", "w.bin"]
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+        subprocess.run(["umount", "-l", str(out)], check=False)
+
+
+def test_mount_point_hidden_folder_of_a_killed_run_goes_whatever_its_pid(
+        s3env, seaweed, tmp_path):
+    """A restarted init container runs as the same pid (1) as the one killed mid-fill:
+    the hidden folder it left names a live pid, yet nothing fills the volume any more.
+    Before, it stayed for good (a second copy of the model on the volume)."""
+    prefix = f"p{secrets.token_hex(4)}/"
+    seaweed.admin.put_object(Bucket="plain", Key=prefix + "w.bin", Body=b"weights")
+    ident = f"{s3env}/plain/{prefix}"
+    out = tmp_path / "model"
+    _mounted_tmpfs(out)
+    try:
+        killed = run_cli("resolve", ident, "-o", out, env={"HOSTKIT_FAILPOINT": "tree-swap"})
+        assert killed.returncode == -signal.SIGKILL
+        [left] = out.iterdir()
+        left.rename(out / ".hostkit-1-0123456789ab.tmp")  # pid 1: alive, here as in a pod
+        proc = run_cli("resolve", ident, "-o", out)
+        assert proc.returncode == 0, proc.stderr
+        assert [p.name for p in out.iterdir()] == ["w.bin"]
+    finally:
+        subprocess.run(["umount", "-l", str(out)], check=False)
+
+
+def test_mount_point_is_not_filled_with_a_folder_naming_the_hidden_folder(
+        s3env, seaweed, tmp_path):
+    """A listed top-level name shaped like the fill's hidden folder would be taken for a
+    killed run's (removed, never replaced): refused, the mount point left as it was."""
+    prefix = f"h{secrets.token_hex(4)}/"
+    for rel in ("w.bin", ".hostkit-99999999-0123456789ab.tmp/y"):
+        seaweed.admin.put_object(Bucket="plain", Key=prefix + rel, Body=b"data")
+    ident = f"{s3env}/plain/{prefix}"
+    out = tmp_path / "model"
+    _mounted_tmpfs(out)
+    try:
+        (out / "old.bin").write_bytes(b"placed before")
+        (out / "old.bin").chmod(0o400)
+        proc = run_cli("resolve", ident, "-o", out)
+        assert proc.returncode == 2, proc.stderr
+        assert "hostkit's hidden folder" in proc.stderr and f"-o {out}/" in proc.stderr
+        assert [p.name for p in out.iterdir()] == ["old.bin"]
+        proc = run_cli("resolve", ident, "-o", f"{out}/model")  # the way out it names
+        assert proc.returncode == 0, proc.stderr
+        assert files_of(out / "model") == {"w.bin": b"data",
+                                           ".hostkit-99999999-0123456789ab.tmp/y": b"data"}
+    finally:
+        subprocess.run(["umount", "-l", str(out)], check=False)
+
+
 def test_lock_file_pins_a_folder(s3env, seaweed, tmp_path):
     prefix = f"l{secrets.token_hex(4)}/"
     seaweed.admin.put_object(Bucket="plain", Key=prefix + "a/w.bin", Body=b"locked")
