@@ -367,11 +367,15 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def _failed(target: Path, exc: OSError, what: str = "file") -> CacheError:
-    reason = "disk full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else (
-        exc.strerror or str(exc))
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        reason, hint = "disk full", "free space or choose another path"
+    elif exc.errno == errno.EBUSY:  # rename(2) onto a mount point: a volume mounted as a file
+        reason = "it is a mount point (a volume mounted there), which cannot be replaced"
+        hint = (f"place the {what} inside a mounted folder instead (-o DIR/NAME), or "
+                "unmount it first")
+    else:
+        reason, hint = exc.strerror or str(exc), "check the folder exists and is writable"
     return CacheError(f"cannot place the {what} at {target}: {reason}; "
-                      f"{target} was left as it was",
-                      hint="free space or choose another path" if reason == "disk full"
-                      else "check the folder exists and is writable")
+                      f"{target} was left as it was", hint=hint)
 
 

@@ -246,3 +246,24 @@ def test_a_file_gone_while_the_output_folder_is_checked_is_no_traceback(
     assert place_tree(snapshot, out) == out
     monkeypatch.undo()
     assert [p.name for p in out.iterdir()] == ["w.bin"]
+
+
+def test_a_file_mounted_at_the_target_is_refused_with_a_reason(origin, tmp_path):
+    """``-o FILE`` where FILE is a volume mounted as a file (a Kubernetes subPath): it
+    cannot be replaced; the error says so and what to do, and FILE keeps its bytes."""
+    _require_root()
+    sha = origin.add("sub.bin", data(10_000, 7))
+    volume, target = tmp_path / "volume.bin", tmp_path / "app" / "model.bin"
+    volume.write_bytes(b"mounted")
+    target.parent.mkdir()
+    target.write_bytes(b"")
+    subprocess.run(["mount", "--bind", str(volume), str(target)], check=True)
+    try:
+        proc = run_cli("resolve", f"{origin.url}/f/sub.bin", sha, "-o", target)
+        assert proc.returncode == 6, proc.stderr
+        assert "mount point" in proc.stderr and "-o DIR/NAME" in proc.stderr
+        assert target.read_bytes() == b"mounted"
+        assert [p.name for p in target.parent.iterdir()] == ["model.bin"]  # no temp left
+    finally:
+        subprocess.run(["umount", "-l", str(target)], check=False)
+
