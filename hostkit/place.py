@@ -152,10 +152,16 @@ def place_tree(snapshot: Path, target: Path) -> Path:
     return target
 
 
+#: The temporary folders this process is building right now (see :func:`_stale`).
+_BUILDING: set[str] = set()
+
+
 @contextlib.contextmanager
 def _removed_on_failure(temp: Path, target: Path) -> Iterator[None]:
     """Remove the folder ``temp`` if the block fails (a kill too); an OSError becomes
-    the CacheError for placing a folder at ``target``, which is left as it was."""
+    the CacheError for placing a folder at ``target``, which is left as it was. While
+    the block runs, ``temp`` is this process's own, never a dead run's leftover."""
+    _BUILDING.add(str(temp))
     try:
         yield
     except OSError as exc:
@@ -164,6 +170,8 @@ def _removed_on_failure(temp: Path, target: Path) -> Iterator[None]:
     except BaseException:
         _remove_tree(temp)
         raise
+    finally:
+        _BUILDING.discard(str(temp))
 
 
 def _build(snapshot: Path, into: Path) -> None:
@@ -330,12 +338,18 @@ def _exchange(a: Path, b: Path) -> bool:
 
 
 def _stale(leftover: Path) -> bool:
-    """Whether a temporary folder next to a target was left by a process that is gone."""
+    """Whether a temporary folder next to a target was left by a process that is gone.
+
+    One named with this process's pid and not being built here was left by an earlier
+    process with the same pid: a restarted container's init runs as pid 1 every time.
+    """
     try:
         pid = int(leftover.name.rsplit(".hostkit-", 1)[1].split("-")[0])
     except (IndexError, ValueError):
         return False
-    return pid != os.getpid() and not pid_alive(pid)
+    if pid == os.getpid():
+        return str(leftover) not in _BUILDING
+    return not pid_alive(pid)
 
 
 def _remove_tree(root: Path) -> None:

@@ -267,3 +267,21 @@ def test_a_file_mounted_at_the_target_is_refused_with_a_reason(origin, tmp_path)
     finally:
         subprocess.run(["umount", "-l", str(target)], check=False)
 
+
+
+def test_a_leftover_named_with_this_process_pid_is_removed(tmp_path):
+    """A restarted container's init runs as the same pid (1) every time: the folder its
+    killed predecessor was building next to DIR carries this process's pid, and must not
+    stay for good as if this process were building it."""
+    from hostkit.place import place_tree
+
+    snapshot = tmp_path / "snap"
+    (snapshot / "m").mkdir(parents=True)
+    (snapshot / "m" / "w.bin").write_bytes(b"weights")
+    (snapshot / "m" / "w.bin").chmod(0o400)
+    leftover = tmp_path / f".model.hostkit-{os.getpid()}-0123456789ab.tmp"
+    (leftover / "m").mkdir(parents=True)
+    (leftover / "m" / "w.bin").write_bytes(b"half")
+    target = place_tree(snapshot, tmp_path / "model")
+    assert (target / "m" / "w.bin").read_bytes() == b"weights"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "snap"]
