@@ -37,7 +37,7 @@ from typing import NoReturn
 
 from .errors import CacheError, UsageError
 from .failpoints import failpoint
-from .store.files import READ_ONLY, link_or_copy
+from .store.files import READ_ONLY, link_or_copy, sync_folder
 from .store.layout import pid_alive
 
 #: The mode of a placed file: read-only, like the cache's blobs.
@@ -72,7 +72,7 @@ def place(blob_path: Path, target: Path) -> Path:
             os.unlink(temp)
             return target
         os.replace(temp, target)
-        _fsync_dir(target.parent)
+        sync_folder(target.parent)
     except OSError as exc:
         with contextlib.suppress(OSError):
             os.unlink(temp)
@@ -138,17 +138,17 @@ def place_tree(snapshot: Path, target: Path) -> Path:
                 _remove_tree(temp)
                 return _fill_in_place(snapshot, target)
             if swapped:
-                _fsync_dir(target.parent)
+                sync_folder(target.parent)
                 _remove_tree(temp)  # now the old tree
                 return target
             aside = target.parent / f".{target.name[:200]}.hostkit-{os.getpid()}-old.tmp"
             os.rename(target, aside)
             os.rename(temp, target)
-            _fsync_dir(target.parent)
+            sync_folder(target.parent)
             _remove_tree(aside)
             return target
         os.rename(temp, target)
-        _fsync_dir(target.parent)
+        sync_folder(target.parent)
     return target
 
 
@@ -175,14 +175,18 @@ def _removed_on_failure(temp: Path, target: Path) -> Iterator[None]:
 
 
 def _build(snapshot: Path, into: Path) -> None:
-    """Place every file of ``snapshot`` under ``into`` (an empty folder), then fsync it."""
+    """Place every file of ``snapshot`` under ``into`` (an empty folder), then fsync each
+    folder made, deepest first (entries durable before the folder is moved in)."""
+    made = [into]
     for here, dirs, names in os.walk(snapshot):
         rel = Path(here).relative_to(snapshot)
         for name in dirs:
             (into / rel / name).mkdir()
+            made.append(into / rel / name)
         for name in names:
             link_or_copy(Path(here) / name, into / rel / name)
-    _fsync_dir(into)
+    for folder in reversed(made):
+        sync_folder(folder)
 
 
 #: The hidden folder a fill in place builds in, inside the target (pid, 12 hex digits).
@@ -229,7 +233,7 @@ def _fill_in_place(snapshot: Path, target: Path) -> Path:
             for name in os.listdir(stage):
                 os.rename(stage / name, target / name)
             stage.rmdir()
-            _fsync_dir(target)
+            sync_folder(target)
     return target
 
 
@@ -365,19 +369,6 @@ def _same_inode(a: Path, b: Path) -> bool:
     except FileNotFoundError:
         return False
     return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _failed(target: Path, exc: OSError, what: str = "file") -> CacheError:

@@ -285,3 +285,21 @@ def test_a_leftover_named_with_this_process_pid_is_removed(tmp_path):
     target = place_tree(snapshot, tmp_path / "model")
     assert (target / "m" / "w.bin").read_bytes() == b"weights"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "snap"]
+
+
+def test_every_folder_of_a_placed_tree_is_synced_before_it_is_moved_in(tmp_path, monkeypatch):
+    """A power loss after the rename must not lose a subfolder's entries: each folder
+    built (deepest first) is fsynced before the tree is swapped in."""
+    import hostkit.place as place
+
+    synced: list[str] = []
+    monkeypatch.setattr(place, "sync_folder", lambda folder: synced.append(str(folder)))
+    snapshot = tmp_path / "snap"
+    (snapshot / "a" / "b").mkdir(parents=True)
+    for rel in ("top.bin", "a/mid.bin", "a/b/deep.bin"):
+        (snapshot / rel).write_bytes(rel.encode())
+        (snapshot / rel).chmod(0o400)
+    place.place_tree(snapshot, tmp_path / "out" / "model")
+    built = [s for s in synced if ".model.hostkit-" in s]
+    assert [s.split(".tmp", 1)[1] for s in built] == ["/a/b", "/a", ""]
+    assert synced[-1] == str(tmp_path / "out")  # then the rename into the parent

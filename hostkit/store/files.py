@@ -3,7 +3,8 @@
 For a snapshot folder's files (:mod:`.snapshots`) and for a blob placed at a path
 the caller chose (:mod:`hostkit.place`). No bytes move when the target is on the
 cache's file system; a copy (another file system, too many links to one blob, no
-links at all) is fsynced before it is used.
+links at all) is fsynced before it is used. :func:`sync_folder` makes a folder's
+entries durable before the folder is renamed into place.
 """
 
 from __future__ import annotations
@@ -78,3 +79,22 @@ def _copy_bytes(fd_in: int, fd_out: int) -> None:
         view = memoryview(chunk)
         while view:
             view = view[os.write(fd_out, view):]
+
+
+def sync_folder(folder: Path) -> None:
+    """fsync ``folder`` itself: its entries (links, subfolders) survive a power loss.
+
+    Best effort: a file system that cannot sync a folder (some network ones) is no
+    reason to fail a placement whose files are already durable.
+    """
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+

@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import CacheError, UsageError, register
-from .files import link_or_copy
+from .files import link_or_copy, sync_folder
 from .layout import Layout, pid_alive
 
 #: Longest path and path segment (bytes of UTF-8) a listing may name: Linux's limits.
@@ -209,6 +209,8 @@ def build_snapshot(layout: Layout, sha256: str, files: list[TreeFile], blob_path
             side = tmp.with_suffix(".manifest")
             link_or_copy(manifest_blob, side)
             os.replace(side, manifest)
+        for folder in sorted(folders, key=lambda p: len(p.parts), reverse=True):
+            sync_folder(folder)  # deepest first: every entry durable before the rename
         for folder in folders - {tmp}:
             os.chmod(folder, 0o500)
         try:
@@ -219,6 +221,7 @@ def build_snapshot(layout: Layout, sha256: str, files: list[TreeFile], blob_path
                 raise
         else:
             os.chmod(final, 0o500)
+            sync_folder(layout.snapshot_dir)
     except OSError as exc:
         raise CacheError(f"cannot build the snapshot {final}: {exc.strerror or exc}",
                          hint="free disk space (or inodes), or point HOSTKIT_CACHE_DIR "
