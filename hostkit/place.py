@@ -164,6 +164,9 @@ def _removed_on_failure(temp: Path, target: Path) -> Iterator[None]:
     _BUILDING.add(str(temp))
     try:
         yield
+    except CacheError:  # (an OSError too) already says what happened to ``target``
+        _remove_tree(temp)
+        raise
     except OSError as exc:
         _remove_tree(temp)
         raise _failed(target, exc, "folder") from None
@@ -223,15 +226,19 @@ def _fill_in_place(snapshot: Path, target: Path) -> Path:
             _build(snapshot, stage)
             failpoint("tree-swap")
             _check_tree_target(target, skip=stage.name)  # again: the build took a while
-            for old in os.listdir(target):
-                if not _STAGE.fullmatch(old):
-                    path = target / old
-                    if path.is_dir() and not path.is_symlink():
-                        _remove_tree(path)
-                    else:
-                        path.unlink()
-            for name in os.listdir(stage):
-                os.rename(stage / name, target / name)
+            try:
+                for old in os.listdir(target):
+                    if not _STAGE.fullmatch(old):
+                        path = target / old
+                        if path.is_dir() and not path.is_symlink():
+                            _remove_tree(path)
+                        else:
+                            path.unlink()
+                for name in os.listdir(stage):
+                    os.rename(stage / name, target / name)
+            except OSError as exc:  # past the point of leaving it as it was
+                raise _failed(target, exc, "folder", left="now holds part of the folder; "
+                              "run the same command again to finish it") from None
             stage.rmdir()
             sync_folder(target)
     return target
@@ -371,7 +378,8 @@ def _same_inode(a: Path, b: Path) -> bool:
     return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
 
 
-def _failed(target: Path, exc: OSError, what: str = "file") -> CacheError:
+def _failed(target: Path, exc: OSError, what: str = "file",
+            left: str = "was left as it was") -> CacheError:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         reason, hint = "disk full", "free space or choose another path"
     elif exc.errno == errno.EBUSY:  # rename(2) onto a mount point: a volume mounted as a file
@@ -380,7 +388,7 @@ def _failed(target: Path, exc: OSError, what: str = "file") -> CacheError:
                 "unmount it first")
     else:
         reason, hint = exc.strerror or str(exc), "check the folder exists and is writable"
-    return CacheError(f"cannot place the {what} at {target}: {reason}; "
-                      f"{target} was left as it was", hint=hint)
+    return CacheError(f"cannot place the {what} at {target}: {reason}; {target} {left}",
+                      hint=hint)
 
 

@@ -303,3 +303,40 @@ def test_every_folder_of_a_placed_tree_is_synced_before_it_is_moved_in(tmp_path,
     built = [s for s in synced if ".model.hostkit-" in s]
     assert [s.split(".tmp", 1)[1] for s in built] == ["/a/b", "/a", ""]
     assert synced[-1] == str(tmp_path / "out")  # then the rename into the parent
+
+
+def test_a_fill_in_place_failing_during_the_moves_says_so(tmp_path, monkeypatch):
+    """Once the old entries of a mount point are gone, a failure (an I/O error on the
+    second move) must not claim the folder was left as it was: it says what it holds
+    and that the same command finishes it, which it then does."""
+    import errno
+
+    import hostkit.place as place
+    from hostkit.errors import CacheError
+
+    snapshot = tmp_path / "snap"
+    snapshot.mkdir()
+    for name in ("a.bin", "b.bin", "c.bin"):
+        (snapshot / name).write_bytes(name.encode())
+        (snapshot / name).chmod(0o400)
+    target = tmp_path / "volume"
+    target.mkdir()
+    (target / "old.bin").write_bytes(b"old")
+    (target / "old.bin").chmod(0o400)
+    real_rename, calls = os.rename, []
+
+    def failing_rename(src, dst, *args, **kwargs):
+        if os.path.dirname(dst) == str(target):  # a move into the mount point
+            calls.append(dst)
+            if len(calls) == 2:
+                raise OSError(errno.EIO, "Input/output error")
+        return real_rename(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "rename", failing_rename)
+    with pytest.raises(CacheError) as failed:
+        place._fill_in_place(snapshot, target)
+    assert "now holds part of the folder" in str(failed.value)
+    assert "left as it was" not in str(failed.value)
+    monkeypatch.setattr(os, "rename", real_rename)
+    place._fill_in_place(snapshot, target)
+    assert sorted(p.name for p in target.iterdir()) == ["a.bin", "b.bin", "c.bin"]
