@@ -19,6 +19,17 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 #: The virtual environment's scripts (hostkit, s5cmd) next to this interpreter.
 BIN = Path(sys.executable).parent
+#: What a Python client imports before its first request (part of every floor).
+START = "import asyncio, aiohttp, hostkit.resolver"
+#: The second baseline: ``minimal_client.py``, a verified, durable download in plain Python.
+MINIMAL = "minimal Python client (verified, fsync)"
+#: The S3 keys the benchmarks give their SeaweedFS.
+KEY, SECRET = "benchkey", "benchsecret"
+
+
+def minimal_client(*args) -> list:
+    """The command running ``minimal_client.py`` with ``args`` (``http URL OUT``, ...)."""
+    return [sys.executable, Path(__file__).resolve().parent / "minimal_client.py", *args]
 
 #: ``make_file(path, size)``: random bytes, returns their sha256 hex (the tests' helper).
 from tests.objectstore_fixtures import write_random as make_file  # noqa: E402, F401

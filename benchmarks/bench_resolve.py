@@ -38,7 +38,9 @@ from pathlib import Path
 
 from _common import (
     BIN,
+    MINIMAL,
     ROOT,
+    START,
     clean_start,
     compile_bytecode,
     cpu_breakdown,
@@ -47,17 +49,13 @@ from _common import (
     interleaved,
     make_file,
     measure,
+    minimal_client,
     row,
     sha256_seconds_per_gib,
     spread,
 )
 
 from tests.servers import NginxServer
-
-#: The interpreter start-up a Python client pays and curl does not (part of the floor).
-START = "import asyncio, aiohttp, hostkit.resolver"
-MINIMAL = "minimal Python client (verified, fsync)"
-HERE = Path(__file__).resolve().parent
 
 
 def main() -> None:
@@ -101,8 +99,8 @@ def main() -> None:
                 "python start-up (" + START + ")":
                     lambda: measure([sys.executable, "-c", START]),
                 "durable write (dd, fdatasync)": lambda: durable_write(out, size),
-                MINIMAL: lambda: measure([sys.executable, HERE / "minimal_client.py", "http",
-                                          url, out], server_pid=nginx.pid),
+                MINIMAL: lambda: measure(minimal_client("http", url, out),
+                                         server_pid=nginx.pid),
             }
             interleaved(contenders, args.rounds, results, before=lambda: clean_start(out))
             if args.others:

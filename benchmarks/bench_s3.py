@@ -38,7 +38,11 @@ from pathlib import Path
 
 from _common import (
     BIN,
+    KEY,
+    MINIMAL,
     ROOT,
+    SECRET,
+    START,
     clean_start,
     compile_bytecode,
     cpu_breakdown,
@@ -47,6 +51,7 @@ from _common import (
     interleaved,
     make_file,
     measure,
+    minimal_client,
     row,
     run,
     sha256_seconds_per_gib,
@@ -55,14 +60,9 @@ from _common import (
 
 from tests.servers import SeaweedS3Server
 
-KEY, SECRET = "benchkey", "benchsecret"
-#: What a Python client imports before its first request (part of the floor).
-START = "import asyncio, aiohttp, hostkit.resolver"
 S5 = "s5cmd cp (no verification)"
 HK = "hostkit resolve --hash (cold)"
 BOTO = "boto3 download_file (no verification)"
-MINIMAL = "minimal Python client (verified, fsync)"
-HERE = Path(__file__).resolve().parent
 TINY = "hostkit resolve, 1-byte object (fixed cost)"
 TINY_S5 = "s5cmd cp, 1-byte object"
 PY = f"python start-up ({START})"
@@ -115,9 +115,8 @@ def main() -> None:
                 HK: lambda: measure([BIN / "hostkit", "resolve", "--quiet", ident, "--hash",
                                      f"sha256:{sha}"], fresh_cache(), pid),
                 BOTO: lambda: measure([sys.executable, "-c", boto], env, pid),
-                MINIMAL: lambda: measure([sys.executable, HERE / "minimal_client.py", "get",
-                                          server.endpoint_url, "bench", "big.bin", out], env,
-                                         pid),
+                MINIMAL: lambda: measure(minimal_client("get", server.endpoint_url, "bench",
+                                                        "big.bin", out), env, pid),
                 TINY: lambda: measure([BIN / "hostkit", "resolve", "--quiet",
                                        f"minio://127.0.0.1:{server.port}/bench/tiny.bin"],
                                       fresh_cache(), pid),

@@ -40,25 +40,25 @@ from pathlib import Path
 
 from _common import (
     BIN,
+    KEY,
+    MINIMAL,
     ROOT,
+    SECRET,
+    START,
     Sample,
     compile_bytecode,
     interleaved,
     measure,
+    minimal_client,
     row,
     sha256_seconds_per_gib,
 )
 
 from tests.servers import SeaweedS3Server
 
-KEY, SECRET = "benchkey", "benchsecret"
-#: What a Python client imports before its first request (part of the floor).
-START = "import asyncio, aiohttp, hostkit.resolver"
 STARTUP = "python start-up (aiohttp, hostkit)"
 S5 = "s5cmd cp (no verification, no fsync)"
 COLD = "hostkit resolve --hash (cold)"
-MINIMAL = "minimal Python client (verified, fsync)"
-HERE = Path(__file__).resolve().parent
 
 
 def main() -> None:
@@ -133,9 +133,8 @@ def main() -> None:
                 # kind of disk, files deleted a moment ago slow down creating new ones)
                 shutil.rmtree(out_minimal, ignore_errors=True)
                 os.sync()
-                return measure([sys.executable, HERE / "minimal_client.py", "tree",
-                                server.endpoint_url, "bench", "tree/", out_minimal, 16], env,
-                               server.pid)
+                return measure(minimal_client("tree", server.endpoint_url, "bench", "tree/",
+                                              out_minimal, 16), env, server.pid)
 
             contenders = {S5: cold_s5cmd, COLD: cold_hostkit, MINIMAL: cold_minimal}
             interleaved(contenders, args.rounds, results)
