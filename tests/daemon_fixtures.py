@@ -42,6 +42,16 @@ def payload(size: int, seed: int) -> bytes:
     return bytes(out[:size])
 
 
+def catch_all(handler):
+    """A ``make_app`` for :func:`serve_in_thread`: every method and path go to ``handler``."""
+    def make_app():
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", handler)
+        return app
+
+    return make_app
+
+
 def serve_in_thread(make_app, name: str, *, on_stop=None, **runner_kwargs):
     """Serve ``make_app()`` on 127.0.0.1 (a free port) from a new event-loop thread.
 

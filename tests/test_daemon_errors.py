@@ -8,7 +8,7 @@ from urllib.parse import quote
 import pytest
 from aiohttp import web
 
-from tests.daemon_fixtures import TOKENS, call_json, serve_in_thread
+from tests.daemon_fixtures import TOKENS, call_json, catch_all, serve_in_thread
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -133,12 +133,7 @@ def test_tier_commands_refuse_a_dead_tier_and_missing_credentials_and_survive_a_
         data = _HOSTILE_TIER.get(request.path.removeprefix("/site/"))
         return web.Response(body=data) if data is not None else web.Response(status=404)
 
-    def make_app():
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", s3)
-        return app
-
-    thread, loop, url = serve_in_thread(make_app, "hostile-tier")
+    thread, loop, url = serve_in_thread(catch_all(s3), "hostile-tier")
     hostport = url.removeprefix("http://")
     dead = f"127.0.0.1:{free_port()}"
     base = {"HOME": str(tmp_path), "HOSTKIT_CACHE_DIR": str(tmp_path / "cache"),

@@ -442,7 +442,7 @@ def test_an_object_store_ignoring_if_match_never_gets_two_objects_mixed(cache):
     """A store that answers later parts with another object's bytes (and ETag): refused."""
     from aiohttp import web
 
-    from tests.daemon_fixtures import serve_in_thread
+    from tests.daemon_fixtures import catch_all, serve_in_thread
 
     old, new = b"A" * (256 << 10), b"B" * (256 << 10)
     seen = []
@@ -456,12 +456,7 @@ def test_an_object_store_ignoring_if_match_never_gets_two_objects_mixed(cache):
         return web.Response(status=206, body=data[first:last + 1], headers={
             "ETag": tag, "Content-Range": f"bytes {first}-{last}/{len(data)}"})
 
-    def make_app():
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", liar)
-        return app
-
-    _, loop, url = serve_in_thread(make_app, "lying-s3")
+    _, loop, url = serve_in_thread(catch_all(liar), "lying-s3")
     host = url.removeprefix("http://")
     try:
         proc = run_cli("resolve", f"minio://{host}/bkt/model.bin", "--json",

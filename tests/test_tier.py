@@ -23,7 +23,7 @@ from aiohttp import web
 
 from hostkit.formatting import format_size
 from tests.conftest import run_cli
-from tests.daemon_fixtures import call, payload, serve_in_thread, wait_until
+from tests.daemon_fixtures import call, catch_all, payload, serve_in_thread, wait_until
 from tests.tier_fixtures import BUCKET, PASSWORD, PREFIX, USER, Site, node_env
 
 MiB = 1 << 20
@@ -391,12 +391,7 @@ def test_a_stalled_tier_download_falls_back_to_the_origin(site, monkeypatch, tmp
         await asyncio.sleep(60)
         return resp
 
-    def make_app():
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", tier)
-        return app
-
-    thread, loop, url = serve_in_thread(make_app, "stalling-tier", handler_cancellation=True,
+    thread, loop, url = serve_in_thread(catch_all(tier), "stalling-tier", handler_cancellation=True,
                                         shutdown_timeout=0.1)
     try:
         in_process_env(monkeypatch, site, tmp_path, tier_timeout="0.5")
