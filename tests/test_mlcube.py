@@ -280,3 +280,9 @@ def test_the_current_container_config_keeps_mlcubes_mounts_and_arguments(tmp_pat
         label = "additional_files" if name == "weights" else name
         assert path.startswith(mounts[label]["mount_path"]), arg
     assert len({m["mount_path"] for m in mounts.values()}) == len(mounts)  # no two share one
+
+
+def test_the_command_line_offers_exactly_the_cube_types_there_are_tasks_for():
+    from hostkit.workflows import CUBE_TYPES, mlcube
+
+    assert tuple(mlcube.TASKS) == CUBE_TYPES

@@ -97,4 +97,3 @@ def sync_folder(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
-
